@@ -1,0 +1,14 @@
+"""Node classes of the pack. Each module exports its nodes in a ``NODES`` list; ids start with ``LCMPack_``.
+
+Node ids, input names and their order are a public contract: they are saved inside users' workflows.
+Never rename or reorder them; add new inputs at the end, optional.
+"""
+from __future__ import annotations
+
+from . import sampling_nodes
+
+NODE_CLASSES = [
+    *sampling_nodes.NODES,
+]
+
+

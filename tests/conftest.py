@@ -1,0 +1,62 @@
+"""Shared fixtures: real ComfyUI in-process, a real ComfyUI server, generated models (cached per run).
+
+Tests import the pack's pure-math packages (``samplers``, ``lora``) from the repository root; pack *nodes*
+are only reached through ComfyUI (never ``import nodes``: that name is ComfyUI's).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+for path in (str(REPO), str(TESTS)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from harness import comfy_host, models  # noqa: E402
+from harness.server import ComfyServer  # noqa: E402
+
+SD15_CKPT = "tiny-sd15.safetensors"
+VEGA_UNET = "tiny-vega-sdxl.safetensors"
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory) -> Path:
+    """A ``models`` folder with generated SD1.5-family and SDXL-family models, built once per run."""
+    root = tmp_path_factory.mktemp("generated-models")
+    models.write_sd15_checkpoint(root / "checkpoints" / SD15_CKPT, seed=0)
+    models.write_vega_diffusion_model(root / "diffusion_models" / VEGA_UNET, seed=1)
+    (root / "loras").mkdir(exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, model_store) -> comfy_host.ComfyHost:
+    """ComfyUI booted in this process with the pack registered and the generated models visible."""
+    base = tmp_path_factory.mktemp("comfy-base")
+    comfy_host.make_base_directory(base)
+    for kind in ("checkpoints", "diffusion_models"):
+        for file in (model_store / kind).iterdir():
+            (base / "models" / kind / file.name).symlink_to(file)
+    return comfy_host.boot(base)
+
+
+@pytest.fixture
+def comfy_loras(comfy) -> Path:
+    """The in-process host's ``models/loras`` folder (tests drop generated LoRA files here)."""
+    return comfy.base / "models" / "loras"
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory, model_store):
+    """A real ComfyUI HTTP server on 127.0.0.1 (free port) with the pack and the generated models."""
+    base = tmp_path_factory.mktemp("server-base")
+    server = ComfyServer(base=base, model_store=model_store)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,176 @@
+"""Real ComfyUI in the test process: boot once, register the pack, run API-format prompts.
+
+Boot order matters (see docs/NOTES in ../shared): ``comfy.cli_args.args`` is set (CPU, base directory)
+before anything imports ``comfy.model_management``; ``utils.extra_config`` is imported before ``nodes`` so
+that ``utils`` resolves to ComfyUI's package, not ``comfy/utils.py``.
+
+The base directory is a temporary folder holding ``custom_nodes/lcm-lora-pack`` (a link to this
+repository) and ``models/…``; ComfyUI's own tree is only read.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+PACK_FOLDER_NAME = "lcm-lora-pack"
+PACK_PREFIX = "LCMPack_"
+LOG = logging.getLogger(__name__)
+
+
+def comfyui_root() -> Path:
+    """ComfyUI checkout used by the tests: ``$COMFYUI_PATH`` or the provisioned ``.comfyui/ComfyUI``."""
+    root = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui" / "ComfyUI").resolve()
+    if not (root / "main.py").is_file():
+        raise RuntimeError(f"no ComfyUI at {root}: run `python3 scripts/provision.py` (or set COMFYUI_PATH)")
+    return root
+
+
+def make_base_directory(base: Path) -> Path:
+    """Create a ComfyUI base directory: custom_nodes with the pack linked, empty model folders."""
+    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    link = base / "custom_nodes" / PACK_FOLDER_NAME
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    for sub in ("checkpoints", "loras", "diffusion_models", "vae", "clip", "text_encoders", "unet"):
+        (base / "models" / sub).mkdir(parents=True, exist_ok=True)
+    for sub in ("input", "output", "temp", "user"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    return base
+
+
+class ServerStub:
+    """Stands in for ``PromptServer`` (which does not exist in-process): records the messages sent."""
+
+    def __init__(self) -> None:
+        self.client_id = None
+        self.last_node_id = None
+        self.last_prompt_id = None
+        self.sockets_metadata: dict = {}
+        self.messages: list[tuple[str, Any]] = []
+
+    def send_sync(self, event, data, sid=None) -> None:
+        self.messages.append((event, data))
+
+    def queue_updated(self) -> None:
+        pass
+
+
+class PromptFailed(AssertionError):
+    """A prompt did not validate or did not execute; carries ComfyUI's own error payload."""
+
+    def __init__(self, message: str, payload: Any = None) -> None:
+        super().__init__(message)
+        self.payload = payload
+
+
+@dataclass
+class ComfyHost:
+    """Handle on the in-process ComfyUI with the pack loaded."""
+
+    root: Path
+    base: Path
+    modules: dict = field(default_factory=dict)
+
+    @property
+    def nodes(self):
+        return self.modules["nodes"]
+
+    @property
+    def execution(self):
+        return self.modules["execution"]
+
+    @property
+    def folder_paths(self):
+        return self.modules["folder_paths"]
+
+    def node_class(self, node_id: str):
+        return self.nodes.NODE_CLASS_MAPPINGS[node_id]
+
+    def pack_node_ids(self) -> list[str]:
+        return sorted(k for k in self.nodes.NODE_CLASS_MAPPINGS if k.startswith(PACK_PREFIX))
+
+    def validate(self, prompt: dict) -> tuple:
+        """Run ComfyUI's ``validate_prompt``; returns its raw tuple (ok, error, outputs, node_errors)."""
+        return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+
+    def run_prompt(self, prompt: dict, outputs: list[str] | None = None) -> dict:
+        """Validate (failing on *any* node error) and execute an API-format prompt.
+
+        Returns ``{node_id: ui_output}`` from the executor's history; raises :class:`PromptFailed` with
+        ComfyUI's payload when validation or execution fails.
+        """
+        ok, error, good_outputs, node_errors = self.validate(prompt)
+        if not ok or node_errors:
+            raise PromptFailed(f"prompt invalid: {error} {node_errors}", {"error": error, "node_errors": node_errors})
+        stub = ServerStub()
+        executor = self.execution.PromptExecutor(stub, cache_type=self.execution.CacheType.CLASSIC,
+                                                 cache_args={"lru": 0, "ram": 0})
+        executor.execute(prompt, str(uuid.uuid4()), {}, outputs if outputs is not None else good_outputs)
+        if not executor.success:
+            errors = [data for event, data in stub.messages if event == "execution_error"]
+            detail = errors[0] if errors else stub.messages
+            raise PromptFailed(f"execution failed: {detail}", detail)
+        return executor.history_result.get("outputs", {})
+
+    def run_node(self, node_id: str, **inputs):
+        """Call a node's implementation directly (V3 or V1) and return its output tuple."""
+        cls = self.node_class(node_id)
+        if hasattr(cls, "GET_SCHEMA"):
+            result = cls.execute(**inputs)
+            return tuple(result.result) if result.result is not None else ()
+        return getattr(cls(), cls.FUNCTION)(**inputs)
+
+
+_HOST: ComfyHost | None = None
+
+
+def prepare_import() -> Path:
+    """Put ComfyUI on ``sys.path`` and set its CLI args (CPU) before any ``comfy`` module is imported.
+
+    Enough for ``comfy.ops`` / model classes (used to generate test models); :func:`boot` does the rest.
+    """
+    root = comfyui_root()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    import comfy.options
+
+    comfy.options.enable_args_parsing(False)
+    from comfy.cli_args import args
+
+    args.cpu = True
+    args.disable_api_nodes = True
+    return root
+
+
+def boot(base: Path) -> ComfyHost:
+    """Boot ComfyUI in this process once (CPU, base directory ``base``) and load the pack."""
+    global _HOST
+    if _HOST is not None:
+        return _HOST
+    root = prepare_import()
+    make_base_directory(base)
+    if "folder_paths" in sys.modules:
+        raise RuntimeError("folder_paths was imported before boot(): the base directory cannot be set")
+    from comfy.cli_args import args
+
+    args.base_directory = str(base)
+    import utils.extra_config  # noqa: F401  (must precede `import nodes`)
+    import execution
+    import folder_paths
+    import nodes
+
+    folder_paths.set_output_directory(str(base / "output"))
+    folder_paths.set_input_directory(str(base / "input"))
+    folder_paths.set_temp_directory(str(base / "temp"))
+    import_failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    LOG.info("ComfyUI booted from %s; core extras failing import: %s", root, import_failed)
+    _HOST = ComfyHost(root=root, base=base,
+                      modules={"nodes": nodes, "execution": execution, "folder_paths": folder_paths})
+    return _HOST

@@ -1,0 +1,61 @@
+"""The pack loads in real ComfyUI and its nodes are published correctly (issue 2)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_loader_imports_pack_without_failure(comfy):
+    loaded = {Path(p).resolve() for p in comfy.nodes.LOADED_MODULE_DIRS.values()}
+    assert REPO in loaded, f"pack not in LOADED_MODULE_DIRS: {comfy.nodes.LOADED_MODULE_DIRS}"
+    assert comfy.pack_node_ids(), "no LCMPack_ node registered"
+
+
+def test_every_node_id_is_prefixed_and_v3(comfy):
+    for node_id in comfy.pack_node_ids():
+        cls = comfy.node_class(node_id)
+        schema = cls.GET_SCHEMA()
+        assert schema.node_id == node_id and node_id.startswith("LCMPack_")
+        assert schema.category.startswith("LCM-LoRA"), schema.category
+
+
+def test_single_registration_style():
+    """V3 comfy_entrypoint only: a NODE_CLASS_MAPPINGS would make ComfyUI skip the entrypoint."""
+    tree = ast.parse((REPO / "__init__.py").read_text())
+    names = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign) for t in node.targets
+             if isinstance(t, ast.Name)}
+    functions = {node.name for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    assert "NODE_CLASS_MAPPINGS" not in names
+    assert "comfy_entrypoint" in functions
+
+
+def test_math_packages_import_without_comfy():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, %r); import samplers.boundary; "
+            "assert not any(m == 'comfy' or m.startswith('comfy.') or m == 'nodes' for m in sys.modules), "
+            "sorted(m for m in sys.modules if m.startswith('comfy'))") % str(REPO)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.server
+def test_object_info_lists_every_pack_node(comfy_server, comfy):
+    info = comfy_server.get_json("/object_info")
+    expected = comfy.pack_node_ids()
+    assert expected
+    for node_id in expected:
+        assert node_id in info, f"{node_id} missing from /object_info"
+        entry = info[node_id]
+        assert entry["category"].startswith("LCM-LoRA")
+        assert entry["output"], f"{node_id} has no outputs"
+        assert entry["description"], f"{node_id} has no description"
+        for section in ("required", "optional"):
+            for name, spec in entry["input"].get(section, {}).items():
+                options = spec[1] if len(spec) > 1 else {}
+                assert options.get("tooltip"), f"{node_id}.{name} has no tooltip"
