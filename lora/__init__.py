@@ -1,0 +1,5 @@
+"""LoRA package of the pack: reading, format/family detection, coverage, mixing and export (pure torch).
+
+Nothing here imports ComfyUI UI code; where ComfyUI's own key maps are needed they are passed in by the
+nodes (see ``nodes/``), so the math stays testable against PEFT and diffusers.
+"""
