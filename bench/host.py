@@ -1,0 +1,155 @@
+"""ComfyUI booted in the benchmark process (CPU or CUDA) with the pack registered, and node calls.
+
+Boot order (see the shared notes): ComfyUI's CLI args are set before anything imports
+``comfy.model_management``; ``utils.extra_config`` is imported before ``nodes``. The base directory is a
+temporary folder holding ``custom_nodes/lcm-lora-pack`` (a link to this repository) and ``models/…``.
+
+Nodes are called the way the executor calls them (V3 ``execute`` classmethod, V1 ``FUNCTION``), with
+defaults filled from the node's own ``INPUT_TYPES`` so the benchmark survives optional inputs added later.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACK_FOLDER_NAME = "lcm-lora-pack"
+LOG = logging.getLogger(__name__)
+
+
+class NodeMissing(RuntimeError):
+    """A node the benchmark wants is not registered (its branch is not merged yet)."""
+
+
+def comfyui_root() -> Path:
+    """``$COMFYUI_PATH`` or the provisioned ``.comfyui/ComfyUI`` of this checkout."""
+    root = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui" / "ComfyUI").resolve()
+    if not (root / "main.py").is_file():
+        raise RuntimeError(f"no ComfyUI at {root}: run `python3 scripts/provision.py` or set COMFYUI_PATH")
+    return root
+
+
+@dataclass
+class BenchHost:
+    """The booted ComfyUI: its ``nodes`` module, base directory and torch device."""
+
+    nodes: object
+    base: Path
+    device: str
+    instances: dict = field(default_factory=dict)
+
+    @property
+    def loras_dir(self) -> Path:
+        return self.base / "models" / "loras"
+
+    def has(self, node_id: str) -> bool:
+        return node_id in self.nodes.NODE_CLASS_MAPPINGS
+
+    def require(self, *node_ids: str) -> None:
+        missing = [n for n in node_ids if not self.has(n)]
+        if missing:
+            raise NodeMissing(f"node(s) {', '.join(missing)} not registered (branch not merged?): skipped")
+
+    def inputs_of(self, node_id: str) -> dict[str, tuple]:
+        cls = self.nodes.NODE_CLASS_MAPPINGS[node_id]
+        spec = cls.INPUT_TYPES()
+        out = {}
+        for section in ("required", "optional"):
+            for name, entry in (spec.get(section) or {}).items():
+                out[name] = (section, entry)
+        return out
+
+    def call(self, node_id: str, **provided):
+        """Run ``node_id`` with ``provided`` inputs; missing ones take the node's default.
+
+        Provided names the node does not declare are dropped (lets one call site serve nodes whose
+        optional inputs differ); a required input without default and not provided raises.
+        """
+        self.require(node_id)
+        cls = self.nodes.NODE_CLASS_MAPPINGS[node_id]
+        kwargs = {}
+        for name, (section, entry) in self.inputs_of(node_id).items():
+            if name in provided:
+                kwargs[name] = provided[name]
+                continue
+            default = _default_of(entry)
+            if default is not _NO_DEFAULT:
+                kwargs[name] = default
+            elif section == "required":
+                raise TypeError(f"{node_id}: required input {name!r} not provided and has no default")
+        if hasattr(cls, "GET_SCHEMA"):
+            result = cls.execute(**kwargs)
+            return tuple(result.result) if result.result is not None else ()
+        # One instance per node id, as the executor keeps them (core LoraLoader caches its file there).
+        instance = self.instances.setdefault(node_id, cls())
+        return getattr(instance, cls.FUNCTION)(**kwargs)
+
+
+_NO_DEFAULT = object()
+
+
+def _default_of(entry: tuple):
+    """Default of an ``INPUT_TYPES`` entry: its ``default`` option, else the first combo choice."""
+    kind = entry[0]
+    options = entry[1] if len(entry) > 1 and isinstance(entry[1], dict) else {}
+    if "default" in options:
+        return options["default"]
+    if isinstance(kind, (list, tuple)) and kind:
+        return kind[0]
+    if kind == "COMBO" and options.get("options"):
+        return options["options"][0]
+    return _NO_DEFAULT
+
+
+def _make_base_directory(base: Path) -> None:
+    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    link = base / "custom_nodes" / PACK_FOLDER_NAME
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    for sub in ("checkpoints", "loras", "diffusion_models", "vae", "clip", "text_encoders", "unet",
+                "input", "output", "temp", "user"):
+        target = base / ("models/" + sub if sub not in ("input", "output", "temp", "user") else sub)
+        target.mkdir(parents=True, exist_ok=True)
+
+
+_HOST: BenchHost | None = None
+
+
+def boot(device: str, base: Path | None = None) -> BenchHost:
+    """Boot ComfyUI once in this process on ``device`` ("cpu" or "cuda") and register the pack."""
+    global _HOST
+    if _HOST is not None:
+        return _HOST
+    root = comfyui_root()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    import comfy.options
+
+    comfy.options.enable_args_parsing(False)
+    from comfy.cli_args import args
+
+    base = Path(base or tempfile.mkdtemp(prefix="lcm-bench-"))
+    _make_base_directory(base)
+    args.cpu = device == "cpu"
+    args.disable_api_nodes = True
+    args.base_directory = str(base)
+    import comfy.utils
+    import folder_paths
+    import utils.extra_config  # noqa: F401  (must precede `import nodes`)
+
+    import nodes
+
+    folder_paths.set_output_directory(str(base / "output"))
+    folder_paths.set_input_directory(str(base / "input"))
+    folder_paths.set_temp_directory(str(base / "temp"))
+    failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    if failed:
+        LOG.info("core extra node modules that failed to import: %s", failed)
+    comfy.utils.set_progress_bar_enabled(False)
+    _HOST = BenchHost(nodes=nodes, base=base, device=device)
+    return _HOST

@@ -1,0 +1,157 @@
+"""Sections: LoRA apply / re-apply time (pack vs chained core loaders), patched step time, merged export.
+
+"Apply" is what the user waits for after changing a LoRA input: the loader node(s) run, then ComfyUI
+patches the weights when the model is loaded for sampling (``load_models_gpu``; patches are merged into
+the weights there, see the shared notes §3). Each timed apply starts from the unpatched model loaded.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from . import timing
+from .context import BenchContext, FamilyModels
+from .host import REPO, NodeMissing
+from .lora_files import write_benchmark_loras
+from .sampling_sections import parity, unet_step_arms
+
+LOG = logging.getLogger(__name__)
+STYLE_STRENGTH = 0.8
+
+
+def benchmark_loras(ctx: BenchContext, models: FamilyModels) -> dict[str, str]:
+    return write_benchmark_loras(models.unet.diffusers, ctx.host.loras_dir, models.family.name, ctx.device)
+
+
+def pack_lcm_lora(ctx: BenchContext, model, clip, lora_name: str, strength: float = 1.0):
+    """The pack's LCM-LoRA loader (MODEL out)."""
+    out = ctx.host.call("LCMPack_LCMLoraLoader", model=model, clip=clip, lora_name=lora_name, strength=strength,
+                        strength_model=strength, lora_strength=strength)
+    return out[0]
+
+
+def core_lora_chain(ctx: BenchContext, model, names: list[str], strengths: list[float]):
+    """Core ``LoraLoaderModelOnly`` chained once per file."""
+    for name, strength in zip(names, strengths, strict=True):
+        (model,) = ctx.host.call("LoraLoaderModelOnly", model=model, lora_name=name, strength_model=strength)
+    return model
+
+
+def pack_mix(ctx: BenchContext, model, clip, names: list[str], strengths: list[float]):
+    """``LCMPack_LoraStack`` chained once per file, then ``LCMPack_LoraMixer`` (MODEL out)."""
+    ctx.host.require("LCMPack_LoraStack", "LCMPack_LoraMixer")
+    stack = None
+    for name, strength in zip(names, strengths, strict=True):
+        provided = {"lora_name": name, "strength": strength, "strength_model": strength, "weight": strength}
+        if stack is not None:
+            provided.update(stack=stack, lora_stack=stack, previous=stack)
+        (stack,) = ctx.host.call("LCMPack_LoraStack", **provided)[:1]
+    out = ctx.host.call("LCMPack_LoraMixer", model=model, clip=clip, stack=stack, lora_stack=stack)
+    return out[0]
+
+
+def _loader(ctx: BenchContext):
+    import comfy.model_management
+
+    def load(model):
+        comfy.model_management.load_models_gpu([model])
+        timing.synchronize(ctx.device)
+        return model
+
+    return load
+
+
+def section_lora_apply(ctx: BenchContext, family_name: str) -> None:
+    models = ctx.models(family_name)
+    names = benchmark_loras(ctx, models)
+    base = models.fresh_comfy_unet()
+    load = _loader(ctx)
+    all_names = [names["lcm"], names["style_a"], names["style_b"]]
+    strengths = [1.0, STYLE_STRENGTH, STYLE_STRENGTH]
+    changed = [1.0, STYLE_STRENGTH, STYLE_STRENGTH - 0.1]
+    arms = {
+        "core LoraLoaderModelOnly: LCM alone": lambda: load(core_lora_chain(ctx, base, all_names[:1], [1.0])),
+        "core LoraLoaderModelOnly ×3 chained: LCM + 2 style": lambda: load(
+            core_lora_chain(ctx, base, all_names, strengths)),
+    }
+    skipped = {}
+    for name, fn in {
+        "pack LCMLoraLoader: LCM alone": lambda: load(pack_lcm_lora(ctx, base, None, names["lcm"])),
+        "pack LoraStack ×3 → LoraMixer: LCM + 2 style": lambda: load(pack_mix(ctx, base, None, all_names, strengths)),
+    }.items():
+        node = "LCMPack_LCMLoraLoader" if "LCMLoraLoader" in name else "LCMPack_LoraMixer"
+        if ctx.host.has(node):
+            arms[name] = fn
+        else:
+            skipped[name] = f"{node} not registered: skipped"
+    setups = {name: (lambda: load(base)) for name in arms}
+    results = timing.interleave(arms, ctx.device, ctx.short_repeats, ctx.warmup, peak=False, setups=setups)
+    reapply = _reapply_arms(ctx, base, all_names, strengths, changed, load)
+    results.update(reapply)
+    for name, reason in skipped.items():
+        results[name] = timing.ArmResult(name, skipped=reason)
+    ctx.report("lora_apply", timing.table(
+        f"{family_name}: LoRA apply (loader nodes + weight patch at load), from the unpatched model loaded",
+        results, reference="core LoraLoaderModelOnly: LCM alone"),
+        {"family": family_name, **{k: v.seconds for k, v in results.items()}})
+
+
+def _reapply_arms(ctx, base, names, strengths, changed, load) -> dict[str, timing.ArmResult]:
+    """Re-apply after one style strength changes: from the model patched with ``strengths``."""
+    arms, setups = {}, {}
+    builders = {"core ×3 chained": lambda s: core_lora_chain(ctx, base, names, s)}
+    if ctx.host.has("LCMPack_LoraMixer"):
+        builders["pack mixer"] = lambda s: pack_mix(ctx, base, None, names, s)
+    for label, build in builders.items():
+        before = {"model": None}
+
+        def setup(build=build, before=before):
+            before["model"] = load(build(strengths))
+
+        arms[f"re-apply after a strength change: {label}"] = lambda build=build: load(build(changed))
+        setups[f"re-apply after a strength change: {label}"] = setup
+    try:
+        return timing.interleave(arms, ctx.device, ctx.short_repeats, ctx.warmup, peak=False, setups=setups)
+    except NodeMissing as missing:
+        return {"re-apply": timing.ArmResult("re-apply", skipped=str(missing))}
+
+
+def section_patched_step(ctx: BenchContext, family_name: str) -> None:
+    """UNet step of the LCM-LoRA-patched model vs the unpatched one (two loaded copies, interleaved)."""
+    models = ctx.models(family_name)
+    names = benchmark_loras(ctx, models)
+    patched_base = models.fresh_comfy_unet()
+    if ctx.host.has("LCMPack_LCMLoraLoader"):
+        patched, how = pack_lcm_lora(ctx, patched_base, None, names["lcm"]), "pack LCMLoraLoader"
+    else:
+        patched, how = core_lora_chain(ctx, patched_base, [names["lcm"]], [1.0]), "core LoraLoaderModelOnly"
+    results = {}
+    for batch in (1, 2):
+        plain_step, _ = unet_step_arms(ctx, models, batch)
+        patched_models = FamilyModels(models.family, type(models.unet)(models.unet.diffusers, patched, 0), {})
+        patched_step, _ = unet_step_arms(ctx, patched_models, batch)
+        changed = parity(plain_step, patched_step)
+        results.update(timing.interleave({f"unpatched b{batch}": plain_step,
+                                          f"LCM-LoRA patched ({how}) b{batch}": patched_step},
+                                         ctx.device, ctx.repeats * 2, ctx.warmup, peak=False))
+        LOG.info("patched output differs from unpatched by %.2e (rel. L2): the LoRA is applied", changed)
+    ctx.report("patched_step", timing.table(f"{family_name}: UNet step, LCM-LoRA patched vs unpatched",
+                                            results, reference="unpatched b1"),
+               {"family": family_name, **{k: v.seconds for k, v in results.items()}})
+
+
+def section_export(ctx: BenchContext) -> None:
+    """Run the mixing engineer's ``bench/bench_export.py`` (merged export timing) and keep its output."""
+    script = REPO / "bench" / "bench_export.py"
+    if not script.is_file():
+        ctx.report("export", "### merged export\n\nskipped: bench/bench_export.py not present (wt-mix not merged)\n")
+        return
+    args = [sys.executable, str(script), "--device", ctx.device, "--out", str(Path(ctx.out_dir))]
+    if ctx.smoke:
+        args.append("--smoke")
+    run = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=900)
+    tail = (run.stdout[-4000:] + ("\n" + run.stderr[-2000:] if run.returncode else "")).strip()
+    ctx.report("export", f"### merged export (bench/bench_export.py, rc {run.returncode})\n\n```\n{tail}\n```\n",
+               {"returncode": run.returncode})

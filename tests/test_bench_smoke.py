@@ -1,0 +1,44 @@
+"""CPU smoke run of the benchmark script: it runs every section end to end and prints its tables.
+
+Checks that the script works (tables present, every section ran or said why it skipped), never timings.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-smoke")
+    run = subprocess.run([sys.executable, "-m", "bench.lcm_bench", "--smoke", "--out", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    return run, out
+
+
+@pytest.mark.slow
+def test_smoke_run_exits_cleanly_and_prints_tables(smoke_run):
+    run, out = smoke_run
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "BENCH TABLES WRITTEN" in run.stdout
+    for heading in ("eager UNet step", "4-step LCM sampling", "end to end", "LoRA apply",
+                    "LCM-LoRA patched vs unpatched"):
+        assert heading in run.stdout, f"table {heading!r} missing from the output"
+    assert "0 failed sections" in run.stdout, run.stdout[-4000:]
+
+
+@pytest.mark.slow
+def test_smoke_report_has_environment_and_rows(smoke_run):
+    _, out = smoke_run
+    report = (out / "bench_report.md").read_text()
+    assert "- device:" in report and "- command:" in report
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "median ms" not in line]
+    timed = [line for line in rows if "SKIPPED" not in line and "FAILED" not in line and "| – |" not in line]
+    assert timed, "no timed row in the report"
+    assert "core ModelSamplingDiscrete(lcm) + KSampler lcm/simple" in report
+    assert (out / "bench_records.json").is_file()
