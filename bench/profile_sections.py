@@ -77,6 +77,14 @@ def _custom_arms(ctx: BenchContext, model, cond, latent) -> dict:
 
 
 def _torch_profile(ctx: BenchContext, name: str, fn, calls: int = 3) -> dict:
+    try:
+        return _torch_profile_unsafe(ctx, name, fn, calls)
+    except Exception:  # noqa: BLE001  (the profiler is diagnostics: the timings stand without it)
+        LOG.exception("torch.profiler failed for %s", name)
+        return {}
+
+
+def _torch_profile_unsafe(ctx: BenchContext, name: str, fn, calls: int) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:

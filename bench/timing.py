@@ -29,6 +29,7 @@ class ArmResult:
     name: str
     seconds: list[float] = field(default_factory=list)
     peak_bytes: int | None = None
+    peak_abs_bytes: int | None = None
     error: str | None = None
     skipped: str | None = None
 
@@ -43,16 +44,20 @@ class ArmResult:
         return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def measure_peak(fn: Callable[[], object], device: str) -> int | None:
-    """Peak allocated device memory (bytes) during one call of ``fn``; None on CPU."""
+def measure_peak(fn: Callable[[], object], device: str) -> tuple[int | None, int | None]:
+    """Peak allocated device memory during one call of ``fn``: (above what was allocated before the call,
+    absolute). The first is the arm's working memory; the second includes every resident model of the
+    benchmark process (several UNet copies), so it is an upper bound. (None, None) on CPU."""
     if not device.startswith("cuda"):
         fn()
-        return None
+        return None, None
     synchronize(device)
+    before = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
     fn()
     synchronize(device)
-    return torch.cuda.max_memory_allocated()
+    peak = torch.cuda.max_memory_allocated()
+    return peak - before, peak
 
 
 def interleave(arms: dict[str, Callable[[], object]], device: str, repeats: int, warmup: int = 1,
@@ -71,7 +76,7 @@ def interleave(arms: dict[str, Callable[[], object]], device: str, repeats: int,
             for _ in range(max(warmup, 0)):
                 fn()
             if peak:
-                results[name].peak_bytes = measure_peak(fn, device)
+                results[name].peak_bytes, results[name].peak_abs_bytes = measure_peak(fn, device)
         except Exception as error:  # noqa: BLE001  (a broken arm must not stop the others)
             LOG.exception("arm %s failed in warm-up", name)
             results[name].error = f"{type(error).__name__}: {error}"
@@ -111,10 +116,14 @@ def fmt_gib(num_bytes: int | None) -> str:
 
 def table(title: str, results: dict[str, ArmResult], reference: str | None = None,
           notes: dict[str, str] | None = None) -> str:
-    """A markdown table: median ms, p10–p90, n, ratio to ``reference``, peak GiB, note."""
+    """A markdown table: median ms, p10–p90, n, ratio to ``reference``, working memory, note.
+
+    "work GiB" is the peak device memory allocated during one call above what was allocated before it
+    (activations, latents, temporary weights); resident weights are stated per section.
+    """
     ref = results.get(reference) if reference else None
     lines = [f"### {title}", "",
-             "| arm | median ms | p10–p90 ms | n | × " + (reference or "–") + " | peak GiB | note |",
+             "| arm | median ms | p10–p90 ms | n | × " + (reference or "–") + " | work GiB | note |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for name, result in results.items():
         note = (notes or {}).get(name, "")
@@ -133,4 +142,4 @@ def table(title: str, results: dict[str, ArmResult], reference: str | None = Non
 
 def scaled(result: ArmResult, factor: float, name: str) -> ArmResult:
     """A derived arm (e.g. 4 × one UNet step) from another arm's samples."""
-    return ArmResult(name, [s * factor for s in result.seconds], result.peak_bytes, result.error)
+    return ArmResult(name, [s * factor for s in result.seconds], error=result.error)
