@@ -59,6 +59,16 @@ def sample_lcm_without_step_sync(model, x, sigmas, extra_args=None, callback=Non
     return x
 
 
+@torch.no_grad()
+def sample_bare_calls(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """No sampler math at all: one guided model call per step (isolates core's guider + model wrapper)."""
+    extra_args = {} if extra_args is None else extra_args
+    s_in = x.new_ones([x.shape[0]])
+    for i in range(len(sigmas) - 1):
+        x = model(x, sigmas[i] * s_in, **extra_args)
+    return x
+
+
 def _custom_arms(ctx: BenchContext, model, cond, latent) -> dict:
     import comfy.samplers
 
@@ -67,13 +77,42 @@ def _custom_arms(ctx: BenchContext, model, cond, latent) -> dict:
     (sigmas,) = host.call("BasicScheduler", model=lcm_model, scheduler="simple", steps=LCM_STEPS, denoise=1.0)
     (core_sampler,) = host.call("KSamplerSelect", sampler_name="lcm")
     nosync = comfy.samplers.KSAMPLER(sample_lcm_without_step_sync)
+    bare = comfy.samplers.KSAMPLER(sample_bare_calls)
 
     def run(sampler):
         return host.call("SamplerCustom", model=lcm_model, add_noise=True, noise_seed=SEED, cfg=1.0,
                          positive=cond, negative=cond, sampler=sampler, sigmas=sigmas, latent_image=latent)[0]
 
     return {"core SamplerCustom(KSamplerSelect lcm)": lambda: run(core_sampler),
-            "SamplerCustom(LCM loop without per-step sync)": lambda: run(nosync)}
+            "SamplerCustom(LCM loop without per-step sync)": lambda: run(nosync),
+            "SamplerCustom(bare loop: 4 guided model calls, no sampler math)": lambda: run(bare),
+            "4 × BaseModel.apply_model (ComfyUI model wrapper, no guider)": _apply_model_arm(ctx, lcm_model, cond, latent["samples"].shape[-1])}
+
+
+def _apply_model_arm(ctx: BenchContext, lcm_model, cond, side: int):
+    """4 calls of ``BaseModel.apply_model`` at the LCM sigmas: UNet + ComfyUI's input/output scaling and
+    timestep conversion, without the sampler, guider or cond batching."""
+    import comfy.model_management
+
+    comfy.model_management.load_models_gpu([lcm_model])
+    base = lcm_model.model
+    sampling = lcm_model.get_model_object("model_sampling")
+    context = cond[0][0].to(ctx.device, ctx.dtype)
+    extra = {}
+    if "pooled_output" in cond[0][1]:
+        extra["y"] = base.encode_adm(pooled_output=cond[0][1]["pooled_output"], width=side * 8,
+                                     height=side * 8).to(ctx.device, ctx.dtype)
+    x = torch.randn(1, 4, side, side, device=ctx.device)
+    sigmas = sampling.sigmas.to(ctx.device)[[-1, -13, -26, -38]]
+
+    @torch.inference_mode()
+    def run():
+        out = x
+        for sigma in sigmas:
+            out = base.apply_model(out, sigma.view(1), c_crossattn=context, **extra)
+        return out
+
+    return run
 
 
 def _torch_profile(ctx: BenchContext, name: str, fn, calls: int = 3) -> dict:
