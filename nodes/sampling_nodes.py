@@ -4,8 +4,6 @@ Thin V3 nodes; the math lives in ``samplers/`` (timestep rule, loops, ComfyUI mo
 """
 from __future__ import annotations
 
-import logging
-
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -16,10 +14,8 @@ from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
 from ..samplers.comfy_model_sampling import (check_lcm_capable, lcm_schedule, make_lcm_model_sampling,
                                              sampling_prediction_type, with_lcm_sampling)
 from ..samplers.k_diffusion import sample_lcm_exact, sample_tcd
-from ..samplers.timesteps import LCMScheduleError, lcm_timesteps, parse_timesteps
+from ..samplers.timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps, parse_timesteps
 from .common import CATEGORY_SAMPLING, NODE_PREFIX
-
-LOG = logging.getLogger(__name__)
 
 SAMPLER_NAMES = ["lcm", "tcd"]
 GAMMA_TOOLTIP = ("TCD's gamma (stochasticity, diffusers' eta), 0..1: 0 = deterministic DDIM-like steps, 0.3 = "
@@ -174,11 +170,14 @@ class LCMScheduler(io.ComfyNode):
                         original_inference_steps: int | None = None,
                         custom_timesteps: str | None = None) -> bool | str:
         if custom_timesteps and custom_timesteps.strip():
+            failure = check_schedule_inputs(None, denoise, original_inference_steps)
+            if failure is not True or denoise is None:
+                return failure
             try:
-                parse_timesteps(custom_timesteps)
+                check_custom_timesteps(parse_timesteps(custom_timesteps), original_inference_steps or 50, denoise)
             except LCMScheduleError as error:
                 return str(error)
-            return check_schedule_inputs(None, denoise, original_inference_steps)
+            return True
         return check_schedule_inputs(steps, denoise, original_inference_steps)
 
     @classmethod

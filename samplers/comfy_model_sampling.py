@@ -12,6 +12,7 @@ Compared with core's ``ModelSamplingDiscrete(sampling="lcm")`` it
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import comfy.model_sampling
@@ -19,6 +20,8 @@ import torch
 
 from .boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
 from .timesteps import DEFAULT_ORIGINAL_INFERENCE_STEPS, check_custom_timesteps, lcm_timesteps
+
+LOG = logging.getLogger(__name__)
 
 PREDICTION_TYPES = {
     "eps": comfy.model_sampling.EPS,
@@ -198,7 +201,10 @@ def lcm_schedule(model_sampling, steps: int, denoise: float = 1.0, original_infe
     original_steps = resolve_original_steps(model_sampling, original_inference_steps)
     num_train = int(model_sampling.num_timesteps)
     if custom_timesteps:
-        timesteps = check_custom_timesteps(custom_timesteps, original_steps, denoise, num_train).timesteps
+        schedule = check_custom_timesteps(custom_timesteps, original_steps, denoise, num_train)
+        for message in schedule.warnings:
+            LOG.warning("LCM schedule: %s", message)
+        timesteps = schedule.timesteps
     else:
         timesteps = lcm_timesteps(steps, original_steps, denoise, num_train)
     return schedule_sigmas(model_sampling, timesteps)
