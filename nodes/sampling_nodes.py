@@ -11,8 +11,13 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
-from ..samplers.comfy_model_sampling import (check_lcm_capable, lcm_schedule, make_lcm_model_sampling,
-                                             sampling_prediction_type, with_lcm_sampling)
+from ..samplers.comfy_model_sampling import (
+    check_lcm_capable,
+    lcm_schedule,
+    make_lcm_model_sampling,
+    sampling_prediction_type,
+    with_lcm_sampling,
+)
 from ..samplers.k_diffusion import sample_lcm_exact, sample_tcd
 from ..samplers.timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps, parse_timesteps
 from .common import CATEGORY_SAMPLING, NODE_PREFIX
@@ -48,6 +53,11 @@ def check_schedule_inputs(steps, denoise, original_inference_steps=0) -> bool | 
     return True
 
 
+def _schema(name: str, display_name: str, **fields) -> io.Schema:
+    """A schema in the pack's sampling category with the ``LCMPack_`` id prefix."""
+    return io.Schema(node_id=f"{NODE_PREFIX}{name}", display_name=display_name, category=CATEGORY_SAMPLING, **fields)
+
+
 def _first_failure(*results) -> bool | str:
     return next((r for r in results if r is not True), True)
 
@@ -57,10 +67,8 @@ class ModelSamplingLCM(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id=f"{NODE_PREFIX}ModelSamplingLCM",
-            display_name="LCM Model Sampling",
-            category=CATEGORY_SAMPLING,
+        return _schema(
+            "ModelSamplingLCM", "LCM Model Sampling",
             description="Sets a model to LCM sampling: the distillation timestep grid and the consistency "
                         "boundary condition, with the constants configurable (core hard-codes 50 / 10 / 0.5). "
                         "Works for eps and v-prediction models.",
@@ -112,10 +120,8 @@ class LCMSampler(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id=f"{NODE_PREFIX}LCMSampler",
-            display_name="LCM / TCD Sampler",
-            category=CATEGORY_SAMPLING,
+        return _schema(
+            "LCMSampler", "LCM / TCD Sampler",
             description="LCM multistep or TCD sampler equal to diffusers' LCMScheduler / TCDScheduler, for "
                         "SamplerCustom and SamplerCustomAdvanced. Pair it with the LCM Scheduler node; for lcm use "
                         "a model with LCM model sampling (LCM Model Sampling node).",
@@ -140,10 +146,8 @@ class LCMScheduler(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id=f"{NODE_PREFIX}LCMScheduler",
-            display_name="LCM Scheduler",
-            category=CATEGORY_SAMPLING,
+        return _schema(
+            "LCMScheduler", "LCM Scheduler",
             description="Sigmas on the LCM distillation grid (diffusers >= 0.24 rule: 4 steps = timesteps 999, 759, "
                         "499, 259), following the model's LCM model sampling constants. Core's sgm_uniform picks "
                         "519 instead of 499 and lands 0.4-0.9 % off the reference.",
@@ -194,10 +198,8 @@ class KSamplerLCM(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id=f"{NODE_PREFIX}KSamplerLCM",
-            display_name="KSampler (LCM)",
-            category=CATEGORY_SAMPLING,
+        return _schema(
+            "KSamplerLCM", "KSampler (LCM)",
             description="LCM sampling in one node: applies LCM model sampling when the model has none, picks the "
                         "exact LCM grid and runs the LCM (or TCD) sampler. Connect an LCM-LoRA'd model. cfg 1.0 is "
                         "one UNet call per step and ignores the negative prompt; above ~2 images burn.",

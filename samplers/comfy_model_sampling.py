@@ -154,7 +154,7 @@ def schedule_sigmas(model_sampling, timesteps: list[int]) -> torch.Tensor:
     steps = torch.tensor(timesteps, dtype=torch.float32)
     sigmas = model_sampling.sigma(steps).float().cpu()
     round_trip = model_sampling.timestep(sigmas).long().tolist()
-    wrong = [(t, r) for t, r in zip(timesteps, round_trip) if int(t) != int(r)]
+    wrong = [(t, r) for t, r in zip(timesteps, round_trip, strict=True) if int(t) != int(r)]
     if wrong:
         info = lcm_sampling_info(model_sampling)
         raise LCMSetupError(

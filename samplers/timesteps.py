@@ -144,6 +144,6 @@ def _check_custom_range_and_order(values: list[int], num_train_timesteps: int) -
     out_of_range = [t for t in values if not 0 <= t < num_train_timesteps]
     if out_of_range:
         raise LCMScheduleError(f"custom timesteps {out_of_range} are outside 0..{num_train_timesteps - 1}.")
-    for previous, current in zip(values, values[1:]):
+    for previous, current in zip(values, values[1:], strict=False):
         if current >= previous:
             raise LCMScheduleError(f"custom timesteps must be strictly descending; {current} follows {previous}.")
