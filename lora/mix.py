@@ -67,7 +67,7 @@ def check_entries(entries: Sequence[MixEntry]) -> None:
     if all(entry.weight == 0.0 for entry in entries):
         raise MixError("all LoRA weights are zero: the mix would change nothing; give at least one LoRA a "
                        "non-zero weight.")
-    families = {entry.lora.family for entry in entries}
+    families = {entry.lora.family for entry in entries} - {"unknown"}
     if len(families) > 1:
         listing = ", ".join(f"{e.lora.name} ({e.lora.family})" for e in entries)
         raise MixError(f"LoRAs of different base families cannot be mixed: {listing}. LCM-LoRA combines only "

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
-from ..lora import mix
-from ..lora.interim_io import read_lora_file, resolve_targets
+from ..lora import applied as applied_record
+from ..lora import comfy_apply, mix
+from ..lora.errors import LoraAlreadyApplied, LoraCoverageError
+from ..lora.io import read_lora_file
 from ..samplers.comfy_model_sampling import make_lcm_model_sampling, prediction_type_of
 
 LOG = logging.getLogger(__name__)
-
-APPLIED_KEY = "lcmpack_applied_loras"
-_FAMILIES = {"SD15": "sd15", "SD20": "sd2", "SD21UnclipL": "sd2", "SDXL": "sdxl", "SDXLRefiner": "sdxl-refiner",
-             "SSD1B": "sdxl", "Segmind_Vega": "sdxl", "KOALA_700M": "sdxl", "KOALA_1B": "sdxl"}
 
 
 class StackEntry(NamedTuple):
@@ -29,13 +27,12 @@ class StackEntry(NamedTuple):
     role: str
 
 
-class LoraStackError(ValueError):
-    """The stack does not fit the model (family, coverage, applied twice); the message says the fix."""
-
-
 @dataclass
 class LoadedStack:
+    """The stack's LoRAs resolved to target weight keys, the core-only adapter patches, the coverage."""
+
     entries: list[mix.MixEntry]
+    core_patches: list[tuple[int, dict]] = field(default_factory=list)
     coverage: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -46,46 +43,54 @@ def lora_folder() -> Path:
 
 
 def key_map(model, clip=None) -> dict:
-    """Core's own LoRA-name → weight-key maps of the UNet (and CLIP when given)."""
-    import comfy.lora
-
-    keys = comfy.lora.model_lora_keys_unet(model.model, {})
-    if clip is not None:
-        keys = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, keys)
-    return keys
+    """Core's own LoRA-name → weight-key maps of the UNet (and CLIP when given), merged."""
+    unet_map, clip_map, _ = comfy_apply._key_maps(model, clip)
+    return {**unet_map, **clip_map}
 
 
-def model_family(model) -> str:
-    name = type(model.model.model_config).__name__
-    return _FAMILIES.get(name, name.lower())
+def _check_not_applied(lora, role: str, model) -> None:
+    """The loader's applied-twice record: the same file, or a second accelerator, is refused."""
+    same = applied_record.find_same_file(model.model_options, lora.sha256)
+    if same is not None:
+        raise LoraAlreadyApplied(f"'{lora.name}' is already applied to this model (as '{same['name']}', strength "
+                                 f"{same['strength']}); remove it from the stack or the earlier loader so it "
+                                 "is not applied twice.")
+    previous = applied_record.find_acceleration(model.model_options)
+    if previous is not None and (role == mix.ROLE_ACCELERATOR or lora.kind != "style"):
+        raise LoraAlreadyApplied(f"'{lora.name}' would stack on '{previous['name']}' ({previous['kind']}), an "
+                                 "acceleration LoRA this model already carries; mix from the base model instead.")
+
+
+def _resolve(lora, item: StackEntry, model, clip, allow_partial: bool, loaded: LoadedStack) -> mix.MixEntry:
+    """Family + coverage checks of the loader, then modules keyed by target; core-only adapters to core."""
+    comfy_apply.check_family(lora, comfy_apply.model_family(model))
+    _check_not_applied(lora, item.role, model)
+    unet_matched, clip_matched, unmatched = comfy_apply.coverage(lora, model, clip)
+    matched = {**unet_matched, **clip_matched}
+    total = len(matched) + len(unmatched)
+    loaded.coverage[lora.name] = (len(matched), total)
+    if unmatched and not allow_partial:
+        raise LoraCoverageError(f"LoRA '{lora.name}': {len(unmatched)} of {total} modules match no weight of this "
+                                f"model, e.g. {unmatched[:3]}. Use a LoRA made for this model or set "
+                                "allow_partial. Nothing was patched.")
+    core_only = {m: t for m, t in matched.items() if m not in lora.modules}
+    if core_only:
+        loaded.core_patches.append((len(loaded.entries), comfy_apply._patches(lora, core_only)))
+    modules = {target: lora.modules[m] for m, (_, target) in matched.items() if m in lora.modules}
+    return mix.MixEntry(lora=replace(lora, modules=modules), weight=float(item.weight), role=item.role)
 
 
 def load_stack(stack, model, clip, allow_partial: bool) -> LoadedStack:
-    """Read, check and resolve every LoRA of the stack against ``model``/``clip``."""
+    """Read every LoRA of the stack and resolve it against ``model``/``clip`` with the loader's checks."""
     import folder_paths
 
     if not stack:
         raise mix.MixError("the LoRA stack is empty: connect at least one 'LoRA Stack' node.")
-    keys, family = key_map(model, clip), model_family(model)
-    applied = {item["sha256"] for item in model.model_options.get(APPLIED_KEY, [])}
     loaded = LoadedStack(entries=[])
     for item in stack:
         path = folder_paths.get_full_path_or_raise("loras", item.lora_name)
-        lora_file = read_lora_file(path)
-        if lora_file.family != family:
-            raise LoraStackError(f"{item.lora_name} is a {lora_file.family} LoRA but the model is {family}; "
-                                 "use LoRAs trained for this base model.")
-        if lora_file.sha256 in applied:
-            raise LoraStackError(f"{item.lora_name} is already applied to this model (an earlier loader or "
-                                 "mixer); remove one of the two so it is not applied twice.")
-        resolved, missing = resolve_targets(lora_file, keys)
-        total = len(lora_file.modules)
-        loaded.coverage[item.lora_name] = (total - len(missing), total)
-        if missing and not allow_partial:
-            hint = " (connect the clip input)" if any(m.startswith("lora_te") for m in missing) else ""
-            raise LoraStackError(f"{item.lora_name}: {len(missing)} of {total} modules do not match this model"
-                                 f"{hint}, e.g. {missing[0]}; use the LoRA's base model or set allow_partial.")
-        loaded.entries.append(mix.MixEntry(lora=resolved, weight=float(item.weight), role=item.role))
+        lora = read_lora_file(path, name=item.lora_name)
+        loaded.entries.append(_resolve(lora, item, model, clip, allow_partial, loaded))
     mix.check_entries(loaded.entries)
     return loaded
 
@@ -96,27 +101,37 @@ def _adapter(module):
     return LoRAAdapter(set(), (module.up, module.down, float(module.alpha), None, None, None))
 
 
-def apply_modules(model, clip, modules: dict) -> tuple:
-    """One clone of MODEL (and CLIP if touched) with every mixed module as one core LoRA patch."""
-    unet = {k: _adapter(m) for k, m in modules.items() if k.startswith("diffusion_model.")}
-    text = {k: _adapter(m) for k, m in modules.items() if not k.startswith("diffusion_model.")}
+def _split(patches: dict) -> tuple[dict, dict]:
+    """(UNet patches, text-encoder patches) by target key."""
+    unet = {k: p for k, p in patches.items() if k.startswith("diffusion_model.")}
+    return unet, {k: p for k, p in patches.items() if k not in unet}
+
+
+def apply_modules(model, clip, modules: dict, loaded: LoadedStack, weights) -> tuple:
+    """One clone of MODEL (and of CLIP if touched) carrying the whole mix.
+
+    Each mixed module is one core LoRA patch at strength 1 (its up factor holds λᵢ·αᵢ/rᵢ); adapters that core
+    keeps for itself (LoHa/LoKr/DoRA/diffs) are added as core patches at their LoRA's weight λᵢ.
+    """
+    groups = [(1.0, {k: _adapter(m) for k, m in modules.items()})]
+    groups += [(weights[index], patches) for index, patches in loaded.core_patches if weights[index] != 0.0]
     new_model = model.clone()
-    applied = set(new_model.add_patches(unet, 1.0)) if unet else set()
-    new_clip = clip
-    if text:
-        new_clip = clip.clone()
-        applied |= set(new_clip.add_patches(text, 1.0))
-    missing = set(modules) - applied
+    needs_clip = any(_split(patches)[1] for _, patches in groups)
+    new_clip = clip.clone() if needs_clip else clip
+    done: set = set()
+    for strength, patches in groups:
+        unet, text = _split(patches)
+        done |= set(new_model.add_patches(unet, strength))
+        if text:
+            done |= set(new_clip.add_patches(text, strength))
+    missing = set(modules) - done
     if missing:
-        raise LoraStackError(f"{len(missing)} mixed layers were not patched by ComfyUI, e.g. {sorted(missing)[0]}.")
-    return new_model, new_clip, applied
-
-
-def record_applied(model, entries) -> None:
-    """Remember which LoRA files a patched model carries (for the applied-twice check)."""
-    record = list(model.model_options.get(APPLIED_KEY, []))
-    record += [{"name": e.lora.name, "sha256": e.lora.sha256, "role": e.role} for e in entries if e.weight != 0.0]
-    model.model_options[APPLIED_KEY] = record
+        raise LoraCoverageError(f"{len(missing)} mixed layers were not patched by ComfyUI, e.g. {sorted(missing)[0]}.")
+    for entry, weight in zip(loaded.entries, weights, strict=True):
+        if weight != 0.0:
+            applied_record.record_applied(new_model.model_options, entry.lora.name, entry.lora.sha256,
+                                          entry.lora.kind, entry.lora.family, weight)
+    return new_model, new_clip, done
 
 
 def set_lcm_sampling_if_needed(model, entries) -> bool:

@@ -123,7 +123,7 @@ def test_style_normalisation_keeps_the_accelerator(comfy, base):
 @pytest.mark.parametrize("items, message", [
     ([], "empty"),
     ([(STYLE, 0.0, "style"), (LCM, 0.0, "accelerator")], "all LoRA weights are zero"),
-    ([(STYLE, 1.0, "style"), (XL, 1.0, "style")], "sdxl LoRA but the model is sd15"),
+    ([(STYLE, 1.0, "style"), (XL, 1.0, "style")], "Vega style LoRA but the model is SD1.x"),
 ])
 def test_bad_stacks_fail_with_a_clear_message(comfy, base, items, message):
     model = base[0]
