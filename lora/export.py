@@ -4,7 +4,12 @@ Key format: kohya ``lora_unet_<diffusers module name with _>`` / ``lora_te_…``
 two text encoders) with ``.lora_down.weight``, ``.lora_up.weight`` and ``.alpha`` — the format of the published
 LCM-LoRA files. ComfyUI core maps these names (``comfy.lora.model_lora_keys_unet/clip``) and diffusers
 ``load_lora_weights`` converts them (``_convert_non_diffusers_lora_to_diffusers``). Alpha is the exported
-rank, so the scale is 1 and the up factors carry λᵢ·αᵢ/rᵢ.
+rank of the file (the largest layer rank) and is the *same for every layer*; a layer of rank r < alpha has
+its up factor multiplied by r/alpha so that (alpha/r)·up·down is still exactly the mixed ΔW. One alpha for
+the whole file is needed by diffusers: its kohya converter names the alphas of attention layers
+``….processor.to_q_lora.down.weight.alpha`` (``_get_alpha_name`` splits on ``.lora.``), PEFT's alpha_pattern
+then matches nothing and those layers fall back to the file's most common alpha (measured with diffusers
+0.42.1: per-layer alphas left attention weights 17 % off; one alpha matches to float precision).
 
 Metadata (safetensors header, all str; lists/dicts JSON-encoded) under ``lcmpack.*``: sources (name, sha256,
 format, role, weight as given and as applied), base family, accelerator, mode, rank, measured errors.
@@ -80,6 +85,15 @@ def module_tensors(name: str, module: LoraModule, dtype: torch.dtype) -> dict[st
             f"{name}.alpha": torch.tensor(float(module.alpha), dtype=dtype)}
 
 
+def uniform_alpha(modules: Mapping[str, LoraModule], alpha: float) -> dict[str, LoraModule]:
+    """Same ΔW with one alpha for all layers: up ← up·scale·r/alpha (see the module docstring)."""
+    out = {}
+    for key, module in modules.items():
+        factor = module.scale * module.rank / alpha
+        out[key] = LoraModule(down=module.down, up=module.up * factor, alpha=float(alpha))
+    return out
+
+
 def measure_concat(entries: Sequence[MixEntry], weights: Sequence[float], modules: Mapping[str, LoraModule],
                    device: torch.device) -> ReductionReport:
     """Relative error of the concatenated modules against equation (1) summed term by term (≈ float eps)."""
@@ -127,10 +141,11 @@ def build_export(entries: Sequence[MixEntry], weights: Sequence[float], mode: st
         modules, report = reduce_modules(concat, rank, device)
     else:
         modules, report = concat, measure_concat(entries, weights, concat, device)
+    out_rank = max(m.rank for m in modules.values())
+    modules = uniform_alpha(modules, float(out_rank))
     tensors: dict[str, torch.Tensor] = {}
     for key, module in modules.items():
         tensors.update(module_tensors(names[key], module, dtype))
-    out_rank = max(m.rank for m in modules.values())
     metadata = export_metadata(entries, weights, mode, out_rank, report)
     return ExportResult(tensors=tensors, metadata=metadata, modules=modules, report=report, rank=out_rank)
 
