@@ -16,6 +16,7 @@ from . import timing
 from .context import BenchContext
 from .lora_sections import benchmark_loras, core_lora_chain, pack_lcm_lora
 from .sampling_sections import _ksampler, lcm_sampling_arms
+from .synthetic import synthetic_conditioning
 
 LOG = logging.getLogger(__name__)
 PROMPT = "a photograph of an astronaut riding a horse, detailed, 35mm"
@@ -79,40 +80,39 @@ def section_e2e(ctx: BenchContext, family_name: str) -> None:
         {"family": family_name, **{k: v.seconds for k, v in results.items()}})
 
 
-def section_compile(ctx: BenchContext, family_name: str, backend: str = "inductor") -> None:
-    """The pack's 4-step LCM graph with core's TorchCompileModel vs eager (interleaved after compiling)."""
+def section_compile(ctx: BenchContext, family_name: str, backends: tuple[str, ...] = ("inductor",)) -> None:
+    """The pack's 4-step LCM graph with core's TorchCompileModel (each backend on its own UNet copy) vs
+    eager, interleaved after the first (compiling) call, whose time is reported separately."""
     if ctx.device == "cpu":
         ctx.report("compile", f"### {family_name}: TorchCompileModel\n\nskipped on CPU (smoke run)\n")
         return
     models = ctx.models(family_name)
-    from .synthetic import synthetic_conditioning
-
     cond, _ = synthetic_conditioning(models.family, 1, ctx.device, ctx.dtype)
     (latent,) = ctx.host.call("EmptyLatentImage", width=models.family.image_size,
                               height=models.family.image_size, batch_size=1)
-    compiled_base = models.fresh_comfy_unet()
-    (compiled,) = ctx.host.call("TorchCompileModel", model=compiled_base, backend=backend)
     eager_name, eager_sample = pack_lcm_sampler(ctx, models.unet.comfy, latent)
-    _, compiled_sample = pack_lcm_sampler(ctx, compiled, latent)
     if eager_sample is None:
         ctx.report("compile", f"### {family_name}: TorchCompileModel\n\nskipped: no pack LCM sampling node\n")
         return
-    def eager():
-        return eager_sample(cond, cond)
-
-    def compiled_run():
-        return compiled_sample(cond, cond)
-
-    start = time.perf_counter()
-    compiled_run()
-    timing.synchronize(ctx.device)
-    first = time.perf_counter() - start
-    results = timing.interleave({f"{eager_name} (eager)": eager,
-                                 f"{eager_name} + TorchCompileModel({backend})": compiled_run},
-                                ctx.device, ctx.repeats, ctx.warmup)
-    ctx.report("compile", timing.table(
-        f"{family_name}: 4-step LCM with core TorchCompileModel (first call incl. compile: {first:.1f} s)",
-        results, reference=f"{eager_name} (eager)"),
-        {"family": family_name, "first_call_s": first, **{k: v.seconds for k, v in results.items()}})
-    del compiled, compiled_base
+    arms = {f"{eager_name} (eager)": lambda: eager_sample(cond, cond)}
+    firsts, failures = {}, {}
+    for backend in backends:
+        name = f"{eager_name} + TorchCompileModel({backend})"
+        try:
+            (compiled,) = ctx.host.call("TorchCompileModel", model=models.fresh_comfy_unet(), backend=backend)
+            _, sample = pack_lcm_sampler(ctx, compiled, latent)
+            start = time.perf_counter()
+            sample(cond, cond)
+            timing.synchronize(ctx.device)
+            firsts[name] = time.perf_counter() - start
+            arms[name] = lambda sample=sample: sample(cond, cond)
+        except Exception as error:  # noqa: BLE001  (a backend that fails to compile is a result)
+            LOG.exception("TorchCompileModel(%s) failed", backend)
+            failures[name] = timing.ArmResult(name, error=f"{type(error).__name__}: {error}")
+    results = timing.interleave(arms, ctx.device, ctx.repeats, ctx.warmup)
+    results.update(failures)
+    notes = {name: f"first call (compiles): {seconds:.1f} s" for name, seconds in firsts.items()}
+    ctx.report("compile", timing.table(f"{family_name}: 4-step LCM with core TorchCompileModel", results,
+                                       reference=f"{eager_name} (eager)", notes=notes),
+               {"family": family_name, "first_call_s": firsts, **{k: v.seconds for k, v in results.items()}})
     torch.cuda.empty_cache()

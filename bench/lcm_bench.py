@@ -9,8 +9,8 @@ Usage (from the repository root)::
 Sections: ``step`` (eager UNet step b1/b2, ComfyUI vs diffusers), ``lcm4`` (4-step LCM: pack nodes, core's
 manual path, diffusers' pipeline, 4 × UNet step), ``profile`` (where the extra time goes), ``e2e`` (encode,
 sample, decode: LCM-LoRA 4 steps vs 25-step DPM++ 2M cfg 7.5), ``lora`` (apply / re-apply times),
-``patched`` (step time LoRA-patched vs not), ``compile`` (TorchCompileModel), ``export`` (merged export,
-``bench/bench_export.py``). The tables (markdown) are printed and written to ``--out``.
+``patched`` (step time LoRA-patched vs not), ``mergeexport`` (LoraExport node: 3 LoRAs → one file),
+``compile`` (TorchCompileModel), ``export`` (the mixing engineer's ``bench/bench_export.py``, when present). The tables (markdown) are printed and written to ``--out``.
 """
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-ALL_SECTIONS = ("step", "lcm4", "profile", "e2e", "lora", "patched", "compile", "export")
-SMOKE_SECTIONS = ("step", "lcm4", "profile", "e2e", "lora", "patched", "compile", "export")
+ALL_SECTIONS = ("step", "lcm4", "profile", "e2e", "lora", "patched", "mergeexport", "compile", "export")
 LOG = logging.getLogger("bench")
 
 
@@ -39,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per arm (interleaved)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per arm first")
     parser.add_argument("--compile-families", default="sd15", help="families for the compile section")
+    parser.add_argument("--compile-backends", default="inductor,cudagraphs",
+                        help="TorchCompileModel backends to time (inductor, cudagraphs)")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args(argv)
     if args.smoke:
@@ -64,7 +65,7 @@ def environment(device: str) -> str:
             f"- command: `python -m bench.lcm_bench {' '.join(sys.argv[1:])}`\n")
 
 
-def run_section(ctx, section: str, family: str, compile_families: list[str]) -> None:
+def run_section(ctx, section: str, family: str, args: argparse.Namespace) -> None:
     from . import e2e_sections, lora_sections, profile_sections, sampling_sections
 
     table = {
@@ -74,7 +75,9 @@ def run_section(ctx, section: str, family: str, compile_families: list[str]) -> 
         "e2e": lambda: e2e_sections.section_e2e(ctx, family),
         "lora": lambda: lora_sections.section_lora_apply(ctx, family),
         "patched": lambda: lora_sections.section_patched_step(ctx, family),
-        "compile": lambda: (e2e_sections.section_compile(ctx, family) if family in compile_families else None),
+        "mergeexport": lambda: lora_sections.section_export_node(ctx, family),
+        "compile": lambda: (e2e_sections.section_compile(ctx, family, tuple(args.compile_backends.split(",")))
+                            if family in args.compile_families.split(",") else None),
     }
     table[section]()
 
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
         for section in [s for s in sections if s != "export"]:
             start = time.perf_counter()
             try:
-                run_section(ctx, section, family, args.compile_families.split(","))
+                run_section(ctx, section, family, args)
             except Exception as error:  # noqa: BLE001  (one broken section must not lose the others)
                 failures += 1
                 LOG.error("section %s/%s failed:\n%s", section, family, traceback.format_exc())

@@ -39,17 +39,28 @@ def core_lora_chain(ctx: BenchContext, model, names: list[str], strengths: list[
     return model
 
 
-def pack_mix(ctx: BenchContext, model, clip, names: list[str], strengths: list[float]):
-    """``LCMPack_LoraStack`` chained once per file, then ``LCMPack_LoraMixer`` (MODEL out)."""
-    ctx.host.require("LCMPack_LoraStack", "LCMPack_LoraMixer")
+def pack_stack(ctx: BenchContext, names: list[str], strengths: list[float]):
+    """``LCMPack_LoraStack`` chained once per file; the first file is the accelerator (LCM-LoRA)."""
+    ctx.host.require("LCMPack_LoraStack")
     stack = None
-    for name, strength in zip(names, strengths, strict=True):
-        provided = {"lora_name": name, "strength": strength, "strength_model": strength, "weight": strength}
+    for index, (name, strength) in enumerate(zip(names, strengths, strict=True)):
+        provided = {"lora_name": name, "weight": strength, "role": "accelerator" if index == 0 else "style"}
         if stack is not None:
-            provided.update(stack=stack, lora_stack=stack, previous=stack)
+            provided["stack"] = stack
         (stack,) = ctx.host.call("LCMPack_LoraStack", **provided)[:1]
-    out = ctx.host.call("LCMPack_LoraMixer", model=model, clip=clip, stack=stack, lora_stack=stack)
-    return out[0]
+    return stack
+
+
+def pack_mix(ctx: BenchContext, model, clip, names: list[str], strengths: list[float]):
+    """``LCMPack_LoraStack`` ×n, then ``LCMPack_LoraMixer`` (MODEL out)."""
+    ctx.host.require("LCMPack_LoraMixer")
+    stack = pack_stack(ctx, names, strengths)
+    return ctx.host.call("LCMPack_LoraMixer", model=model, clip=clip, stack=stack)[0]
+
+
+def _apply_repeats(ctx: BenchContext) -> int:
+    """Applies take seconds each (SDXL): 4 interleaved rounds, 1 in the smoke run."""
+    return min(ctx.short_repeats, 4)
 
 
 def _loader(ctx: BenchContext):
@@ -87,7 +98,7 @@ def section_lora_apply(ctx: BenchContext, family_name: str) -> None:
         else:
             skipped[name] = f"{node} not registered: skipped"
     setups = {name: (lambda: load(base)) for name in arms}
-    results = timing.interleave(arms, ctx.device, ctx.short_repeats, ctx.warmup, peak=False, setups=setups)
+    results = timing.interleave(arms, ctx.device, _apply_repeats(ctx), min(ctx.warmup, 1), peak=False, setups=setups)
     reapply = _reapply_arms(ctx, base, all_names, strengths, changed, load)
     results.update(reapply)
     for name, reason in skipped.items():
@@ -113,7 +124,8 @@ def _reapply_arms(ctx, base, names, strengths, changed, load) -> dict[str, timin
         arms[f"re-apply after a strength change: {label}"] = lambda build=build: load(build(changed))
         setups[f"re-apply after a strength change: {label}"] = setup
     try:
-        return timing.interleave(arms, ctx.device, ctx.short_repeats, ctx.warmup, peak=False, setups=setups)
+        return timing.interleave(arms, ctx.device, _apply_repeats(ctx), min(ctx.warmup, 1), peak=False,
+                                 setups=setups)
     except NodeMissing as missing:
         return {"re-apply": timing.ArmResult("re-apply", skipped=str(missing))}
 
@@ -139,6 +151,23 @@ def section_patched_step(ctx: BenchContext, family_name: str) -> None:
         LOG.info("patched output differs from unpatched by %.2e (rel. L2): the LoRA is applied", changed)
     ctx.report("patched_step", timing.table(f"{family_name}: UNet step, LCM-LoRA patched vs unpatched",
                                             results, reference="unpatched b1"),
+               {"family": family_name, **{k: v.seconds for k, v in results.items()}})
+
+
+def section_export_node(ctx: BenchContext, family_name: str) -> None:
+    """``LCMPack_LoraExport``: LCM + 2 style LoRAs merged into one file, svd to rank 64 and concat."""
+    models = ctx.models(family_name)
+    if not ctx.host.has("LCMPack_LoraExport"):
+        ctx.report("export", f"### {family_name}: merged export\n\nSKIPPED: LCMPack_LoraExport not registered\n")
+        return
+    names = benchmark_loras(ctx, models)
+    stack = pack_stack(ctx, [names["lcm"], names["style_a"], names["style_b"]], [1.0, STYLE_STRENGTH, STYLE_STRENGTH])
+    arms = {f"LoraExport {mode}{' rank 64' if mode == 'svd' else ''}: LCM + 2 style → 1 file": (
+        lambda mode=mode: ctx.host.call("LCMPack_LoraExport", model=models.unet.comfy, stack=stack,
+                                        filename=f"bench-export-{family_name}-{mode}", mode=mode, rank=64,
+                                        overwrite=True)) for mode in ("svd", "concat")}
+    results = timing.interleave(arms, ctx.device, ctx.short_repeats, 1 if not ctx.smoke else 0)
+    ctx.report("export", timing.table(f"{family_name}: merged export (LoraExport node, file written)", results),
                {"family": family_name, **{k: v.seconds for k, v in results.items()}})
 
 

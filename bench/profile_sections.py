@@ -181,7 +181,7 @@ def section_profile(ctx: BenchContext, family_name: str) -> None:
         if name.startswith("UNet step") or name not in results or results[name].error:
             continue
         prof = _torch_profile(ctx, name, fn) if ctx.device.startswith("cuda") else {}
-        cprof = _cprofile(fn, calls=1 if ctx.smoke else 5)
+        cprof = _cprofile(fn, calls=1 if ctx.smoke else 3)
         (ctx.out_dir / f"cprofile_{family_name}_{len(details)}.txt").write_text(name + "\n" + cprof.pop("_text"))
         details[name] = {"torch": prof, "cprofile_ms_per_call": cprof}
         syncs = prof.get("cudaStreamSynchronize/call", float("nan")) + prof.get("cudaDeviceSynchronize/call", 0)
