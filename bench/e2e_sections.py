@@ -43,12 +43,20 @@ def pack_lcm_sampler(ctx: BenchContext, model, latent):
     return None, None
 
 
-def section_e2e(ctx: BenchContext, family_name: str) -> None:
+def section_e2e(ctx: BenchContext, family_name: str, compile_backend: str | None = None) -> None:
+    """``compile_backend`` set: both arms' UNets go through core's TorchCompileModel first."""
+    if compile_backend and ctx.device == "cpu":
+        ctx.report("e2e", f"### {family_name}: end to end with TorchCompileModel\n\nskipped on CPU (smoke run)\n")
+        return
     models = ctx.models(family_name, with_clip_vae=True)
     host = ctx.host
     size = models.family.image_size
     (latent,) = host.call("EmptyLatentImage", width=size, height=size, batch_size=1)
     lora_model, lora_how = lcm_model(ctx, models)
+    base_model = models.unet.comfy
+    if compile_backend:
+        (lora_model,) = host.call("TorchCompileModel", model=lora_model, backend=compile_backend)
+        (base_model,) = host.call("TorchCompileModel", model=models.fresh_comfy_unet(), backend=compile_backend)
 
     def encode():
         (pos,) = host.call("CLIPTextEncode", clip=models.clip, text=PROMPT)
@@ -61,7 +69,7 @@ def section_e2e(ctx: BenchContext, family_name: str) -> None:
         return host.call("VAEDecode", vae=models.vae, samples=lcm_sample(*encode()))[0]
 
     def baseline_graph():
-        samples = _ksampler(ctx, models.unet.comfy, *encode(), latent, BASELINE["steps"], BASELINE["cfg"],
+        samples = _ksampler(ctx, base_model, *encode(), latent, BASELINE["steps"], BASELINE["cfg"],
                             BASELINE["sampler"], BASELINE["scheduler"])
         return host.call("VAEDecode", vae=models.vae, samples=samples)[0]
 
@@ -74,8 +82,9 @@ def section_e2e(ctx: BenchContext, family_name: str) -> None:
              if r.seconds and name != baseline.name}
     if not sampler_name:
         results["LCM-LoRA 4-step"] = timing.ArmResult("LCM-LoRA 4-step", skipped="no pack LCM sampling node")
+    how = f", both UNets through TorchCompileModel({compile_backend})" if compile_backend else ", eager"
     ctx.report("e2e", timing.table(
-        f"{family_name}: end to end {size}² (CLIP encode ×2, sample, full SD VAE decode; random weights)",
+        f"{family_name}: end to end {size}² (CLIP encode ×2, sample, full SD VAE decode; random weights{how})",
         results, reference=baseline.name, notes=notes),
         {"family": family_name, **{k: v.seconds for k, v in results.items()}})
 

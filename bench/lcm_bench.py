@@ -8,7 +8,8 @@ Usage (from the repository root)::
 
 Sections: ``step`` (eager UNet step b1/b2, ComfyUI vs diffusers), ``lcm4`` (4-step LCM: pack nodes, core's
 manual path, diffusers' pipeline, 4 × UNet step), ``profile`` (where the extra time goes), ``e2e`` (encode,
-sample, decode: LCM-LoRA 4 steps vs 25-step DPM++ 2M cfg 7.5), ``lora`` (apply / re-apply times),
+sample, decode: LCM-LoRA 4 steps vs 25-step DPM++ 2M cfg 7.5), ``e2ecompiled`` (the same, both UNets through
+core's TorchCompileModel), ``lora`` (apply / re-apply times),
 ``patched`` (step time LoRA-patched vs not), ``mergeexport`` (LoraExport node: 3 LoRAs → one file),
 ``compile`` (TorchCompileModel), ``export`` (the mixing engineer's ``bench/bench_export.py``, when present). The tables (markdown) are printed and written to ``--out``.
 """
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-ALL_SECTIONS = ("step", "lcm4", "profile", "e2e", "lora", "patched", "mergeexport", "compile", "export")
+ALL_SECTIONS = ("step", "lcm4", "profile", "e2e", "e2ecompiled", "lora", "patched", "mergeexport", "compile",
+                "export")
 LOG = logging.getLogger("bench")
 
 
@@ -40,6 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--compile-families", default="sd15", help="families for the compile section")
     parser.add_argument("--compile-backends", default="inductor,cudagraphs",
                         help="TorchCompileModel backends to time (inductor, cudagraphs)")
+    parser.add_argument("--e2e-compile-backend", default="cudagraphs",
+                        help="TorchCompileModel backend of the e2ecompiled section")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args(argv)
     if args.smoke:
@@ -73,6 +77,7 @@ def run_section(ctx, section: str, family: str, args: argparse.Namespace) -> Non
         "lcm4": lambda: sampling_sections.section_lcm_sampling(ctx, family),
         "profile": lambda: profile_sections.section_profile(ctx, family),
         "e2e": lambda: e2e_sections.section_e2e(ctx, family),
+        "e2ecompiled": lambda: e2e_sections.section_e2e(ctx, family, args.e2e_compile_backend),
         "lora": lambda: lora_sections.section_lora_apply(ctx, family),
         "patched": lambda: lora_sections.section_patched_step(ctx, family),
         "mergeexport": lambda: lora_sections.section_export_node(ctx, family),

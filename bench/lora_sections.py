@@ -17,6 +17,20 @@ from .host import REPO, NodeMissing
 from .lora_files import write_benchmark_loras
 from .sampling_sections import parity, unet_step_arms
 
+APPLY_FUNCTIONS = (
+    ("lora/io.py", "read_lora_file"), ("lora/io.py", "_sha256"), ("lora/io.py", "read_tensors"),
+    ("lora/formats.py", "parse_modules"), ("lora/comfy_apply.py", "coverage"), ("lora/comfy_apply.py", "_patches"),
+    ("comfy/utils.py", "load_torch_file"), ("comfy/lora.py", "load_lora"), ("comfy/lora.py", "model_lora_keys_unet"),
+    ("model_patcher.py", "add_patches"), ("model_management.py", "load_models_gpu"),
+    ("model_patcher.py", "patch_weight_to_device"), ("model_patcher.py", "unpatch_model"),
+)
+EXPORT_FUNCTIONS = (
+    ("mix_support.py", "load_stack"), ("lora/io.py", "read_lora_file"), ("lora/io.py", "_sha256"),
+    ("lora/export.py", "build_export"), ("lora/export.py", "concat_mix"), ("lora/export.py", "reduce_modules"),
+    ("lora/export.py", "measure_concat"), ("lora/export.py", "module_tensors"),
+    ("lora/safe_write.py", "atomic_save_safetensors"), ("safetensors/torch.py", "save"),
+)
+
 LOG = logging.getLogger(__name__)
 STYLE_STRENGTH = 0.8
 
@@ -103,9 +117,12 @@ def section_lora_apply(ctx: BenchContext, family_name: str) -> None:
     results.update(reapply)
     for name, reason in skipped.items():
         results[name] = timing.ArmResult(name, skipped=reason)
+    from .profile_sections import cprofile_breakdown
+
+    breakdown = cprofile_breakdown(ctx, f"apply_{family_name}", arms, APPLY_FUNCTIONS, setups=setups)
     ctx.report("lora_apply", timing.table(
         f"{family_name}: LoRA apply (loader nodes + weight patch at load), from the unpatched model loaded",
-        results, reference="core LoraLoaderModelOnly: LCM alone"),
+        results, reference="core LoraLoaderModelOnly: LCM alone") + "\n" + breakdown,
         {"family": family_name, **{k: v.seconds for k, v in results.items()}})
 
 
@@ -167,8 +184,11 @@ def section_export_node(ctx: BenchContext, family_name: str) -> None:
                                         filename=f"bench-export-{family_name}-{mode}", mode=mode, rank=64,
                                         overwrite=True)) for mode in ("svd", "concat")}
     results = timing.interleave(arms, ctx.device, ctx.short_repeats, 1 if not ctx.smoke else 0)
-    ctx.report("export", timing.table(f"{family_name}: merged export (LoraExport node, file written)", results),
-               {"family": family_name, **{k: v.seconds for k, v in results.items()}})
+    from .profile_sections import cprofile_breakdown
+
+    breakdown = cprofile_breakdown(ctx, f"export_{family_name}", arms, EXPORT_FUNCTIONS)
+    ctx.report("export", timing.table(f"{family_name}: merged export (LoraExport node, file written)", results)
+               + "\n" + breakdown, {"family": family_name, **{k: v.seconds for k, v in results.items()}})
 
 
 def section_export(ctx: BenchContext) -> None:

@@ -142,7 +142,11 @@ def _torch_profile_unsafe(ctx: BenchContext, name: str, fn, calls: int) -> dict:
     return {"gpu_kernel_ms_per_call": kernel_us / 1e3 / calls, **{f"{k}/call": v for k, v in counts.items()}}
 
 
-def _cprofile(fn, calls: int = 5) -> dict[str, float]:
+def _cprofile(fn, calls: int = 5, functions=FUNCTIONS, setup=None) -> dict[str, float]:
+    """Per-call cumulative ms of ``functions`` ((file suffix, name) pairs) over ``calls`` calls of ``fn``
+    (``setup`` runs first, unprofiled); ``"_text"`` holds the top of the cumulative listing."""
+    if setup is not None:
+        setup()
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(calls):
@@ -152,7 +156,7 @@ def _cprofile(fn, calls: int = 5) -> dict[str, float]:
     stats = pstats.Stats(profiler)
     out = {}
     for (file, _line, func), (_cc, _nc, _tt, cumulative, _callers) in stats.stats.items():
-        for want_file, want_func in FUNCTIONS:
+        for want_file, want_func in functions:
             if file.endswith(want_file) and func == want_func:
                 key = f"{want_file}:{want_func}"
                 out[key] = max(out.get(key, 0.0), cumulative * 1e3 / calls)
@@ -196,13 +200,30 @@ def section_profile(ctx: BenchContext, family_name: str) -> None:
     ctx.report("profile", markdown, {"family": family_name, "details": details})
 
 
-def _cprofile_table(details: dict) -> str:
+def cprofile_breakdown(ctx: BenchContext, label: str, arms: dict, functions, calls: int = 1,
+                       setups: dict | None = None) -> str:
+    """Markdown table of cumulative ms per call of ``functions`` for each arm (cProfile; inflates Python
+    time, read the rows as shares). Full listings go to ``out_dir``."""
+    details = {}
+    for index, (name, fn) in enumerate(arms.items()):
+        try:
+            result = _cprofile(fn, calls=calls, functions=functions, setup=(setups or {}).get(name))
+        except Exception as error:  # noqa: BLE001  (diagnostics only)
+            LOG.exception("cProfile of %s failed", name)
+            result = {"_text": f"failed: {error}"}
+        safe = "".join(c if c.isalnum() else "_" for c in label)[:40]
+        (ctx.out_dir / f"cprofile_{safe}_{index}.txt").write_text(name + "\n" + result.pop("_text"))
+        details[name] = {"cprofile_ms_per_call": result}
+    return _cprofile_table(details, functions)
+
+
+def _cprofile_table(details: dict, functions=FUNCTIONS) -> str:
     names = list(details)
     if not names:
         return ""
     header = "| function (cProfile, cumulative ms per call) | " + " | ".join(f"[{i}]" for i in range(len(names))) + " |"
     lines = [header, "|---|" + "---:|" * len(names)]
-    for want_file, want_func in FUNCTIONS:
+    for want_file, want_func in functions:
         key = f"{want_file}:{want_func}"
         row = [f"{details[n]['cprofile_ms_per_call'].get(key, float('nan')):.1f}" for n in names]
         lines.append(f"| {key} | " + " | ".join(row) + " |")

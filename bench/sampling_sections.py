@@ -113,6 +113,13 @@ def lcm_sampling_arms(ctx: BenchContext, model, latent) -> tuple[dict, dict]:
                                           steps=LCM_STEPS, cfg=1.0, positive=pos, negative=neg,
                                           latent_image=latent, denoise=1.0)[0]
 
+    def pack_ksampler_preset():
+        host.require("LCMPack_KSamplerLCM")
+        (patched,) = host.call("LCMPack_ModelSamplingLCM", model=model)
+        return lambda pos, neg: host.call("LCMPack_KSamplerLCM", model=patched, seed=SEED, steps=LCM_STEPS,
+                                          cfg=1.0, positive=pos, negative=neg, latent_image=latent,
+                                          denoise=1.0)[0]
+
     def pack_model_sampling():
         (patched,) = host.call("LCMPack_ModelSamplingLCM", model=model)
         return lambda pos, neg: _ksampler(ctx, patched, pos, neg, latent, LCM_STEPS, 1.0, "lcm", "simple")
@@ -130,6 +137,7 @@ def lcm_sampling_arms(ctx: BenchContext, model, latent) -> tuple[dict, dict]:
         return lambda pos, neg: _ksampler(ctx, patched, pos, neg, latent, LCM_STEPS, 1.0, "lcm", "simple")
 
     add("pack KSamplerLCM", pack_ksampler)
+    add("pack ModelSamplingLCM → KSamplerLCM (sampling preset, as after LCMLoraLoader)", pack_ksampler_preset)
     add("pack ModelSamplingLCM + KSampler lcm/simple", pack_model_sampling)
     add("pack LCMSampler + LCMScheduler (SamplerCustom)", pack_custom)
     add("core ModelSamplingDiscrete(lcm) + KSampler lcm/simple", core_manual)
