@@ -120,7 +120,7 @@ def _patches(lora: LoraFile, matched: dict) -> dict:
 
 
 def _check_not_stacked(lora: LoraFile, model) -> ApplyResult | None:
-    same = applied.find_same_file(model.model_options, lora.sha256)
+    same = applied.find_same_file(model.model_options, lora.content_sha256 or lora.sha256)
     if same is not None:
         line = (f"'{lora.name}' is already applied to this model (as '{same['name']}', strength "
                 f"{same['strength']}): not applied twice.")
@@ -159,7 +159,8 @@ def apply_lora(model, clip, lora: LoraFile, strength: float = 1.0, allow_partial
     clip_patches = _patches(lora, clip_matched) if clip_matched else {}
     patched = model.clone()
     patched.add_patches(unet_patches, strength)
-    applied.record_applied(patched.model_options, lora.name, lora.sha256, lora.kind, lora.family, strength)
+    applied.record_applied(patched.model_options, lora.name, lora.content_sha256 or lora.sha256, lora.kind,
+                           lora.family, strength)
     patched_clip = clip
     if clip is not None and clip_patches:
         patched_clip = clip.clone()
