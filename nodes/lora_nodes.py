@@ -54,12 +54,6 @@ class LCMLoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, strength: float = 1.0, **_) -> bool | str:
-        if strength == 0.0:
-            return "strength 0 applies nothing: set strength to 1.0 for an LCM-LoRA, or remove the loader."
-        return True
-
-    @classmethod
     def execute(cls, model, lora_name: str, strength: float = 1.0, allow_partial: bool = False,
                 clip=None) -> io.NodeOutput:
         path = folder_paths.get_full_path_or_raise("loras", lora_name)

@@ -38,7 +38,14 @@ def lora_files(comfy):
     for suffix in (".lora_down.weight", ".lora_up.weight", ".alpha"):
         renamed[f"{old}_renamed{suffix}"] = renamed.pop(old + suffix)
     with_text = loras.kohya_state_dict(SD15_UNET_CONFIG, rank=4, seed=3) | loras.text_encoder_state_dict(rank=4)
+    loha = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+    dora = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_v"
+    adapters = {f"{loha}.hada_w1_a": torch.randn(320, 2), f"{loha}.hada_w1_b": torch.randn(2, 768) / 30,
+                f"{loha}.hada_w2_a": torch.randn(320, 2), f"{loha}.hada_w2_b": torch.randn(2, 768) / 30,
+                f"{loha}.alpha": torch.tensor(2.0), f"{dora}.lora_down.weight": torch.randn(2, 768) / 30,
+                f"{dora}.lora_up.weight": torch.randn(320, 2) / 30, f"{dora}.dora_scale": torch.ones(320, 1)}
     return {
+        "adapters": loras.save_lora(adapters, folder / "loha-and-dora.safetensors").name,
         "sd15": sd15_lcm.name,
         "sd15_copy": loras.make_kohya_lora(SD15_UNET_CONFIG, folder / "lcm-lora-copy.safetensors", rank=8,
                                            alpha=4, kind="lcm").name,
@@ -142,6 +149,15 @@ def test_text_encoder_modules_need_the_clip(comfy, sd15, lora_files):
     assert "text encoder 72" in report and "Kind: style" in report
     assert "model_sampling" not in patched.object_patches  # a style LoRA leaves sampling alone
     assert clip.patcher.patches == {}
+
+
+def test_loha_and_dora_are_applied_by_core_adapters(comfy, sd15, lora_files):
+    model, _ = sd15
+    patched, _, report = _load(comfy, model, lora_files["adapters"])
+    adapters = {key.rsplit(".", 2)[-2]: patches[0][1].name for key, patches in patched.patches.items()}
+    assert adapters == {"to_k": "loha", "to_v": "lora"} and "Matched: 2/2" in report
+    dora_patch = patched.patches["diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_v.weight"][0][1]
+    assert dora_patch.weights[4] is not None  # the DoRA scale reached core's LoRA adapter
 
 
 def test_same_lcm_lora_is_not_applied_twice(comfy, sd15, lora_files):
