@@ -173,7 +173,7 @@ def test_same_lcm_lora_is_not_applied_twice(comfy, sd15, lora_files):
 
 
 def _graph(lora_name: str, prefix: str = "lcm-lora") -> dict:
-    """checkpoint → LCM-LoRA Loader (model + clip) → text encode → KSampler lcm/simple → decode → save."""
+    """checkpoint → LCM-LoRA Loader (model + clip) → text encode → the pack's KSampler (LCM) → decode → save."""
     return {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD15_CKPT}},
         "lora": {"class_type": LOADER, "inputs": {"model": ["ckpt", 0], "clip": ["ckpt", 1], "lora_name": lora_name,
@@ -181,9 +181,9 @@ def _graph(lora_name: str, prefix: str = "lcm-lora") -> dict:
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["lora", 1]}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["lora", 1]}},
         "latent": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "sample": {"class_type": "KSampler", "inputs": {
-            "model": ["lora", 0], "seed": 1, "steps": 2, "cfg": 1.0, "sampler_name": "lcm", "scheduler": "simple",
-            "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 1.0}},
+        "sample": {"class_type": "LCMPack_KSamplerLCM", "inputs": {
+            "model": ["lora", 0], "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
+            "seed": 1, "steps": 2, "cfg": 1.0, "sampler": "lcm", "gamma": 0.3, "denoise": 1.0}},
         "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sample", 0], "vae": ["ckpt", 2]}},
         "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
     }
@@ -192,8 +192,11 @@ def _graph(lora_name: str, prefix: str = "lcm-lora") -> dict:
 def test_loader_in_real_graph_then_lcm_sampling(comfy, lora_files):
     images = comfy.run_prompt(_graph(lora_files["sd15"]))["save"]["images"]
     assert (comfy.base / "output" / images[0]["filename"]).stat().st_size > 0
-    with pytest.raises(PromptFailed):
+    with pytest.raises(PromptFailed) as caught:
         comfy.run_prompt(_graph(lora_files["sdxl"]))
+    assert caught.value.payload["node_id"] == "lora"
+    assert caught.value.payload["exception_type"].endswith("LoraFamilyMismatch")
+    assert "Use lcm-lora-sdv1-5 instead" in caught.value.payload["exception_message"]
 
 
 @pytest.mark.server
