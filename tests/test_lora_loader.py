@@ -109,7 +109,7 @@ def test_sdxl_lora_on_sd15_model_is_refused(comfy, sd15, lora_files):
     model, clip = sd15
     name, message = _error_of(comfy, lambda: _load(comfy, model, lora_files["sdxl"], clip=clip))
     assert name == "LoraFamilyMismatch"
-    assert "'lcm-lora-sdxl.safetensors' is a SDXL lcm LoRA but the model is SD1.x" in message
+    assert "'lcm-lora-sdxl.safetensors' is an SDXL LCM LoRA but the model is SD1.x" in message
     assert "Use lcm-lora-sdv1-5 instead" in message
     _assert_untouched(model)
 
@@ -117,9 +117,9 @@ def test_sdxl_lora_on_sd15_model_is_refused(comfy, sd15, lora_files):
 def test_sd15_lora_on_sdxl_family_model_is_refused(comfy, vega, lora_files):
     name, message = _error_of(comfy, lambda: _load(comfy, vega, lora_files["sd15"]))
     assert name == "LoraFamilyMismatch"
-    assert "is a SD1.x lcm LoRA but the model is Segmind Vega" in message and "Segmind-VegaRT" in message
+    assert "is an SD1.x LCM LoRA but the model is Segmind Vega" in message and "Segmind-VegaRT" in message
     name, message = _error_of(comfy, lambda: _load(comfy, vega, lora_files["sdxl"]))
-    assert name == "LoraFamilyMismatch" and "SDXL lcm LoRA but the model is Segmind Vega" in message
+    assert name == "LoraFamilyMismatch" and "SDXL LCM LoRA but the model is Segmind Vega" in message
     _assert_untouched(vega)
 
 
@@ -210,5 +210,5 @@ def test_refusal_reaches_the_user_through_the_server(comfy_server):
     errors = [data for event, data in history["status"]["messages"] if event == "execution_error"]
     assert errors and errors[0]["node_id"] == "lora"
     assert errors[0]["exception_type"].endswith("LoraFamilyMismatch")
-    assert "is a SDXL lcm LoRA but the model is SD1.x" in errors[0]["exception_message"]
+    assert "is an SDXL LCM LoRA but the model is SD1.x" in errors[0]["exception_message"]
     assert "Use lcm-lora-sdv1-5 instead" in errors[0]["exception_message"]
