@@ -212,3 +212,61 @@ def test_refusal_reaches_the_user_through_the_server(comfy_server):
     assert errors[0]["exception_type"].endswith("LoraFamilyMismatch")
     assert "is an SDXL LCM LoRA but the model is SD1.x" in errors[0]["exception_message"]
     assert "Use lcm-lora-sdv1-5 instead" in errors[0]["exception_message"]
+
+
+def _spelled(kohya: dict[str, torch.Tensor], spelling: str) -> dict[str, torch.Tensor]:
+    """The same SD1.5 kohya (diffusers-name) tensors in another layout: PEFT ``unet.`` or legacy processors."""
+    from comfy.utils import unet_to_diffusers
+
+    dotted = {d[: -len(".weight")].replace(".", "_"): d[: -len(".weight")]
+              for d in unet_to_diffusers(SD15_UNET_CONFIG) if d.endswith(".weight")}
+    out = {}
+    for key, tensor in kohya.items():
+        module, _, suffix = key.partition(".")
+        name = dotted[module.removeprefix("lora_unet_")]
+        if suffix == "alpha":
+            continue
+        half = "down" if "down" in suffix else "up"
+        if spelling == "peft":
+            out[f"unet.{name}.lora_{'A' if half == 'down' else 'B'}.weight"] = tensor
+        elif ".to_" in name:  # legacy attention processor spelling
+            legacy = name.replace(".to_out.0", ".to_out").replace(".to_", ".processor.to_")
+            out[f"unet.{legacy}_lora.{half}.weight"] = tensor
+        else:
+            out[f"unet.{name}.lora.{half}.weight"] = tensor
+    return out
+
+
+def test_all_layouts_of_one_lora_patch_identically(comfy, sd15):
+    """kohya (diffusers names), PEFT ``unet.`` (+ adapter metadata) and legacy diffusers give the same weights."""
+    import json
+
+    from comfy.lora import calculate_weight
+
+    model, _ = sd15
+    folder = comfy.base / "models" / "loras"
+    kohya = loras.kohya_state_dict(SD15_UNET_CONFIG, rank=4, alpha=4, seed=11)
+    metadata = {"lora_adapter_metadata": json.dumps({"unet.r": 4, "unet.lora_alpha": 4})}
+    files = {"kohya": loras.save_lora(kohya, folder / "layout-kohya.safetensors"),
+             "peft": loras.save_lora(_spelled(kohya, "peft"), folder / "layout-peft.safetensors", metadata),
+             "legacy": loras.save_lora(_spelled(kohya, "legacy"), folder / "layout-legacy.safetensors")}
+    base = model.model.state_dict()
+    weights = {}
+    for layout, path in files.items():
+        patched, _, report = _load(comfy, model, path.name)
+        assert "Matched: 40/40" in report, (layout, report)
+        weights[layout] = {k: calculate_weight(p, base[k].float().clone(), k) for k, p in patched.patches.items()}
+    assert weights["kohya"].keys() == weights["peft"].keys() == weights["legacy"].keys()
+    for key, expected in weights["kohya"].items():
+        assert not torch.equal(expected, base[key].float())
+        assert torch.equal(weights["peft"][key], expected) and torch.equal(weights["legacy"][key], expected)
+
+
+def test_bad_file_through_the_node_patches_nothing(comfy, sd15):
+    model, _ = sd15
+    path = comfy.base / "models" / "loras" / "half-downloaded.safetensors"
+    full = loras.save_lora(loras.kohya_state_dict(SD15_UNET_CONFIG, rank=2), path).read_bytes()
+    path.write_bytes(full[: len(full) // 3])
+    name, message = _error_of(comfy, lambda: _load(comfy, model, path.name))
+    assert name == "LoraFileError" and "half-downloaded.safetensors" in message and "download it again" in message
+    _assert_untouched(model)
