@@ -12,7 +12,7 @@ from harness import models
 from harness.comfy_host import PromptFailed
 from harness.diffusers_unet import comfy_weights_of_diffusers, diffusers_unet, lora_pipeline
 from safetensors import safe_open
-from test_mix_nodes import LCM, STYLE, STYLE2, XL, base, lora_files, mixed, patched_weights, rel, stack  # noqa: F401
+from test_mix_nodes import LCM, STYLE, STYLE2, TEXT, XL, base, lora_files, mixed, patched_weights, rel, stack  # noqa: F401
 
 ITEMS = [(LCM, 1.0, "accelerator"), (STYLE, 0.8, "style"), (STYLE2, 0.5, "style")]
 
@@ -85,6 +85,25 @@ def test_svd_export_reports_the_true_error_and_loads_everywhere(comfy, base, ref
         assert math.isclose(float(meta["lcmpack.error_total"]), math.sqrt(err_sq / norm_sq), rel_tol=1e-3)
     assert 0.0 < float(meta["lcmpack.error_total"]) < 1.0
     assert f"total {float(meta['lcmpack.error_total']):.3e}" in report
+
+
+def test_text_encoder_modules_are_exported_and_load_into_core_clip(comfy, base):
+    model, clip = base
+    items = [(LCM, 1.0, "accelerator"), (TEXT, 0.6, "style")]
+    comfy.run_node("LCMPack_LoraExport", model=model, clip=clip, stack=stack(comfy, *items), filename="export-te",
+                   mode="concat", rank=1, overwrite=False)
+    with safe_open(comfy.base / "models" / "loras" / "export-te.safetensors", "pt") as handle:
+        te_keys = sorted(k for k in handle.keys() if k.startswith("lora_te"))
+    assert te_keys == [f"lora_te_text_model_encoder_layers_0_{m}.{t}" for m in ("mlp_fc1", "self_attn_q_proj")
+                       for t in ("alpha", "lora_down.weight", "lora_up.weight")]
+    mixer_clip = comfy.run_node("LCMPack_LoraMixer", model=model, clip=clip, stack=stack(comfy, *items),
+                                style_normalization="none", allow_partial=False)[1]
+    core_clip = comfy.run_node("LoraLoader", model=model, clip=clip, lora_name="export-te.safetensors",
+                               strength_model=1.0, strength_clip=1.0)[1]
+    prefix = "clip_l.transformer.text_model.encoder.layers.0."
+    ours, core = (patched_weights(c.patcher, prefix) for c in (mixer_clip, core_clip))
+    for key in ours:
+        assert rel(core[key].float(), ours[key].float()) < torch.finfo(ours[key].dtype).eps, key
 
 
 def test_existing_file_is_refused_unless_overwrite(comfy, base, lora_files):
