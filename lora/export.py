@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .mix import MixEntry, accelerator_names, check_entries, concat_mix, mixed_delta
+from .mix import MixEntry, accelerator_names, check_entries, concat_mix, mix_terms
 from .svd import ReductionReport, default_device, reduce_modules
 from .types import LoraModule
 
@@ -94,16 +94,24 @@ def uniform_alpha(modules: Mapping[str, LoraModule], alpha: float) -> dict[str, 
     return out
 
 
+def _delta_on(module: LoraModule, device: torch.device) -> torch.Tensor:
+    """ΔW = (alpha/rank)·up @ down of one module as a 2-D float32 matrix computed on ``device``."""
+    up = module.up.reshape(module.up.shape[0], -1).to(device=device, dtype=torch.float32)
+    down = module.down.reshape(module.rank, -1).to(device=device, dtype=torch.float32)
+    return (up @ down) * module.scale
+
+
 def measure_concat(entries: Sequence[MixEntry], weights: Sequence[float], modules: Mapping[str, LoraModule],
                    device: torch.device) -> ReductionReport:
     """Relative error of the concatenated modules against equation (1) summed term by term (≈ float eps)."""
     report = ReductionReport()
+    terms = mix_terms(entries, weights)
     with torch.no_grad():
         for key, module in modules.items():
-            reference = mixed_delta(entries, key, weights).to(device)
-            exported = module.delta().to(device).reshape(reference.shape)
-            error_sq = float(torch.linalg.vector_norm(reference - exported) ** 2)
-            norm_sq = float(torch.linalg.vector_norm(reference) ** 2)
+            reference = sum(weight * _delta_on(term, device) for weight, term in terms[key])
+            exported = _delta_on(module, device)
+            error_sq = float(torch.linalg.matrix_norm(reference - exported) ** 2)
+            norm_sq = float(torch.linalg.matrix_norm(reference) ** 2)
             report.error_sq += error_sq
             report.norm_sq += norm_sq
             report.layer_errors[key] = math.sqrt(error_sq / norm_sq) if norm_sq > 0 else 0.0
