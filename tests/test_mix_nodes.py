@@ -193,3 +193,28 @@ def test_text_encoder_weights_are_mixed_into_clip_like_core(comfy, base):
 def test_text_encoder_lora_without_clip_says_connect_clip(comfy, base):
     with pytest.raises(Exception, match="connect the CLIP input"):
         mixed(comfy, base[0], [(TEXT, 0.6, "style")])
+
+
+def test_loha_modules_are_mixed_through_core_and_refused_by_export(comfy, base):
+    """LoHa is left to core's adapter: mixer == core LoraLoader chain; the export cannot merge it."""
+    module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    gen = torch.Generator().manual_seed(21)
+    tensors = {f"{module}.hada_{n}": torch.randn(shape, generator=gen) * 0.1
+               for n, shape in {"w1_a": (320, 2), "w1_b": (2, 320), "w2_a": (320, 2), "w2_b": (2, 320)}.items()}
+    tensors[f"{module}.alpha"] = torch.tensor(1.0)
+    save_lora(tensors, comfy.base / "models" / "loras" / "mix-loha.safetensors")
+    model, clip = base
+    ours = patched_weights(mixed(comfy, model, [(STYLE, 0.8, "style"), ("mix-loha.safetensors", 0.5, "style")])[0])
+    chain = comfy.run_node("LoraLoader", model=model, clip=clip, lora_name=STYLE, strength_model=0.8,
+                           strength_clip=0.0)[0]
+    chain = comfy.run_node("LoraLoader", model=chain, clip=clip, lora_name="mix-loha.safetensors",
+                           strength_model=0.5, strength_clip=0.0)[0]
+    core = patched_weights(chain)
+    key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+    assert not torch.equal(ours[key], patched_weights(mixed(comfy, model, [(STYLE, 0.8, "style")])[0])[key])
+    for name in core:
+        assert rel(ours[name], core[name]) < 1e-6, name
+    with pytest.raises(Exception, match="LoHa/LoKr/DoRA"):
+        comfy.run_node("LCMPack_LoraExport", model=model, stack=stack(comfy, ("mix-loha.safetensors", 0.5, "style")),
+                       filename="never-written", mode="concat", rank=1, overwrite=False)
+    assert not (comfy.base / "models" / "loras" / "never-written.safetensors").exists()
