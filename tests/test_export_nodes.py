@@ -10,7 +10,8 @@ import torch
 from conftest import SD15_CKPT
 from harness import models
 from harness.comfy_host import PromptFailed
-from harness.diffusers_unet import comfy_weights_of_diffusers, diffusers_unet, lora_pipeline
+from harness.diffusers_unet import clip_l_text_encoder, comfy_weights_of_diffusers, diffusers_unet, lora_pipeline
+from safetensors.torch import load_file
 from safetensors import safe_open
 from test_mix_nodes import LCM, STYLE, STYLE2, TEXT, XL, base, lora_files, mixed, patched_weights, rel, stack  # noqa: F401
 
@@ -104,6 +105,41 @@ def test_text_encoder_modules_are_exported_and_load_into_core_clip(comfy, base):
     ours, core = (patched_weights(c.patcher, prefix) for c in (mixer_clip, core_clip))
     for key in ours:
         assert rel(core[key].float(), ours[key].float()) < torch.finfo(ours[key].dtype).eps, key
+
+
+def _diffusers_text_encoder_after(path, weight: float, clip_sd, unet_sd) -> dict[str, torch.Tensor]:
+    text_encoder = clip_l_text_encoder(clip_sd)
+    pipe = lora_pipeline(diffusers_unet(models.SD15_UNET_CONFIG, unet_sd), text_encoder)
+    pipe.load_lora_weights(str(path), adapter_name="lora")
+    pipe.set_adapters(["lora"], adapter_weights=[weight])
+    pipe.fuse_lora(components=["unet", "text_encoder"])
+    pipe.unload_lora_weights()
+    return {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items()}
+
+
+def test_text_encoder_modules_of_the_export_load_in_diffusers_like_the_source(comfy, base, reference):
+    """diffusers applies the exported lora_te_ modules exactly as it applies the source kohya file at λ.
+
+    (diffusers 0.42.1 with transformers 5 drops kohya text-encoder *attention* modules of any file — its
+    converter emits legacy ``to_q_lora`` names the PEFT loader does not know — so only the MLP changes; the
+    export behaves exactly like the source file there too.)
+    """
+    loras = comfy.base / "models" / "loras"
+    if not (loras / "export-te.safetensors").exists():
+        comfy.run_node("LCMPack_LoraExport", model=base[0], clip=base[1], filename="export-te", mode="concat",
+                       rank=1, overwrite=False, stack=stack(comfy, (LCM, 1.0, "accelerator"), (TEXT, 0.6, "style")))
+    clip_sd = models.build_clip_l_state_dict(seed=2, prefix="")
+    before = {k.removeprefix("text_model."): v for k, v in clip_sd.items()}
+    exported = _diffusers_text_encoder_after(loras / "export-te.safetensors", 1.0, clip_sd, reference[0])
+    source = _diffusers_text_encoder_after(loras / TEXT, 0.6, clip_sd, reference[0])
+    for key in exported:
+        if key.startswith("encoder.layers.0."):
+            assert rel(exported[key], source[key]) < 1e-5 or torch.equal(exported[key], source[key]), key
+    tensors = load_file(str(loras / TEXT))
+    name = "lora_te_text_model_encoder_layers_0_mlp_fc1"
+    expected = 0.6 * (2.0 / 4) * tensors[f"{name}.lora_up.weight"] @ tensors[f"{name}.lora_down.weight"]
+    key = "encoder.layers.0.mlp.fc1.weight"
+    assert rel(exported[key] - before[key], expected) < 1e-5
 
 
 def test_existing_file_is_refused_unless_overwrite(comfy, base, lora_files):
