@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .mix import MixEntry, accelerator_names, check_entries, concat_mix, mix_terms
-from .svd import ReductionReport, default_device, reduce_modules
+from .svd import ReductionReport, default_device, full_precision_matmul, reduce_modules
 from .types import LoraModule
 
 LOG = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def measure_concat(entries: Sequence[MixEntry], weights: Sequence[float], module
     """
     report = ReductionReport()
     terms = mix_terms(entries, weights)
-    with torch.no_grad():
+    with full_precision_matmul():
         for key, module in modules.items():
             up, down = _factors_on(module, device)
             difference = up @ down
