@@ -5,9 +5,10 @@ import math
 
 import pytest
 import torch
+from test_mix_math import CONV, LINEAR, _lora
+
 from lora.mix import MixEntry, concat_mix
 from lora.svd import RankError, lowrank_svd, reduce_modules
-from test_mix_math import CONV, LINEAR, _lora
 
 
 def _mix():
