@@ -10,7 +10,11 @@ PACK_OPTIONS_KEY = "lcm_lora_pack"
 
 
 def applied_loras(model_options: dict) -> list[dict]:
-    """Entries ``{"name", "sha256", "kind", "family", "strength"}`` this pack applied, oldest first."""
+    """Entries ``{"name", "sha256", "kind", "family", "strength"}`` this pack applied, oldest first.
+
+    ``sha256`` is the LoRA's content hash (``LoraFile.content_sha256``), so a copy under another name or a
+    re-saved file is recognised as the same LoRA.
+    """
     return list(model_options.get(PACK_OPTIONS_KEY, {}).get("applied", []))
 
 

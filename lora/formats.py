@@ -192,12 +192,14 @@ def parse_modules(tensors: dict[str, torch.Tensor], metadata: dict[str, str], na
                                   "is damaged or was merged wrongly; use another file.")
         if module in extra_modules:  # DoRA / LoCon-mid: core's adapter needs all tensors together
             extra.update({up_key: up, down_key: down})
-            if module in alphas:
-                extra[f"{module}.alpha"] = alphas[module]
             continue
         alpha, source = _alpha_for(name, module, int(down.shape[0]), alphas, peft_configs, fmt)
         sources.add(source)
         parsed.modules[module] = LoraModule(down=down, up=up, alpha=alpha)
+    for module, alpha in alphas.items():  # LoHa/LoKr alphas travel with their tensors to core
+        if module in extra_modules and module not in parsed.modules:
+            _alpha_for(name, module, 1, {module: alpha}, {}, fmt)  # validates alpha > 0
+            extra[f"{module}.alpha"] = alpha
     parsed.notes.append(f"format: {fmt}; alpha from: {', '.join(sorted(sources)) or 'n/a'}")
     return parsed
 

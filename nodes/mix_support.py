@@ -144,13 +144,23 @@ def set_lcm_sampling_if_needed(model, entries) -> bool:
 
 
 def mix_report(loaded: LoadedStack, weights, applied, lcm_sampling: bool) -> str:
-    lines = [f"LoRA mix of {len(loaded.entries)} LoRAs (family {loaded.entries[0].lora.family}), "
-             f"{len(applied)} layers patched:"]
+    """The loader's report, per LoRA of the mix, plus the sampler advice for the accelerator's kind."""
+    family = loaded.entries[0].lora.family
+    lines = [f"LoRA mix of {len(loaded.entries)} LoRAs, family {comfy_apply.FAMILY_NAMES.get(family, family)}, "
+             f"{len(applied)} layers patched (ΔW = Σ λᵢ·αᵢ/rᵢ·UᵢDᵢ):"]
     for entry, weight in zip(loaded.entries, weights, strict=True):
-        done, total = loaded.coverage[entry.lora.name]
-        lines.append(f"  {entry.role:<11} {entry.lora.name}: weight {entry.weight:g} -> applied {weight:g}, "
-                     f"{done}/{total} modules")
-    lines.append("LCM sampling set (LCM accelerator in the mix)." if lcm_sampling else "Model sampling unchanged.")
+        lora = entry.lora
+        done, total = loaded.coverage[lora.name]
+        lines.append(f"  {entry.role:<11} {lora.name} ({lora.format}, {lora.kind}, sha256 {lora.sha256[:12]}): "
+                     f"weight {entry.weight:g} -> applied {weight:g}, {done}/{total} modules")
+    kinds = [e.lora.kind for e, w in zip(loaded.entries, weights, strict=True)
+             if e.role == mix.ROLE_ACCELERATOR and w != 0.0]
+    if lcm_sampling:
+        lines.append(comfy_apply.SAMPLER_ADVICE["lcm"])
+    elif kinds:
+        lines.append(comfy_apply.SAMPLER_ADVICE.get(kinds[0], comfy_apply.SAMPLER_ADVICE["style"]))
+    else:
+        lines.append("No accelerator in the mix: model sampling unchanged.")
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """Parity: the pack's patched ComfyUI weights equal PEFT ``merge_and_unload`` / diffusers ``fuse_lora``.
 
 One random SD1.5-shaped UNet is moved both ways (ComfyUI LDM names ↔ diffusers names via
-``comfy.utils.unet_to_diffusers``). A PEFT LoRA (rank 4, ``lora_alpha`` 2 ≠ rank, random non-zero B) is
+``comfy.utils.unet_to_diffusers``). A PEFT LoRA (rank 8, ``lora_alpha`` 3 ≠ rank, random non-zero B) is
 attached with PEFT's ``get_peft_model`` on the diffusers UNet; the same update is written in each format
 with the real tools (PEFT ``save_pretrained``, diffusers ``save_lora_weights`` with adapter metadata,
 diffusers ``convert_state_dict_to_kohya``) and applied by the pack through ComfyUI core's patcher.
@@ -21,7 +21,7 @@ from lora.comfy_apply import apply_lora
 from lora.io import read_lora_file
 
 LOG = logging.getLogger(__name__)
-RANK, ALPHA = 4, 2.0
+RANK, ALPHA = 8, 3.0
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"]
 WEIGHT_RTOL = 1e-6  # the issue's bound, on ‖W_comfy − W_ref‖ / ‖W_ref‖
 DELTA_RTOL = 1e-5  # the update alone, ‖ΔW_comfy − ΔW_ref‖ / ‖ΔW_ref‖ (W dominates the first bound)
@@ -43,9 +43,9 @@ def setup(comfy, tmp_path_factory):
 
     model = comfy.run_node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)[0]
     ldm = model.model.diffusion_model.state_dict()
-    diffusers_to_ldm = {d: l for d, l in unet_to_diffusers(SD15_UNET_CONFIG).items() if l in ldm}
+    diffusers_to_ldm = {d: ldm_key for d, ldm_key in unet_to_diffusers(SD15_UNET_CONFIG).items() if ldm_key in ldm}
     unet = _diffusers_unet()
-    unet.load_state_dict({d: ldm[l] for d, l in diffusers_to_ldm.items()}, strict=True)
+    unet.load_state_dict({d: ldm[ldm_key] for d, ldm_key in diffusers_to_ldm.items()}, strict=True)
     torch.manual_seed(7)
     config = LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=TARGETS, init_lora_weights=False)
     peft_model = get_peft_model(unet, config)
@@ -74,7 +74,7 @@ def _comfy_weights(model, lora_path) -> tuple[dict[str, torch.Tensor], list[str]
 
 
 def _assert_parity(setup, comfy_weights, patched_keys, reference):
-    ldm_to_diffusers = {l: d for d, l in setup["diffusers_to_ldm"].items()}
+    ldm_to_diffusers = {ldm_key: d for d, ldm_key in setup["diffusers_to_ldm"].items()}
     base = {k: v for k, v in setup["model"].model.diffusion_model.state_dict().items()}
     # 4 transformer blocks × (2 attentions × q,k,v,out + ff.net.2) + 4 stacks × (proj_in, proj_out)
     assert len(patched_keys) == 4 * 9 + 4 * 2
@@ -95,7 +95,7 @@ def _assert_parity(setup, comfy_weights, patched_keys, reference):
 
 
 def test_peft_save_pretrained_base_model_prefix(setup):
-    """PEFT ``save_pretrained``: ``base_model.model.…lora_A.weight`` + ``adapter_config.json`` (alpha 2)."""
+    """PEFT ``save_pretrained``: ``base_model.model.…lora_A.weight`` + ``adapter_config.json`` (alpha 3)."""
     folder = setup["dir"] / "peft"
     setup["peft"].save_pretrained(str(folder))
     weights, keys = _comfy_weights(setup["model"], folder / "adapter_model.safetensors")
@@ -103,7 +103,7 @@ def test_peft_save_pretrained_base_model_prefix(setup):
 
 
 def test_diffusers_unet_prefix_with_adapter_metadata(setup):
-    """diffusers ``save_lora_weights``: ``unet.…lora_A.weight`` + ``lora_adapter_metadata`` (alpha 2)."""
+    """diffusers ``save_lora_weights``: ``unet.…lora_A.weight`` + ``lora_adapter_metadata`` (alpha 3)."""
     from diffusers import StableDiffusionPipeline
 
     folder = setup["dir"] / "diffusers"
@@ -121,48 +121,45 @@ def _kohya_state_dict(setup, alpha: float) -> dict[str, torch.Tensor]:
     return {k: (torch.tensor(alpha) if k.endswith(".alpha") else v.contiguous()) for k, v in kohya.items()}
 
 
-def _diffusers_fused(path) -> dict[str, torch.Tensor]:
+def _diffusers_fused(path, base_unet) -> dict[str, torch.Tensor]:
     """diffusers' own reading of a kohya file (``lora_state_dict`` → ``load_lora_into_unet`` → ``fuse_lora``)."""
     from diffusers import StableDiffusionPipeline
 
     state, network_alphas = StableDiffusionPipeline.lora_state_dict(str(path))
-    unet = copy.deepcopy(_base_unet_cache["unet"])
+    unet = copy.deepcopy(base_unet)
     StableDiffusionPipeline.load_lora_into_unet(state, network_alphas, unet=unet)
     unet.fuse_lora()
     unet.unload_lora()
     return unet.state_dict()
 
 
-_base_unet_cache: dict = {}
-
-
 @pytest.fixture(scope="module")
 def base_unet(setup):
+    """The diffusers UNet with the base weights only (no adapter), for diffusers' own LoRA loading."""
     unet = _diffusers_unet()
     base = setup["model"].model.diffusion_model.state_dict()
-    unet.load_state_dict({d: base[l] for d, l in setup["diffusers_to_ldm"].items()}, strict=True)
-    _base_unet_cache["unet"] = unet
+    unet.load_state_dict({d: base[ldm_key] for d, ldm_key in setup["diffusers_to_ldm"].items()}, strict=True)
     return unet
 
 
-@pytest.mark.parametrize("alpha", [ALPHA, float(RANK)], ids=["alpha2", "alpha=rank"])
+@pytest.mark.parametrize("alpha", [ALPHA, float(RANK)], ids=["alpha3", "alpha=rank"])
 def test_diffusers_kohya_conversion_matches_peft_and_fuse_lora(setup, base_unet, alpha):
     """diffusers ``convert_state_dict_to_kohya`` (``lora_unet_<diffusers name>``, ``.alpha``)."""
     from harness.loras import save_lora
 
     path = save_lora(_kohya_state_dict(setup, alpha), setup["dir"] / f"kohya-{alpha:g}.safetensors")
     weights, keys = _comfy_weights(setup["model"], path)
-    _assert_parity(setup, weights, keys, _diffusers_fused(path))
+    _assert_parity(setup, weights, keys, _diffusers_fused(path, base_unet))
     if alpha == ALPHA:
         _assert_parity(setup, weights, keys, setup["merged"])
 
 
 def test_kohya_ldm_names_with_alpha(setup):
-    """kohya keys in LDM spelling (``lora_unet_input_blocks_1_1_…``) with ``.alpha`` 2 ≠ rank 4."""
+    """kohya keys in LDM spelling (``lora_unet_input_blocks_1_1_…``) with ``.alpha`` 3 ≠ rank 8."""
     from harness.loras import save_lora
 
-    to_ldm = {d[: -len(".weight")].replace(".", "_"): l[: -len(".weight")].replace(".", "_")
-              for d, l in setup["diffusers_to_ldm"].items() if d.endswith(".weight")}
+    to_ldm = {d[: -len(".weight")].replace(".", "_"): ldm_key[: -len(".weight")].replace(".", "_")
+              for d, ldm_key in setup["diffusers_to_ldm"].items() if d.endswith(".weight")}
     renamed = {}
     for key, tensor in _kohya_state_dict(setup, ALPHA).items():
         module, _, suffix = key.partition(".")

@@ -199,3 +199,35 @@ def test_tcd_rejects_a_flow_model(comfy, sd15):
     (flow,) = comfy.run_node("ModelSamplingSD3", model=sd15, shift=3.0)
     with pytest.raises(ValueError, match="discrete eps or v-prediction"):
         _ksampler(comfy, flow, _latent(torch.zeros(1, 4, 8, 8)), steps=2)
+
+
+def _custom_sample(comfy, model, sampler_name, gamma, steps=4):
+    (sigmas,) = comfy.run_node("LCMPack_LCMScheduler", model=model, steps=steps, denoise=1.0,
+                               original_inference_steps=0)
+    (sampler,) = comfy.run_node("LCMPack_LCMSampler", sampler=sampler_name, gamma=gamma)
+    return comfy.run_node("SamplerCustom", model=model, add_noise=True, noise_seed=SEED, cfg=1.0,
+                          positive=_conditioning(), negative=_conditioning(9), sampler=sampler, sigmas=sigmas,
+                          latent_image=_latent(torch.zeros(1, 4, 8, 8)))[0]["samples"]
+
+
+def test_tcd_sampler_on_core_lcm_patch_uses_the_full_training_schedule(comfy, sd15):
+    """Core's distilled sampling keeps only 50 sigmas; TCD's σ_s needs all 1000 and must still be exact-ish."""
+    (core,) = comfy.run_node("ModelSamplingDiscrete", model=sd15, sampling="lcm", zsnr=False)
+    on_core = _custom_sample(comfy, core, "tcd", 0.3)
+    plain = _custom_sample(comfy, sd15, "tcd", 0.3)
+    relative = ((on_core - plain).norm() / plain.norm()).item()
+    assert relative < 1e-4, relative  # only core's boundary term (c_skip ≤ 7e-6 at t ≥ 19) differs
+
+
+def test_ksampler_runs_an_sdxl_family_model(comfy):
+    from conftest import VEGA_UNET
+
+    (vega,) = comfy.run_node("UNETLoader", unet_name=VEGA_UNET, weight_dtype="default")
+    generator = torch.Generator().manual_seed(1)
+    cond = [[torch.randn(1, 77, 2048, generator=generator), {"pooled_output": torch.randn(1, 1280, generator=generator),
+                                                              "width": 64, "height": 64}]]
+    (out,) = comfy.run_node("LCMPack_KSamplerLCM", model=vega, positive=cond, negative=cond,
+                            latent_image=_latent(torch.zeros(1, 4, 8, 8)), seed=SEED, steps=2, cfg=1.0,
+                            sampler="lcm", gamma=0.3, denoise=1.0)
+    assert out["samples"].shape == (1, 4, 8, 8) and torch.isfinite(out["samples"]).all()
+    assert vega.get_model_object("model_sampling").sigmas.numel() == 1000, "input model was mutated"
