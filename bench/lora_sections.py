@@ -197,7 +197,8 @@ def section_export(ctx: BenchContext) -> None:
     if not script.is_file():
         ctx.report("export", "### merged export\n\nskipped: bench/bench_export.py not present (wt-mix not merged)\n")
         return
-    args = [sys.executable, str(script), "--device", ctx.device, "--out", str(Path(ctx.out_dir))]
+    device = "cuda" if ctx.device.startswith("cuda") else "cpu"
+    args = [sys.executable, str(script), "--device", device, "--json", str(Path(ctx.out_dir) / "bench_export.json")]
     if ctx.smoke:
         args.append("--smoke")
     run = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=900)
