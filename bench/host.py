@@ -67,13 +67,17 @@ class BenchHost:
     def call(self, node_id: str, **provided):
         """Run ``node_id`` with ``provided`` inputs; missing ones take the node's default.
 
-        Provided names the node does not declare are dropped (lets one call site serve nodes whose
-        optional inputs differ); a required input without default and not provided raises.
+        A provided name the node does not declare raises (a renamed input must not silently fall back to a
+        default); so does a required input without default that is not provided.
         """
         self.require(node_id)
         cls = self.nodes.NODE_CLASS_MAPPINGS[node_id]
+        declared = self.inputs_of(node_id)
+        unknown = sorted(set(provided) - set(declared))
+        if unknown:
+            raise TypeError(f"{node_id} has no input(s) {unknown}; it declares {sorted(declared)}")
         kwargs = {}
-        for name, (section, entry) in self.inputs_of(node_id).items():
+        for name, (section, entry) in declared.items():
             if name in provided:
                 kwargs[name] = provided[name]
                 continue

@@ -41,9 +41,7 @@ def benchmark_loras(ctx: BenchContext, models: FamilyModels) -> dict[str, str]:
 
 def pack_lcm_lora(ctx: BenchContext, model, clip, lora_name: str, strength: float = 1.0):
     """The pack's LCM-LoRA loader (MODEL out)."""
-    out = ctx.host.call("LCMPack_LCMLoraLoader", model=model, clip=clip, lora_name=lora_name, strength=strength,
-                        strength_model=strength, lora_strength=strength)
-    return out[0]
+    return ctx.host.call("LCMPack_LCMLoraLoader", model=model, clip=clip, lora_name=lora_name, strength=strength)[0]
 
 
 def core_lora_chain(ctx: BenchContext, model, names: list[str], strengths: list[float]):

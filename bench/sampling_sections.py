@@ -109,9 +109,9 @@ def lcm_sampling_arms(ctx: BenchContext, model, latent) -> tuple[dict, dict]:
 
     def pack_ksampler():
         host.require("LCMPack_KSamplerLCM")
-        return lambda pos, neg: host.call("LCMPack_KSamplerLCM", model=model, seed=SEED, noise_seed=SEED,
-                                          steps=LCM_STEPS, cfg=1.0, positive=pos, negative=neg,
-                                          latent_image=latent, denoise=1.0)[0]
+        return lambda pos, neg: host.call("LCMPack_KSamplerLCM", model=model, seed=SEED, steps=LCM_STEPS,
+                                          cfg=1.0, positive=pos, negative=neg, latent_image=latent,
+                                          denoise=1.0)[0]
 
     def pack_ksampler_preset():
         host.require("LCMPack_KSamplerLCM")

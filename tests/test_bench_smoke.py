@@ -33,6 +33,19 @@ def test_smoke_run_exits_cleanly_and_prints_tables(smoke_run):
 
 
 @pytest.mark.slow
+def test_smoke_runs_the_pack_arms_next_to_core(smoke_run):
+    """The pack's nodes ran (a renamed input or a missing node would show as FAILED / SKIPPED rows)."""
+    _, out = smoke_run
+    rows = {line.split("|")[1].strip(): line for line in (out / "bench_report.md").read_text().splitlines()
+            if line.startswith("| ")}
+    for arm in ("pack KSamplerLCM", "pack LCMSampler + LCMScheduler (SamplerCustom)",
+                "core ModelSamplingDiscrete(lcm) + KSampler lcm/simple", "pack LCMLoraLoader: LCM alone",
+                "pack LoraStack ×3 → LoraMixer: LCM + 2 style"):
+        assert arm in rows, f"row {arm!r} missing"
+        assert "FAILED" not in rows[arm] and "SKIPPED" not in rows[arm], rows[arm]
+
+
+@pytest.mark.slow
 def test_smoke_report_has_environment_and_rows(smoke_run):
     _, out = smoke_run
     report = (out / "bench_report.md").read_text()
