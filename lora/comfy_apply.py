@@ -36,7 +36,8 @@ SAMPLER_ADVICE = {
     "hyper-sd": "Hyper-SD LoRA: LCM sampling NOT set; use TCD (gamma 1.0 for 1 step) or DDIM trailing, cfg 1.",
     "lightning": "Lightning LoRA: LCM sampling NOT set; use Euler + sgm_uniform with the file's step count, cfg 1.",
     "dmd2": "DMD2 LoRA: LCM sampling NOT set; use the LCM sampler on default sampling, 'simple', 4 steps, cfg 1.",
-    "style": "Style LoRA (no acceleration kind detected): applied as is; sampling unchanged.",
+    "style": "Style LoRA (no acceleration kind in file name or metadata): applied as is; sampling unchanged. "
+             "An LCM-LoRA saved as e.g. pytorch_lora_weights.safetensors: rename it to include 'lcm'.",
 }
 
 
@@ -128,7 +129,7 @@ def _patches(lora: LoraFile, matched: dict) -> dict:
 
 
 def _check_not_stacked(lora: LoraFile, model) -> ApplyResult | None:
-    same = applied.find_same_file(model.model_options, lora.content_sha256 or lora.sha256)
+    same = applied.find_same_file(model.model_options, lora.sha256, lora.content_sha256)
     if same is not None:
         line = (f"'{lora.name}' is already applied to this model (as '{same['name']}', strength "
                 f"{same['strength']}): not applied twice.")
@@ -167,8 +168,8 @@ def apply_lora(model, clip, lora: LoraFile, strength: float = 1.0, allow_partial
     clip_patches = _patches(lora, clip_matched) if clip_matched else {}
     patched = model.clone()
     patched.add_patches(unet_patches, strength)
-    applied.record_applied(patched.model_options, lora.name, lora.content_sha256 or lora.sha256, lora.kind,
-                           lora.family, strength)
+    applied.record_applied(patched.model_options, lora.name, lora.sha256, lora.kind, lora.family, strength,
+                           content_sha256=lora.content_sha256)
     patched_clip = clip
     if clip is not None and clip_patches:
         patched_clip = clip.clone()
