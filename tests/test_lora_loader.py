@@ -123,6 +123,19 @@ def test_sd15_lora_on_sdxl_family_model_is_refused(comfy, vega, lora_files):
     _assert_untouched(vega)
 
 
+def test_full_coverage_lcm_lora_with_convs_applies_on_vega(comfy, vega, tmp_path):
+    """An LCM-LoRA-like file (attention, ff, resnet 3x3 convs, samplers, time embeddings; diffusers names)."""
+    name = "lcm-full-vega.safetensors"
+    loras.make_kohya_lora(vega, comfy.base / "models" / "loras" / name, rank=4, alpha=2, targets="lcm-full",
+                          kind="lcm")
+    expected = len(loras.lora_weight_names(vega, "lcm-full"))
+    patched, _, report = _load(comfy, vega, name)
+    assert len(patched.patches) == expected and f"Matched: {expected}/{expected}" in report, report
+    conv = [k for k in patched.patches if k.endswith("in_layers.2.weight")]
+    assert conv and vega.model.state_dict()[conv[0]].ndim == 4
+    _assert_untouched(vega)
+
+
 def test_vega_lora_on_vega_model_applies(comfy, vega, lora_files):
     patched, _, report = _load(comfy, vega, lora_files["vega"])
     assert len(patched.patches) == 140 and "Matched: 140/140" in report and "Kind: lcm" in report
