@@ -283,3 +283,19 @@ def test_bad_file_through_the_node_patches_nothing(comfy, sd15):
     name, message = _error_of(comfy, lambda: _load(comfy, model, path.name))
     assert name == "LoraFileError" and "half-downloaded.safetensors" in message and "download it again" in message
     _assert_untouched(model)
+
+
+def test_peft_keys_core_drops_are_applied_by_the_pack(comfy, sd15):
+    """Core's LoraLoaderModelOnly (0.3.75) drops PEFT ``unet.…to_q.lora_A`` keys (#9753); the pack applies all."""
+    import json
+
+    model, _ = sd15
+    name = "peft-unet-prefix.safetensors"
+    kohya = loras.kohya_state_dict(SD15_UNET_CONFIG, rank=4, alpha=4, seed=12)
+    metadata = {"lora_adapter_metadata": json.dumps({"unet.r": 4, "unet.lora_alpha": 4})}
+    loras.save_lora(_spelled(kohya, "peft"), comfy.base / "models" / "loras" / name, metadata)
+    (core,) = comfy.run_node("LoraLoaderModelOnly", model=model, lora_name=name, strength_model=1.0)
+    ours = _load(comfy, model, name)[0]
+    assert len(ours.patches) == 40
+    assert len(core.patches) == 8  # only the 4 stacks × proj_in/proj_out reach core; 32 attention layers dropped
+    assert set(core.patches) < set(ours.patches)
