@@ -34,6 +34,8 @@ class LCMLoraLoader(io.ComfyNode):
                         "The same acceleration LoRA is never applied twice.",
             inputs=[
                 io.Model.Input("model", tooltip="The model to accelerate (SD1.x, SD2.x, SDXL, SSD-1B or Vega)."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="Optional CLIP; needed when the LoRA also patches the text encoder."),
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
                                tooltip="LoRA file in models/loras, e.g. lcm-lora-sdv1-5.safetensors for SD1.5 or "
                                        "lcm-lora-sdxl.safetensors for SDXL."),
@@ -42,8 +44,6 @@ class LCMLoraLoader(io.ComfyNode):
                 io.Boolean.Input("allow_partial", default=False,
                                  tooltip="Apply only the matching modules when some LoRA modules match no weight "
                                          "of the model (listed in the report). Off: such a LoRA is refused."),
-                io.Clip.Input("clip", optional=True,
-                              tooltip="Optional CLIP; needed when the LoRA also patches the text encoder."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="Patched clone of the model (input unchanged)."),
@@ -54,14 +54,8 @@ class LCMLoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, strength: float = 1.0, **_) -> bool | str:
-        if strength == 0.0:
-            return "strength 0 applies nothing: set strength to 1.0 for an LCM-LoRA, or remove the loader."
-        return True
-
-    @classmethod
     def execute(cls, model, lora_name: str, strength: float = 1.0, allow_partial: bool = False,
-                clip=None) -> io.NodeOutput:
+                clip=None) -> io.NodeOutput:  # noqa: PLR0913 (inputs of the schema)
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
         lora = read_lora_file(path, name=lora_name)
         result = apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial)

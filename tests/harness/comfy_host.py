@@ -112,7 +112,9 @@ class ComfyHost:
         stub = ServerStub()
         executor = self.execution.PromptExecutor(stub, cache_type=self.execution.CacheType.CLASSIC,
                                                  cache_args={"lru": 0, "ram": 0})
-        executor.execute(prompt, str(uuid.uuid4()), {}, outputs if outputs is not None else good_outputs)
+        # A client id makes the executor send its messages (execution_error included) to the stub.
+        executor.execute(prompt, str(uuid.uuid4()), {"client_id": "harness"},
+                         outputs if outputs is not None else good_outputs)
         if not executor.success:
             errors = [data for event, data in stub.messages if event == "execution_error"]
             detail = errors[0] if errors else stub.messages
