@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..lora import mix
 from ..lora.export import MODES, build_export, kohya_names
@@ -163,7 +163,7 @@ class LoraExport(io.ComfyNode):
                                        overwrite=overwrite)
         report = mix_support.export_report(path, mode, result, loaded, weights)
         LOG.info("%s", report)
-        return io.NodeOutput(report)
+        return io.NodeOutput(report, ui=ui.PreviewText(report))
 
 
 NODES = [LoraStack, LoraMixer, LoraExport]
