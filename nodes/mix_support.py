@@ -50,7 +50,7 @@ def key_map(model, clip=None) -> dict:
 
 def _check_not_applied(lora, role: str, model) -> None:
     """The loader's applied-twice record: the same file, or a second accelerator, is refused."""
-    same = applied_record.find_same_file(model.model_options, lora.sha256)
+    same = applied_record.find_same_file(model.model_options, lora.sha256, lora.content_sha256)
     if same is not None:
         raise LoraAlreadyApplied(f"'{lora.name}' is already applied to this model (as '{same['name']}', strength "
                                  f"{same['strength']}); remove it from the stack or the earlier loader so it "
@@ -130,7 +130,8 @@ def apply_modules(model, clip, modules: dict, loaded: LoadedStack, weights) -> t
     for entry, weight in zip(loaded.entries, weights, strict=True):
         if weight != 0.0:
             applied_record.record_applied(new_model.model_options, entry.lora.name, entry.lora.sha256,
-                                          entry.lora.kind, entry.lora.family, weight)
+                                          entry.lora.kind, entry.lora.family, weight,
+                                          content_sha256=entry.lora.content_sha256)
     return new_model, new_clip, done
 
 

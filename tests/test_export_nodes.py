@@ -190,3 +190,9 @@ def test_export_names_with_paths_fail_validation(comfy, lora_files, filename):  
     with pytest.raises(PromptFailed, match="path separator|'\\.\\.'|empty"):
         comfy.run_prompt(_export_prompt(filename))
     assert not (comfy.base / "models" / "escape.safetensors").exists()
+
+
+def test_rank_below_one_fails_validation(comfy, lora_files):  # noqa: F811 (shared fixtures from test_mix_nodes)
+    with pytest.raises(PromptFailed, match="rank"):
+        comfy.run_prompt(_export_prompt("rank-zero", rank=0))
+    assert not (comfy.base / "models" / "loras" / "rank-zero.safetensors").exists()
