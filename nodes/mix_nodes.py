@@ -13,7 +13,6 @@ from comfy_api.latest import io, ui
 from ..lora import mix
 from ..lora.export import MODES, build_export, kohya_names
 from ..lora.safe_write import atomic_save_safetensors
-from ..lora.svd import default_device
 from . import mix_support
 from .common import CATEGORY_LORA, NODE_PREFIX
 
@@ -158,7 +157,7 @@ class LoraExport(io.ComfyNode):
         loaded = mix_support.load_stack(stack, model, clip, allow_partial=False)
         weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
         names = kohya_names(mix_support.key_map(model, clip))
-        result = build_export(loaded.entries, weights, mode, rank, names, device=default_device())
+        result = build_export(loaded.entries, weights, mode, rank, names, device=mix_support.export_device())
         path = atomic_save_safetensors(result.tensors, result.metadata, mix_support.lora_folder(), filename,
                                        overwrite=overwrite)
         report = mix_support.export_report(path, mode, result, loaded, weights)

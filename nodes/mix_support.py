@@ -42,6 +42,15 @@ def lora_folder() -> Path:
     return Path(folder_paths.get_folder_paths("loras")[0])
 
 
+def export_device():
+    """ComfyUI's compute device when it is a CUDA GPU (so ``--cpu`` is respected), else the CPU."""
+    import comfy.model_management
+    import torch
+
+    device = comfy.model_management.get_torch_device()
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 def key_map(model, clip=None) -> dict:
     """Core's own LoRA-name → weight-key maps of the UNet (and CLIP when given), merged."""
     unet_map, clip_map, _ = comfy_apply._key_maps(model, clip)
