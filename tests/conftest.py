@@ -18,11 +18,12 @@ for path in (str(REPO), str(TESTS)):
 
 # Import the pack's pure packages now: once ComfyUI boots, its nodes.py puts comfy/ first on sys.path and a
 # later `import lora` would find comfy/lora.py instead.
+from harness import comfy_host, models  # noqa: E402
+from harness.server import ComfyServer  # noqa: E402
+
 import lora  # noqa: E402,F401
 import lora.types  # noqa: E402,F401
 import samplers  # noqa: E402,F401
-from harness import comfy_host, models  # noqa: E402
-from harness.server import ComfyServer  # noqa: E402
 
 SD15_CKPT = "tiny-sd15.safetensors"
 VEGA_UNET = "tiny-vega-sdxl.safetensors"

@@ -163,9 +163,10 @@ def boot(base: Path) -> ComfyHost:
     from comfy.cli_args import args
 
     args.base_directory = str(base)
-    import utils.extra_config  # noqa: F401  (must precede `import nodes`)
     import execution
     import folder_paths
+    import utils.extra_config  # noqa: F401  (must precede `import nodes`)
+
     import nodes
 
     folder_paths.set_output_directory(str(base / "output"))
