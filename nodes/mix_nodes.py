@@ -98,7 +98,7 @@ class LoraMixer(io.ComfyNode):
         weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
         modules = mix.concat_mix(loaded.entries, weights)
         new_model, new_clip, applied = mix_support.apply_modules(model, clip, modules, loaded, weights)
-        lcm_sampling = mix_support.set_lcm_sampling_if_needed(new_model, loaded.entries)
+        new_model, lcm_sampling = mix_support.with_lcm_sampling_if_needed(new_model, loaded.entries)
         report = mix_support.mix_report(loaded, weights, applied, lcm_sampling)
         LOG.info("%s", report)
         return io.NodeOutput(new_model, new_clip, report)

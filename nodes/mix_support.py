@@ -14,7 +14,7 @@ from ..lora import applied as applied_record
 from ..lora import comfy_apply, mix
 from ..lora.errors import LoraAlreadyApplied, LoraCoverageError
 from ..lora.io import read_lora_file
-from ..samplers.comfy_model_sampling import make_lcm_model_sampling, prediction_type_of
+from ..samplers.comfy_model_sampling import with_lcm_sampling
 
 LOG = logging.getLogger(__name__)
 
@@ -144,13 +144,12 @@ def apply_modules(model, clip, modules: dict, loaded: LoadedStack, weights) -> t
     return new_model, new_clip, done
 
 
-def set_lcm_sampling_if_needed(model, entries) -> bool:
-    """Install LCM model sampling (50-step grid, boundary 10/0.5) when an LCM accelerator is in the mix."""
+def with_lcm_sampling_if_needed(model, entries) -> tuple[object, bool]:
+    """LCM model sampling when an LCM accelerator with a non-zero weight is in the mix, as the loader does
+    (``with_lcm_sampling`` keeps an LCM sampling already set, else installs the pack's)."""
     if not any(e.role == mix.ROLE_ACCELERATOR and e.lora.kind == "lcm" and e.weight != 0.0 for e in entries):
-        return False
-    sampling = make_lcm_model_sampling(model.model.model_config, prediction_type_of(model), 50, 10.0, 0.5)
-    model.add_object_patch("model_sampling", sampling)
-    return True
+        return model, False
+    return with_lcm_sampling(model, boundary=True), True
 
 
 def mix_report(loaded: LoadedStack, weights, applied, lcm_sampling: bool) -> str:
