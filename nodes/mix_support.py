@@ -53,7 +53,7 @@ def export_device():
 
 def key_map(model, clip=None) -> dict:
     """Core's own LoRA-name → weight-key maps of the UNet (and CLIP when given), merged."""
-    unet_map, clip_map, _ = comfy_apply._key_maps(model, clip)
+    unet_map, clip_map, _ = comfy_apply.model_key_maps(model, clip)
     return {**unet_map, **clip_map}
 
 
@@ -84,7 +84,7 @@ def _resolve(lora, item: StackEntry, model, clip, allow_partial: bool, loaded: L
                                 "allow_partial. Nothing was patched.")
     core_only = {m: t for m, t in matched.items() if m not in lora.modules}
     if core_only:
-        loaded.core_patches.append((len(loaded.entries), comfy_apply._patches(lora, core_only)))
+        loaded.core_patches.append((len(loaded.entries), comfy_apply.core_patches(lora, core_only)))
     modules = {target: lora.modules[m] for m, (_, target) in matched.items() if m in lora.modules}
     return mix.MixEntry(lora=replace(lora, modules=modules), weight=float(item.weight), role=item.role)
 
