@@ -36,7 +36,8 @@ SAMPLER_ADVICE = {
     "hyper-sd": "Hyper-SD LoRA: LCM sampling NOT set; use TCD (gamma 1.0 for 1 step) or DDIM trailing, cfg 1.",
     "lightning": "Lightning LoRA: LCM sampling NOT set; use Euler + sgm_uniform with the file's step count, cfg 1.",
     "dmd2": "DMD2 LoRA: LCM sampling NOT set; use the LCM sampler on default sampling, 'simple', 4 steps, cfg 1.",
-    "style": "Style LoRA (no acceleration kind detected): applied as is; sampling unchanged.",
+    "style": "Style LoRA (no acceleration kind in file name or metadata): applied as is; sampling unchanged. "
+             "An LCM-LoRA saved as e.g. pytorch_lora_weights.safetensors: rename it to include 'lcm'.",
 }
 
 
@@ -87,7 +88,8 @@ def _shapes(module) -> dict:
     return {key: tensor.shape for key, tensor in module.state_dict().items()}
 
 
-def _key_maps(model, clip):
+def model_key_maps(model, clip):
+    """Core's LoRA key maps (``model_lora_keys_unet`` / ``_clip``, each with a fresh dict) and weight shapes."""
     import comfy.lora
 
     unet_map = comfy.lora.model_lora_keys_unet(model.model, {})
@@ -101,7 +103,7 @@ def _key_maps(model, clip):
 
 def coverage(lora: LoraFile, model, clip) -> tuple[dict, dict, list[str]]:
     """``(unet matches, clip matches, unmatched)``; text-encoder modules go to CLIP only when it is given."""
-    unet_map, clip_map, shapes = _key_maps(model, clip)
+    unet_map, clip_map, shapes = model_key_maps(model, clip)
     unet_matched, unmatched = match_modules(lora, unet_map, shapes)
     clip_matched: dict = {}
     if unmatched:
@@ -115,7 +117,8 @@ def coverage(lora: LoraFile, model, clip) -> tuple[dict, dict, list[str]]:
     return unet_matched, clip_matched, unmatched
 
 
-def _patches(lora: LoraFile, matched: dict) -> dict:
+def core_patches(lora: LoraFile, matched: dict) -> dict:
+    """ComfyUI patches (core's own adapters via ``comfy.lora.load_lora``) for the matched modules."""
     import comfy.lora
 
     state, to_load = core_state_dict(lora, matched)
@@ -128,7 +131,7 @@ def _patches(lora: LoraFile, matched: dict) -> dict:
 
 
 def _check_not_stacked(lora: LoraFile, model) -> ApplyResult | None:
-    same = applied.find_same_file(model.model_options, lora.content_sha256 or lora.sha256)
+    same = applied.find_same_file(model.model_options, lora.sha256, lora.content_sha256)
     if same is not None:
         line = (f"'{lora.name}' is already applied to this model (as '{same['name']}', strength "
                 f"{same['strength']}): not applied twice.")
@@ -163,12 +166,12 @@ def apply_lora(model, clip, lora: LoraFile, strength: float = 1.0, allow_partial
             f"{FAMILY_NAMES.get(family, family)} model, e.g. {unmatched[:3]}. They would be silently dropped. "
             "Use a LoRA made for this model (or a file whose keys were not renamed), or set allow_partial "
             f"to apply only the {total - len(unmatched)} matching modules. Nothing was patched.")
-    unet_patches = _patches(lora, unet_matched) if unet_matched else {}
-    clip_patches = _patches(lora, clip_matched) if clip_matched else {}
+    unet_patches = core_patches(lora, unet_matched) if unet_matched else {}
+    clip_patches = core_patches(lora, clip_matched) if clip_matched else {}
     patched = model.clone()
     patched.add_patches(unet_patches, strength)
-    applied.record_applied(patched.model_options, lora.name, lora.content_sha256 or lora.sha256, lora.kind,
-                           lora.family, strength)
+    applied.record_applied(patched.model_options, lora.name, lora.sha256, lora.kind, lora.family, strength,
+                           content_sha256=lora.content_sha256)
     patched_clip = clip
     if clip is not None and clip_patches:
         patched_clip = clip.clone()

@@ -168,7 +168,8 @@ def build_export(entries: Sequence[MixEntry], weights: Sequence[float], mode: st
 def export_metadata(entries: Sequence[MixEntry], weights: Sequence[float], mode: str, rank: int,
                     report: ReductionReport) -> dict[str, str]:
     """safetensors header metadata: every value a str, lists and dicts JSON-encoded."""
-    sources = [{"name": e.lora.name, "sha256": e.lora.sha256, "format": e.lora.format, "kind": e.lora.kind,
+    sources = [{"name": e.lora.name, "sha256": e.lora.sha256, "content_sha256": e.lora.content_sha256,
+                "format": e.lora.format, "kind": e.lora.kind,
                 "role": e.role, "weight": e.weight, "applied_weight": w}
                for e, w in zip(entries, weights, strict=True)]
     worst_key, worst = report.worst_layer

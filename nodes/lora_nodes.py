@@ -12,7 +12,7 @@ from comfy_api.latest import io
 
 from ..lora.comfy_apply import apply_lora
 from ..lora.io import read_lora_file
-from ..samplers.comfy_model_sampling import make_lcm_model_sampling, prediction_type_of
+from ..samplers.comfy_model_sampling import with_lcm_sampling
 from .common import CATEGORY_LORA, NODE_PREFIX
 
 LOG = logging.getLogger(__name__)
@@ -59,11 +59,12 @@ class LCMLoraLoader(io.ComfyNode):
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
         lora = read_lora_file(path, name=lora_name)
         result = apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial)
+        patched = result.model
         if result.applied and lora.kind == "lcm":
-            sampling = make_lcm_model_sampling(model.model.model_config, prediction_type_of(model))
-            result.model.add_object_patch("model_sampling", sampling)
+            # Keeps an LCM model sampling already set (its constants and prediction type), else adds the pack's.
+            patched = with_lcm_sampling(patched, boundary=True)
         LOG.info("LCM-LoRA Loader:\n%s", result.report)
-        return io.NodeOutput(result.model, result.clip, result.report)
+        return io.NodeOutput(patched, result.clip, result.report)
 
 
 NODES = [LCMLoraLoader]

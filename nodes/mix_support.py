@@ -14,7 +14,7 @@ from ..lora import applied as applied_record
 from ..lora import comfy_apply, mix
 from ..lora.errors import LoraAlreadyApplied, LoraCoverageError
 from ..lora.io import read_lora_file
-from ..samplers.comfy_model_sampling import make_lcm_model_sampling, prediction_type_of
+from ..samplers.comfy_model_sampling import with_lcm_sampling
 
 LOG = logging.getLogger(__name__)
 
@@ -42,15 +42,24 @@ def lora_folder() -> Path:
     return Path(folder_paths.get_folder_paths("loras")[0])
 
 
+def export_device():
+    """ComfyUI's compute device when it is a CUDA GPU (so ``--cpu`` is respected), else the CPU."""
+    import comfy.model_management
+    import torch
+
+    device = comfy.model_management.get_torch_device()
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 def key_map(model, clip=None) -> dict:
     """Core's own LoRA-name → weight-key maps of the UNet (and CLIP when given), merged."""
-    unet_map, clip_map, _ = comfy_apply._key_maps(model, clip)
+    unet_map, clip_map, _ = comfy_apply.model_key_maps(model, clip)
     return {**unet_map, **clip_map}
 
 
 def _check_not_applied(lora, role: str, model) -> None:
     """The loader's applied-twice record: the same file, or a second accelerator, is refused."""
-    same = applied_record.find_same_file(model.model_options, lora.sha256)
+    same = applied_record.find_same_file(model.model_options, lora.sha256, lora.content_sha256)
     if same is not None:
         raise LoraAlreadyApplied(f"'{lora.name}' is already applied to this model (as '{same['name']}', strength "
                                  f"{same['strength']}); remove it from the stack or the earlier loader so it "
@@ -75,7 +84,7 @@ def _resolve(lora, item: StackEntry, model, clip, allow_partial: bool, loaded: L
                                 "allow_partial. Nothing was patched.")
     core_only = {m: t for m, t in matched.items() if m not in lora.modules}
     if core_only:
-        loaded.core_patches.append((len(loaded.entries), comfy_apply._patches(lora, core_only)))
+        loaded.core_patches.append((len(loaded.entries), comfy_apply.core_patches(lora, core_only)))
     modules = {target: lora.modules[m] for m, (_, target) in matched.items() if m in lora.modules}
     return mix.MixEntry(lora=replace(lora, modules=modules), weight=float(item.weight), role=item.role)
 
@@ -130,17 +139,17 @@ def apply_modules(model, clip, modules: dict, loaded: LoadedStack, weights) -> t
     for entry, weight in zip(loaded.entries, weights, strict=True):
         if weight != 0.0:
             applied_record.record_applied(new_model.model_options, entry.lora.name, entry.lora.sha256,
-                                          entry.lora.kind, entry.lora.family, weight)
+                                          entry.lora.kind, entry.lora.family, weight,
+                                          content_sha256=entry.lora.content_sha256)
     return new_model, new_clip, done
 
 
-def set_lcm_sampling_if_needed(model, entries) -> bool:
-    """Install LCM model sampling (50-step grid, boundary 10/0.5) when an LCM accelerator is in the mix."""
+def with_lcm_sampling_if_needed(model, entries) -> tuple[object, bool]:
+    """LCM model sampling when an LCM accelerator with a non-zero weight is in the mix, as the loader does
+    (``with_lcm_sampling`` keeps an LCM sampling already set, else installs the pack's)."""
     if not any(e.role == mix.ROLE_ACCELERATOR and e.lora.kind == "lcm" and e.weight != 0.0 for e in entries):
-        return False
-    sampling = make_lcm_model_sampling(model.model.model_config, prediction_type_of(model), 50, 10.0, 0.5)
-    model.add_object_patch("model_sampling", sampling)
-    return True
+        return model, False
+    return with_lcm_sampling(model, boundary=True), True
 
 
 def mix_report(loaded: LoadedStack, weights, applied, lcm_sampling: bool) -> str:

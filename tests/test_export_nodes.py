@@ -178,7 +178,8 @@ def _export_prompt(filename, rank=2):
 
 
 def test_export_graph_runs_in_comfyui(comfy, lora_files):  # noqa: F811 (shared fixtures from test_mix_nodes)
-    comfy.run_prompt(_export_prompt("graph-export"))
+    outputs = comfy.run_prompt(_export_prompt("graph-export"))
+    assert outputs["export"]["text"][0].startswith("Exported graph-export.safetensors (svd, rank 2")
     path = comfy.base / "models" / "loras" / "graph-export.safetensors"
     with safe_open(path, "pt") as handle:
         assert handle.metadata()["lcmpack.mode"] == "svd" and handle.metadata()["lcmpack.rank"] == "2"
@@ -189,3 +190,9 @@ def test_export_names_with_paths_fail_validation(comfy, lora_files, filename):  
     with pytest.raises(PromptFailed, match="path separator|'\\.\\.'|empty"):
         comfy.run_prompt(_export_prompt(filename))
     assert not (comfy.base / "models" / "escape.safetensors").exists()
+
+
+def test_rank_below_one_fails_validation(comfy, lora_files):  # noqa: F811 (shared fixtures from test_mix_nodes)
+    with pytest.raises(PromptFailed, match="rank"):
+        comfy.run_prompt(_export_prompt("rank-zero", rank=0))
+    assert not (comfy.base / "models" / "loras" / "rank-zero.safetensors").exists()

@@ -123,6 +123,19 @@ def test_sd15_lora_on_sdxl_family_model_is_refused(comfy, vega, lora_files):
     _assert_untouched(vega)
 
 
+def test_full_coverage_lcm_lora_with_convs_applies_on_vega(comfy, vega, tmp_path):
+    """An LCM-LoRA-like file (attention, ff, resnet 3x3 convs, samplers, time embeddings; diffusers names)."""
+    name = "lcm-full-vega.safetensors"
+    loras.make_kohya_lora(vega, comfy.base / "models" / "loras" / name, rank=4, alpha=2, targets="lcm-full",
+                          kind="lcm")
+    expected = len(loras.lora_weight_names(vega, "lcm-full"))
+    patched, _, report = _load(comfy, vega, name)
+    assert len(patched.patches) == expected and f"Matched: {expected}/{expected}" in report, report
+    conv = [k for k in patched.patches if k.endswith("in_layers.2.weight")]
+    assert conv and vega.model.state_dict()[conv[0]].ndim == 4
+    _assert_untouched(vega)
+
+
 def test_vega_lora_on_vega_model_applies(comfy, vega, lora_files):
     patched, _, report = _load(comfy, vega, lora_files["vega"])
     assert len(patched.patches) == 140 and "Matched: 140/140" in report and "Kind: lcm" in report
@@ -270,3 +283,19 @@ def test_bad_file_through_the_node_patches_nothing(comfy, sd15):
     name, message = _error_of(comfy, lambda: _load(comfy, model, path.name))
     assert name == "LoraFileError" and "half-downloaded.safetensors" in message and "download it again" in message
     _assert_untouched(model)
+
+
+def test_peft_keys_core_drops_are_applied_by_the_pack(comfy, sd15):
+    """Core's LoraLoaderModelOnly (0.3.75) drops PEFT ``unet.…to_q.lora_A`` keys (#9753); the pack applies all."""
+    import json
+
+    model, _ = sd15
+    name = "peft-unet-prefix.safetensors"
+    kohya = loras.kohya_state_dict(SD15_UNET_CONFIG, rank=4, alpha=4, seed=12)
+    metadata = {"lora_adapter_metadata": json.dumps({"unet.r": 4, "unet.lora_alpha": 4})}
+    loras.save_lora(_spelled(kohya, "peft"), comfy.base / "models" / "loras" / name, metadata)
+    (core,) = comfy.run_node("LoraLoaderModelOnly", model=model, lora_name=name, strength_model=1.0)
+    ours = _load(comfy, model, name)[0]
+    assert len(ours.patches) == 40
+    assert len(core.patches) == 8  # only the 4 stacks × proj_in/proj_out reach core; 32 attention layers dropped
+    assert set(core.patches) < set(ours.patches)

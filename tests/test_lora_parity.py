@@ -22,7 +22,7 @@ from lora.io import read_lora_file
 
 LOG = logging.getLogger(__name__)
 RANK, ALPHA = 8, 3.0
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"]
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2", "conv1", "time_emb_proj"]
 WEIGHT_RTOL = 1e-6  # the bound, on ‖W_comfy − W_ref‖ / ‖W_ref‖
 DELTA_RTOL = 1e-5  # the update alone, ‖ΔW_comfy − ΔW_ref‖ / ‖ΔW_ref‖ (W dominates the first bound)
 
@@ -77,7 +77,8 @@ def _assert_parity(setup, comfy_weights, patched_keys, reference):
     ldm_to_diffusers = {ldm_key: d for d, ldm_key in setup["diffusers_to_ldm"].items()}
     base = {k: v for k, v in setup["model"].model.diffusion_model.state_dict().items()}
     # 4 transformer blocks × (2 attentions × q,k,v,out + ff.net.2) + 4 stacks × (proj_in, proj_out)
-    assert len(patched_keys) == 4 * 9 + 4 * 2
+    # + 5 resnets × (3x3 conv1, time_emb_proj)
+    assert len(patched_keys) == 4 * 9 + 4 * 2 + 5 * 2
     worst_weight, worst_delta = 0.0, 0.0
     for key in patched_keys:
         ref = reference[ldm_to_diffusers[key]].reshape(base[key].shape)

@@ -9,6 +9,8 @@ from harness import models
 from harness.diffusers_unet import comfy_weights_of_diffusers, diffusers_unet, lora_pipeline
 from harness.loras import kohya_state_dict, make_kohya_lora, save_lora
 
+from lora.applied import applied_loras
+
 TARGETS = ("attention+ff")
 CONV_TARGETS = (".attn1.to_q.weight", ".attn2.to_k.weight", ".proj_in.weight", ".ff.net.2.weight",
                 ".in_layers.2.weight", ".out_layers.3.weight")
@@ -150,6 +152,18 @@ def test_applying_the_same_lora_twice_is_refused(comfy, base):
     once = mixed(comfy, base[0], [(LCM, 1.0, "accelerator")])[0]
     with pytest.raises(Exception, match="already applied"):
         mixed(comfy, once, [(LCM, 1.0, "accelerator"), (STYLE, 0.8, "style")])
+
+
+def test_lcm_lora_from_the_loader_is_not_mixed_again(comfy, base):
+    loaded = comfy.run_node("LCMPack_LCMLoraLoader", model=base[0], lora_name=LCM, strength=1.0,
+                            allow_partial=False)[0]
+    with pytest.raises(Exception, match="already applied"):
+        mixed(comfy, loaded, [(LCM, 1.0, "accelerator"), (STYLE, 0.8, "style")])
+    with pytest.raises(Exception, match="acceleration LoRA this model already carries"):
+        mixed(comfy, loaded, [(STYLE, 0.8, "accelerator")])
+    styled = mixed(comfy, loaded, [(STYLE, 0.8, "style")])[0]  # a style on top of the loader is fine
+    assert [e["name"] for e in applied_loras(styled.model_options)] == [LCM, STYLE]
+    assert all(len(styled.patches[k]) == 2 for k in loaded.patches)  # LCM patch + the style patch
 
 
 def test_mix_to_lcm_sampler_graph_runs(comfy, lora_files):
