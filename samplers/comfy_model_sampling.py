@@ -12,6 +12,8 @@ Compared with core's ``ModelSamplingDiscrete(sampling="lcm")`` it
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import comfy.model_sampling
 import torch
 
@@ -35,6 +37,7 @@ class LCMDiscreteGrid(comfy.model_sampling.ModelSamplingDiscrete):
 
     def __init__(self, model_config=None, zsnr=None):
         super().__init__(model_config, zsnr=zsnr)
+        self.register_buffer("train_sigmas", self.sigmas.clone())  # every training timestep (TCD's σ_s)
         self.skip_steps = self.num_timesteps // self.original_inference_steps
         grid_timesteps = torch.arange(self.original_inference_steps) * self.skip_steps + (self.skip_steps - 1)
         self.set_sigmas(self.sigmas[grid_timesteps])
@@ -71,15 +74,19 @@ class LCMBoundary:
 
 def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original_inference_steps: int = 50,
                             timestep_scaling: float = DEFAULT_TIMESTEP_SCALING,
-                            sigma_data: float = DEFAULT_SIGMA_DATA, zsnr: bool = False):
-    """Build a ComfyUI model-sampling object for LCM with the given constants."""
+                            sigma_data: float = DEFAULT_SIGMA_DATA, zsnr: bool = False, boundary: bool = True):
+    """Build a ComfyUI model-sampling object for LCM with the given constants.
+
+    ``boundary=False`` keeps the grid but returns the plain x̂₀ (what TCD's sampler expects).
+    """
     prediction = PREDICTION_TYPES[prediction_type]
     attributes = {
         "original_inference_steps": int(original_inference_steps),
         "timestep_scaling": float(timestep_scaling),
         "lcm_sigma_data": float(sigma_data),
     }
-    sampling_class = type("LCMModelSampling", (LCMBoundary, LCMDiscreteGrid, prediction), attributes)
+    bases = (LCMBoundary, LCMDiscreteGrid, prediction) if boundary else (LCMDiscreteGrid, prediction)
+    sampling_class = type("LCMModelSampling" if boundary else "LCMGridSampling", bases, attributes)
     return sampling_class(model_config, zsnr=zsnr)
 
 
@@ -93,3 +100,62 @@ def prediction_type_of(model_patcher) -> str:
     if model_type == comfy.model_base.ModelType.EPS:
         return "eps"
     raise ValueError(f"model type {model_type} is not an eps or v-prediction model")
+
+
+@dataclass(frozen=True)
+class LCMSamplingInfo:
+    """What a model's sampling object says about LCM: its grid size and whether it has the boundary."""
+
+    original_inference_steps: int | None  # None: no distillation grid (plain 1000-step discrete sampling)
+    boundary: bool
+    source: str  # "pack", "core" or "none"
+
+
+def lcm_sampling_info(model_sampling) -> LCMSamplingInfo:
+    """Detect the pack's LCM sampling, core's ``ModelSamplingDiscrete(sampling="lcm")`` or neither."""
+    if isinstance(model_sampling, LCMDiscreteGrid):
+        return LCMSamplingInfo(model_sampling.original_inference_steps, isinstance(model_sampling, LCMBoundary),
+                               "pack")
+    core_names = {cls.__name__ for cls in type(model_sampling).__mro__
+                  if cls.__module__.endswith("nodes_model_advanced")}
+    if "ModelSamplingDiscreteDistilled" in core_names:
+        return LCMSamplingInfo(int(model_sampling.original_timesteps), "LCM" in core_names, "core")
+    return LCMSamplingInfo(None, False, "none")
+
+
+def is_discrete_vp_sampling(model_sampling) -> bool:
+    """True for ComfyUI's discrete eps / v-prediction sampling (the family LCM and TCD are defined for)."""
+    return (isinstance(model_sampling, comfy.model_sampling.ModelSamplingDiscrete)
+            and isinstance(model_sampling, comfy.model_sampling.EPS)
+            and not isinstance(model_sampling, (comfy.model_sampling.CONST, comfy.model_sampling.X0,
+                                                comfy.model_sampling.EDM)))
+
+
+def training_sigmas(model_sampling, model_config=None) -> torch.Tensor:
+    """σ at every training timestep 0 … T−1 (the grid classes keep a copy; core's distilled one is rebuilt)."""
+    if hasattr(model_sampling, "train_sigmas"):
+        return model_sampling.train_sigmas
+    if len(model_sampling.sigmas) == model_sampling.num_timesteps:
+        return model_sampling.sigmas
+    full = comfy.model_sampling.ModelSamplingDiscrete(model_config, zsnr=getattr(model_sampling, "zsnr", None))
+    return full.sigmas.to(model_sampling.sigmas.device)
+
+
+def schedule_sigmas(model_sampling, timesteps: list[int]) -> torch.Tensor:
+    """SIGMAS for ``timesteps`` on this model (σ of each timestep, then a final 0), checked to round-trip.
+
+    A timestep the model's sampling cannot represent exactly (off the grid of an LCM-patched model) is an
+    error, because ComfyUI would silently snap it to the nearest grid timestep.
+    """
+    steps = torch.tensor(timesteps, dtype=torch.float32)
+    sigmas = model_sampling.sigma(steps).float().cpu()
+    round_trip = model_sampling.timestep(sigmas).long().tolist()
+    wrong = [(t, r) for t, r in zip(timesteps, round_trip) if int(t) != int(r)]
+    if wrong:
+        info = lcm_sampling_info(model_sampling)
+        raise ValueError(
+            f"timesteps {[t for t, _ in wrong]} are not on this model's sampling grid (they would run as "
+            f"{[r for _, r in wrong]}); the model has an LCM grid of original_inference_steps="
+            f"{info.original_inference_steps}. Use timesteps on that grid, or sample a model without the LCM "
+            "model-sampling patch for off-grid timesteps.")
+    return torch.cat([sigmas, sigmas.new_zeros(1)])

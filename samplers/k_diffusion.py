@@ -1,0 +1,46 @@
+"""LCM and TCD as k-diffusion sampler functions for ``comfy.samplers.KSAMPLER``.
+
+Contract (ComfyUI's ``comfy/k_diffusion/sampling.py``): ``fn(model, x, sigmas, extra_args, callback, disable,
+**options)`` where ``model(x, sigma, **extra_args)`` returns the denoised latent and
+``model.inner_model.inner_model`` is the ComfyUI ``BaseModel`` whose (possibly object-patched)
+``model_sampling`` re-noises the latent. Fresh noise is seeded from ``extra_args["seed"]`` like core samplers.
+The loops themselves are pure (``lcm_sampler.py``).
+"""
+from __future__ import annotations
+
+import torch
+
+from .comfy_model_sampling import training_sigmas
+from .lcm_sampler import check_gamma, lcm_loop, seeded_noise_sampler, tcd_loop
+
+
+def _parts(model, x, extra_args, noise_sampler):
+    extra_args = {} if extra_args is None else extra_args
+    base_model = model.inner_model.inner_model
+    noise_sampler = noise_sampler or seeded_noise_sampler(x, extra_args.get("seed"))
+    s_in = x.new_ones([x.shape[0]])
+
+    def denoise(latent, sigma):
+        return model(latent, sigma * s_in, **extra_args)
+
+    return base_model, base_model.model_sampling, noise_sampler, denoise
+
+
+@torch.no_grad()
+def sample_lcm_exact(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    """LCM multistep sampling (diffusers ``LCMScheduler`` semantics; boundary from the model's sampling)."""
+    _, model_sampling, noise_sampler, denoise = _parts(model, x, extra_args, noise_sampler)
+    return lcm_loop(denoise, x, sigmas, noise_sampler, model_sampling.noise_scaling, callback, disable)
+
+
+@torch.no_grad()
+def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, gamma=0.3):
+    """TCD sampling with γ (diffusers ``TCDScheduler`` with ``eta=gamma``)."""
+    base_model, model_sampling, noise_sampler, denoise = _parts(model, x, extra_args, noise_sampler)
+    train_sigmas = training_sigmas(model_sampling, getattr(base_model, "model_config", None))
+
+    def timestep_of(sigma):
+        return int(model_sampling.timestep(sigma.reshape(1).to(model_sampling.sigmas.device)).item())
+
+    return tcd_loop(denoise, x, sigmas, noise_sampler, model_sampling.noise_scaling, timestep_of, train_sigmas,
+                    check_gamma(gamma), callback, disable)
