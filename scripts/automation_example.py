@@ -8,9 +8,10 @@ Uses only the standard library and ``aiohttp`` (which every ComfyUI install alre
 
 Steps (ComfyUI's HTTP API): open the websocket ``/ws?clientId=<id>`` first (so no message is missed),
 ``POST /prompt {"prompt": <API workflow>, "client_id": <id>}`` (a 400 answer carries ``node_errors``:
-printed and raised), read messages until ``execution_success`` (or ``execution_error`` /
-``execution_interrupted``) for our ``prompt_id``, then ``GET /history/<prompt_id>`` and download every
-output image with ``GET /view?filename=…&subfolder=…&type=…``.
+printed and raised), read messages for our ``prompt_id`` (``progress`` is logged) until ``execution_success``
+and the final ``executing`` with ``node: null`` (sent once the history entry is stored; an
+``execution_error`` / ``execution_interrupted`` stops with an error), then ``GET /history/<prompt_id>`` and
+download every output image with ``GET /view?filename=…&subfolder=…&type=…``.
 """
 from __future__ import annotations
 
@@ -87,8 +88,8 @@ async def follow(ws: aiohttp.ClientWebSocketResponse, prompt_id: str, timeout: f
                 LOG.info("node %s: step %s/%s", data.get("node"), data.get("value"), data.get("max"))
             elif kind == "executing" and data.get("node"):
                 LOG.info("executing node %s", data["node"])
-            elif kind == "execution_success":
-                return events
+            elif kind == "executing" and "execution_success" in events:
+                return events  # node None after success: the history entry is stored
             elif kind in ("execution_error", "execution_interrupted"):
                 raise PromptFailed(f"{kind}: {data.get('exception_message', data)}")
         raise PromptFailed(f"websocket closed before prompt {prompt_id} finished (events: {events})")
