@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from . import workflows
+from . import browser, workflows
 from .server import ComfyServer
 
 _SHARED: dict[str, object] = {}
@@ -44,6 +44,7 @@ def workflow_server(tmp_path_factory, example_models):
         server = ComfyServer(base=base, model_store=example_models)
         workflows.link_testkit(server.base)
         workflows.write_example_input(server.base / "input")
+        browser.write_frontend_settings(server.base)
         server.start()
         _SHARED["server"] = server
         _SHARED["object_info"] = server.get_json("/object_info")
