@@ -55,3 +55,6 @@ class LoraFile:
     modules: dict[str, LoraModule] = field(default_factory=dict)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    # Added by the reader (compatible extension): where alpha came from, assumptions made, detection evidence.
+    notes: list[str] = field(default_factory=list)
+    path: str = ""

@@ -1,11 +1,65 @@
-"""Sampling nodes: LCM model sampling patch (more LCM/TCD nodes join this module's NODES)."""
+"""Sampling nodes: LCM model sampling patch, LCM/TCD sampler, LCM scheduler and a one-node LCM KSampler.
+
+Thin V3 nodes; the math lives in ``samplers/`` (timestep rule, loops, ComfyUI model-sampling bridge).
+"""
 from __future__ import annotations
 
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
 from comfy_api.latest import io
 
 from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
-from ..samplers.comfy_model_sampling import make_lcm_model_sampling, prediction_type_of
+from ..samplers.comfy_model_sampling import (
+    check_lcm_capable,
+    lcm_schedule,
+    make_lcm_model_sampling,
+    sampling_prediction_type,
+    with_lcm_sampling,
+)
+from ..samplers.k_diffusion import sample_lcm_exact, sample_tcd
+from ..samplers.timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps, parse_timesteps
 from .common import CATEGORY_SAMPLING, NODE_PREFIX
+
+SAMPLER_NAMES = ["lcm", "tcd"]
+GAMMA_TOOLTIP = ("TCD's gamma (stochasticity, diffusers' eta), 0..1: 0 = deterministic DDIM-like steps, 0.3 = "
+                 "TCD-LoRA default, 1.0 = Hyper-SD one-step. Ignored by the lcm sampler.")
+SAMPLER_TOOLTIP = ("lcm: LCM multistep sampling (LCM-LoRA, LCM models, DMD2). tcd: Trajectory Consistency "
+                   "Distillation sampling with gamma (TCD-LoRA, Hyper-SD).")
+
+
+def check_gamma_input(gamma) -> bool | str:
+    """Validation-time message for gamma outside [0, 1]."""
+    if gamma is not None and not 0.0 <= float(gamma) <= 1.0:
+        return f"gamma={gamma} is outside [0, 1]; use 0.3 for TCD-LoRA or 1.0 for Hyper-SD one-step."
+    return True
+
+
+def check_schedule_inputs(steps, denoise, original_inference_steps=0) -> bool | str:
+    """Validation-time checks of steps / denoise against the LCM grid (model-independent where the grid is)."""
+    if steps is not None and int(steps) < 1:
+        return f"steps={steps} must be at least 1 (LCM-LoRA: 4 to 8)."
+    if denoise is not None and not 0.0 < float(denoise) <= 1.0:
+        return f"denoise={denoise} must be in (0, 1]; 1.0 for text-to-image, about 0.5 for image-to-image."
+    if original_inference_steps is not None and not 0 <= int(original_inference_steps) <= 1000:
+        return (f"original_inference_steps={original_inference_steps} is outside 0..1000; use 0 to follow the "
+                "model, 50 for published LCM-LoRAs.")
+    if None not in (steps, denoise) and original_inference_steps:
+        try:
+            lcm_timesteps(int(steps), int(original_inference_steps), float(denoise))
+        except LCMScheduleError as error:
+            return str(error)
+    return True
+
+
+def _schema(name: str, display_name: str, **fields) -> io.Schema:
+    """A schema in the pack's sampling category with the ``LCMPack_`` id prefix."""
+    return io.Schema(node_id=f"{NODE_PREFIX}{name}", display_name=display_name, category=CATEGORY_SAMPLING, **fields)
+
+
+def _first_failure(*results) -> bool | str:
+    return next((r for r in results if r is not True), True)
 
 
 class ModelSamplingLCM(io.ComfyNode):
@@ -13,10 +67,8 @@ class ModelSamplingLCM(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id=f"{NODE_PREFIX}ModelSamplingLCM",
-            display_name="LCM Model Sampling",
-            category=CATEGORY_SAMPLING,
+        return _schema(
+            "ModelSamplingLCM", "LCM Model Sampling",
             description="Sets a model to LCM sampling: the distillation timestep grid and the consistency "
                         "boundary condition, with the constants configurable (core hard-codes 50 / 10 / 0.5). "
                         "Works for eps and v-prediction models.",
@@ -35,8 +87,8 @@ class ModelSamplingLCM(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, original_inference_steps: int = 50, **_) -> bool | str:
-        if not 1 <= original_inference_steps <= 1000:
+    def validate_inputs(cls, original_inference_steps: int | None = None) -> bool | str:
+        if original_inference_steps is not None and not 1 <= original_inference_steps <= 1000:
             return (f"original_inference_steps={original_inference_steps} is outside 1..1000; "
                     "use 50 for published LCM-LoRAs.")
         return True
@@ -44,11 +96,157 @@ class ModelSamplingLCM(io.ComfyNode):
     @classmethod
     def execute(cls, model, original_inference_steps: int, timestep_scaling: float,
                 sigma_data: float) -> io.NodeOutput:
+        current = model.get_model_object("model_sampling")
+        check_lcm_capable(current)
         patched = model.clone()
-        sampling = make_lcm_model_sampling(model.model.model_config, prediction_type_of(model),
-                                           original_inference_steps, timestep_scaling, sigma_data)
+        sampling = make_lcm_model_sampling(model.model.model_config, sampling_prediction_type(current),
+                                           original_inference_steps, timestep_scaling, sigma_data,
+                                           zsnr=bool(getattr(current, "zsnr", False)))
         patched.add_object_patch("model_sampling", sampling)
         return io.NodeOutput(patched)
 
 
-NODES = [ModelSamplingLCM]
+def make_sampler(sampler: str, gamma: float) -> comfy.samplers.KSAMPLER:
+    """A ComfyUI ``SAMPLER`` object running the pack's LCM or TCD loop."""
+    if sampler == "lcm":
+        return comfy.samplers.KSAMPLER(sample_lcm_exact)
+    if sampler == "tcd":
+        return comfy.samplers.KSAMPLER(sample_tcd, extra_options={"gamma": float(gamma)})
+    raise ValueError(f"sampler={sampler!r} is not one of {SAMPLER_NAMES}.")
+
+
+class LCMSampler(io.ComfyNode):
+    """SAMPLER for SamplerCustom / SamplerCustomAdvanced: LCM multistep or TCD."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return _schema(
+            "LCMSampler", "LCM / TCD Sampler",
+            description="LCM multistep or TCD sampler equal to diffusers' LCMScheduler / TCDScheduler, for "
+                        "SamplerCustom and SamplerCustomAdvanced. Pair it with the LCM Scheduler node; for lcm use "
+                        "a model with LCM model sampling (LCM Model Sampling node).",
+            inputs=[
+                io.Combo.Input("sampler", options=SAMPLER_NAMES, default="lcm", tooltip=SAMPLER_TOOLTIP),
+                io.Float.Input("gamma", default=0.3, min=0.0, max=1.0, step=0.01, tooltip=GAMMA_TOOLTIP),
+            ],
+            outputs=[io.Sampler.Output(tooltip="The sampler, for SamplerCustom's 'sampler' input.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, gamma: float | None = None) -> bool | str:
+        return check_gamma_input(gamma)
+
+    @classmethod
+    def execute(cls, sampler: str, gamma: float) -> io.NodeOutput:
+        return io.NodeOutput(make_sampler(sampler, gamma))
+
+
+class LCMScheduler(io.ComfyNode):
+    """SIGMAS exactly on the LCM distillation grid of a model."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return _schema(
+            "LCMScheduler", "LCM Scheduler",
+            description="Sigmas on the LCM distillation grid (diffusers >= 0.24 rule: 4 steps = timesteps 999, 759, "
+                        "499, 259), following the model's LCM model sampling constants. Core's sgm_uniform picks "
+                        "519 instead of 499 and lands 0.4-0.9 % off the reference.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to schedule for (its LCM grid is used when it has one)."),
+                io.Int.Input("steps", default=4, min=1, max=1000,
+                             tooltip="Number of sampling steps (LCM-LoRA: 4 to 8). At most "
+                                     "original_inference_steps x denoise."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Strength: 1.0 for text-to-image; below 1 the grid is cut from the top for "
+                                       "image-to-image (diffusers' strength rule)."),
+                io.Int.Input("original_inference_steps", default=0, min=0, max=1000,
+                             tooltip="Distillation grid size. 0 = follow the model's LCM model sampling (50 if it "
+                                     "has none); a different value than the model's is an error."),
+                io.String.Input("custom_timesteps", default="", optional=True,
+                                tooltip="Optional descending timesteps such as '999, 749, 499, 249' (DMD2); "
+                                        "overrides steps. Off-grid entries need a model without the LCM grid."),
+            ],
+            outputs=[io.Sigmas.Output(tooltip="Sigmas for SamplerCustom, ending in 0.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, steps: int | None = None, denoise: float | None = None,
+                        original_inference_steps: int | None = None,
+                        custom_timesteps: str | None = None) -> bool | str:
+        if custom_timesteps and custom_timesteps.strip():
+            failure = check_schedule_inputs(None, denoise, original_inference_steps)
+            if failure is not True or denoise is None:
+                return failure
+            try:
+                check_custom_timesteps(parse_timesteps(custom_timesteps), original_inference_steps or 50, denoise)
+            except LCMScheduleError as error:
+                return str(error)
+            return True
+        return check_schedule_inputs(steps, denoise, original_inference_steps)
+
+    @classmethod
+    def execute(cls, model, steps: int, denoise: float, original_inference_steps: int,
+                custom_timesteps: str = "") -> io.NodeOutput:
+        custom = parse_timesteps(custom_timesteps or "")
+        sigmas = lcm_schedule(model.get_model_object("model_sampling"), steps, denoise, original_inference_steps,
+                              custom or None)
+        return io.NodeOutput(sigmas)
+
+
+class KSamplerLCM(io.ComfyNode):
+    """One node: LCM (or TCD) sampling of a latent with exact grid, model sampling and noise."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return _schema(
+            "KSamplerLCM", "KSampler (LCM)",
+            description="LCM sampling in one node: applies LCM model sampling when the model has none, picks the "
+                        "exact LCM grid and runs the LCM (or TCD) sampler. Connect an LCM-LoRA'd model. cfg 1.0 is "
+                        "one UNet call per step and ignores the negative prompt; above ~2 images burn.",
+            inputs=[
+                io.Model.Input("model", tooltip="Model with an LCM-LoRA (or TCD-LoRA) applied; LCM model sampling is "
+                                                "added if missing, an existing one (its constants) is kept."),
+                io.Conditioning.Input("positive", tooltip="Positive conditioning."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning; has no effect at cfg 1.0."),
+                io.Latent.Input("latent_image", tooltip="Latent to sample: empty for text-to-image, an encoded "
+                                                        "image with denoise < 1 for image-to-image."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Seed of the initial noise and of the fresh noise of every step."),
+                io.Int.Input("steps", default=4, min=1, max=1000,
+                             tooltip="Sampling steps (LCM-LoRA: 4 to 8); at most 50 x denoise on the default grid."),
+                io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance. 1.0: one UNet call per step, negative ignored. "
+                                       "1-2 adds guidance at twice the cost; above ~2 LCM images burn."),
+                io.Combo.Input("sampler", options=SAMPLER_NAMES, default="lcm", tooltip=SAMPLER_TOOLTIP),
+                io.Float.Input("gamma", default=0.3, min=0.0, max=1.0, step=0.01, tooltip=GAMMA_TOOLTIP),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="1.0 for text-to-image; below 1 for image-to-image (the LCM grid is cut from "
+                                       "the top: 0.5 keeps timesteps 19..499)."),
+            ],
+            outputs=[io.Latent.Output(tooltip="The sampled latent.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, steps: int | None = None, denoise: float | None = None,
+                        gamma: float | None = None) -> bool | str:
+        return _first_failure(check_gamma_input(gamma), check_schedule_inputs(steps, denoise))
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, seed: int, steps: int, cfg: float, sampler: str,
+                gamma: float, denoise: float) -> io.NodeOutput:
+        model = with_lcm_sampling(model, boundary=(sampler == "lcm"))
+        sigmas = lcm_schedule(model.get_model_object("model_sampling"), steps, denoise)
+        latent = latent_image.copy()
+        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        latent["samples"] = samples
+        noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
+        callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
+        result = comfy.sample.sample_custom(
+            model, noise, cfg, make_sampler(sampler, gamma), sigmas, positive, negative, samples,
+            noise_mask=latent.get("noise_mask"), callback=callback,
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        latent["samples"] = result
+        return io.NodeOutput(latent)
+
+
+NODES = [ModelSamplingLCM, LCMSampler, LCMScheduler, KSamplerLCM]

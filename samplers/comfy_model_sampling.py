@@ -12,12 +12,16 @@ Compared with core's ``ModelSamplingDiscrete(sampling="lcm")`` it
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import comfy.model_sampling
 import torch
 
 from .boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
+from .timesteps import DEFAULT_ORIGINAL_INFERENCE_STEPS, check_custom_timesteps, lcm_timesteps
+
+LOG = logging.getLogger(__name__)
 
 PREDICTION_TYPES = {
     "eps": comfy.model_sampling.EPS,
@@ -150,12 +154,81 @@ def schedule_sigmas(model_sampling, timesteps: list[int]) -> torch.Tensor:
     steps = torch.tensor(timesteps, dtype=torch.float32)
     sigmas = model_sampling.sigma(steps).float().cpu()
     round_trip = model_sampling.timestep(sigmas).long().tolist()
-    wrong = [(t, r) for t, r in zip(timesteps, round_trip) if int(t) != int(r)]
+    wrong = [(t, r) for t, r in zip(timesteps, round_trip, strict=True) if int(t) != int(r)]
     if wrong:
         info = lcm_sampling_info(model_sampling)
-        raise ValueError(
+        raise LCMSetupError(
             f"timesteps {[t for t, _ in wrong]} are not on this model's sampling grid (they would run as "
             f"{[r for _, r in wrong]}); the model has an LCM grid of original_inference_steps="
             f"{info.original_inference_steps}. Use timesteps on that grid, or sample a model without the LCM "
             "model-sampling patch for off-grid timesteps.")
     return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+class LCMSetupError(ValueError):
+    """A model cannot be sampled with LCM/TCD as asked; the message names the cause and the fix."""
+
+
+def sampling_prediction_type(model_sampling) -> str:
+    """"v_prediction" or "eps", read from the (possibly patched) sampling object itself."""
+    return "v_prediction" if isinstance(model_sampling, comfy.model_sampling.V_PREDICTION) else "eps"
+
+
+def check_lcm_capable(model_sampling) -> None:
+    """LCM and TCD are defined for discrete eps / v-prediction diffusion (SD1.x, SD2.x, SDXL families)."""
+    if not is_discrete_vp_sampling(model_sampling):
+        raise LCMSetupError(
+            f"LCM/TCD sampling needs a discrete eps or v-prediction model (SD1.5, SD2, SDXL families); this model "
+            f"samples with {type(model_sampling).__name__}. Use the model's own sampler instead.")
+
+
+def resolve_original_steps(model_sampling, requested: int = 0) -> int:
+    """The grid size to use: ``requested``, or (0) the model's LCM constant, or 50 for an unpatched model."""
+    grid = lcm_sampling_info(model_sampling).original_inference_steps
+    if int(requested) == 0:
+        return grid or DEFAULT_ORIGINAL_INFERENCE_STEPS
+    if grid is not None and grid != int(requested):
+        raise LCMSetupError(
+            f"original_inference_steps={requested} does not match the model's LCM model sampling "
+            f"(original_inference_steps={grid}); set it to 0 (follow the model) or to {grid}.")
+    return int(requested)
+
+
+def lcm_schedule(model_sampling, steps: int, denoise: float = 1.0, original_inference_steps: int = 0,
+                 custom_timesteps: list[int] | None = None) -> torch.Tensor:
+    """SIGMAS on the LCM grid of this model (diffusers' rule; ``denoise`` = ``strength``), ending in 0."""
+    check_lcm_capable(model_sampling)
+    original_steps = resolve_original_steps(model_sampling, original_inference_steps)
+    num_train = int(model_sampling.num_timesteps)
+    if custom_timesteps:
+        schedule = check_custom_timesteps(custom_timesteps, original_steps, denoise, num_train)
+        for message in schedule.warnings:
+            LOG.warning("LCM schedule: %s", message)
+        timesteps = schedule.timesteps
+    else:
+        timesteps = lcm_timesteps(steps, original_steps, denoise, num_train)
+    return schedule_sigmas(model_sampling, timesteps)
+
+
+def with_lcm_sampling(model_patcher, boundary: bool = True):
+    """The model set up for LCM (``boundary=True``) or TCD (``False``): a patched clone, or the model as is.
+
+    LCM needs the consistency boundary: a model without the pack's or core's LCM sampling gets the pack's with
+    its grid constants (or the defaults). TCD needs the plain x̂₀: a boundary-patched model gets the same grid
+    without the boundary; a plain discrete model is used unchanged. The input model is never mutated.
+    """
+    model_sampling = model_patcher.get_model_object("model_sampling")
+    check_lcm_capable(model_sampling)
+    info = lcm_sampling_info(model_sampling)
+    if info.boundary == boundary:
+        return model_patcher
+    if info.source == "none" and not boundary:
+        return model_patcher
+    patched = model_patcher.clone()
+    patched.add_object_patch("model_sampling", make_lcm_model_sampling(
+        model_patcher.model.model_config, sampling_prediction_type(model_sampling),
+        info.original_inference_steps or DEFAULT_ORIGINAL_INFERENCE_STEPS,
+        getattr(model_sampling, "timestep_scaling", DEFAULT_TIMESTEP_SCALING),
+        getattr(model_sampling, "lcm_sigma_data", DEFAULT_SIGMA_DATA),
+        zsnr=bool(getattr(model_sampling, "zsnr", False)), boundary=boundary))
+    return patched

@@ -17,12 +17,9 @@ grid are allowed (e.g. DMD2's [999, 749, 499, 249]) but reported as warnings; ``
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-
-LOG = logging.getLogger(__name__)
 
 DEFAULT_ORIGINAL_INFERENCE_STEPS = 50
 DEFAULT_NUM_TRAIN_TIMESTEPS = 1000
@@ -97,7 +94,7 @@ def check_custom_timesteps(timesteps: list[int], original_inference_steps: int =
     """Validate user timesteps like diffusers does; return the strength-truncated list and warnings.
 
     Errors: empty, non-integer, outside [0, T), not strictly descending, nothing left after ``strength``.
-    Warnings (logged and returned): a first timestep other than T−1 at strength 1, entries off the
+    Warnings (returned; the caller logs them once): a first timestep other than T−1 at strength 1, entries off the
     distillation grid, more entries than ``original_inference_steps``.
     """
     _check_original_steps(original_inference_steps, num_train_timesteps)
@@ -120,8 +117,6 @@ def check_custom_timesteps(timesteps: list[int], original_inference_steps: int =
     if kept < 1:
         raise LCMScheduleError(f"denoise/strength={strength} keeps none of the {len(values)} custom timesteps; "
                                f"raise denoise to at least {1 / len(values):.4g}.")
-    for message in warnings:
-        LOG.warning("LCM schedule: %s", message)
     return CustomSchedule(values[len(values) - kept:], warnings)
 
 
@@ -149,6 +144,6 @@ def _check_custom_range_and_order(values: list[int], num_train_timesteps: int) -
     out_of_range = [t for t in values if not 0 <= t < num_train_timesteps]
     if out_of_range:
         raise LCMScheduleError(f"custom timesteps {out_of_range} are outside 0..{num_train_timesteps - 1}.")
-    for previous, current in zip(values, values[1:]):
+    for previous, current in zip(values, values[1:], strict=False):
         if current >= previous:
             raise LCMScheduleError(f"custom timesteps must be strictly descending; {current} follows {previous}.")

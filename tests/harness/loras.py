@@ -15,6 +15,7 @@ writes a kohya-format safetensors file (``lora_unet_<name>.lora_down.weight`` / 
 as that kind of acceleration LoRA, the way published and trained files can be recognised
 (``modelspec.title``, ``ss_output_name``); ``metadata`` adds/overrides string metadata.
 
+``text_encoder_state_dict(...)`` gives CLIP-L ``lora_te_`` modules to add to a file (see ``save_lora``);
 ``lora_weight_names(...)`` lists the targeted UNet weights (LDM name → shape), for tests that need them.
 Files are written to a temporary name and renamed (never half-written).
 """
@@ -119,6 +120,31 @@ def kohya_state_dict(model_or_config, rank: int = 4, alpha: float | None = None,
         out[f"{module}.lora_down.weight"] = (down / in_features ** 0.5).contiguous()
         out[f"{module}.lora_up.weight"] = (up * up_scale / rank ** 0.5).contiguous()
         if include_alpha:
+            out[f"{module}.alpha"] = torch.tensor(alpha)
+    return out
+
+
+CLIP_L_LAYER_SHAPES = {  # (out, in) of the CLIP-L text encoder's linears, as in core's LORA_CLIP_MAP
+    "self_attn_q_proj": (768, 768), "self_attn_k_proj": (768, 768), "self_attn_v_proj": (768, 768),
+    "self_attn_out_proj": (768, 768), "mlp_fc1": (3072, 768), "mlp_fc2": (768, 3072),
+}
+
+
+def text_encoder_state_dict(rank: int = 4, alpha: float | None = None, seed: int = 0,
+                            layers: range = range(12), prefix: str = "lora_te_") -> dict[str, torch.Tensor]:
+    """kohya text-encoder modules (``lora_te_text_model_encoder_layers_<i>_<linear>``) for CLIP-L.
+
+    Merge with :func:`kohya_state_dict` for a LoRA that patches UNet and CLIP (``prefix="lora_te1_"`` for SDXL).
+    """
+    alpha = float(rank if alpha is None else alpha)
+    out: dict[str, torch.Tensor] = {}
+    for layer in layers:
+        for linear, (out_features, in_features) in CLIP_L_LAYER_SHAPES.items():
+            module = f"{prefix}text_model_encoder_layers_{layer}_{linear}"
+            down = torch.randn((rank, in_features), generator=_generator(seed, module + ".down"))
+            up = torch.randn((out_features, rank), generator=_generator(seed, module + ".up"))
+            out[f"{module}.lora_down.weight"] = (down / in_features ** 0.5).contiguous()
+            out[f"{module}.lora_up.weight"] = (up * 0.1 / rank ** 0.5).contiguous()
             out[f"{module}.alpha"] = torch.tensor(alpha)
     return out
 

@@ -1,0 +1,174 @@
+"""Export of a LoRA mix as one kohya-format LoRA file (concat: exact; svd: rank-reduced, error measured).
+
+Key format: kohya ``lora_unet_<diffusers module name with _>`` / ``lora_te_…`` (``lora_te1_``/``lora_te2_`` for
+two text encoders) with ``.lora_down.weight``, ``.lora_up.weight`` and ``.alpha`` — the format of the published
+LCM-LoRA files. ComfyUI core maps these names (``comfy.lora.model_lora_keys_unet/clip``) and diffusers
+``load_lora_weights`` converts them (``_convert_non_diffusers_lora_to_diffusers``). Alpha is the exported
+rank of the file (the largest layer rank) and is the *same for every layer*; a layer of rank r < alpha has
+its up factor multiplied by r/alpha so that (alpha/r)·up·down is still exactly the mixed ΔW. One alpha for
+the whole file is needed by diffusers: its kohya converter names the alphas of attention layers
+``….processor.to_q_lora.down.weight.alpha`` (``_get_alpha_name`` splits on ``.lora.``), PEFT's alpha_pattern
+then matches nothing and those layers fall back to the file's most common alpha (measured with diffusers
+0.42.1: per-layer alphas left attention weights 17 % off; one alpha matches to float precision).
+
+Metadata (safetensors header, all str; lists/dicts JSON-encoded) under ``lcmpack.*``: sources (name, sha256,
+format, role, weight as given and as applied), base family, accelerator, mode, rank, measured errors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .mix import MixEntry, accelerator_names, check_entries, concat_mix, mixed_delta
+from .svd import ReductionReport, default_device, reduce_modules
+from .types import LoraModule
+
+LOG = logging.getLogger(__name__)
+
+MODES = ("concat", "svd")
+_LDM_UNET_PREFIXES = ("lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_",
+                      "lora_unet_time_embed_", "lora_unet_label_emb_", "lora_unet_out_")
+
+
+class ExportError(ValueError):
+    """A mix that cannot be exported as asked; the message names the value and the fix."""
+
+
+@dataclass
+class ExportResult:
+    """Tensors and metadata of the exported LoRA plus the measured errors."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    modules: dict[str, LoraModule]
+    report: ReductionReport = field(default_factory=ReductionReport)
+    rank: int = 0
+
+
+def _name_priority(name: str, two_text_encoders: bool) -> int:
+    """Lower is better: diffusers-spelled kohya UNet names, then text-encoder names, LDM spelling last."""
+    if name.startswith("lora_unet_"):
+        return 1 if name.startswith(_LDM_UNET_PREFIXES) else 0
+    if name.startswith(("lora_te1_", "lora_te2_")):
+        return 0 if two_text_encoders else 1
+    if name.startswith("lora_te_"):
+        return 1 if two_text_encoders else 0
+    return 9
+
+
+def kohya_names(key_map: Mapping[str, object]) -> dict[str, str]:
+    """Target weight key → kohya module name, chosen from ComfyUI's own key map (lora name → target key).
+
+    The UNet gets the diffusers spelling (``lora_unet_down_blocks_0_…``), which both ComfyUI and diffusers
+    map; text encoders get ``lora_te_`` (one encoder) or ``lora_te1_``/``lora_te2_`` (SDXL).
+    """
+    two = any(name.startswith("lora_te2_") for name in key_map)
+    best: dict[str, tuple[int, str]] = {}
+    for name, target in key_map.items():
+        if not isinstance(target, str) or not name.startswith(("lora_unet_", "lora_te")):
+            continue
+        rank = (_name_priority(name, two), name)
+        if target not in best or rank < best[target]:
+            best[target] = rank
+    return {target: name for target, (priority, name) in best.items() if priority < 9}
+
+
+def module_tensors(name: str, module: LoraModule, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The three kohya tensors of one module."""
+    return {f"{name}.lora_down.weight": module.down.to(dtype).contiguous(),
+            f"{name}.lora_up.weight": module.up.to(dtype).contiguous(),
+            f"{name}.alpha": torch.tensor(float(module.alpha), dtype=dtype)}
+
+
+def uniform_alpha(modules: Mapping[str, LoraModule], alpha: float) -> dict[str, LoraModule]:
+    """Same ΔW with one alpha for all layers: up ← up·scale·r/alpha (see the module docstring)."""
+    out = {}
+    for key, module in modules.items():
+        factor = module.scale * module.rank / alpha
+        out[key] = LoraModule(down=module.down, up=module.up * factor, alpha=float(alpha))
+    return out
+
+
+def measure_concat(entries: Sequence[MixEntry], weights: Sequence[float], modules: Mapping[str, LoraModule],
+                   device: torch.device) -> ReductionReport:
+    """Relative error of the concatenated modules against equation (1) summed term by term (≈ float eps)."""
+    report = ReductionReport()
+    with torch.no_grad():
+        for key, module in modules.items():
+            reference = mixed_delta(entries, key, weights).to(device)
+            exported = module.delta().to(device).reshape(reference.shape)
+            error_sq = float(torch.linalg.vector_norm(reference - exported) ** 2)
+            norm_sq = float(torch.linalg.vector_norm(reference) ** 2)
+            report.error_sq += error_sq
+            report.norm_sq += norm_sq
+            report.layer_errors[key] = math.sqrt(error_sq / norm_sq) if norm_sq > 0 else 0.0
+    return report
+
+
+def _check_exportable(entries: Sequence[MixEntry], modules: Mapping[str, LoraModule],
+                      names: Mapping[str, str]) -> None:
+    unsupported = [e.lora.name for e in entries if e.lora.extra and e.weight != 0.0]
+    if unsupported:
+        raise ExportError(f"{unsupported} carry adapters other than plain LoRA (LoHa/LoKr/DoRA/full diffs), "
+                          "which cannot be merged into one LoRA; remove them from the export stack (the mixer "
+                          "node can still apply them).")
+    unnamed = sorted(key for key in modules if key not in names)
+    if unnamed:
+        raise ExportError(f"{len(unnamed)} mixed layers have no kohya name in this model's key map (first: "
+                          f"{unnamed[0]}); export needs a UNet/CLIP of the LoRAs' base family.")
+
+
+def build_export(entries: Sequence[MixEntry], weights: Sequence[float], mode: str, rank: int,
+                 names: Mapping[str, str], device: torch.device | str | None = None,
+                 dtype: torch.dtype = torch.float32) -> ExportResult:
+    """Mix ``entries`` with the applied ``weights`` and turn the mix into kohya tensors plus metadata.
+
+    ``names`` maps target weight keys to kohya module names (:func:`kohya_names`). ``mode`` 'concat' is
+    exact (rank = Σ rᵢ per layer, ``rank`` ignored); 'svd' truncates every layer to ``rank``.
+    """
+    if mode not in MODES:
+        raise ExportError(f"export mode {mode!r} is unknown; use one of {MODES}.")
+    check_entries(entries)
+    device = torch.device(device) if device is not None else default_device()
+    concat = concat_mix(entries, weights)
+    _check_exportable(entries, concat, names)
+    if mode == "svd":
+        modules, report = reduce_modules(concat, rank, device)
+    else:
+        modules, report = concat, measure_concat(entries, weights, concat, device)
+    out_rank = max(m.rank for m in modules.values())
+    modules = uniform_alpha(modules, float(out_rank))
+    tensors: dict[str, torch.Tensor] = {}
+    for key, module in modules.items():
+        tensors.update(module_tensors(names[key], module, dtype))
+    metadata = export_metadata(entries, weights, mode, out_rank, report)
+    return ExportResult(tensors=tensors, metadata=metadata, modules=modules, report=report, rank=out_rank)
+
+
+def export_metadata(entries: Sequence[MixEntry], weights: Sequence[float], mode: str, rank: int,
+                    report: ReductionReport) -> dict[str, str]:
+    """safetensors header metadata: every value a str, lists and dicts JSON-encoded."""
+    sources = [{"name": e.lora.name, "sha256": e.lora.sha256, "format": e.lora.format, "kind": e.lora.kind,
+                "role": e.role, "weight": e.weight, "applied_weight": w}
+               for e, w in zip(entries, weights, strict=True)]
+    worst_key, worst = report.worst_layer
+    return {
+        "lcmpack.version": "1",
+        "lcmpack.sources": json.dumps(sources),
+        "lcmpack.weights": json.dumps([float(w) for w in weights]),
+        "lcmpack.base_family": entries[0].lora.family,
+        "lcmpack.accelerator": json.dumps(accelerator_names(entries)),
+        "lcmpack.mode": mode,
+        "lcmpack.rank": str(rank),
+        "lcmpack.error_total": repr(report.total_error),
+        "lcmpack.error_max_layer": json.dumps({"key": worst_key, "error": worst}),
+        "lcmpack.error_per_layer": json.dumps(report.layer_errors),
+        "ss_network_dim": str(rank),
+        "ss_network_alpha": str(rank),
+        "ss_network_module": "networks.lora",
+    }

@@ -1,0 +1,168 @@
+"""Exact linear mixing of LoRAs: τ' = Σ λᵢ τᵢ (LCM-LoRA, arXiv 2311.05556, section 4).
+
+LCM-LoRA's claim is that the acceleration vector τ_LCM and a style vector τ_style of the same base model
+combine by a weighted sum of their parameter deltas, ``λ_LCM = 1.0, λ_style = 0.8`` in the paper. Per weight W
+of the model, a LoRA module i contributes ``ΔWᵢ = sᵢ·UᵢDᵢ`` with ``sᵢ = αᵢ / rᵢ``; the mix is
+
+    ΔW = Σᵢ λᵢ · sᵢ · Uᵢ Dᵢ                                                       (1)
+
+which is exactly the product of the concatenated factors
+
+    U' = [λ₁s₁U₁ | λ₂s₂U₂ | …],   D' = [D₁; D₂; …],   ΔW = U' D',   alpha' = rank' = Σ rᵢ          (2)
+
+so the mix is itself a LoRA of rank Σ rᵢ with scale 1 (lossless; :func:`concat_modules`). Conv modules are
+mixed over their flattened kernels ``(rank, in·kh·kw)``, the down keeping the kernel shape and the up 1x1.
+
+Only the *style* weights may be normalised; the accelerator keeps its own weight, because LCM-LoRA's
+acceleration is calibrated at λ = 1 (a rescaled LCM-LoRA stops being a consistency model):
+
+* ``none``: λ as given.
+* ``sum``: style weights rescaled so that Σ|λ_style| = budget (stacked styles no longer over-bake).
+* ``l2``: style weights rescaled so that √(Σ λ_style²) = budget (an energy budget on the style vector).
+
+Everything here is pure torch on :class:`~lora.types.LoraFile` objects whose modules are already resolved to
+target weight keys of one model (the reader's ``resolve_targets``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .types import LoraFile, LoraModule
+
+LOG = logging.getLogger(__name__)
+
+ROLE_ACCELERATOR = "accelerator"
+ROLE_STYLE = "style"
+ROLES = (ROLE_ACCELERATOR, ROLE_STYLE)
+NORMALIZATIONS = ("none", "sum", "l2")
+
+
+class MixError(ValueError):
+    """A LoRA mix that cannot be built as asked; the message names the value and the fix."""
+
+
+@dataclass(frozen=True)
+class MixEntry:
+    """One LoRA of a mix: the (resolved) file, its weight λ and its role (accelerator or style)."""
+
+    lora: LoraFile
+    weight: float
+    role: str = ROLE_STYLE
+
+
+def check_entries(entries: Sequence[MixEntry]) -> None:
+    """Refuse mixes that cannot be meaningful: empty, unknown roles, all-zero weights, mixed families."""
+    if not entries:
+        raise MixError("the LoRA list is empty: add at least one LoRA (LCM-LoRA Stack node) before mixing.")
+    for entry in entries:
+        if entry.role not in ROLES:
+            raise MixError(f"role {entry.role!r} of {entry.lora.name!r} is unknown; use one of {ROLES}.")
+        if not math.isfinite(entry.weight):
+            raise MixError(f"weight {entry.weight!r} of {entry.lora.name!r} is not a finite number.")
+    if all(entry.weight == 0.0 for entry in entries):
+        raise MixError("all LoRA weights are zero: the mix would change nothing; give at least one LoRA a "
+                       "non-zero weight.")
+    families = {entry.lora.family for entry in entries} - {"unknown"}
+    if len(families) > 1:
+        listing = ", ".join(f"{e.lora.name} ({e.lora.family})" for e in entries)
+        raise MixError(f"LoRAs of different base families cannot be mixed: {listing}. LCM-LoRA combines only "
+                       "with style LoRAs trained on the same base model; remove the LoRAs of the other family.")
+
+
+def normalize_style_weights(entries: Sequence[MixEntry], mode: str = "none", budget: float = 1.0) -> list[float]:
+    """Weights λᵢ after optional normalisation of the style weights only (see the module docstring).
+
+    The accelerator's weight is returned unchanged. With no non-zero style weight, nothing is rescaled.
+    """
+    if mode not in NORMALIZATIONS:
+        raise MixError(f"style normalisation {mode!r} is unknown; use one of {NORMALIZATIONS}.")
+    if not (math.isfinite(budget) and budget >= 0.0):
+        raise MixError(f"style budget {budget!r} must be a finite number >= 0 (1.0 is the usual choice).")
+    weights = [float(entry.weight) for entry in entries]
+    styles = [i for i, entry in enumerate(entries) if entry.role == ROLE_STYLE]
+    if mode == "sum":
+        total = sum(abs(weights[i]) for i in styles)
+    elif mode == "l2":
+        total = math.sqrt(sum(weights[i] ** 2 for i in styles))
+    else:
+        return weights
+    if total == 0.0:
+        return weights
+    factor = budget / total
+    for i in styles:
+        weights[i] *= factor
+    return weights
+
+
+def accelerator_names(entries: Sequence[MixEntry]) -> list[str]:
+    """Names of the LoRAs marked as accelerator (LCM-LoRA) in the mix."""
+    return [entry.lora.name for entry in entries if entry.role == ROLE_ACCELERATOR]
+
+
+def _flat(module: LoraModule) -> tuple[torch.Tensor, torch.Tensor]:
+    """(up, down) of a module as 2-D float32 matrices: (out, r) and (r, in·kh·kw)."""
+    up = module.up.reshape(module.up.shape[0], -1).to(torch.float32)
+    down = module.down.reshape(module.rank, -1).to(torch.float32)
+    if up.shape[1] != down.shape[0]:
+        raise MixError(f"LoRA module with up {tuple(module.up.shape)} and down {tuple(module.down.shape)} has "
+                       "inconsistent ranks; the file is damaged.")
+    return up, down
+
+
+def concat_modules(key: str, terms: Sequence[tuple[float, LoraModule]]) -> LoraModule:
+    """Equation (2): one LoRA module of rank Σ rᵢ with ΔW = Σ λᵢ sᵢ Uᵢ Dᵢ exactly (alpha = rank, scale 1).
+
+    ``terms`` are (λᵢ, moduleᵢ) pairs for the same target weight ``key``. All downs must flatten to the same
+    input size; a conv down keeps the kernel shape of the first conv term and the up becomes 1x1.
+    """
+    ups, downs, kernel = [], [], None
+    for weight, module in terms:
+        up, down = _flat(module)
+        if downs and down.shape[1] != downs[0].shape[1] or ups and up.shape[0] != ups[0].shape[0]:
+            raise MixError(f"LoRAs disagree on the shape of {key}: {tuple(up.shape[0:1])}x{down.shape[1]} vs "
+                           f"{ups[0].shape[0]}x{downs[0].shape[1]}; they were made for different models.")
+        if module.down.ndim == 4 and kernel is None:
+            kernel = tuple(module.down.shape[1:])
+        ups.append(up * (weight * module.scale))
+        downs.append(down)
+    up_cat, down_cat = torch.cat(ups, dim=1), torch.cat(downs, dim=0)
+    rank = int(down_cat.shape[0])
+    if kernel is not None:
+        return LoraModule(down=down_cat.reshape(rank, *kernel).contiguous(),
+                          up=up_cat.reshape(up_cat.shape[0], rank, 1, 1).contiguous(), alpha=float(rank))
+    return LoraModule(down=down_cat.contiguous(), up=up_cat.contiguous(), alpha=float(rank))
+
+
+def mix_terms(entries: Sequence[MixEntry], weights: Sequence[float]) -> dict[str, list[tuple[float, LoraModule]]]:
+    """Per target key, the (λᵢ, moduleᵢ) pairs of every LoRA touching it; zero weights are left out."""
+    terms: dict[str, list[tuple[float, LoraModule]]] = {}
+    for entry, weight in zip(entries, weights, strict=True):
+        if weight == 0.0:
+            continue
+        for key, module in entry.lora.modules.items():
+            terms.setdefault(key, []).append((float(weight), module))
+    return terms
+
+
+def concat_mix(entries: Sequence[MixEntry], weights: Sequence[float] | None = None) -> dict[str, LoraModule]:
+    """The whole mix as one LoRA: target key → concatenated module (equation 2). Exact, rank Σ rᵢ per layer."""
+    check_entries(entries)
+    weights = [e.weight for e in entries] if weights is None else list(weights)
+    return {key: concat_modules(key, terms) for key, terms in mix_terms(entries, weights).items()}
+
+
+def mixed_delta(entries: Sequence[MixEntry], key: str, weights: Sequence[float] | None = None) -> torch.Tensor:
+    """Reference ΔW of equation (1) for one key, summed term by term (dense; used to check the exports)."""
+    weights = [e.weight for e in entries] if weights is None else list(weights)
+    total = None
+    for weight, module in mix_terms(entries, weights).get(key, []):
+        part = weight * module.delta()
+        total = part if total is None else total + part
+    if total is None:
+        raise MixError(f"no LoRA in the mix touches {key}.")
+    return total

@@ -1,0 +1,126 @@
+"""Resolve a LoRA's modules onto a model's weights through a key map (pure: the key map is an argument).
+
+The key map is ComfyUI core's (``comfy.lora.model_lora_keys_unet(model.model, {})`` /
+``model_lora_keys_clip(clip.cond_stage_model, {})``): LoRA module spelling → model weight key. Core maps
+kohya spellings of both LDM and diffusers names (``lora_unet_<name with _>``), but not the PEFT/modern
+diffusers spellings of attention layers (``unet.…attn1.to_q`` with ``lora_A/B``) nor ``base_model.model.``
+(ComfyUI issue #9753). Each module is therefore tried in the spellings:
+
+1. the file's own name (what core would look up);
+2. the kohya spelling of the same layer: ``lora_unet_`` + diffusers/LDM name with ``.``→``_`` (after undoing
+   the legacy ``.processor.to_q`` spelling), ``lora_te_/lora_te1_/lora_te2_`` + text-encoder name.
+
+A module *matches* when one spelling is in the key map and, if target shapes are given, up @ down has the
+target's number of elements with the same output rows. Everything else is *unmatched*.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .detect import module_part
+from . import formats
+from .formats import peft_component
+from .types import LoraFile, LoraModule
+
+
+def _undo_legacy_processor(inner: str) -> str:
+    """``….attn1.processor.to_out`` → ``….attn1.to_out.0`` (inverse of core's legacy spelling)."""
+    inner = inner.replace(".processor.", ".")
+    return inner + ".0" if inner.endswith(".to_out") else inner
+
+
+def module_spellings(module: str) -> list[str]:
+    """Spellings of one LoRA module under which a core key map may know it, most specific first."""
+    spellings = [module]
+    if module.startswith("lora_"):
+        if module.startswith("lora_te_"):
+            spellings.append("lora_te1_" + module[len("lora_te_"):])
+        elif module.startswith("lora_te1_"):
+            spellings.append("lora_te_" + module[len("lora_te1_"):])
+        return spellings
+    prefix, inner = peft_component(module)
+    inner = _undo_legacy_processor(inner)
+    part, _ = module_part(module)
+    underscored = inner.replace(".", "_")
+    if part == "te2":
+        spellings += [f"text_encoder_2.{inner}", f"lora_te2_{underscored}"]
+    elif part == "te":
+        spellings += [f"text_encoder.{inner}", f"lora_te_{underscored}", f"lora_te1_{underscored}"]
+    else:
+        if inner.startswith("diffusion_model."):
+            inner = inner[len("diffusion_model."):]
+        spellings += [f"diffusion_model.{inner}", f"lora_unet_{inner.replace('.', '_')}"]
+    return list(dict.fromkeys(spellings))
+
+
+def _shape_fits(module_shape: tuple[int, int], target_shape) -> bool:
+    out_features, in_numel = module_shape
+    return (target_shape is not None and len(target_shape) >= 2 and int(target_shape[0]) == out_features
+            and math.prod(int(d) for d in target_shape[1:]) == in_numel)
+
+
+def module_names(lora: LoraFile) -> list[str]:
+    """All module names of a LoRA: LoRA modules plus modules whose tensors are left to core (``extra``)."""
+    return formats.module_names(lora.modules, lora.extra)
+
+
+def _update_shape(lora: LoraFile, module: str) -> tuple[int, int] | None:
+    lora_module = lora.modules.get(module)
+    if lora_module is None:
+        return None  # core adapters (LoHa/LoKr/...): core checks their shapes itself
+    return int(lora_module.up.shape[0]), math.prod(int(d) for d in lora_module.down.shape[1:])
+
+
+def match_modules(lora: LoraFile, key_map: dict[str, str],
+                  target_shapes: dict[str, torch.Size] | None = None) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """``({module: (spelling in key map, target weight key)}, [unmatched module descriptions])``."""
+    matched: dict[str, tuple[str, str]] = {}
+    unmatched: list[str] = []
+    for module in module_names(lora):
+        hit = next((s for s in module_spellings(module) if s in key_map), None)
+        if hit is None:
+            unmatched.append(module)
+            continue
+        target = key_map[hit]
+        shape = _update_shape(lora, module)
+        if target_shapes is not None and shape is not None and not _shape_fits(shape, target_shapes.get(target)):
+            unmatched.append(f"{module} (update {shape[0]}x{shape[1]} does not fit {target} "
+                             f"{tuple(target_shapes.get(target) or ())})")
+            continue
+        matched[module] = (hit, target)
+    return matched, unmatched
+
+
+def resolve_targets(lora: LoraFile, key_map: dict[str, str],
+                    target_shapes: dict[str, torch.Size] | None = None) -> tuple[dict[str, LoraModule], list[str]]:
+    """``(LoRA modules keyed by target weight key, unmatched module names)``.
+
+    Modules left to core (``extra``) are not in the first dict but do count in ``unmatched`` when they miss.
+    """
+    matched, unmatched = match_modules(lora, key_map, target_shapes)
+    resolved = {target: lora.modules[module] for module, (_, target) in matched.items() if module in lora.modules}
+    return resolved, unmatched
+
+
+def core_state_dict(lora: LoraFile, matched: dict[str, tuple[str, str]]) -> tuple[dict[str, torch.Tensor],
+                                                                                   dict[str, str]]:
+    """A state dict in kohya spelling plus the ``{spelling: target}`` map for ``comfy.lora.load_lora``.
+
+    LoRA modules become ``<spelling>.lora_up.weight`` / ``.lora_down.weight`` / ``.alpha`` (alpha already
+    resolved, so PEFT alphas reach core); tensors of core-only adapters keep their own suffixes.
+    """
+    state: dict[str, torch.Tensor] = {}
+    to_load: dict[str, str] = {}
+    for module, (spelling, target) in matched.items():
+        to_load[spelling] = target
+        lora_module = lora.modules.get(module)
+        if lora_module is not None:
+            state[f"{spelling}.lora_up.weight"] = lora_module.up
+            state[f"{spelling}.lora_down.weight"] = lora_module.down
+            state[f"{spelling}.alpha"] = torch.tensor(float(lora_module.alpha))
+        for key, tensor in lora.extra.items():
+            if key.startswith(module + "."):
+                state[spelling + key[len(module):]] = tensor
+    return state, to_load

@@ -1,0 +1,75 @@
+"""LCM-LoRA loader node: one node makes an SD1.x / SD2.x / SDXL / SSD-1B / Vega model fast, safely.
+
+Thin: reading, detection, coverage and patching live in ``lora/`` (``lora.io``, ``lora.comfy_apply``);
+this node picks the file, applies, and sets LCM model sampling for LCM-kind LoRAs.
+"""
+from __future__ import annotations
+
+import logging
+
+import folder_paths
+from comfy_api.latest import io
+
+from ..lora.comfy_apply import apply_lora
+from ..lora.io import read_lora_file
+from ..samplers.comfy_model_sampling import make_lcm_model_sampling, prediction_type_of
+from .common import CATEGORY_LORA, NODE_PREFIX
+
+LOG = logging.getLogger(__name__)
+
+
+class LCMLoraLoader(io.ComfyNode):
+    """Apply an LCM-LoRA (or another acceleration/style LoRA) after checking it fits the model."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{NODE_PREFIX}LCMLoraLoader",
+            display_name="LCM-LoRA Loader",
+            category=CATEGORY_LORA,
+            description="Loads a LoRA from models/loras (kohya, PEFT, diffusers; safetensors, or pickle only if it "
+                        "loads with weights_only), checks that it was made for this model's family and that every "
+                        "one of its modules lands on a weight, then patches a clone. For an LCM-LoRA it also sets "
+                        "LCM model sampling. Refuses (with the LoRA to use) instead of silently half-applying. "
+                        "The same acceleration LoRA is never applied twice.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model to accelerate (SD1.x, SD2.x, SDXL, SSD-1B or Vega)."),
+                io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
+                               tooltip="LoRA file in models/loras, e.g. lcm-lora-sdv1-5.safetensors for SD1.5 or "
+                                       "lcm-lora-sdxl.safetensors for SDXL."),
+                io.Float.Input("strength", default=1.0, min=-10.0, max=10.0, step=0.01,
+                               tooltip="LoRA strength s: W + s·(alpha/rank)·up·down. 1.0 for LCM-LoRA."),
+                io.Boolean.Input("allow_partial", default=False,
+                                 tooltip="Apply only the matching modules when some LoRA modules match no weight "
+                                         "of the model (listed in the report). Off: such a LoRA is refused."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="Optional CLIP; needed when the LoRA also patches the text encoder."),
+            ],
+            outputs=[
+                io.Model.Output(display_name="MODEL", tooltip="Patched clone of the model (input unchanged)."),
+                io.Clip.Output(display_name="CLIP", tooltip="Patched clone of the CLIP, or the input CLIP."),
+                io.String.Output(display_name="report",
+                                 tooltip="Family, kind, matched modules, alpha source, sampler to use."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, strength: float = 1.0, **_) -> bool | str:
+        if strength == 0.0:
+            return "strength 0 applies nothing: set strength to 1.0 for an LCM-LoRA, or remove the loader."
+        return True
+
+    @classmethod
+    def execute(cls, model, lora_name: str, strength: float = 1.0, allow_partial: bool = False,
+                clip=None) -> io.NodeOutput:
+        path = folder_paths.get_full_path_or_raise("loras", lora_name)
+        lora = read_lora_file(path, name=lora_name)
+        result = apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial)
+        if result.applied and lora.kind == "lcm":
+            sampling = make_lcm_model_sampling(model.model.model_config, prediction_type_of(model))
+            result.model.add_object_patch("model_sampling", sampling)
+        LOG.info("LCM-LoRA Loader:\n%s", result.report)
+        return io.NodeOutput(result.model, result.clip, result.report)
+
+
+NODES = [LCMLoraLoader]

@@ -1,0 +1,169 @@
+"""LoRA mixing nodes: a chainable LoRA stack, the mixer (τ' = Σ λᵢ τᵢ in one clone) and the merged export.
+
+The math lives in ``lora.mix`` / ``lora.svd`` / ``lora.export``; this module only reads the chosen files,
+resolves them against the model's own key maps (``comfy.lora.model_lora_keys_unet/clip``) and hands the
+mixed modules to core's LoRA adapter through ``ModelPatcher.add_patches``.
+"""
+from __future__ import annotations
+
+import logging
+
+from comfy_api.latest import io
+
+from ..lora import mix
+from ..lora.export import MODES, build_export, kohya_names
+from ..lora.safe_write import atomic_save_safetensors
+from ..lora.svd import default_device
+from . import mix_support
+from .common import CATEGORY_LORA, NODE_PREFIX
+
+LOG = logging.getLogger(__name__)
+
+STACK = io.Custom("LCMPACK_LORA_STACK")
+_STACK_TOOLTIP = "A LoRA stack from another 'LoRA Stack' node; this node appends its LoRA to it."
+_NORM_TOOLTIP = ("How style weights are rescaled before mixing; the accelerator keeps its weight. none: as "
+                 "given. sum: style weights scaled so Σ|λ| = style_budget. l2: scaled so √Σλ² = style_budget.")
+
+
+def _lora_names() -> list[str]:
+    import folder_paths
+
+    return folder_paths.get_filename_list("loras")
+
+
+class LoraStack(io.ComfyNode):
+    """Append one LoRA (file, weight λ, role) to a chainable, immutable LoRA list."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{NODE_PREFIX}LoraStack",
+            display_name="LoRA Stack (LCM mix)",
+            category=CATEGORY_LORA,
+            description="Adds one LoRA with its weight and role to a LoRA list. Chain as many as needed and "
+                        "feed the list to 'LoRA Mixer' or 'LoRA Export'. The LCM-LoRA is the 'accelerator' "
+                        "(weight 1.0 in the paper); style LoRAs are 'style' (0.8 in the paper).",
+            inputs=[
+                io.Combo.Input("lora_name", options=_lora_names(), tooltip="LoRA file from models/loras."),
+                io.Float.Input("weight", default=1.0, min=-10.0, max=10.0, step=0.01,
+                               tooltip="Weight λ of this LoRA in τ' = Σ λᵢ τᵢ (1.0 for LCM-LoRA, ~0.8 for styles)."),
+                io.Combo.Input("role", options=[mix.ROLE_STYLE, mix.ROLE_ACCELERATOR], default=mix.ROLE_STYLE,
+                               tooltip="accelerator: the LCM-LoRA (its weight is never normalised; an LCM "
+                                       "accelerator switches the model to LCM sampling). style: any other LoRA."),
+                STACK.Input("stack", optional=True, tooltip=_STACK_TOOLTIP),
+            ],
+            outputs=[STACK.Output(display_name="stack", tooltip="The list extended by this LoRA (a new list).")],
+        )
+
+    @classmethod
+    def execute(cls, lora_name: str, weight: float, role: str, stack=None) -> io.NodeOutput:
+        entry = mix_support.StackEntry(lora_name=lora_name, weight=float(weight), role=role)
+        return io.NodeOutput(tuple(stack or ()) + (entry,))
+
+
+class LoraMixer(io.ComfyNode):
+    """Apply a whole LoRA stack to MODEL/CLIP as one exact weighted sum, in one clone, with checks."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{NODE_PREFIX}LoraMixer",
+            display_name="LoRA Mixer (LCM + styles)",
+            category=CATEGORY_LORA,
+            description="Applies every LoRA of the stack as ΔW = Σ λᵢ·(αᵢ/rᵢ)·UᵢDᵢ to one clone of the model "
+                        "(and of CLIP for text-encoder LoRAs). Refuses mixed base families, LoRAs that do not "
+                        "fit the model and an accelerator applied twice. With an LCM accelerator in the "
+                        "stack the model is switched to LCM sampling.",
+            inputs=[
+                io.Model.Input("model", tooltip="The base model (same family as every LoRA in the stack)."),
+                STACK.Input("stack", tooltip="The LoRA list built with 'LoRA Stack' nodes."),
+                io.Combo.Input("style_normalization", options=list(mix.NORMALIZATIONS), default="none",
+                               tooltip=_NORM_TOOLTIP),
+                io.Boolean.Input("allow_partial", default=False,
+                                 tooltip="Apply LoRAs whose layers only partly match this model (normally an "
+                                         "error: a partly applied LoRA is usually the wrong base model)."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="The text encoder; needed when a LoRA carries text-encoder weights."),
+                io.Float.Input("style_budget", default=1.0, min=0.0, max=10.0, step=0.01, optional=True,
+                               tooltip="Target of the style normalisation (ignored for 'none')."),
+            ],
+            outputs=[io.Model.Output(tooltip="A patched clone of the model."),
+                     io.Clip.Output(tooltip="A patched clone of CLIP (the input CLIP when no LoRA touches it)."),
+                     io.String.Output(display_name="report", tooltip="What was applied, with weights and coverage.")],
+        )
+
+    @classmethod
+    def execute(cls, model, stack, style_normalization: str, allow_partial: bool, clip=None,
+                style_budget: float = 1.0) -> io.NodeOutput:
+        loaded = mix_support.load_stack(stack, model, clip, allow_partial)
+        weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
+        modules = mix.concat_mix(loaded.entries, weights)
+        new_model, new_clip, applied = mix_support.apply_modules(model, clip, modules, loaded, weights)
+        lcm_sampling = mix_support.set_lcm_sampling_if_needed(new_model, loaded.entries)
+        report = mix_support.mix_report(loaded, weights, applied, lcm_sampling)
+        LOG.info("%s", report)
+        return io.NodeOutput(new_model, new_clip, report)
+
+
+class LoraExport(io.ComfyNode):
+    """Write the mix of a LoRA stack as one LoRA file into models/loras (concat: exact; svd: rank r)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=f"{NODE_PREFIX}LoraExport",
+            display_name="LoRA Export (merged mix)",
+            category=CATEGORY_LORA,
+            description="Saves the stack's mix as one kohya-format LoRA (loads in ComfyUI LoraLoader and "
+                        "diffusers load_lora_weights). concat: exact, rank = Σ ranks. svd: truncated SVD to "
+                        "'rank' per layer (conv layers included, on the GPU when present) with the measured "
+                        "relative error in the report and the file's metadata. Never overwrites silently.",
+            is_output_node=True,
+            inputs=[
+                io.Model.Input("model", tooltip="The base model; its key map names the exported layers."),
+                STACK.Input("stack", tooltip="The LoRA list built with 'LoRA Stack' nodes."),
+                io.String.Input("filename", default="lcm_mix",
+                                tooltip="File name in models/loras (no folders; .safetensors is appended)."),
+                io.Combo.Input("mode", options=list(MODES), default="concat",
+                               tooltip="concat: lossless (rank = sum of ranks). svd: reduce every layer to 'rank'."),
+                io.Int.Input("rank", default=64, min=1, max=4096,
+                             tooltip="Target rank for svd (1 .. the concatenated rank); ignored by concat."),
+                io.Boolean.Input("overwrite", default=False,
+                                 tooltip="Replace an existing file of that name (otherwise it is an error)."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="The text encoder; needed when a LoRA carries text-encoder weights."),
+                io.Combo.Input("style_normalization", options=list(mix.NORMALIZATIONS), default="none",
+                               optional=True, tooltip=_NORM_TOOLTIP),
+                io.Float.Input("style_budget", default=1.0, min=0.0, max=10.0, step=0.01, optional=True,
+                               tooltip="Target of the style normalisation (ignored for 'none')."),
+            ],
+            outputs=[io.String.Output(display_name="report", tooltip="File written, mode, rank, measured error.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, filename: str = "lcm_mix", rank: int = 64, **_) -> bool | str:
+        from ..lora.safe_write import ExportPathError, export_file_name
+
+        try:
+            export_file_name(filename)
+        except ExportPathError as error:
+            return str(error)
+        if rank < 1:
+            return f"rank={rank} must be >= 1."
+        return True
+
+    @classmethod
+    def execute(cls, model, stack, filename: str, mode: str, rank: int, overwrite: bool, clip=None,
+                style_normalization: str = "none", style_budget: float = 1.0) -> io.NodeOutput:
+        loaded = mix_support.load_stack(stack, model, clip, allow_partial=False)
+        weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
+        names = kohya_names(mix_support.key_map(model, clip))
+        result = build_export(loaded.entries, weights, mode, rank, names, device=default_device())
+        path = atomic_save_safetensors(result.tensors, result.metadata, mix_support.lora_folder(), filename,
+                                       overwrite=overwrite)
+        report = mix_support.export_report(path, mode, result, loaded, weights)
+        LOG.info("%s", report)
+        return io.NodeOutput(report)
+
+
+NODES = [LoraStack, LoraMixer, LoraExport]

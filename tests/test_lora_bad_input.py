@@ -1,0 +1,129 @@
+"""Bad LoRA files: each gives a typed error naming the file and the fix; pickles are never executed."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from harness import loras
+from harness.models import SD15_UNET_CONFIG
+
+from lora.errors import LoraFileError, LoraFormatError, LoraTensorError
+from lora.io import read_lora_file
+
+MODULE = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
+
+
+@pytest.fixture(scope="module")
+def good_tensors():
+    return loras.kohya_state_dict(SD15_UNET_CONFIG, rank=4, alpha=2)
+
+
+def _expect(error_type, path, *fragments):
+    with pytest.raises(error_type) as caught:
+        read_lora_file(path)
+    message = str(caught.value)
+    assert path.name in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_truncated_safetensors(tmp_path, good_tensors):
+    full = loras.save_lora(good_tensors, tmp_path / "full.safetensors").read_bytes()
+    path = tmp_path / "truncated.safetensors"
+    path.write_bytes(full[: len(full) // 2])
+    _expect(LoraFileError, path, "truncated or corrupt", "download it again")
+
+
+def test_corrupt_header(tmp_path):
+    path = tmp_path / "garbage.safetensors"
+    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + bytes(64))
+    _expect(LoraFileError, path, "corrupt")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.safetensors"
+    path.write_bytes(b"")
+    _expect(LoraFileError, path, "empty", "download it again")
+
+
+def test_safetensors_without_tensors(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "nothing.safetensors"
+    save_file({}, str(path))
+    _expect(LoraFileError, path, "no tensors")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path(__import__('os').environ['EXPLOIT_MARK']).write_text('x')",))
+
+
+def test_malicious_pickle_is_refused_and_not_executed(tmp_path, monkeypatch):
+    mark = tmp_path / "executed"
+    monkeypatch.setenv("EXPLOIT_MARK", str(mark))
+    path = tmp_path / "evil-lora.ckpt"
+    with open(path, "wb") as handle:
+        pickle.dump({"lora_unet_x.lora_down.weight": _Exploit()}, handle)
+    _expect(LoraFileError, path, "weights_only=True", "safetensors")
+    assert not mark.exists(), "the pickle's payload ran"
+
+
+def test_plain_tensor_pickle_loads_with_weights_only(tmp_path, good_tensors):
+    path = tmp_path / "plain-lora.pt"
+    torch.save(good_tensors, path)
+    lora = read_lora_file(path)
+    assert lora.family == "sd1.x" and len(lora.modules) == 40
+
+
+def _with(good_tensors, **changes):
+    tensors = dict(good_tensors)
+    tensors.update(changes)
+    return tensors
+
+
+def test_rank_mismatch(tmp_path, good_tensors):
+    tensors = _with(good_tensors, **{f"{MODULE}.lora_up.weight": torch.randn(320, 3)})
+    path = loras.save_lora(tensors, tmp_path / "mismatch.safetensors")
+    _expect(LoraTensorError, path, MODULE, "ranks differ")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_tensor(tmp_path, good_tensors, bad):
+    down = good_tensors[f"{MODULE}.lora_down.weight"].clone()
+    down[0, 0] = bad
+    path = loras.save_lora(_with(good_tensors, **{f"{MODULE}.lora_down.weight": down}), tmp_path / "nan.safetensors")
+    _expect(LoraTensorError, path, "NaN/Inf", MODULE)
+
+
+def test_alpha_zero(tmp_path, good_tensors):
+    path = loras.save_lora(_with(good_tensors, **{f"{MODULE}.alpha": torch.tensor(0.0)}), tmp_path / "a0.safetensors")
+    _expect(LoraTensorError, path, "alpha 0.0", "> 0")
+
+
+def test_missing_half(tmp_path, good_tensors):
+    tensors = {k: v for k, v in good_tensors.items() if k != f"{MODULE}.lora_up.weight"}
+    path = loras.save_lora(tensors, tmp_path / "half.safetensors")
+    _expect(LoraTensorError, path, "no up tensor")
+
+
+def test_unknown_architecture(tmp_path):
+    tensors = {"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.randn(4, 3072),
+               "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.randn(3072, 4)}
+    path = loras.save_lora(tensors, tmp_path / "flux-style.safetensors")
+    _expect(LoraFormatError, path, "unknown architecture")
+
+
+def test_peft_transformer_lora_is_unknown_architecture(tmp_path):
+    tensors = {"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": torch.randn(4, 3072),
+               "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": torch.randn(3072, 4)}
+    path = loras.save_lora(tensors, tmp_path / "sd3-style.safetensors")
+    _expect(LoraFormatError, path, "unknown architecture")
+
+
+def test_tensor_of_no_layout(tmp_path, good_tensors):
+    path = loras.save_lora(_with(good_tensors, **{"model.diffusion_model.out.0.weight": torch.ones(4)}),
+                           tmp_path / "checkpoint-not-lora.safetensors")
+    _expect(LoraFormatError, path, "not part of any LoRA layout")

