@@ -79,6 +79,8 @@ def widget_values(node, info: dict) -> list:
         values.append(node.widgets[name] if name in node.widgets else default_of(spec))
         if has_control_widget(name, spec):
             values.append("fixed")
+        if len(spec) > 1 and isinstance(spec[1], dict) and spec[1].get("image_upload"):
+            values.append("image")  # the frontend's upload-button widget, saved after the file name
     return values
 
 

@@ -58,7 +58,7 @@ def _decode_save(samples: tuple[str, int], prefix: str, key: str = "") -> list[N
 
 
 def _lcm_loader(lora: str) -> Node:
-    return Node("lcm_lora", "LCMPack_LCMLoraLoader", {"lora_name": lora, "strength_model": 1.0, "strength_clip": 1.0},
+    return Node("lcm_lora", "LCMPack_LCMLoraLoader", {"lora_name": lora, "strength": 1.0, "allow_partial": False},
                 {"model": ("ckpt", 0), "clip": ("ckpt", 1)}, title="LCM-LoRA Loader")
 
 
@@ -112,7 +112,7 @@ def sd15_lcm_img2img() -> Spec:
                 "(the LCM grid is cut from the top, timesteps 499..19).",
                 [_checkpoint(SD15), _lcm_loader(LCM_SD15),
                  *_prompts(("lcm_lora", 1), "an oil painting of a landscape, vivid colours"),
-                 Node("image", "LoadImage", {"image": "example.png", "upload": "image"}, title="Input image"),
+                 Node("image", "LoadImage", {"image": "example.png"}, title="Input image"),
                  Node("encode", "VAEEncode", {}, {"pixels": ("image", 0), "vae": ("ckpt", 2)}),
                  _ksampler_lcm(("lcm_lora", 0), ("encode", 0), denoise=0.5),
                  *_decode_save(("sampler", 0), "lcm_sd15_img2img")])
@@ -124,7 +124,7 @@ def sd15_tcd_gamma() -> Spec:
                 "SamplerCustom, on the LCM grid from the LCM Scheduler node.",
                 [_checkpoint(SD15),
                  Node("tcd_lora", "LCMPack_LCMLoraLoader",
-                      {"lora_name": TCD_SD15, "strength_model": 1.0, "strength_clip": 1.0},
+                      {"lora_name": TCD_SD15, "strength": 1.0, "allow_partial": False},
                       {"model": ("ckpt", 0), "clip": ("ckpt", 1)}, title="TCD-LoRA Loader"),
                  *_prompts(("tcd_lora", 1), "a cozy cabin in the mountains, watercolor"),
                  _latent(512),
