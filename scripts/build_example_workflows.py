@@ -28,7 +28,7 @@ from workflow_specs import Spec, all_specs  # noqa: E402
 
 LOG = logging.getLogger("build_example_workflows")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-COLUMN_WIDTH, NODE_WIDTH, GAP = 380, 330, 40
+COLUMN_WIDTH, NODE_WIDTH, GAP, TITLE_HEIGHT = 380, 330, 30, 30
 FRONTEND_VERSION = "1.32.9"
 
 
@@ -100,7 +100,7 @@ def columns(spec: Spec) -> dict[str, int]:
 
 def node_height(info: dict, n_widgets: int, sockets: int, multiline: int) -> int:
     rows = max(sockets, len(info["output"]))
-    return 36 + 22 * rows + 26 * n_widgets + 90 * multiline
+    return 12 + 22 * rows + 24 * n_widgets + 100 * multiline
 
 
 def build_ui(spec: Spec, object_info: dict) -> dict:
@@ -135,13 +135,13 @@ def build_ui(spec: Spec, object_info: dict) -> dict:
         values = widget_values(node, info)
         multiline = sum(1 for _n, s, _o in ordered_inputs(info)
                         if is_widget(s) and len(s) > 1 and isinstance(s[1], dict) and s[1].get("multiline"))
-        n_widgets = sum(1 for _n, s, _o in ordered_inputs(info) if is_widget(s))
+        n_widgets = len(values)
         height = node_height(info, n_widgets, len(inputs), multiline)
         if node.type in ("SaveImage", "LoadImage"):
             height = max(height, 300)
         column = column_of[node.key]
         y = y_of_column.get(column, 60)
-        y_of_column[column] = y + height + GAP
+        y_of_column[column] = y + height + TITLE_HEIGHT + GAP
         ui_nodes.append({
             "id": ids[node.key], "type": node.type, "pos": [40 + column * COLUMN_WIDTH, y],
             "size": [NODE_WIDTH, height], "flags": {}, "order": order, "mode": 0, "inputs": inputs,
@@ -192,13 +192,13 @@ def note_node(spec: Spec, node_id: int, y_of_column: dict[int, int]) -> dict:
 
     used = [m for m in PUBLISHED_MODELS.values()
             if any(m.name == v for n in spec.nodes for v in n.widgets.values())]
-    lines = [f"## {spec.title}", "", spec.description, "", "**Models** (put them in ComfyUI/models/…):", ""]
+    lines = [f"### {spec.title}", "", spec.description, "", "**Models** (put them in ComfyUI/models/…):", ""]
     lines += [f"- `{m.folder}/{m.name}` from [{m.source}]({m.url.split('/resolve/')[0]})"
               + (f" ({m.note})" if m.note else "") for m in used]
     return {"id": node_id, "type": "MarkdownNote", "pos": [40, max(y_of_column.get(0, 60), 60)],
             "size": [NODE_WIDTH, 60 + 22 * len(lines)], "flags": {}, "order": node_id - 1, "mode": 0,
-            "inputs": [], "outputs": [], "properties": {}, "widgets_values": ["\n".join(lines)],
-            "color": "#432", "bgcolor": "#653"}
+            "inputs": [], "outputs": [], "title": "About this workflow", "properties": {},
+            "widgets_values": ["\n".join(lines)], "color": "#432", "bgcolor": "#653"}
 
 
 def boot_object_info() -> dict:

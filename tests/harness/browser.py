@@ -45,6 +45,16 @@ GRAPH_STATE_JS = """() => ({
 })"""
 IMAGES_SHOWN_JS = """(types) => app.graph.nodes.filter(n => types.includes(n.type)).every(
     n => n.imgs && n.imgs.length > 0 && n.imgs.every(img => img.complete && img.naturalWidth > 0))"""
+GRAPH_BOUNDS_JS = """() => {
+    const ds = app.canvas.ds, title = LiteGraph.NODE_TITLE_HEIGHT;
+    let box = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const n of app.graph.nodes) {
+        const [x, y] = n.pos, [w, h] = n.size;
+        box = [Math.min(box[0], x), Math.min(box[1], y - title), Math.max(box[2], x + w), Math.max(box[3], y + h)];
+    }
+    const s = ds.scale, [ox, oy] = ds.offset;
+    return [(box[0] + ox) * s, (box[1] + oy) * s, (box[2] + ox) * s, (box[3] + oy) * s];
+}"""
 ERROR_WORDS = ("missing", "failed", "error", "not found", "invalid")
 
 
@@ -126,14 +136,15 @@ class Frontend:
         self.page.get_by_role("button", name="Fit View").click()
         self.page.wait_for_timeout(500)
 
-    def screenshot_canvas(self, path: Path) -> Path:
-        """Screenshot of the graph area (the canvas right of the side bar, below the tab bar)."""
+    def screenshot_canvas(self, path: Path, margin: int = 24) -> Path:
+        """Screenshot of the graph: the nodes' bounding box on screen (after :meth:`fit_view`), plus a margin."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        box = self.page.locator("#graph-canvas").bounding_box()
-        left, top = 56, 72
-        clip = {"x": box["x"] + left, "y": box["y"] + top, "width": box["width"] - left,
-                "height": box["height"] - top}
-        self.page.screenshot(path=str(path), clip=clip)
+        canvas = self.page.locator("#graph-canvas").bounding_box()
+        x0, y0, x1, y1 = self.page.evaluate(GRAPH_BOUNDS_JS)
+        left, top = max(canvas["x"], canvas["x"] + x0 - margin), max(canvas["y"], canvas["y"] + y0 - margin)
+        right = min(canvas["x"] + canvas["width"], canvas["x"] + x1 + margin)
+        bottom = min(canvas["y"] + canvas["height"], canvas["y"] + y1 + margin)
+        self.page.screenshot(path=str(path), clip={"x": left, "y": top, "width": right - left, "height": bottom - top})
         return path
 
     def run_and_wait(self, image_node_types: list[str], timeout_s: float = 300) -> dict:
