@@ -13,7 +13,7 @@ from comfy_api.latest import io
 from ..lora.comfy_apply import apply_lora
 from ..lora.io import read_lora_file
 from ..samplers.comfy_model_sampling import make_lcm_model_sampling, prediction_type_of
-from .common import CATEGORY_LORA, NODE_PREFIX
+from .common import CATEGORY_LORA, NODE_PREFIX, check_model_file
 
 LOG = logging.getLogger(__name__)
 
@@ -54,7 +54,11 @@ class LCMLoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, strength: float = 1.0, **_) -> bool | str:
+    def validate_inputs(cls, lora_name: str | None = None, strength: float | None = None) -> bool | str:
+        # No **kwargs here: with them ComfyUI skips its own min/max/combo checks of every input.
+        found = check_model_file("loras", "lora_name", lora_name)
+        if found is not True:
+            return found
         if strength == 0.0:
             return "strength 0 applies nothing: set strength to 1.0 for an LCM-LoRA, or remove the loader."
         return True

@@ -148,11 +148,11 @@ def build_ui(spec: Spec, object_info: dict) -> dict:
             "outputs": [], "properties": {"Node name for S&R": node.type}, "widgets_values": values,
             **({"title": node.title} if node.title else {}),
         })
-    for ui_node, node in zip(sorted(ui_nodes, key=lambda n: n["id"]), spec.nodes):
+    for ui_node, node in zip(sorted(ui_nodes, key=lambda n: n["id"]), spec.nodes, strict=True):
         info = object_info[node.type]
         ui_node["outputs"] = [{"name": name, "type": kind, "slot_index": slot,
                                "links": out_links.get((node.key, slot), [])}
-                              for slot, (name, kind) in enumerate(zip(info["output_name"], info["output"]))]
+                              for slot, (name, kind) in enumerate(zip(info["output_name"], info["output"], strict=True))]
         models = model_properties(node)
         if models:
             ui_node["properties"]["models"] = models

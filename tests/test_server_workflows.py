@@ -72,20 +72,26 @@ def test_missing_model_file_fails_validation_naming_the_file(input_name, missing
     prompt[key]["inputs"][input_name] = missing
     payload = _rejected(workflow_server, prompt)
     errors = payload["node_errors"][key]["errors"]
-    assert errors[0]["type"] == "value_not_in_list"
+    assert errors[0]["type"] in ("value_not_in_list", "custom_validation_failed")
     assert missing in errors[0]["details"] and input_name in errors[0]["details"]
 
 
-def test_wrong_types_are_rejected_with_node_errors(workflow_server):  # noqa: F811
+def test_wrongly_typed_link_is_rejected_with_node_errors(workflow_server):  # noqa: F811
     prompt = workflows.substitute_api(workflows.load_api(MAIN))
     sampler = _find(prompt, "latent_image")
-    clip_source = _find(prompt, "ckpt_name")
-    wrong = copy.deepcopy(prompt)
-    wrong[sampler]["inputs"]["model"] = [clip_source, 1]  # a CLIP into a MODEL input
-    wrong[sampler]["inputs"]["steps"] = "four"
-    payload = _rejected(workflow_server, wrong)
-    types = {error["type"] for error in payload["node_errors"][sampler]["errors"]}
-    assert "return_type_mismatch" in types and "invalid_input_type" in types
+    prompt[sampler]["inputs"]["model"] = [_find(prompt, "ckpt_name"), 1]  # a CLIP into a MODEL input
+    payload = _rejected(workflow_server, prompt)
+    errors = payload["node_errors"][sampler]["errors"]
+    assert [e["type"] for e in errors] == ["return_type_mismatch"]
+    assert "CLIP" in errors[0]["details"] and "MODEL" in errors[0]["details"]
+
+
+def test_wrongly_typed_value_is_rejected_with_node_errors(workflow_server):  # noqa: F811
+    prompt = workflows.substitute_api(workflows.load_api(MAIN))
+    sampler = _find(prompt, "latent_image")
+    prompt[sampler]["inputs"]["steps"] = "four"
+    payload = _rejected(workflow_server, prompt)
+    assert "four" in json.dumps(payload["node_errors"][sampler]["errors"])
 
 
 def test_server_keeps_serving_after_bad_input(workflow_server, tmp_path):  # noqa: F811

@@ -34,7 +34,7 @@ def test_main_job_runs_every_example_on_generated_models(example_models, tmp_pat
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = _rows((out / "summary.md").read_text())
     assert sorted(rows) == workflows.example_names()
-    for name, (status, seconds, steps, images, files) in rows.items():
+    for name, (status, seconds, _steps, images, _files) in rows.items():
         assert status == "ok" and float(seconds) > 0, (name, rows[name])
         pngs = sorted((out / name).glob("*.png"))
         assert len(pngs) == int(images)
