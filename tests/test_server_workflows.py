@@ -104,3 +104,20 @@ def test_server_keeps_serving_after_bad_input(workflow_server, tmp_path):  # noq
     good = workflows.substitute_api(workflows.load_api(MAIN))
     result = asyncio.run(automation_example.run_workflow(workflow_server.url, good, tmp_path))
     assert result.images and "execution_success" in result.events
+
+
+def test_automation_example_command_line(workflow_server, tmp_path, caplog):  # noqa: F811
+    workflow = tmp_path / "workflow.json"
+    workflow.write_text(json.dumps(workflows.substitute_api(workflows.load_api(MAIN))))
+    out = tmp_path / "images"
+    caplog.set_level("INFO", logger="automation_example")
+    status = automation_example.main([str(workflow), "--server", workflow_server.url, "--out", str(out),
+                                      "--seed", "7", "--prompt", "a red fox, watercolor"])
+    assert status == 0 and len(list(out.glob("*.png"))) == 1
+    assert "step 4/4" in caplog.text and "done: 1 image(s)" in caplog.text
+    missing = tmp_path / "missing.json"
+    prompt = workflows.substitute_api(workflows.load_api(MAIN))
+    prompt[_find(prompt, "lora_name")]["inputs"]["lora_name"] = "typo.safetensors"
+    missing.write_text(json.dumps(prompt))
+    assert automation_example.main([str(missing), "--server", workflow_server.url, "--out", str(out)]) == 1
+    assert "typo.safetensors" in caplog.text
