@@ -92,12 +92,17 @@ def _stack(key: str, lora: str, weight: float, role: str, previous: str | None) 
     return Node(key, "LCMPack_LoraStack", {"lora_name": lora, "weight": weight, "role": role}, links)
 
 
+def _paper_mix() -> list[Node]:
+    """The SDXL checkpoint and the LCM-LoRA 1.0 + style 0.8 stack (LCM-LoRA report's mixing weights)."""
+    return [_checkpoint(SDXL), _stack("stack_lcm", LCM_SDXL, 1.0, "accelerator", None),
+            _stack("stack_style", STYLE_SDXL, 0.8, "style", "stack_lcm")]
+
+
 def sdxl_lcm_lora_style_mix() -> Spec:
     return Spec("sdxl_lcm_lora_style_mix", "SDXL: LCM-LoRA 1.0 + style LoRA 0.8",
                 "LCM-LoRA mixed with a style LoRA at the LCM-LoRA report's weights (1.0 / 0.8), applied in one "
                 "model clone, then 4 LCM steps.",
-                [_checkpoint(SDXL), _stack("stack_lcm", LCM_SDXL, 1.0, "accelerator", None),
-                 _stack("stack_style", STYLE_SDXL, 0.8, "style", "stack_lcm"),
+                [*_paper_mix(),
                  Node("mixer", "LCMPack_LoraMixer", {"style_normalization": "none", "allow_partial": False,
                                                      "style_budget": 1.0},
                       {"model": ("ckpt", 0), "stack": ("stack_style", 0), "clip": ("ckpt", 1)}),
@@ -142,8 +147,7 @@ def sdxl_lora_export_merged() -> Spec:
     return Spec("sdxl_lora_export_merged", "Export LCM-LoRA + style as one LoRA",
                 "Writes the 1.0 / 0.8 mix of LCM-LoRA SDXL and a style LoRA as one kohya-format LoRA file in "
                 "models/loras (concat: exact). Load it anywhere with a plain LoRA loader.",
-                [_checkpoint(SDXL), _stack("stack_lcm", LCM_SDXL, 1.0, "accelerator", None),
-                 _stack("stack_style", STYLE_SDXL, 0.8, "style", "stack_lcm"),
+                [*_paper_mix(),
                  Node("export", "LCMPack_LoraExport",
                       {"filename": "lcm-papercut-sdxl", "mode": "concat", "rank": 64, "overwrite": False,
                        "style_normalization": "none", "style_budget": 1.0},
