@@ -28,8 +28,10 @@ UNREGISTERED = "LCMPack_NoSuchNode"
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def frontend(workflow_server):  # noqa: F811
+    """One browser for this module. Module scope, not session: Playwright's sync API keeps an event loop
+    running in this thread while it lives, and later tests call asyncio.run()."""
     if not browser.chromium_available():
         if os.environ.get("LCMPACK_REQUIRE_BROWSER"):
             pytest.fail(f"LCMPACK_REQUIRE_BROWSER is set but {browser.CHROMIUM} is missing: run .ci/system-deps")
