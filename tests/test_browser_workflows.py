@@ -4,6 +4,8 @@ For each workflow: the shipped file is dropped on the canvas (the frontend must 
 and open no dialog: no missing nodes, no missing models) and screenshotted; then its generated-models copy
 (harness/workflows.py: the SDXL loader swap and 64 px latents) is dropped, queued with the Run button, and
 the test waits for the output image in the SaveImage node (validation or execution errors fail it).
+The template browser (sidebar → Templates → Extensions → lcm-lora-pack) must list every workflow and
+open one cleanly.
 A deliberately broken copy naming a node id the pack does not register must fail the same check.
 
 Screenshots go to ``$LCMPACK_SCREENSHOTS`` (default: a pytest temporary folder);
@@ -24,6 +26,7 @@ LOG = logging.getLogger(__name__)
 NAMES = workflows.example_names()
 BROKEN_SOURCE = "sd15_lcm_lora_4step"
 UNREGISTERED = "LCMPack_NoSuchNode"
+TEMPLATE_SECTION = "lcm-lora-pack"  # the pack's folder name in custom_nodes
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -70,6 +73,17 @@ def test_dropped_workflow_loads_clean_runs_and_shows_its_image(name, frontend, w
     savers = [n for n in runnable["nodes"] if n["type"] == "SaveImage"]
     images = [image for output in entry["outputs"].values() for image in output.get("images", [])]
     assert len(images) == len(savers)
+
+
+def test_templates_open_from_the_template_browser(frontend, screenshots):
+    text = frontend.open_template_browser(TEMPLATE_SECTION)
+    for name in NAMES:
+        assert name in text, f"{name} not in the template browser"
+    frontend.page.screenshot(path=str(screenshots / "template_browser.png"))
+    shipped = workflows.load_ui(BROKEN_SOURCE)
+    report = frontend.open_template(BROKEN_SOURCE, len(shipped["nodes"]))
+    assert sorted(report.node_types) == sorted(n["type"] for n in shipped["nodes"])
+    assert not report.unregistered and not report.dialogs, report
 
 
 def test_broken_copy_with_unregistered_node_id_fails_the_check(frontend):

@@ -132,6 +132,25 @@ class Frontend:
                                         f"dialogs: {report.dialogs}")
         return report
 
+    def open_template_browser(self, pack_folder: str) -> str:
+        """Open the sidebar's template browser on the pack's section (Extensions → pack); return its text."""
+        self.close_dialogs()
+        self.page.get_by_role("button", name="Templates").first.click()
+        dialog = self.page.get_by_role("dialog")
+        dialog.get_by_text(pack_folder, exact=True).first.click()
+        dialog.get_by_text("Showing").first.wait_for(timeout=30_000)
+        self.page.wait_for_timeout(1000)
+        return dialog.inner_text()
+
+    def open_template(self, name: str, expected_nodes: int) -> LoadReport:
+        """Click a template's card in the open template browser; report what the frontend loaded."""
+        self.page.get_by_role("dialog").get_by_text(name, exact=True).first.click()
+        self.page.wait_for_function(f"() => app.graph.nodes.length === {expected_nodes}", timeout=30_000)
+        self.page.wait_for_timeout(1500)
+        state = self.state()
+        unregistered = sorted({n["type"] for n in state["nodes"] if n["errors"] or not n["registered"]})
+        return LoadReport([n["type"] for n in state["nodes"]], unregistered, state["dialogs"])
+
     def fit_view(self) -> None:
         self.page.get_by_role("button", name="Fit View").click()
         self.page.wait_for_timeout(500)
