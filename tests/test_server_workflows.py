@@ -5,7 +5,6 @@ normal errors and the server keeps serving.
 from __future__ import annotations
 
 import asyncio
-import copy
 import io
 import json
 import sys
