@@ -26,6 +26,8 @@ MODEL_FAMILIES = {"SD15": "sd1.x", "SD20": "sd2.x", "SDXL": "sdxl", "SSD1B": "ss
                   "SDXLRefiner": "sdxl-refiner"}
 FAMILY_NAMES = {"sd1.x": "SD1.x", "sd2.x": "SD2.x", "sdxl": "SDXL", "ssd-1b": "SSD-1B", "vega": "Segmind Vega",
                 "sdxl-refiner": "SDXL refiner", "unknown": "unknown"}
+KIND_NAMES = {"lcm": "LCM", "tcd": "TCD", "hyper-sd": "Hyper-SD", "lightning": "Lightning", "dmd2": "DMD2",
+              "style": "style"}
 LCM_LORA_FOR = {"sd1.x": "lcm-lora-sdv1-5", "sdxl": "lcm-lora-sdxl", "ssd-1b": "lcm-lora-ssd-1b",
                 "vega": "Segmind-VegaRT (the LCM-LoRA for Vega)"}
 SAMPLER_ADVICE = {
@@ -34,7 +36,8 @@ SAMPLER_ADVICE = {
     "hyper-sd": "Hyper-SD LoRA: LCM sampling NOT set; use TCD (gamma 1.0 for 1 step) or DDIM trailing, cfg 1.",
     "lightning": "Lightning LoRA: LCM sampling NOT set; use Euler + sgm_uniform with the file's step count, cfg 1.",
     "dmd2": "DMD2 LoRA: LCM sampling NOT set; use the LCM sampler on default sampling, 'simple', 4 steps, cfg 1.",
-    "style": "Style LoRA (no acceleration kind detected): applied as is; sampling unchanged.",
+    "style": "Style LoRA (no acceleration kind in file name or metadata): applied as is; sampling unchanged. "
+             "An LCM-LoRA saved as e.g. pytorch_lora_weights.safetensors: rename it to include 'lcm'.",
 }
 
 
@@ -58,21 +61,27 @@ def model_family(model_patcher) -> str:
     return type(model_patcher.model.model_config).__name__.lower()
 
 
+def _with_article(phrase: str) -> str:
+    """'an SDXL …' / 'a Segmind Vega …' / 'a style …' (SD is read 'es-dee')."""
+    return ("an " if phrase[:1] in "AEIOS" and not phrase.startswith("Seg") else "a ") + phrase
+
+
 def needed_lora(kind: str, family: str) -> str:
     """Which LoRA the user needs for ``family`` (the published LCM-LoRA name where one exists)."""
     if kind == "lcm":
         return LCM_LORA_FOR.get(family, f"an LCM-LoRA trained for {FAMILY_NAMES.get(family, family)}")
-    return f"a {kind} LoRA made for {FAMILY_NAMES.get(family, family)}"
+    return _with_article(f"{KIND_NAMES.get(kind, kind)} LoRA made for {FAMILY_NAMES.get(family, family)}")
 
 
 def check_family(lora: LoraFile, family: str) -> None:
     """Raise ``LoraFamilyMismatch`` naming both families and the LoRA to use instead."""
     if lora.family == "unknown" or lora.family == family:
         return
+    lora_family = FAMILY_NAMES[lora.family]
     raise LoraFamilyMismatch(
-        f"LoRA '{lora.name}' is a {FAMILY_NAMES[lora.family]} {lora.kind} LoRA but the model is "
-        f"{FAMILY_NAMES.get(family, family)}: its layers do not fit this model. Use {needed_lora(lora.kind, family)} "
-        f"instead (or load a {FAMILY_NAMES[lora.family]} model). Nothing was patched.")
+        f"LoRA '{lora.name}' is {_with_article(f'{lora_family} {KIND_NAMES.get(lora.kind, lora.kind)} LoRA')} but "
+        f"the model is {FAMILY_NAMES.get(family, family)}: its layers do not fit this model. Use "
+        f"{needed_lora(lora.kind, family)} instead (or load {_with_article(lora_family)} model). Nothing was patched.")
 
 
 def _shapes(module) -> dict:
@@ -120,7 +129,7 @@ def _patches(lora: LoraFile, matched: dict) -> dict:
 
 
 def _check_not_stacked(lora: LoraFile, model) -> ApplyResult | None:
-    same = applied.find_same_file(model.model_options, lora.sha256)
+    same = applied.find_same_file(model.model_options, lora.sha256, lora.content_sha256)
     if same is not None:
         line = (f"'{lora.name}' is already applied to this model (as '{same['name']}', strength "
                 f"{same['strength']}): not applied twice.")
@@ -159,7 +168,8 @@ def apply_lora(model, clip, lora: LoraFile, strength: float = 1.0, allow_partial
     clip_patches = _patches(lora, clip_matched) if clip_matched else {}
     patched = model.clone()
     patched.add_patches(unet_patches, strength)
-    applied.record_applied(patched.model_options, lora.name, lora.sha256, lora.kind, lora.family, strength)
+    applied.record_applied(patched.model_options, lora.name, lora.sha256, lora.kind, lora.family, strength,
+                           content_sha256=lora.content_sha256)
     patched_clip = clip
     if clip is not None and clip_patches:
         patched_clip = clip.clone()

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .mix import MixEntry, accelerator_names, check_entries, concat_mix, mixed_delta
-from .svd import ReductionReport, default_device, reduce_modules
+from .mix import MixEntry, accelerator_names, check_entries, concat_mix, mix_terms
+from .svd import ReductionReport, default_device, full_precision_matmul, reduce_modules
 from .types import LoraModule
 
 LOG = logging.getLogger(__name__)
@@ -94,16 +94,31 @@ def uniform_alpha(modules: Mapping[str, LoraModule], alpha: float) -> dict[str, 
     return out
 
 
+def _factors_on(module: LoraModule, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale·up, down) of one module as 2-D float32 matrices on ``device``."""
+    up = module.up.reshape(module.up.shape[0], -1).to(device=device, dtype=torch.float32)
+    down = module.down.reshape(module.rank, -1).to(device=device, dtype=torch.float32)
+    return up * module.scale, down
+
+
 def measure_concat(entries: Sequence[MixEntry], weights: Sequence[float], modules: Mapping[str, LoraModule],
                    device: torch.device) -> ReductionReport:
-    """Relative error of the concatenated modules against equation (1) summed term by term (≈ float eps)."""
+    """Relative error of the concatenated modules against equation (1) summed term by term (≈ float eps).
+
+    Both sides are reconstructed densely on ``device``: the reference accumulates λᵢ·sᵢ·UᵢDᵢ with ``addmm_``.
+    """
     report = ReductionReport()
-    with torch.no_grad():
+    terms = mix_terms(entries, weights)
+    with full_precision_matmul():
         for key, module in modules.items():
-            reference = mixed_delta(entries, key, weights).to(device)
-            exported = module.delta().to(device).reshape(reference.shape)
-            error_sq = float(torch.linalg.vector_norm(reference - exported) ** 2)
-            norm_sq = float(torch.linalg.vector_norm(reference) ** 2)
+            up, down = _factors_on(module, device)
+            difference = up @ down
+            reference = torch.zeros_like(difference)
+            for weight, term in terms[key]:
+                term_up, term_down = _factors_on(term, device)
+                reference.addmm_(term_up, term_down, alpha=weight)
+            norm_sq = float(torch.linalg.matrix_norm(reference) ** 2)
+            error_sq = float(torch.linalg.matrix_norm(difference.sub_(reference)) ** 2)
             report.error_sq += error_sq
             report.norm_sq += norm_sq
             report.layer_errors[key] = math.sqrt(error_sq / norm_sq) if norm_sq > 0 else 0.0
@@ -153,7 +168,8 @@ def build_export(entries: Sequence[MixEntry], weights: Sequence[float], mode: st
 def export_metadata(entries: Sequence[MixEntry], weights: Sequence[float], mode: str, rank: int,
                     report: ReductionReport) -> dict[str, str]:
     """safetensors header metadata: every value a str, lists and dicts JSON-encoded."""
-    sources = [{"name": e.lora.name, "sha256": e.lora.sha256, "format": e.lora.format, "kind": e.lora.kind,
+    sources = [{"name": e.lora.name, "sha256": e.lora.sha256, "content_sha256": e.lora.content_sha256,
+                "format": e.lora.format, "kind": e.lora.kind,
                 "role": e.role, "weight": e.weight, "applied_weight": w}
                for e, w in zip(entries, weights, strict=True)]
     worst_key, worst = report.worst_layer

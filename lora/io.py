@@ -36,6 +36,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def content_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over sorted tensor names, dtypes, shapes and bytes (independent of the file header's order)."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].contiguous().reshape(-1)
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
@@ -111,7 +121,7 @@ def read_lora_file(path: str | os.PathLike, name: str | None = None) -> LoraFile
                            adapter_config_loader=lambda: read_adapter_config(path))
     lora = LoraFile(name=display, sha256=_sha256(path), format=parsed.format, family="unknown", kind="style",
                     modules=parsed.modules, extra=parsed.extra, metadata=metadata, notes=list(parsed.notes),
-                    path=str(path))
+                    path=str(path), content_sha256=content_digest(tensors))
     lora.family, family_note = detect_family(lora)
     lora.kind, kind_note = detect_kind(lora)
     lora.notes += [family_note, kind_note]

@@ -19,8 +19,8 @@ import math
 
 import torch
 
-from .detect import module_part
 from . import formats
+from .detect import module_part
 from .formats import peft_component
 from .types import LoraFile, LoraModule
 

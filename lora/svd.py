@@ -15,9 +15,10 @@ The reported error is *measured*: ΔW and ΔW_r are both reconstructed densely a
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +55,18 @@ class ReductionReport:
 def default_device() -> torch.device:
     """The GPU when there is one (the SVDs and reconstructions run there), else the CPU."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def full_precision_matmul() -> Iterator[None]:
+    """fp32 matmuls without TF32 (10-bit mantissa) while errors are measured; the setting is restored."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def factor_matrices(module: LoraModule, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,7 +124,7 @@ def reduce_modules(modules: Mapping[str, LoraModule], rank: int,
     device = torch.device(device) if device is not None else default_device()
     report = ReductionReport()
     reduced: dict[str, LoraModule] = {}
-    with torch.no_grad():
+    with full_precision_matmul():
         for key, module in modules.items():
             reduced[key], error_sq, norm_sq = truncate(module, rank, device)
             report.error_sq += error_sq

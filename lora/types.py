@@ -58,3 +58,5 @@ class LoraFile:
     # Added by the reader (compatible extension): where alpha came from, assumptions made, detection evidence.
     notes: list[str] = field(default_factory=list)
     path: str = ""
+    # sha256 over the sorted tensor names and bytes: equal for the same LoRA saved twice (header order differs).
+    content_sha256: str = ""

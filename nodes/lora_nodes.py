@@ -12,7 +12,7 @@ from comfy_api.latest import io
 
 from ..lora.comfy_apply import apply_lora
 from ..lora.io import read_lora_file
-from ..samplers.comfy_model_sampling import make_lcm_model_sampling, prediction_type_of
+from ..samplers.comfy_model_sampling import with_lcm_sampling
 from .common import CATEGORY_LORA, NODE_PREFIX, check_model_file
 
 LOG = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ class LCMLoraLoader(io.ComfyNode):
                         "The same acceleration LoRA is never applied twice.",
             inputs=[
                 io.Model.Input("model", tooltip="The model to accelerate (SD1.x, SD2.x, SDXL, SSD-1B or Vega)."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="Optional CLIP; needed when the LoRA also patches the text encoder."),
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),
                                tooltip="LoRA file in models/loras, e.g. lcm-lora-sdv1-5.safetensors for SD1.5 or "
                                        "lcm-lora-sdxl.safetensors for SDXL."),
@@ -42,8 +44,6 @@ class LCMLoraLoader(io.ComfyNode):
                 io.Boolean.Input("allow_partial", default=False,
                                  tooltip="Apply only the matching modules when some LoRA modules match no weight "
                                          "of the model (listed in the report). Off: such a LoRA is refused."),
-                io.Clip.Input("clip", optional=True,
-                              tooltip="Optional CLIP; needed when the LoRA also patches the text encoder."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="Patched clone of the model (input unchanged)."),
@@ -54,26 +54,22 @@ class LCMLoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name: str | None = None, strength: float | None = None) -> bool | str:
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
         # No **kwargs here: with them ComfyUI skips its own min/max/combo checks of every input.
-        found = check_model_file("loras", "lora_name", lora_name)
-        if found is not True:
-            return found
-        if strength == 0.0:
-            return "strength 0 applies nothing: set strength to 1.0 for an LCM-LoRA, or remove the loader."
-        return True
+        return check_model_file("loras", "lora_name", lora_name)
 
     @classmethod
     def execute(cls, model, lora_name: str, strength: float = 1.0, allow_partial: bool = False,
-                clip=None) -> io.NodeOutput:
+                clip=None) -> io.NodeOutput:  # noqa: PLR0913 (inputs of the schema)
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
         lora = read_lora_file(path, name=lora_name)
         result = apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial)
+        patched = result.model
         if result.applied and lora.kind == "lcm":
-            sampling = make_lcm_model_sampling(model.model.model_config, prediction_type_of(model))
-            result.model.add_object_patch("model_sampling", sampling)
+            # Keeps an LCM model sampling already set (its constants and prediction type), else adds the pack's.
+            patched = with_lcm_sampling(patched, boundary=True)
         LOG.info("LCM-LoRA Loader:\n%s", result.report)
-        return io.NodeOutput(result.model, result.clip, result.report)
+        return io.NodeOutput(patched, result.clip, result.report)
 
 
 NODES = [LCMLoraLoader]

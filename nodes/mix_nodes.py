@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..lora import mix
 from ..lora.export import MODES, build_export, kohya_names
 from ..lora.safe_write import atomic_save_safetensors
-from ..lora.svd import default_device
 from . import mix_support
 from .common import CATEGORY_LORA, NODE_PREFIX, check_model_file
 
@@ -103,7 +102,7 @@ class LoraMixer(io.ComfyNode):
         weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
         modules = mix.concat_mix(loaded.entries, weights)
         new_model, new_clip, applied = mix_support.apply_modules(model, clip, modules, loaded, weights)
-        lcm_sampling = mix_support.set_lcm_sampling_if_needed(new_model, loaded.entries)
+        new_model, lcm_sampling = mix_support.with_lcm_sampling_if_needed(new_model, loaded.entries)
         report = mix_support.mix_report(loaded, weights, applied, lcm_sampling)
         LOG.info("%s", report)
         return io.NodeOutput(new_model, new_clip, report)
@@ -163,12 +162,12 @@ class LoraExport(io.ComfyNode):
         loaded = mix_support.load_stack(stack, model, clip, allow_partial=False)
         weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
         names = kohya_names(mix_support.key_map(model, clip))
-        result = build_export(loaded.entries, weights, mode, rank, names, device=default_device())
+        result = build_export(loaded.entries, weights, mode, rank, names, device=mix_support.export_device())
         path = atomic_save_safetensors(result.tensors, result.metadata, mix_support.lora_folder(), filename,
                                        overwrite=overwrite)
         report = mix_support.export_report(path, mode, result, loaded, weights)
         LOG.info("%s", report)
-        return io.NodeOutput(report)
+        return io.NodeOutput(report, ui=ui.PreviewText(report))
 
 
 NODES = [LoraStack, LoraMixer, LoraExport]

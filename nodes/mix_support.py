@@ -14,7 +14,7 @@ from ..lora import applied as applied_record
 from ..lora import comfy_apply, mix
 from ..lora.errors import LoraAlreadyApplied, LoraCoverageError
 from ..lora.io import read_lora_file
-from ..samplers.comfy_model_sampling import make_lcm_model_sampling, prediction_type_of
+from ..samplers.comfy_model_sampling import with_lcm_sampling
 
 LOG = logging.getLogger(__name__)
 
@@ -42,6 +42,15 @@ def lora_folder() -> Path:
     return Path(folder_paths.get_folder_paths("loras")[0])
 
 
+def export_device():
+    """ComfyUI's compute device when it is a CUDA GPU (so ``--cpu`` is respected), else the CPU."""
+    import comfy.model_management
+    import torch
+
+    device = comfy.model_management.get_torch_device()
+    return device if device.type == "cuda" else torch.device("cpu")
+
+
 def key_map(model, clip=None) -> dict:
     """Core's own LoRA-name → weight-key maps of the UNet (and CLIP when given), merged."""
     unet_map, clip_map, _ = comfy_apply._key_maps(model, clip)
@@ -50,7 +59,7 @@ def key_map(model, clip=None) -> dict:
 
 def _check_not_applied(lora, role: str, model) -> None:
     """The loader's applied-twice record: the same file, or a second accelerator, is refused."""
-    same = applied_record.find_same_file(model.model_options, lora.sha256)
+    same = applied_record.find_same_file(model.model_options, lora.sha256, lora.content_sha256)
     if same is not None:
         raise LoraAlreadyApplied(f"'{lora.name}' is already applied to this model (as '{same['name']}', strength "
                                  f"{same['strength']}); remove it from the stack or the earlier loader so it "
@@ -130,27 +139,37 @@ def apply_modules(model, clip, modules: dict, loaded: LoadedStack, weights) -> t
     for entry, weight in zip(loaded.entries, weights, strict=True):
         if weight != 0.0:
             applied_record.record_applied(new_model.model_options, entry.lora.name, entry.lora.sha256,
-                                          entry.lora.kind, entry.lora.family, weight)
+                                          entry.lora.kind, entry.lora.family, weight,
+                                          content_sha256=entry.lora.content_sha256)
     return new_model, new_clip, done
 
 
-def set_lcm_sampling_if_needed(model, entries) -> bool:
-    """Install LCM model sampling (50-step grid, boundary 10/0.5) when an LCM accelerator is in the mix."""
+def with_lcm_sampling_if_needed(model, entries) -> tuple[object, bool]:
+    """LCM model sampling when an LCM accelerator with a non-zero weight is in the mix, as the loader does
+    (``with_lcm_sampling`` keeps an LCM sampling already set, else installs the pack's)."""
     if not any(e.role == mix.ROLE_ACCELERATOR and e.lora.kind == "lcm" and e.weight != 0.0 for e in entries):
-        return False
-    sampling = make_lcm_model_sampling(model.model.model_config, prediction_type_of(model), 50, 10.0, 0.5)
-    model.add_object_patch("model_sampling", sampling)
-    return True
+        return model, False
+    return with_lcm_sampling(model, boundary=True), True
 
 
 def mix_report(loaded: LoadedStack, weights, applied, lcm_sampling: bool) -> str:
-    lines = [f"LoRA mix of {len(loaded.entries)} LoRAs (family {loaded.entries[0].lora.family}), "
-             f"{len(applied)} layers patched:"]
+    """The loader's report, per LoRA of the mix, plus the sampler advice for the accelerator's kind."""
+    family = loaded.entries[0].lora.family
+    lines = [f"LoRA mix of {len(loaded.entries)} LoRAs, family {comfy_apply.FAMILY_NAMES.get(family, family)}, "
+             f"{len(applied)} layers patched (ΔW = Σ λᵢ·αᵢ/rᵢ·UᵢDᵢ):"]
     for entry, weight in zip(loaded.entries, weights, strict=True):
-        done, total = loaded.coverage[entry.lora.name]
-        lines.append(f"  {entry.role:<11} {entry.lora.name}: weight {entry.weight:g} -> applied {weight:g}, "
-                     f"{done}/{total} modules")
-    lines.append("LCM sampling set (LCM accelerator in the mix)." if lcm_sampling else "Model sampling unchanged.")
+        lora = entry.lora
+        done, total = loaded.coverage[lora.name]
+        lines.append(f"  {entry.role:<11} {lora.name} ({lora.format}, {lora.kind}, sha256 {lora.sha256[:12]}): "
+                     f"weight {entry.weight:g} -> applied {weight:g}, {done}/{total} modules")
+    kinds = [e.lora.kind for e, w in zip(loaded.entries, weights, strict=True)
+             if e.role == mix.ROLE_ACCELERATOR and w != 0.0]
+    if lcm_sampling:
+        lines.append(comfy_apply.SAMPLER_ADVICE["lcm"])
+    elif kinds:
+        lines.append(comfy_apply.SAMPLER_ADVICE.get(kinds[0], comfy_apply.SAMPLER_ADVICE["style"]))
+    else:
+        lines.append("No accelerator in the mix: model sampling unchanged.")
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
+from ..samplers.comfy_k_diffusion import sample_lcm_exact, sample_tcd
 from ..samplers.comfy_model_sampling import (
     check_lcm_capable,
     lcm_schedule,
@@ -18,7 +19,6 @@ from ..samplers.comfy_model_sampling import (
     sampling_prediction_type,
     with_lcm_sampling,
 )
-from ..samplers.k_diffusion import sample_lcm_exact, sample_tcd
 from ..samplers.timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps, parse_timesteps
 from .common import CATEGORY_SAMPLING, NODE_PREFIX
 

@@ -94,18 +94,6 @@ def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original
     return sampling_class(model_config, zsnr=zsnr)
 
 
-def prediction_type_of(model_patcher) -> str:
-    """Read the prediction type ("eps" / "v_prediction") of a ComfyUI model from its model type."""
-    import comfy.model_base
-
-    model_type = model_patcher.model.model_type
-    if model_type == comfy.model_base.ModelType.V_PREDICTION:
-        return "v_prediction"
-    if model_type == comfy.model_base.ModelType.EPS:
-        return "eps"
-    raise ValueError(f"model type {model_type} is not an eps or v-prediction model")
-
-
 @dataclass(frozen=True)
 class LCMSamplingInfo:
     """What a model's sampling object says about LCM: its grid size and whether it has the boundary."""

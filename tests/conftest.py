@@ -16,8 +16,14 @@ for path in (str(REPO), str(TESTS)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+# Import the pack's pure packages now: once ComfyUI boots, its nodes.py puts comfy/ first on sys.path and a
+# later `import lora` would find comfy/lora.py instead.
 from harness import comfy_host, models  # noqa: E402
 from harness.server import ComfyServer  # noqa: E402
+
+import lora  # noqa: E402,F401
+import lora.types  # noqa: E402,F401
+import samplers  # noqa: E402,F401
 
 SD15_CKPT = "tiny-sd15.safetensors"
 VEGA_UNET = "tiny-vega-sdxl.safetensors"

@@ -10,9 +10,10 @@ import torch
 from conftest import SD15_CKPT
 from harness import models
 from harness.comfy_host import PromptFailed
-from harness.diffusers_unet import comfy_weights_of_diffusers, diffusers_unet, lora_pipeline
+from harness.diffusers_unet import clip_l_text_encoder, comfy_weights_of_diffusers, diffusers_unet, lora_pipeline
 from safetensors import safe_open
-from test_mix_nodes import LCM, STYLE, STYLE2, XL, base, lora_files, mixed, patched_weights, rel, stack  # noqa: F401
+from safetensors.torch import load_file
+from test_mix_nodes import LCM, STYLE, STYLE2, TEXT, XL, base, lora_files, mixed, patched_weights, rel, stack  # noqa: F401
 
 ITEMS = [(LCM, 1.0, "accelerator"), (STYLE, 0.8, "style"), (STYLE2, 0.5, "style")]
 
@@ -23,7 +24,7 @@ def export(comfy, model, name, mode="concat", rank=64, overwrite=False, items=IT
     return report, comfy.base / "models" / "loras" / f"{name}.safetensors"
 
 
-def core_loaded(comfy, base, file_name):
+def core_loaded(comfy, base, file_name):  # noqa: F811 (shared fixtures from test_mix_nodes)
     model, clip = base
     return patched_weights(comfy.run_node("LoraLoader", model=model, clip=clip, lora_name=file_name,
                                           strength_model=1.0, strength_clip=1.0)[0])
@@ -39,13 +40,13 @@ def diffusers_loaded(path, original):
 
 
 @pytest.fixture(scope="module")
-def reference(comfy, base, lora_files):
+def reference(comfy, base, lora_files):  # noqa: F811 (shared fixtures from test_mix_nodes)
     """Base weights and the mixer's patched weights for ITEMS."""
     original = {k: v.detach().clone() for k, v in base[0].model.state_dict().items() if k.startswith("diffusion_model.")}
     return original, patched_weights(mixed(comfy, base[0], ITEMS)[0])
 
 
-def test_concat_export_loads_in_core_and_diffusers_and_reproduces_the_mix(comfy, base, reference):
+def test_concat_export_loads_in_core_and_diffusers_and_reproduces_the_mix(comfy, base, reference):  # noqa: F811 (shared fixtures from test_mix_nodes)
     original, mix_w = reference
     report, path = export(comfy, base[0], "export-concat")
     with safe_open(path, "pt") as handle:
@@ -65,7 +66,7 @@ def test_concat_export_loads_in_core_and_diffusers_and_reproduces_the_mix(comfy,
             assert rel(loaded[key] - original[key], mix_w[key] - original[key]) < 1e-4, key
 
 
-def test_svd_export_reports_the_true_error_and_loads_everywhere(comfy, base, reference):
+def test_svd_export_reports_the_true_error_and_loads_everywhere(comfy, base, reference):  # noqa: F811 (shared fixtures from test_mix_nodes)
     original, mix_w = reference
     report, path = export(comfy, base[0], "export-svd", mode="svd", rank=3)
     with safe_open(path, "pt") as handle:
@@ -87,7 +88,61 @@ def test_svd_export_reports_the_true_error_and_loads_everywhere(comfy, base, ref
     assert f"total {float(meta['lcmpack.error_total']):.3e}" in report
 
 
-def test_existing_file_is_refused_unless_overwrite(comfy, base, lora_files):
+def test_text_encoder_modules_are_exported_and_load_into_core_clip(comfy, base):  # noqa: F811 (shared fixtures from test_mix_nodes)
+    model, clip = base
+    items = [(LCM, 1.0, "accelerator"), (TEXT, 0.6, "style")]
+    comfy.run_node("LCMPack_LoraExport", model=model, clip=clip, stack=stack(comfy, *items), filename="export-te",
+                   mode="concat", rank=1, overwrite=False)
+    with safe_open(comfy.base / "models" / "loras" / "export-te.safetensors", "pt") as handle:
+        te_keys = sorted(k for k in handle.keys() if k.startswith("lora_te"))
+    assert te_keys == [f"lora_te_text_model_encoder_layers_0_{m}.{t}" for m in ("mlp_fc1", "self_attn_q_proj")
+                       for t in ("alpha", "lora_down.weight", "lora_up.weight")]
+    mixer_clip = comfy.run_node("LCMPack_LoraMixer", model=model, clip=clip, stack=stack(comfy, *items),
+                                style_normalization="none", allow_partial=False)[1]
+    core_clip = comfy.run_node("LoraLoader", model=model, clip=clip, lora_name="export-te.safetensors",
+                               strength_model=1.0, strength_clip=1.0)[1]
+    prefix = "clip_l.transformer.text_model.encoder.layers.0."
+    ours, core = (patched_weights(c.patcher, prefix) for c in (mixer_clip, core_clip))
+    for key in ours:
+        assert rel(core[key].float(), ours[key].float()) < torch.finfo(ours[key].dtype).eps, key
+
+
+def _diffusers_text_encoder_after(path, weight: float, clip_sd, unet_sd) -> dict[str, torch.Tensor]:
+    text_encoder = clip_l_text_encoder(clip_sd)
+    pipe = lora_pipeline(diffusers_unet(models.SD15_UNET_CONFIG, unet_sd), text_encoder)
+    pipe.load_lora_weights(str(path), adapter_name="lora")
+    pipe.set_adapters(["lora"], adapter_weights=[weight])
+    pipe.fuse_lora(components=["unet", "text_encoder"])
+    pipe.unload_lora_weights()
+    return {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items()}
+
+
+def test_text_encoder_modules_of_the_export_load_in_diffusers_like_the_source(comfy, base, reference):  # noqa: F811 (shared fixtures from test_mix_nodes)
+    """diffusers applies the exported lora_te_ modules exactly as it applies the source kohya file at λ.
+
+    (diffusers 0.42.1 with transformers 5 drops kohya text-encoder *attention* modules of any file — its
+    converter emits legacy ``to_q_lora`` names the PEFT loader does not know — so only the MLP changes; the
+    export behaves exactly like the source file there too.)
+    """
+    loras = comfy.base / "models" / "loras"
+    if not (loras / "export-te.safetensors").exists():
+        comfy.run_node("LCMPack_LoraExport", model=base[0], clip=base[1], filename="export-te", mode="concat",
+                       rank=1, overwrite=False, stack=stack(comfy, (LCM, 1.0, "accelerator"), (TEXT, 0.6, "style")))
+    clip_sd = models.build_clip_l_state_dict(seed=2, prefix="")
+    before = {k.removeprefix("text_model."): v for k, v in clip_sd.items()}
+    exported = _diffusers_text_encoder_after(loras / "export-te.safetensors", 1.0, clip_sd, reference[0])
+    source = _diffusers_text_encoder_after(loras / TEXT, 0.6, clip_sd, reference[0])
+    for key in exported:
+        if key.startswith("encoder.layers.0."):
+            assert rel(exported[key], source[key]) < 1e-5 or torch.equal(exported[key], source[key]), key
+    tensors = load_file(str(loras / TEXT))
+    name = "lora_te_text_model_encoder_layers_0_mlp_fc1"
+    expected = 0.6 * (2.0 / 4) * tensors[f"{name}.lora_up.weight"] @ tensors[f"{name}.lora_down.weight"]
+    key = "encoder.layers.0.mlp.fc1.weight"
+    assert rel(exported[key] - before[key], expected) < 1e-5
+
+
+def test_existing_file_is_refused_unless_overwrite(comfy, base, lora_files):  # noqa: F811 (shared fixtures from test_mix_nodes)
     _, path = export(comfy, base[0], "export-once", items=ITEMS[:1])
     before = path.read_bytes()
     with pytest.raises(Exception, match="already exists"):
@@ -102,7 +157,7 @@ def test_existing_file_is_refused_unless_overwrite(comfy, base, lora_files):
     (dict(items=[(LCM, 1.0, "accelerator"), (XL, 1.0, "style")]), "Vega style LoRA but the model is SD1.x"),
     (dict(items=[(LCM, 0.0, "accelerator")]), "all LoRA weights are zero"),
 ])
-def test_bad_exports_fail_clearly_and_write_nothing(comfy, base, lora_files, kwargs, message):
+def test_bad_exports_fail_clearly_and_write_nothing(comfy, base, lora_files, kwargs, message):  # noqa: F811 (shared fixtures from test_mix_nodes)
     folder = comfy.base / "models" / "loras"
     before = sorted(p.name for p in folder.iterdir())
     with pytest.raises(Exception, match=message):
@@ -122,15 +177,22 @@ def _export_prompt(filename, rank=2):
     }
 
 
-def test_export_graph_runs_in_comfyui(comfy, lora_files):
-    comfy.run_prompt(_export_prompt("graph-export"))
+def test_export_graph_runs_in_comfyui(comfy, lora_files):  # noqa: F811 (shared fixtures from test_mix_nodes)
+    outputs = comfy.run_prompt(_export_prompt("graph-export"))
+    assert outputs["export"]["text"][0].startswith("Exported graph-export.safetensors (svd, rank 2")
     path = comfy.base / "models" / "loras" / "graph-export.safetensors"
     with safe_open(path, "pt") as handle:
         assert handle.metadata()["lcmpack.mode"] == "svd" and handle.metadata()["lcmpack.rank"] == "2"
 
 
 @pytest.mark.parametrize("filename", ["../escape", "sub/name", "..", ""])
-def test_export_names_with_paths_fail_validation(comfy, lora_files, filename):
+def test_export_names_with_paths_fail_validation(comfy, lora_files, filename):  # noqa: F811 (shared fixtures from test_mix_nodes)
     with pytest.raises(PromptFailed, match="path separator|'\\.\\.'|empty"):
         comfy.run_prompt(_export_prompt(filename))
     assert not (comfy.base / "models" / "escape.safetensors").exists()
+
+
+def test_rank_below_one_fails_validation(comfy, lora_files):  # noqa: F811 (shared fixtures from test_mix_nodes)
+    with pytest.raises(PromptFailed, match="rank"):
+        comfy.run_prompt(_export_prompt("rank-zero", rank=0))
+    assert not (comfy.base / "models" / "loras" / "rank-zero.safetensors").exists()

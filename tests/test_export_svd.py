@@ -5,9 +5,10 @@ import math
 
 import pytest
 import torch
+from test_mix_math import CONV, LINEAR, _lora
+
 from lora.mix import MixEntry, concat_mix
 from lora.svd import RankError, lowrank_svd, reduce_modules
-from test_mix_math import CONV, LINEAR, _lora
 
 
 def _mix():
@@ -56,3 +57,27 @@ def test_full_rank_truncation_is_lossless():
 def test_rank_out_of_range_is_refused(rank, message):
     with pytest.raises(RankError, match=message):
         reduce_modules(_mix(), rank, device="cpu")
+
+
+def test_errors_are_measured_without_tf32_and_the_setting_is_restored():
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        seen = []
+        from lora import svd
+
+        original = svd.truncate
+
+        def spy(*args):
+            seen.append(torch.get_float32_matmul_precision())
+            return original(*args)
+
+        svd.truncate = spy
+        try:
+            reduce_modules(_mix(), 2, device="cpu")
+        finally:
+            svd.truncate = original
+        assert seen and set(seen) == {"highest"}
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(previous)

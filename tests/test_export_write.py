@@ -5,9 +5,10 @@ import os
 
 import pytest
 import torch
+from safetensors import safe_open
+
 from lora import safe_write
 from lora.safe_write import ExportPathError, atomic_save_safetensors, export_file_name
-from safetensors import safe_open
 
 TENSORS = {"x.lora_down.weight": torch.ones(2, 3), "x.alpha": torch.tensor(2.0)}
 

@@ -22,7 +22,7 @@ from lora.io import read_lora_file
 
 LOG = logging.getLogger(__name__)
 RANK, ALPHA = 8, 3.0
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2"]
+TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.2", "conv1", "time_emb_proj"]
 WEIGHT_RTOL = 1e-6  # the issue's bound, on ‖W_comfy − W_ref‖ / ‖W_ref‖
 DELTA_RTOL = 1e-5  # the update alone, ‖ΔW_comfy − ΔW_ref‖ / ‖ΔW_ref‖ (W dominates the first bound)
 
@@ -43,9 +43,9 @@ def setup(comfy, tmp_path_factory):
 
     model = comfy.run_node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)[0]
     ldm = model.model.diffusion_model.state_dict()
-    diffusers_to_ldm = {d: l for d, l in unet_to_diffusers(SD15_UNET_CONFIG).items() if l in ldm}
+    diffusers_to_ldm = {d: ldm_key for d, ldm_key in unet_to_diffusers(SD15_UNET_CONFIG).items() if ldm_key in ldm}
     unet = _diffusers_unet()
-    unet.load_state_dict({d: ldm[l] for d, l in diffusers_to_ldm.items()}, strict=True)
+    unet.load_state_dict({d: ldm[ldm_key] for d, ldm_key in diffusers_to_ldm.items()}, strict=True)
     torch.manual_seed(7)
     config = LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=TARGETS, init_lora_weights=False)
     peft_model = get_peft_model(unet, config)
@@ -74,10 +74,11 @@ def _comfy_weights(model, lora_path) -> tuple[dict[str, torch.Tensor], list[str]
 
 
 def _assert_parity(setup, comfy_weights, patched_keys, reference):
-    ldm_to_diffusers = {l: d for d, l in setup["diffusers_to_ldm"].items()}
+    ldm_to_diffusers = {ldm_key: d for d, ldm_key in setup["diffusers_to_ldm"].items()}
     base = {k: v for k, v in setup["model"].model.diffusion_model.state_dict().items()}
     # 4 transformer blocks × (2 attentions × q,k,v,out + ff.net.2) + 4 stacks × (proj_in, proj_out)
-    assert len(patched_keys) == 4 * 9 + 4 * 2
+    # + 5 resnets × (3x3 conv1, time_emb_proj)
+    assert len(patched_keys) == 4 * 9 + 4 * 2 + 5 * 2
     worst_weight, worst_delta = 0.0, 0.0
     for key in patched_keys:
         ref = reference[ldm_to_diffusers[key]].reshape(base[key].shape)
@@ -138,7 +139,7 @@ def base_unet(setup):
     """The diffusers UNet with the base weights only (no adapter), for diffusers' own LoRA loading."""
     unet = _diffusers_unet()
     base = setup["model"].model.diffusion_model.state_dict()
-    unet.load_state_dict({d: base[l] for d, l in setup["diffusers_to_ldm"].items()}, strict=True)
+    unet.load_state_dict({d: base[ldm_key] for d, ldm_key in setup["diffusers_to_ldm"].items()}, strict=True)
     return unet
 
 
@@ -158,8 +159,8 @@ def test_kohya_ldm_names_with_alpha(setup):
     """kohya keys in LDM spelling (``lora_unet_input_blocks_1_1_…``) with ``.alpha`` 3 ≠ rank 8."""
     from harness.loras import save_lora
 
-    to_ldm = {d[: -len(".weight")].replace(".", "_"): l[: -len(".weight")].replace(".", "_")
-              for d, l in setup["diffusers_to_ldm"].items() if d.endswith(".weight")}
+    to_ldm = {d[: -len(".weight")].replace(".", "_"): ldm_key[: -len(".weight")].replace(".", "_")
+              for d, ldm_key in setup["diffusers_to_ldm"].items() if d.endswith(".weight")}
     renamed = {}
     for key, tensor in _kohya_state_dict(setup, ALPHA).items():
         module, _, suffix = key.partition(".")

@@ -7,12 +7,28 @@ import torch
 from conftest import SD15_CKPT
 from harness import models
 from harness.diffusers_unet import comfy_weights_of_diffusers, diffusers_unet, lora_pipeline
-from harness.loras import make_kohya_lora
+from harness.loras import kohya_state_dict, make_kohya_lora, save_lora
+
+from lora.applied import applied_loras
 
 TARGETS = ("attention+ff")
 CONV_TARGETS = (".attn1.to_q.weight", ".attn2.to_k.weight", ".proj_in.weight", ".ff.net.2.weight",
                 ".in_layers.2.weight", ".out_layers.3.weight")
 LCM, STYLE, STYLE2, XL = "mix-lcm.safetensors", "mix-style.safetensors", "mix-style2.safetensors", "mix-xl.safetensors"
+TEXT = "mix-style-te.safetensors"
+CLIP_PREFIX = "clip_l.transformer.text_model.encoder.layers.0."
+
+
+def _with_text_encoder(seed: int) -> dict[str, torch.Tensor]:
+    """A style LoRA with UNet and CLIP-L (kohya ``lora_te_``) modules."""
+    tensors = kohya_state_dict(models.SD15_UNET_CONFIG, rank=4, alpha=2.0, seed=seed, targets="attention")
+    gen = torch.Generator().manual_seed(seed)
+    for name, (out_f, in_f) in {"self_attn_q_proj": (768, 768), "mlp_fc1": (3072, 768)}.items():
+        module = f"lora_te_text_model_encoder_layers_0_{name}"
+        tensors[f"{module}.lora_down.weight"] = torch.randn(4, in_f, generator=gen) / in_f ** 0.5
+        tensors[f"{module}.lora_up.weight"] = torch.randn(out_f, 4, generator=gen) * 0.1
+        tensors[f"{module}.alpha"] = torch.tensor(2.0)
+    return tensors
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +40,13 @@ def lora_files(comfy):
         STYLE: make_kohya_lora(cfg, folder / STYLE, rank=4, alpha=1.0, seed=12, targets=CONV_TARGETS),
         STYLE2: make_kohya_lora(cfg, folder / STYLE2, rank=2, seed=13, alpha=8.0, targets="attention"),
         XL: make_kohya_lora(models.VEGA_UNET_CONFIG, folder / XL, rank=2, seed=14, targets="attention"),
+        TEXT: save_lora(_with_text_encoder(15), folder / TEXT),
     }
     return files
 
 
 @pytest.fixture(scope="module")
-def base(comfy):
+def base(comfy, lora_files):
     model, clip = comfy.run_node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)[:2]
     return model, clip
 
@@ -47,13 +64,12 @@ def mixed(comfy, model, items, **options):
     return comfy.run_node("LCMPack_LoraMixer", model=model, stack=stack(comfy, *items), **options)
 
 
-def patched_weights(patcher) -> dict[str, torch.Tensor]:
-    """The weights ComfyUI actually runs with: patch, copy, unpatch."""
-    patcher.patch_model(device_to=torch.device("cpu"), force_patch_weights=True)
-    try:
-        return {k: v.detach().clone() for k, v in patcher.model.state_dict().items() if k.startswith("diffusion_model.")}
-    finally:
-        patcher.unpatch_model(device_to=torch.device("cpu"))
+def patched_weights(patcher, prefix="diffusion_model.") -> dict[str, torch.Tensor]:
+    """The weights ComfyUI actually runs with, loaded the way sampling loads them (``load_models_gpu``)."""
+    import comfy.model_management
+
+    comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+    return {k: v.detach().clone() for k, v in patcher.model.state_dict().items() if k.startswith(prefix)}
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -86,7 +102,7 @@ def test_mixer_equals_diffusers_set_adapters_and_fuse_lora(comfy, base, lora_fil
         assert rel(comfy_w[key], diff_w[key]) < 1e-6, key
     for key, delta in changed.items():  # the updates themselves, not only the weights, agree
         assert rel(comfy_w[key] - original[key], delta) < 1e-4, key
-    assert "2 LoRAs" in report and "LCM sampling set" in report
+    assert "2 LoRAs" in report and "LCM model sampling set" in report and "kohya, lcm" in report
 
 
 def test_weights_w_and_zero_equal_core_loraloader_at_w_and_order_does_not_matter(comfy, base):
@@ -138,6 +154,18 @@ def test_applying_the_same_lora_twice_is_refused(comfy, base):
         mixed(comfy, once, [(LCM, 1.0, "accelerator"), (STYLE, 0.8, "style")])
 
 
+def test_lcm_lora_from_the_loader_is_not_mixed_again(comfy, base):
+    loaded = comfy.run_node("LCMPack_LCMLoraLoader", model=base[0], lora_name=LCM, strength=1.0,
+                            allow_partial=False)[0]
+    with pytest.raises(Exception, match="already applied"):
+        mixed(comfy, loaded, [(LCM, 1.0, "accelerator"), (STYLE, 0.8, "style")])
+    with pytest.raises(Exception, match="acceleration LoRA this model already carries"):
+        mixed(comfy, loaded, [(STYLE, 0.8, "accelerator")])
+    styled = mixed(comfy, loaded, [(STYLE, 0.8, "style")])[0]  # a style on top of the loader is fine
+    assert [e["name"] for e in applied_loras(styled.model_options)] == [LCM, STYLE]
+    assert all(len(styled.patches[k]) == 2 for k in loaded.patches)  # LCM patch + the style patch
+
+
 def test_mix_to_lcm_sampler_graph_runs(comfy, lora_files):
     prompt = {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD15_CKPT}},
@@ -158,3 +186,49 @@ def test_mix_to_lcm_sampler_graph_runs(comfy, lora_files):
     outputs = comfy.run_prompt(prompt)
     image = outputs["save"]["images"][0]
     assert (comfy.base / "output" / image["filename"]).stat().st_size > 0
+
+
+def test_text_encoder_weights_are_mixed_into_clip_like_core(comfy, base):
+    model, clip = base
+    items = [(LCM, 1.0, "accelerator"), (TEXT, 0.6, "style")]
+    new_model, new_clip, report = comfy.run_node("LCMPack_LoraMixer", model=model, clip=clip,
+                                                 stack=stack(comfy, *items), style_normalization="none",
+                                                 allow_partial=False)
+    core_clip = comfy.run_node("LoraLoader", model=model, clip=clip, lora_name=TEXT, strength_model=0.6,
+                               strength_clip=0.6)[1]
+    ours, core, before = (patched_weights(c.patcher, "clip_l.transformer.text_model.") for c in (new_clip, core_clip, clip))
+    changed = [k for k in before if not torch.equal(core[k], before[k])]
+    assert sorted(changed) == [CLIP_PREFIX + "mlp.fc1.weight", CLIP_PREFIX + "self_attn.q_proj.weight"]
+    for key in before:  # CLIP is stored in fp16 here: agree to fp16 resolution (stochastic rounding differs)
+        assert rel(ours[key].float(), core[key].float()) < torch.finfo(core[key].dtype).eps, key
+    assert clip.patcher.patches == {} and "weight 0.6 -> applied 0.6, 42/42 modules" in report
+
+
+def test_text_encoder_lora_without_clip_says_connect_clip(comfy, base):
+    with pytest.raises(Exception, match="connect the CLIP input"):
+        mixed(comfy, base[0], [(TEXT, 0.6, "style")])
+
+
+def test_loha_modules_are_mixed_through_core_and_refused_by_export(comfy, base):
+    """LoHa is left to core's adapter: mixer == core LoraLoader chain; the export cannot merge it."""
+    module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    gen = torch.Generator().manual_seed(21)
+    tensors = {f"{module}.hada_{n}": torch.randn(shape, generator=gen) * 0.1
+               for n, shape in {"w1_a": (320, 2), "w1_b": (2, 320), "w2_a": (320, 2), "w2_b": (2, 320)}.items()}
+    tensors[f"{module}.alpha"] = torch.tensor(1.0)
+    save_lora(tensors, comfy.base / "models" / "loras" / "mix-loha.safetensors")
+    model, clip = base
+    ours = patched_weights(mixed(comfy, model, [(STYLE, 0.8, "style"), ("mix-loha.safetensors", 0.5, "style")])[0])
+    chain = comfy.run_node("LoraLoader", model=model, clip=clip, lora_name=STYLE, strength_model=0.8,
+                           strength_clip=0.0)[0]
+    chain = comfy.run_node("LoraLoader", model=chain, clip=clip, lora_name="mix-loha.safetensors",
+                           strength_model=0.5, strength_clip=0.0)[0]
+    core = patched_weights(chain)
+    key = "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+    assert not torch.equal(ours[key], patched_weights(mixed(comfy, model, [(STYLE, 0.8, "style")])[0])[key])
+    for name in core:
+        assert rel(ours[name], core[name]) < 1e-6, name
+    with pytest.raises(Exception, match="LoHa/LoKr/DoRA"):
+        comfy.run_node("LCMPack_LoraExport", model=model, stack=stack(comfy, ("mix-loha.safetensors", 0.5, "style")),
+                       filename="never-written", mode="concat", rank=1, overwrite=False)
+    assert not (comfy.base / "models" / "loras" / "never-written.safetensors").exists()

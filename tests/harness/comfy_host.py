@@ -10,6 +10,7 @@ repository) and ``models/…``; ComfyUI's own tree is only read.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -112,7 +113,9 @@ class ComfyHost:
         stub = ServerStub()
         executor = self.execution.PromptExecutor(stub, cache_type=self.execution.CacheType.CLASSIC,
                                                  cache_args={"lru": 0, "ram": 0})
-        executor.execute(prompt, str(uuid.uuid4()), {}, outputs if outputs is not None else good_outputs)
+        # A client id makes the executor send its messages (execution_error included) to the stub.
+        executor.execute(prompt, str(uuid.uuid4()), {"client_id": "harness"},
+                         outputs if outputs is not None else good_outputs)
         if not executor.success:
             errors = [data for event, data in stub.messages if event == "execution_error"]
             detail = errors[0] if errors else stub.messages
@@ -161,9 +164,12 @@ def boot(base: Path) -> ComfyHost:
     from comfy.cli_args import args
 
     args.base_directory = str(base)
-    import utils.extra_config  # noqa: F401  (must precede `import nodes`)
+    # ComfyUI's `utils` package must be imported before anything imports `nodes` (which puts comfy/ first on
+    # sys.path, after which `utils` would resolve to comfy/utils.py). Kept out of the sorted import block.
+    importlib.import_module("utils.extra_config")
     import execution
     import folder_paths
+
     import nodes
 
     folder_paths.set_output_directory(str(base / "output"))

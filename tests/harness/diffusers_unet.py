@@ -3,8 +3,8 @@
 ``diffusers_unet(unet_config, ldm_sd)`` builds a diffusers ``UNet2DConditionModel`` matching a ComfyUI
 ``unet_config`` (so far: ``models.SD15_UNET_CONFIG``, one level) and loads the ComfyUI (LDM-named) weights
 through ``comfy.utils.unet_to_diffusers``, strictly (every diffusers parameter must be covered).
-``LoraPipeline(unet)`` is the smallest object on which diffusers' own ``StableDiffusionLoraLoaderMixin``
-methods run (``load_lora_weights``, ``set_adapters``, ``fuse_lora``, ``unload_lora_weights``), UNet only.
+``lora_pipeline(unet, text_encoder)`` is the smallest object on which diffusers' own ``StableDiffusionLoraLoaderMixin``
+methods run (``load_lora_weights``, ``set_adapters``, ``fuse_lora``, ``unload_lora_weights``) over the UNet and optionally a CLIP-L text encoder.
 """
 from __future__ import annotations
 
@@ -55,20 +55,35 @@ def comfy_weights_of_diffusers(unet, unet_config: dict) -> dict[str, torch.Tenso
     return {f"diffusion_model.{to_ldm[k]}": v.detach().clone() for k, v in unet.state_dict().items() if k in to_ldm}
 
 
-def lora_pipeline(unet):
-    """A minimal object exposing diffusers' LoRA pipeline API over ``unet`` (no text encoder)."""
+def lora_pipeline(unet, text_encoder=None):
+    """A minimal object exposing diffusers' LoRA pipeline API over ``unet`` (and a CLIP text encoder)."""
     from diffusers.loaders import StableDiffusionLoraLoaderMixin
 
     class LoraPipeline(StableDiffusionLoraLoaderMixin):
-        _lora_loadable_modules = ["unet"]
+        _lora_loadable_modules = ["unet"] + (["text_encoder"] if text_encoder is not None else [])
         hf_device_map = None
 
-        def __init__(self, unet):
+        def __init__(self):
             self.unet = unet
-            self.text_encoder = None
+            self.text_encoder = text_encoder
 
         @property
         def components(self):
-            return {"unet": self.unet}
+            return {name: getattr(self, name) for name in self._lora_loadable_modules}
 
-    return LoraPipeline(unet)
+    return LoraPipeline()
+
+
+def clip_l_text_encoder(clip_sd: dict[str, torch.Tensor]):
+    """A transformers ``CLIPTextModel`` (CLIP-L shape) holding the given weights (``text_model.…`` keys)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                            num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                            projection_dim=768)
+    model = CLIPTextModel(config)
+    weights = {k: v for k, v in clip_sd.items() if not k.endswith("position_ids")}  # a buffer, not a weight
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if [k for k in missing if "position_ids" not in k] or unexpected:
+        raise AssertionError(f"CLIP twin does not match: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval()

@@ -43,6 +43,10 @@ ATTENTION_SUFFIXES = (
     ".proj_in.weight", ".proj_out.weight",
 )
 FEED_FORWARD_SUFFIXES = (".ff.net.0.proj.weight", ".ff.net.2.weight")
+# What diffusers' LCM-LoRA training script targets besides attention/ff (train_lcm_distill_lora_sd_wds.py):
+# resnet convs, conv_shortcut, time_emb_proj, down/upsampler convs (LDM names below).
+RESNET_SUFFIXES = (".in_layers.2.weight", ".out_layers.3.weight", ".emb_layers.1.weight", ".skip_connection.weight",
+                   ".op.weight", ".conv.weight")
 
 
 def _unet_config_of(model_or_config) -> dict:
@@ -69,12 +73,15 @@ def lora_weight_names(model_or_config, targets: str | tuple[str, ...] = "attenti
     """The UNet weights (LDM names, ``...weight``) a LoRA with ``targets`` covers, with their shapes.
 
     ``targets``: "attention" (q/k/v/out of every attention + proj_in/proj_out), "attention+ff" (adds the
-    feed-forward linears), or a tuple of weight-name suffixes.
+    feed-forward linears), "lcm-full" (adds resnet/sampler convs and time-embedding projections, the layers the
+    published LCM-LoRAs cover), or a tuple of weight-name suffixes.
     """
     if targets == "attention":
         suffixes = ATTENTION_SUFFIXES
     elif targets == "attention+ff":
         suffixes = ATTENTION_SUFFIXES + FEED_FORWARD_SUFFIXES
+    elif targets == "lcm-full":
+        suffixes = ATTENTION_SUFFIXES + FEED_FORWARD_SUFFIXES + RESNET_SUFFIXES
     else:
         suffixes = tuple(targets)
     shapes = unet_weight_shapes(_unet_config_of(model_or_config))
