@@ -2,17 +2,20 @@
 (no node_errors) and runs on generated models; API twins equal the converted UI files.
 
 Conversion uses comfy-cli's converter (``harness.workflows.ui_to_api``, strict: no node may be dropped).
-Execution uses the in-process host (``comfy.run_prompt`` fails on any node error), with the published model
-names resolved to generated stand-ins and the one documented loader swap for SDXL (harness/workflows.py).
+Validation and execution use the shared test server (POST /prompt must answer without node_errors; the history
+must report success), whose models folder holds only the generated stand-ins under the published names, with
+the documented loader swap for SDXL (harness/workflows.py). (The in-process host is shared with other tests
+that write their own files under the same published names, so it is not used here.)
 """
 from __future__ import annotations
 
 import json
 import sys
+import uuid
 
 import pytest
 from harness import workflows
-from harness.workflow_fixtures import example_models, live_object_info, workflow_host, workflow_server  # noqa: F401
+from harness.workflow_fixtures import example_models, live_object_info, workflow_server  # noqa: F401
 from PIL import Image
 
 sys.path.insert(0, str(workflows.REPO / "scripts"))
@@ -53,18 +56,19 @@ def test_api_twin_equals_conversion_against_live_object_info(name, live_object_i
 
 @pytest.mark.server
 @pytest.mark.parametrize("name", NAMES)
-def test_ui_workflow_converts_validates_and_runs_on_generated_models(name, workflow_host,  # noqa: F811
+def test_ui_workflow_converts_validates_and_runs_on_generated_models(name, workflow_server,  # noqa: F811
                                                                       live_object_info):  # noqa: F811
     prompt = workflows.substitute_api(workflows.ui_to_api(workflows.load_ui(name), live_object_info))
-    ok, error, _outputs, node_errors = workflow_host.validate(prompt)
-    assert ok and not node_errors, f"{name}: {error} {node_errors}"
-    export_targets = _remove_export_targets(prompt, workflow_host)
-    outputs = workflow_host.run_prompt(prompt)
-    images = [image for output in outputs.values() for image in output.get("images", [])]
+    export_targets = _unique_export_targets(prompt, workflow_server.base)
+    status, answer = workflow_server.post_prompt(prompt)
+    assert status == 200 and answer.get("node_errors") == {}, f"{name}: ComfyUI validation: {answer}"
+    entry = workflow_server.wait_history(answer["prompt_id"])
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    images = [image for output in entry["outputs"].values() for image in output.get("images", [])]
     savers = [k for k, node in prompt.items() if node["class_type"] == "SaveImage"]
-    assert len(images) == len(savers), f"{name}: {outputs}"
+    assert len(images) == len(savers), f"{name}: {entry['outputs']}"
     for image in images:
-        with Image.open(workflow_host.base / "output" / image.get("subfolder", "") / image["filename"]) as png:
+        with Image.open(workflow_server.base / "output" / image.get("subfolder", "") / image["filename"]) as png:
             assert png.size[0] >= workflows.GENERATED_LATENT_SIZE and png.size[1] == workflows.GENERATED_LATENT_SIZE
             assert png.getextrema() != ((0, 0), (0, 0), (0, 0)), "an all-black image"
     for target in export_targets:
@@ -73,14 +77,14 @@ def test_ui_workflow_converts_validates_and_runs_on_generated_models(name, workf
         assert any(key.startswith("lora_unet_") for key in header), f"{target} holds no kohya LoRA keys"
 
 
-def _remove_export_targets(prompt: dict, host) -> list:
-    """Files the export node will write (removed first: the node never overwrites without being told to)."""
+def _unique_export_targets(prompt: dict, base) -> list:
+    """Give each export node a file name of its own (the node never overwrites, and the shared server caches
+    identical prompts); return the files it must write."""
     targets = []
     for node in prompt.values():
         if node["class_type"] == EXPORT_NODE:
-            target = host.base / "models" / "loras" / f"{node['inputs']['filename']}.safetensors"
-            target.unlink(missing_ok=True)
-            targets.append(target)
+            node["inputs"]["filename"] += f"-{uuid.uuid4().hex[:8]}"
+            targets.append(base / "models" / "loras" / f"{node['inputs']['filename']}.safetensors")
     return targets
 
 

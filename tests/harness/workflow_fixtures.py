@@ -1,7 +1,7 @@
 """Session fixtures for the example-workflow tests (workflows, server, browser): one set of generated models,
 one ComfyUI server with the test-only nodes, shared by every module that imports these fixtures.
 
-Test modules do ``from harness.workflow_fixtures import example_models, workflow_host, workflow_server``.
+Test modules do ``from harness.workflow_fixtures import example_models, workflow_server``.
 pytest registers an imported fixture once per module, so the objects themselves are cached here: every
 module gets the same models folder and the same server process.
 """
@@ -25,15 +25,6 @@ def example_models(tmp_path_factory, model_store) -> Path:
         _SHARED["models"] = workflows.write_example_models(
             root, sd15_checkpoint=model_store / "checkpoints" / "tiny-sd15.safetensors")
     return _SHARED["models"]
-
-
-@pytest.fixture(scope="session")
-def workflow_host(comfy, example_models):
-    """The in-process ComfyUI host with the example models, the input image and the test-only nodes."""
-    workflows.link_models(example_models, comfy.base)
-    workflows.write_example_input(comfy.base / "input")
-    workflows.ensure_testkit_loaded(comfy)
-    return comfy
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ models. On the user's own models (``--models``) nothing is changed.
 """
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import logging
@@ -279,16 +278,6 @@ def link_testkit(base: Path) -> Path:
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(TESTKIT_DIR, target_is_directory=True)
     return link
-
-
-def ensure_testkit_loaded(host) -> None:
-    """Load the test-only node folder into an already booted in-process host (ComfyUI's own loader)."""
-    if TESTKIT_LOADER in host.nodes.NODE_CLASS_MAPPINGS:
-        return
-    link = link_testkit(host.base)
-    ok = asyncio.run(host.nodes.load_custom_node(str(link)))
-    if not ok or TESTKIT_LOADER not in host.nodes.NODE_CLASS_MAPPINGS:
-        raise RuntimeError(f"could not load the test-only nodes from {link}")
 
 
 def copy_outputs(images: list[dict], output_dir: Path, into: Path, prefix: str) -> list[Path]:
