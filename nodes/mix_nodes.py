@@ -14,7 +14,7 @@ from ..lora import mix
 from ..lora.export import MODES, build_export, kohya_names
 from ..lora.safe_write import atomic_save_safetensors
 from . import mix_support
-from .common import CATEGORY_LORA, NODE_PREFIX
+from .common import CATEGORY_LORA, NODE_PREFIX, check_model_file
 
 LOG = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ class LoraStack(io.ComfyNode):
             ],
             outputs=[STACK.Output(display_name="stack", tooltip="The list extended by this LoRA (a new list).")],
         )
+
+    @classmethod
+    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+        return check_model_file("loras", "lora_name", lora_name)
 
     @classmethod
     def execute(cls, lora_name: str, weight: float, role: str, stack=None) -> io.NodeOutput:
@@ -140,14 +144,15 @@ class LoraExport(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, filename: str = "lcm_mix", rank: int = 64, **_) -> bool | str:
+    def validate_inputs(cls, filename: str | None = None, rank: int | None = None) -> bool | str:
+        # No **kwargs: with them ComfyUI skips its own combo/min/max checks of every input.
         from ..lora.safe_write import ExportPathError, export_file_name
 
         try:
-            export_file_name(filename)
+            export_file_name(filename if filename is not None else "lcm_mix")
         except ExportPathError as error:
             return str(error)
-        if rank < 1:
+        if rank is not None and rank < 1:
             return f"rank={rank} must be >= 1."
         return True
 

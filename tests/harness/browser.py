@@ -1,0 +1,195 @@
+"""Drive the real ComfyUI frontend (``comfyui-frontend-package``) in headless Chromium the way a user does.
+
+Debian's ``chromium`` (installed by .ci/system-deps) is driven by Playwright with ``executable_path``;
+Playwright's own browser downloads are never used. A workflow is loaded by dropping its JSON file on the
+graph canvas (a ``drop`` event with a ``DataTransfer`` holding a ``File``: the frontend's own file-drop
+handler runs), queued with the **Run** button, and the result is awaited as the image shown in the
+``SaveImage`` node.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+CHROMIUM = Path(os.environ.get("LCMPACK_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT = {"width": 1920, "height": 1080}
+# Stored as the server's user settings before it starts: no first-run template dialog, no minimap,
+# node text drawn at every zoom (screenshots stay readable).
+FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False,
+                     "LiteGraph.Canvas.MinFontSizeForLOD": 1, "Comfy.InstalledVersion": "1.32.9"}
+INIT_SCRIPT = "localStorage.setItem('vueNodesBannerDismissed', 'true');"
+
+DROP_FILE_JS = """([text, name]) => {
+    const file = new File([text], name, {type: 'application/json'});
+    const transfer = new DataTransfer();
+    transfer.items.add(file);
+    const canvas = document.querySelector('#graph-canvas');
+    for (const type of ['dragenter', 'dragover', 'drop']) {
+        canvas.dispatchEvent(new DragEvent(type, {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    }
+}"""
+GRAPH_STATE_JS = """() => ({
+    nodes: app.graph.nodes.map(n => ({id: n.id, type: n.type, errors: !!n.has_errors,
+                                       registered: !!LiteGraph.registered_node_types[n.type]})),
+    dialogs: Array.from(document.querySelectorAll('[role=dialog]')).map(d => d.innerText.trim()),
+    nodeErrors: app.lastNodeErrors || {},
+    executionError: app.lastExecutionError ? JSON.stringify(app.lastExecutionError) : null,
+})"""
+IMAGES_SHOWN_JS = """(types) => app.graph.nodes.filter(n => types.includes(n.type)).every(
+    n => n.imgs && n.imgs.length > 0 && n.imgs.every(img => img.complete && img.naturalWidth > 0))"""
+GRAPH_BOUNDS_JS = """() => {
+    const ds = app.canvas.ds, title = LiteGraph.NODE_TITLE_HEIGHT;
+    let box = [Infinity, Infinity, -Infinity, -Infinity];
+    for (const n of app.graph.nodes) {
+        const [x, y] = n.pos, [w, h] = n.size;
+        box = [Math.min(box[0], x), Math.min(box[1], y - title), Math.max(box[2], x + w), Math.max(box[3], y + h)];
+    }
+    const s = ds.scale, [ox, oy] = ds.offset;
+    return [(box[0] + ox) * s, (box[1] + oy) * s, (box[2] + ox) * s, (box[3] + oy) * s];
+}"""
+ERROR_WORDS = ("missing", "failed", "error", "not found", "invalid")
+
+
+class FrontendReportedError(AssertionError):
+    """The frontend showed a problem: missing node types, a dialog, validation or execution errors."""
+
+
+@dataclass
+class LoadReport:
+    node_types: list[str]
+    unregistered: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+
+def write_frontend_settings(base: Path) -> None:
+    settings = base / "user" / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps(FRONTEND_SETTINGS, indent=2))
+
+
+def chromium_available() -> bool:
+    return CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)
+
+
+class Frontend:
+    """One headless Chromium page on a ComfyUI server's frontend."""
+
+    def __init__(self, url: str) -> None:
+        from playwright.sync_api import sync_playwright
+
+        self._playwright = sync_playwright().start()
+        self.browser = self._playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                                        headless=True)
+        context = self.browser.new_context(viewport=VIEWPORT)
+        context.add_init_script(INIT_SCRIPT)
+        self.page = context.new_page()
+        self.console: list[str] = []
+        self.page.on("console", lambda message: self.console.append(f"{message.type}: {message.text}"))
+        self.page.goto(url)
+        self.page.wait_for_function("() => window.app && app.graph && app.canvas && window.LiteGraph",
+                                    timeout=120_000)
+        self.page.wait_for_timeout(1000)
+
+    def close(self) -> None:
+        self.browser.close()
+        self._playwright.stop()
+
+    def state(self) -> dict:
+        return self.page.evaluate(GRAPH_STATE_JS)
+
+    def close_dialogs(self) -> None:
+        for _ in range(3):
+            if not self.state()["dialogs"]:
+                return
+            self.page.keyboard.press("Escape")
+            self.page.wait_for_timeout(300)
+
+    def drop_workflow(self, workflow: dict, file_name: str, settle_ms: int = 1500) -> LoadReport:
+        """Drop a workflow file on the canvas; report what the frontend says (raises nothing)."""
+        self.close_dialogs()
+        expected = len(workflow["nodes"])
+        self.page.evaluate(DROP_FILE_JS, [json.dumps(workflow), file_name])
+        self.page.wait_for_function(f"() => app.graph.nodes.length === {expected}", timeout=30_000)
+        self.page.wait_for_timeout(settle_ms)
+        state = self.state()
+        types = [n["type"] for n in state["nodes"]]
+        unregistered = sorted({n["type"] for n in state["nodes"] if n["errors"] or not n["registered"]})
+        return LoadReport(types, unregistered, state["dialogs"])
+
+    def load_checked(self, workflow: dict, file_name: str) -> LoadReport:
+        """Drop a workflow and fail on missing node types or any dialog the frontend opened."""
+        report = self.drop_workflow(workflow, file_name)
+        if report.unregistered or report.dialogs:
+            raise FrontendReportedError(f"{file_name}: missing node types {report.unregistered}; "
+                                        f"dialogs: {report.dialogs}")
+        return report
+
+    def open_template_browser(self, pack_folder: str) -> str:
+        """Open the sidebar's template browser on the pack's section (Extensions → pack); return its text."""
+        self.close_dialogs()
+        self.page.get_by_role("button", name="Templates").first.click()
+        dialog = self.page.get_by_role("dialog")
+        dialog.get_by_text(pack_folder, exact=True).first.click()
+        dialog.get_by_text("Showing").first.wait_for(timeout=30_000)
+        self.page.wait_for_timeout(1000)
+        return dialog.inner_text()
+
+    def open_template(self, name: str, expected_nodes: int) -> LoadReport:
+        """Click a template's card in the open template browser; report what the frontend loaded."""
+        self.page.get_by_role("dialog").get_by_text(name, exact=True).first.click()
+        self.page.wait_for_function(f"() => app.graph.nodes.length === {expected_nodes}", timeout=30_000)
+        self.page.wait_for_timeout(1500)
+        state = self.state()
+        unregistered = sorted({n["type"] for n in state["nodes"] if n["errors"] or not n["registered"]})
+        return LoadReport([n["type"] for n in state["nodes"]], unregistered, state["dialogs"])
+
+    def fit_view(self) -> None:
+        self.page.get_by_role("button", name="Fit View").click()
+        self.page.wait_for_timeout(500)
+
+    def screenshot_canvas(self, path: Path, margin: int = 24) -> Path:
+        """Screenshot of the graph: the nodes' bounding box on screen (after :meth:`fit_view`), plus a margin."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        canvas = self.page.locator("#graph-canvas").bounding_box()
+        x0, y0, x1, y1 = self.page.evaluate(GRAPH_BOUNDS_JS)
+        left, top = max(canvas["x"], canvas["x"] + x0 - margin), max(canvas["y"], canvas["y"] + y0 - margin)
+        right = min(canvas["x"] + canvas["width"], canvas["x"] + x1 + margin)
+        bottom = min(canvas["y"] + canvas["height"], canvas["y"] + y1 + margin)
+        self.page.screenshot(path=str(path), clip={"x": left, "y": top, "width": right - left, "height": bottom - top})
+        return path
+
+    def run_and_wait(self, image_node_types: list[str], timeout_s: float = 300) -> dict:
+        """Press Run; wait until the prompt finished and every image node shows its image.
+
+        Fails on validation errors, execution errors or an error dialog. Returns the prompt's history entry.
+        """
+        before = set(self._fetch("/api/history"))
+        self.page.get_by_role("button", name="Run", exact=True).click()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self.state()
+            if state["nodeErrors"] or state["executionError"]:
+                raise FrontendReportedError(f"validation/execution errors: {state['nodeErrors']} "
+                                            f"{state['executionError']}")
+            bad = [d for d in state["dialogs"] if any(w in d.lower() for w in ERROR_WORDS)]
+            if bad:
+                raise FrontendReportedError(f"error dialog: {bad}")
+            finished = {k: v for k, v in self._fetch("/api/history").items() if k not in before}
+            if finished and self.page.evaluate(IMAGES_SHOWN_JS, image_node_types):
+                entry = next(iter(finished.values()))
+                if entry["status"]["status_str"] != "success":
+                    raise FrontendReportedError(f"prompt failed: {entry['status']}")
+                return entry
+            self.page.wait_for_timeout(500)
+        raise FrontendReportedError(f"no output image after {timeout_s} s; console: {self.console[-10:]}")
+
+    def _fetch(self, path: str):
+        return self.page.evaluate("(path) => fetch(path).then(r => r.json())", path)

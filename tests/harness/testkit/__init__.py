@@ -1,0 +1,49 @@
+"""Test-only ComfyUI custom node folder: ``LCMPackTest_TinySDXLCheckpointLoader``.
+
+Loaded next to the pack by the workflow tests and by ``scripts/run_examples.py`` (when it runs on generated
+models). It stands in for ``CheckpointLoaderSimple`` on SDXL workflows -- same input name ``ckpt_name`` and
+outputs MODEL/CLIP/VAE -- because a real SDXL text encoder pair is too big for CI (see
+tests/harness/tiny_sdxl.py). It is never shipped to users and never appears in ``example_workflows/``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_TESTS = str(Path(__file__).resolve().parents[2])
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+
+import comfy.sd  # noqa: E402
+import comfy.utils  # noqa: E402
+import folder_paths  # noqa: E402
+
+from harness.tiny_sdxl import build_tiny_sdxl_clip, split_tiny_sdxl_checkpoint  # noqa: E402
+
+NODE_ID = "LCMPackTest_TinySDXLCheckpointLoader"
+
+
+class TinySDXLCheckpointLoader:
+    """Loads a tiny SDXL test checkpoint into the same MODEL/CLIP/VAE objects CheckpointLoaderSimple gives."""
+
+    DESCRIPTION = "TEST ONLY: loads the tiny SDXL checkpoint written by tests/harness/tiny_sdxl.py."
+    CATEGORY = "testing"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load_checkpoint"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"ckpt_name": (folder_paths.get_filename_list("checkpoints"),
+                                           {"tooltip": "A tiny SDXL test checkpoint."})}}
+
+    def load_checkpoint(self, ckpt_name):
+        path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)
+        unet_sd, vae_sd, clip_sd = split_tiny_sdxl_checkpoint(comfy.utils.load_torch_file(path, safe_load=True))
+        model = comfy.sd.load_diffusion_model_state_dict(unet_sd)
+        if model is None:
+            raise RuntimeError(f"{ckpt_name}: the UNet section is not detected as an SDXL-family model")
+        return model, build_tiny_sdxl_clip(clip_sd), comfy.sd.VAE(sd=vae_sd)
+
+
+NODE_CLASS_MAPPINGS = {NODE_ID: TinySDXLCheckpointLoader}
+NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: "Tiny SDXL Checkpoint (test only)"}

@@ -1,0 +1,292 @@
+"""The pack's example workflows as test and demo material: published model names, generated stand-ins,
+UI → API conversion against a node catalogue (``/object_info``), and the one test-only substitution.
+
+Shared by the tests (tests/test_workflows*.py, tests/test_server*.py, tests/test_browser*.py) and by
+``scripts/run_examples.py`` (the README's main job).
+
+Model names. The workflows in ``example_workflows/`` name the files users really have (``PUBLISHED_MODELS``,
+documented in docs/workflows.md with where to get them). On generated models, :func:`write_example_models`
+writes tiny stand-ins *under those same names*, so a workflow runs unchanged -- with one exception: a real
+SDXL text encoder pair is too big for CI, so :func:`substitute_api` / :func:`substitute_ui` swap the
+``CheckpointLoaderSimple`` that loads ``sd_xl_base_1.0.safetensors`` for the test-only
+``LCMPackTest_TinySDXLCheckpointLoader`` (same input, same outputs; tests/harness/tiny_sdxl.py). That table
+(:data:`GENERATED_LOADER_SWAPS`) and the latent size (:data:`GENERATED_LATENT_SIZE`: 64 px instead of 512 or
+1024, to keep CPU runs short) are the only changes made to a shipped workflow before it runs on generated
+models. On the user's own models (``--models``) nothing is changed.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import models as tiny_models
+from . import tiny_sdxl
+from .comfy_host import REPO
+
+LOG = logging.getLogger(__name__)
+
+EXAMPLES_DIR = REPO / "example_workflows"
+API_DIR = EXAMPLES_DIR / "api"
+TESTKIT_DIR = Path(__file__).resolve().parent / "testkit"
+TESTKIT_FOLDER_NAME = "lcmpack-testkit"
+TESTKIT_LOADER = "LCMPackTest_TinySDXLCheckpointLoader"
+EXAMPLE_INPUT_IMAGE = "example.png"
+UI_ONLY_NODE_TYPES = frozenset({"Note", "MarkdownNote", "PrimitiveNode", "Reroute"})
+GENERATED_MODELS_VERSION = "1"
+GENERATED_LATENT_SIZE = 64
+LATENT_SIZE_NODES = {"EmptyLatentImage": ("width", "height")}
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """A model file the example workflows refer to by its published (or conventionally renamed) name."""
+
+    name: str
+    folder: str
+    source: str
+    url: str
+    family: str
+    note: str = ""
+
+
+PUBLISHED_MODELS: dict[str, PublishedModel] = {m.name: m for m in (
+    PublishedModel("v1-5-pruned-emaonly.safetensors", "checkpoints", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                   "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/"
+                   "v1-5-pruned-emaonly.safetensors", "sd1.5"),
+    PublishedModel("sd_xl_base_1.0.safetensors", "checkpoints", "stabilityai/stable-diffusion-xl-base-1.0",
+                   "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/"
+                   "sd_xl_base_1.0.safetensors", "sdxl"),
+    PublishedModel("lcm-lora-sdv1-5.safetensors", "loras", "latent-consistency/lcm-lora-sdv1-5",
+                   "https://huggingface.co/latent-consistency/lcm-lora-sdv1-5/resolve/main/"
+                   "pytorch_lora_weights.safetensors", "sd1.5",
+                   "published as pytorch_lora_weights.safetensors: save it under this name"),
+    PublishedModel("lcm-lora-sdxl.safetensors", "loras", "latent-consistency/lcm-lora-sdxl",
+                   "https://huggingface.co/latent-consistency/lcm-lora-sdxl/resolve/main/"
+                   "pytorch_lora_weights.safetensors", "sdxl",
+                   "published as pytorch_lora_weights.safetensors: save it under this name"),
+    PublishedModel("papercut.safetensors", "loras", "TheLastBen/Papercut_SDXL",
+                   "https://huggingface.co/TheLastBen/Papercut_SDXL/resolve/main/papercut.safetensors", "sdxl",
+                   "the style LoRA of the LCM-LoRA report's mixing example (weights 1.0 / 0.8)"),
+    PublishedModel("TCD-SD15-LoRA.safetensors", "loras", "h1t/TCD-SD15-LoRA",
+                   "https://huggingface.co/h1t/TCD-SD15-LoRA/resolve/main/pytorch_lora_weights.safetensors",
+                   "sd1.5", "published as pytorch_lora_weights.safetensors: save it under this name"),
+)}
+
+# On generated models only: (class_type, widget/input name, file name) -> test-only class_type.
+GENERATED_LOADER_SWAPS = {
+    ("CheckpointLoaderSimple", "ckpt_name", "sd_xl_base_1.0.safetensors"): TESTKIT_LOADER,
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Example files
+# ---------------------------------------------------------------------------------------------------------
+
+def example_names() -> list[str]:
+    """Stems of the UI-format workflows in ``example_workflows/`` (what the template browser lists)."""
+    return sorted(p.stem for p in EXAMPLES_DIR.glob("*.json"))
+
+
+def load_ui(name: str) -> dict:
+    return json.loads((EXAMPLES_DIR / f"{name}.json").read_text())
+
+
+def load_api(name: str) -> dict:
+    return json.loads((API_DIR / f"{name}.json").read_text())
+
+
+def referenced_models(ui_or_api: dict) -> set[str]:
+    """Published model names a workflow refers to (any widget value equal to a known file name)."""
+    values: list[Any] = []
+    if "nodes" in ui_or_api:
+        for node in ui_or_api["nodes"]:
+            values.extend(node.get("widgets_values") or [])
+    else:
+        for node in ui_or_api.values():
+            values.extend(node.get("inputs", {}).values())
+    return {v for v in values if isinstance(v, str) and v in PUBLISHED_MODELS}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Conversion UI -> API
+# ---------------------------------------------------------------------------------------------------------
+
+class ConversionError(AssertionError):
+    """A UI workflow could not be converted completely (unknown node type or a node the converter dropped)."""
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """Convert a UI-format workflow to an API prompt with comfy-cli's converter, strictly.
+
+    comfy-cli logs and *skips* a node it cannot convert; here every executable node must come out, and every
+    node type must be known to ``object_info`` (a workflow naming an unregistered node id fails here).
+    """
+    from comfy_cli.workflow_to_api import convert_ui_to_api
+
+    nodes = [n for n in workflow["nodes"] if n.get("type") not in UI_ONLY_NODE_TYPES and n.get("mode", 0) == 0]
+    unknown = sorted({n["type"] for n in nodes if n["type"] not in object_info})
+    if unknown:
+        raise ConversionError(f"node types not registered on this ComfyUI: {unknown}")
+    prompt = convert_ui_to_api(workflow, object_info)
+    missing = sorted(str(n["id"]) for n in nodes if str(n["id"]) not in prompt)
+    if missing:
+        raise ConversionError(f"comfy-cli dropped nodes {missing} while converting")
+    return prompt
+
+
+def object_info_in_process(nodes_module, node_types: set[str] | None = None) -> dict:
+    """``/object_info`` computed in-process, the way server.py's ``node_info`` builds it (V3 and V1 nodes)."""
+    mappings = nodes_module.NODE_CLASS_MAPPINGS
+    info: dict[str, dict] = {}
+    for node_type in sorted(node_types or mappings):
+        if node_type not in mappings:
+            continue
+        cls = mappings[node_type]
+        if hasattr(cls, "GET_NODE_INFO_V1"):
+            info[node_type] = cls.GET_NODE_INFO_V1()
+            continue
+        inputs = cls.INPUT_TYPES()
+        info[node_type] = {
+            "input": inputs, "input_order": {k: list(v.keys()) for k, v in inputs.items()},
+            "output": list(cls.RETURN_TYPES), "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)),
+            "output_is_list": list(getattr(cls, "OUTPUT_IS_LIST", [False] * len(cls.RETURN_TYPES))),
+            "name": node_type, "display_name": nodes_module.NODE_DISPLAY_NAME_MAPPINGS.get(node_type, node_type),
+            "description": getattr(cls, "DESCRIPTION", ""), "category": getattr(cls, "CATEGORY", "sd"),
+            "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+        }
+    return info
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The test-only substitution (generated models only)
+# ---------------------------------------------------------------------------------------------------------
+
+def substitute_api(prompt: dict) -> dict:
+    """A copy of ``prompt`` for generated models: :data:`GENERATED_LOADER_SWAPS` (class_type only) and
+    :data:`GENERATED_LATENT_SIZE`."""
+    out = copy.deepcopy(prompt)
+    for node in out.values():
+        for name in LATENT_SIZE_NODES.get(node.get("class_type"), ()):
+            node["inputs"][name] = GENERATED_LATENT_SIZE
+        for (class_type, input_name, file_name), replacement in GENERATED_LOADER_SWAPS.items():
+            if node.get("class_type") == class_type and node.get("inputs", {}).get(input_name) == file_name:
+                node["class_type"] = replacement
+    return out
+
+
+def substitute_ui(workflow: dict) -> dict:
+    """A copy of a UI workflow for generated models (the changes of :func:`substitute_api`).
+
+    Latent sizes are the first widgets of ``EmptyLatentImage`` (width, height)."""
+    out = copy.deepcopy(workflow)
+    for node in out["nodes"]:
+        for index, _name in enumerate(LATENT_SIZE_NODES.get(node.get("type"), ())):
+            node["widgets_values"][index] = GENERATED_LATENT_SIZE
+        for (class_type, _input_name, file_name), replacement in GENERATED_LOADER_SWAPS.items():
+            if node.get("type") == class_type and (node.get("widgets_values") or [None])[0] == file_name:
+                node["type"] = replacement
+                node.setdefault("properties", {})["Node name for S&R"] = replacement
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generated stand-ins under the published names
+# ---------------------------------------------------------------------------------------------------------
+
+def _lora_specs() -> dict[str, dict]:
+    sd15, sdxl = tiny_models.SD15_UNET_CONFIG, tiny_sdxl.TINY_SDXL_UNET_CONFIG
+    return {
+        "lcm-lora-sdv1-5.safetensors": {"config": sd15, "seed": 11, "kind": "lcm", "rank": 8},
+        "lcm-lora-sdxl.safetensors": {"config": sdxl, "seed": 12, "kind": "lcm", "rank": 8},
+        "papercut.safetensors": {"config": sdxl, "seed": 13, "kind": None, "rank": 4},
+        "TCD-SD15-LoRA.safetensors": {"config": sd15, "seed": 14, "kind": "tcd", "rank": 8},
+    }
+
+
+def write_example_models(models_root: Path, sd15_checkpoint: Path | None = None) -> Path:
+    """Write tiny stand-ins for every :data:`PUBLISHED_MODELS` file into a ComfyUI ``models`` folder.
+
+    ``sd15_checkpoint``: an existing tiny SD1.5 checkpoint to link instead of generating one. Reuses what a
+    previous call wrote (stamp file), so a second call is instant.
+    """
+    from .loras import make_kohya_lora
+
+    stamp = models_root / ".lcmpack-generated"
+    if stamp.exists() and stamp.read_text().strip() == GENERATED_MODELS_VERSION and all(
+            (models_root / m.folder / m.name).exists() for m in PUBLISHED_MODELS.values()):
+        return models_root
+    checkpoints = models_root / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    sd15 = checkpoints / "v1-5-pruned-emaonly.safetensors"
+    if not sd15.exists():
+        if sd15_checkpoint is not None:
+            sd15.symlink_to(sd15_checkpoint.resolve())
+        else:
+            tiny_models.write_sd15_checkpoint(sd15, seed=0)
+    sdxl = checkpoints / "sd_xl_base_1.0.safetensors"
+    if not sdxl.exists():
+        tiny_sdxl.write_tiny_sdxl_checkpoint(sdxl, seed=1)
+    for name, spec in _lora_specs().items():
+        target = models_root / "loras" / name
+        if not target.exists():
+            make_kohya_lora(spec["config"], target, rank=spec["rank"], seed=spec["seed"], kind=spec["kind"])
+    stamp.write_text(GENERATED_MODELS_VERSION + "\n")
+    return models_root
+
+
+def write_example_input(input_dir: Path) -> Path:
+    """The img2img example's input image (``example.png``, as in ComfyUI's own ``input/``): a colour gradient."""
+    from PIL import Image
+
+    input_dir.mkdir(parents=True, exist_ok=True)
+    path = input_dir / EXAMPLE_INPUT_IMAGE
+    if not path.exists():
+        image = Image.new("RGB", (64, 64))
+        image.putdata([(4 * x, 4 * y, 255 - 2 * (x + y)) for y in range(64) for x in range(64)])
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+        image.save(tmp)
+        os.replace(tmp, path)
+    return path
+
+
+def link_models(models_root: Path, base: Path) -> None:
+    """Link every file of ``models_root/<folder>/`` into ``base/models/<folder>/`` (existing names kept)."""
+    for folder in models_root.iterdir():
+        if not folder.is_dir():
+            continue
+        for file in folder.iterdir():
+            target = base / "models" / folder.name / file.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists() and not target.is_symlink():
+                target.symlink_to(file.resolve())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The test-only node folder
+# ---------------------------------------------------------------------------------------------------------
+
+def link_testkit(base: Path) -> Path:
+    """Put the test-only node folder into ``base/custom_nodes`` (before a server or host boots from it)."""
+    link = base / "custom_nodes" / TESTKIT_FOLDER_NAME
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(TESTKIT_DIR, target_is_directory=True)
+    return link
+
+
+def copy_outputs(images: list[dict], output_dir: Path, into: Path, prefix: str) -> list[Path]:
+    """Copy SaveImage results (``{filename, subfolder, type}``) out of ComfyUI's output folder."""
+    into.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for image in images:
+        source = output_dir / image.get("subfolder", "") / image["filename"]
+        target = into / f"{prefix}{image['filename']}"
+        shutil.copyfile(source, target)
+        copied.append(target)
+    return copied
