@@ -16,8 +16,8 @@ from ..samplers.comfy_model_sampling import (
     check_lcm_capable,
     lcm_schedule,
     make_lcm_model_sampling,
+    reused_lcm_sampling,
     sampling_prediction_type,
-    with_lcm_sampling,
 )
 from ..samplers.timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps, parse_timesteps
 from .common import CATEGORY_SAMPLING, NODE_PREFIX
@@ -234,7 +234,7 @@ class KSamplerLCM(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed: int, steps: int, cfg: float, sampler: str,
                 gamma: float, denoise: float) -> io.NodeOutput:
-        model = with_lcm_sampling(model, boundary=(sampler == "lcm"))
+        model = reused_lcm_sampling(model, boundary=(sampler == "lcm"))
         sigmas = lcm_schedule(model.get_model_object("model_sampling"), steps, denoise)
         latent = latent_image.copy()
         samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])

@@ -19,6 +19,7 @@ import comfy.model_sampling
 import torch
 
 from .boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
+from .comfy_clone_cache import reused_clone
 from .timesteps import DEFAULT_ORIGINAL_INFERENCE_STEPS, check_custom_timesteps, lcm_timesteps
 
 LOG = logging.getLogger(__name__)
@@ -198,6 +199,25 @@ def lcm_schedule(model_sampling, steps: int, denoise: float = 1.0, original_infe
     return schedule_sigmas(model_sampling, timesteps)
 
 
+def needs_lcm_patch(model_sampling, boundary: bool = True) -> bool:
+    """Whether :func:`with_lcm_sampling` has to patch a clone (checks LCM/TCD capability first)."""
+    check_lcm_capable(model_sampling)
+    info = lcm_sampling_info(model_sampling)
+    return info.boundary != boundary and not (info.source == "none" and not boundary)
+
+
+def reused_lcm_sampling(model_patcher, boundary: bool = True):
+    """:func:`with_lcm_sampling`, returning the same patched clone again for the same, unchanged input model.
+
+    ComfyUI then sees the same ModelPatcher on every execution and skips its re-load bookkeeping
+    (``comfy_clone_cache`` has the lifetime and invalidation rules). The input model is never mutated.
+    """
+    if not needs_lcm_patch(model_patcher.get_model_object("model_sampling"), boundary):
+        return model_patcher
+    return reused_clone(model_patcher, ("lcm_sampling", bool(boundary)),
+                        lambda model: with_lcm_sampling(model, boundary))
+
+
 def with_lcm_sampling(model_patcher, boundary: bool = True):
     """The model set up for LCM (``boundary=True``) or TCD (``False``): a patched clone, or the model as is.
 
@@ -206,12 +226,9 @@ def with_lcm_sampling(model_patcher, boundary: bool = True):
     without the boundary; a plain discrete model is used unchanged. The input model is never mutated.
     """
     model_sampling = model_patcher.get_model_object("model_sampling")
-    check_lcm_capable(model_sampling)
+    if not needs_lcm_patch(model_sampling, boundary):
+        return model_patcher
     info = lcm_sampling_info(model_sampling)
-    if info.boundary == boundary:
-        return model_patcher
-    if info.source == "none" and not boundary:
-        return model_patcher
     patched = model_patcher.clone()
     patched.add_object_patch("model_sampling", make_lcm_model_sampling(
         model_patcher.model.model_config, sampling_prediction_type(model_sampling),

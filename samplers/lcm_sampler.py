@@ -52,11 +52,12 @@ def _report(callback, i, x, sigma, denoised) -> None:
 def lcm_loop(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise_sampler: NoiseSampler,
              renoise: Renoise, callback=None, disable: bool | None = None) -> torch.Tensor:
     """LCM multistep sampling over ``sigmas`` (descending, last 0 for a full run); see the module docstring."""
+    renoise_after = (sigmas[1:] > 0).tolist()  # one device read for the branch tests, not one per step
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = denoise(x, sigmas[i])
         _report(callback, i, x, sigmas[i], denoised)
         x = denoised
-        if sigmas[i + 1] > 0:
+        if renoise_after[i]:
             x = renoise(sigmas[i + 1], noise_sampler(sigmas[i], sigmas[i + 1]), denoised)
     return x
 
@@ -82,14 +83,16 @@ def tcd_loop(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise_sam
     ``timestep_of(sigma)`` maps a schedule sigma back to its integer training timestep.
     """
     gamma = check_gamma(gamma)
+    # Branch tests and σ_s indices read from the device once, before the loop (not a sync per step).
+    is_last = [not positive for positive in (sigmas[1:] > 0).tolist()]
+    next_timesteps = [0 if last else timestep_of(sigmas[i + 1]) for i, last in enumerate(is_last)]
     for i in trange(len(sigmas) - 1, disable=disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, sigma)
         _report(callback, i, x, sigma, denoised)
         eps = (x - denoised) / sigma
-        last = not sigma_next > 0
-        next_timestep = 0 if last else timestep_of(sigma_next)
-        sigma_s = train_sigmas[tcd_intermediate_timestep(next_timestep, gamma)].to(x)
+        last = is_last[i]
+        sigma_s = train_sigmas[tcd_intermediate_timestep(next_timesteps[i], gamma)].to(x)
         x = denoised + sigma_s * eps
         if last:
             x = x / (1.0 + sigma_s ** 2) ** 0.5
