@@ -7,11 +7,14 @@ script runs on a bare GPU box with torch + safetensors. LoRAs: LCM rank 64 / alp
 (like lcm-lora-sdxl), style A rank 32 on attention, style B rank 16 on attention + feed-forward.
 
 What is timed (wall clock, median of --repeats, after one warm-up): ``lora.export.build_export`` (concat of
-the three, per-layer truncated SVD via QR, dense reconstruction of ΔW and ΔW_r for the measured error) and
-the atomic safetensors write. Usage::
+the three, per-layer truncated SVD via QR, cast to the save dtype, dense reconstruction of ΔW and ΔW_r for
+the measured error) and the atomic safetensors write of each file (``write_svd``: the rank-64 file,
+``write_concat``: the lossless one), in ``--save-dtype`` (fp16 by default, like the node and the published
+LoRAs). Usage::
 
     python bench/bench_export.py                   # CPU, full SDXL shapes
     python bench/bench_export.py --device cuda     # GPU
+    python bench/bench_export.py --save-dtype fp32 # the fp32 files (twice the bytes)
     python bench/bench_export.py --smoke           # a few layers, one repeat (checks the script runs)
 """
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lora.export import build_export  # noqa: E402
+from lora.export import DEFAULT_SAVE_DTYPE, SAVE_DTYPES, build_export  # noqa: E402
 from lora.mix import MixEntry  # noqa: E402
 from lora.safe_write import atomic_save_safetensors  # noqa: E402
 from lora.types import LoraFile, LoraModule  # noqa: E402
@@ -101,7 +104,8 @@ def make_lora(name: str, shapes: dict, rank: int, alpha: float, suffixes: tuple[
     return LoraFile(name=name, sha256=f"{seed:064x}", format="kohya", family="sdxl", kind=kind, modules=modules)
 
 
-def run(device: str, smoke: bool, repeats: int, rank: int) -> dict:
+def run(device: str, smoke: bool, repeats: int, rank: int,  # noqa: PLR0913 (command-line options)
+        save_dtype: str = DEFAULT_SAVE_DTYPE) -> dict:
     shapes = sdxl_layer_shapes()
     if smoke:
         shapes = dict(list(shapes.items())[:24])
@@ -111,26 +115,28 @@ def run(device: str, smoke: bool, repeats: int, rank: int) -> dict:
                         "style")]
     weights = [e.weight for e in entries]
     names = {key: "lora_unet_" + key.replace(".", "_") for key in shapes}
-    timings: dict[str, list[float]] = {"svd": [], "concat": [], "write": []}
-    result = None
+    timings: dict[str, list[float]] = {"svd": [], "concat": [], "write_svd": [], "write_concat": []}
+    sizes: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as folder:
         for attempt in range(repeats + 1):  # attempt 0 is the warm-up
             for mode in ("svd", "concat"):
                 _sync(device)
                 start = time.perf_counter()
-                result = build_export(entries, weights, mode, rank, names, device=device)
+                result = build_export(entries, weights, mode, rank, names, device=device, save_dtype=save_dtype)
                 _sync(device)
                 if attempt:
                     timings[mode].append(time.perf_counter() - start)
-            start = time.perf_counter()
-            atomic_save_safetensors(result.tensors, result.metadata, folder, f"bench{attempt}")
-            if attempt:
-                timings["write"].append(time.perf_counter() - start)
-    svd = build_export(entries, weights, "svd", rank, names, device=device)
+                start = time.perf_counter()
+                path = atomic_save_safetensors(result.tensors, result.metadata, folder, f"bench-{mode}{attempt}")
+                if attempt:
+                    timings[f"write_{mode}"].append(time.perf_counter() - start)
+                sizes[mode] = path.stat().st_size
+    svd = build_export(entries, weights, "svd", rank, names, device=device, save_dtype=save_dtype)
     return {
         "device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or 'x86'}, "
                                                                           f"{torch.get_num_threads()} threads)",
-        "torch": torch.__version__, "layers": len(shapes), "smoke": smoke, "rank": rank,
+        "torch": torch.__version__, "layers": len(shapes), "smoke": smoke, "rank": rank, "save_dtype": save_dtype,
+        "file_mib": {mode: round(size / 2**20, 1) for mode, size in sizes.items()},
         "lora_params_millions": round(sum(m.up.numel() + m.down.numel() for e in entries
                                           for m in e.lora.modules.values()) / 1e6, 1),
         "median_s": {k: round(statistics.median(v), 3) for k, v in timings.items()},
@@ -149,6 +155,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a few layers and one repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rank", type=int, default=64)
+    parser.add_argument("--save-dtype", default=DEFAULT_SAVE_DTYPE, choices=tuple(SAVE_DTYPES),
+                        help="dtype of the written factors (the export node's save_dtype)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads (0: torch's default); 1 avoids OpenMP oversubscription on busy hosts")
     parser.add_argument("--json", type=Path, help="also write the result here")
@@ -157,7 +165,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but torch.cuda.is_available() is False")
-    result = run(args.device, args.smoke, 1 if args.smoke else args.repeats, args.rank)
+    result = run(args.device, args.smoke, 1 if args.smoke else args.repeats, args.rank, args.save_dtype)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

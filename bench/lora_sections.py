@@ -180,12 +180,12 @@ def section_export_node(ctx: BenchContext, family_name: str) -> None:
     arms = {f"LoraExport {mode}{' rank 64' if mode == 'svd' else ''}: LCM + 2 style → 1 file": (
         lambda mode=mode: ctx.host.call("LCMPack_LoraExport", model=models.unet.comfy, stack=stack,
                                         filename=f"bench-export-{family_name}-{mode}", mode=mode, rank=64,
-                                        overwrite=True)) for mode in ("svd", "concat")}
+                                        overwrite=True, save_dtype="fp16")) for mode in ("svd", "concat")}
     results = timing.interleave(arms, ctx.device, ctx.short_repeats, 1 if not ctx.smoke else 0)
     from .profile_sections import cprofile_breakdown
 
     breakdown = cprofile_breakdown(ctx, f"export_{family_name}", arms, EXPORT_FUNCTIONS)
-    ctx.report("export", timing.table(f"{family_name}: merged export (LoraExport node, file written)", results)
+    ctx.report("export", timing.table(f"{family_name}: merged export (LoraExport node, fp16 file written)", results)
                + "\n" + breakdown, {"family": family_name, **{k: v.seconds for k, v in results.items()}})
 
 

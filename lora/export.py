@@ -11,8 +11,13 @@ the whole file is needed by diffusers: its kohya converter names the alphas of a
 then matches nothing and those layers fall back to the file's most common alpha (measured with diffusers
 0.42.1: per-layer alphas left attention weights 17 % off; one alpha matches to float precision).
 
+Factors are written in the chosen save dtype (``fp16`` by default, like the published LCM-LoRAs; ``bf16``;
+``fp32`` for a bit-exact concat); alpha tensors are always float32 (an integer rank above 256 is not exact in
+bf16, above 2048 not in fp16). The reported errors are measured on the factors *as written*, i.e. after the
+cast, against the exact mix of equation (1), so they are the true errors of the file.
+
 Metadata (safetensors header, all str; lists/dicts JSON-encoded) under ``lcmpack.*``: sources (name, sha256,
-format, role, weight as given and as applied), base family, accelerator, mode, rank, measured errors.
+format, role, weight as given and as applied), base family, accelerator, mode, rank, save dtype, measured errors.
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ from .types import LoraModule
 LOG = logging.getLogger(__name__)
 
 MODES = ("concat", "svd")
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+DEFAULT_SAVE_DTYPE = "fp16"
 _LDM_UNET_PREFIXES = ("lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_",
                       "lora_unet_time_embed_", "lora_unet_label_emb_", "lora_unet_out_")
 
@@ -78,11 +85,25 @@ def kohya_names(key_map: Mapping[str, object]) -> dict[str, str]:
     return {target: name for target, (priority, name) in best.items() if priority < 9}
 
 
-def module_tensors(name: str, module: LoraModule, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The three kohya tensors of one module."""
-    return {f"{name}.lora_down.weight": module.down.to(dtype).contiguous(),
-            f"{name}.lora_up.weight": module.up.to(dtype).contiguous(),
-            f"{name}.alpha": torch.tensor(float(module.alpha), dtype=dtype)}
+def module_tensors(name: str, module: LoraModule) -> dict[str, torch.Tensor]:
+    """The three kohya tensors of one module (factors as they are; alpha as a float32 scalar)."""
+    return {f"{name}.lora_down.weight": module.down.contiguous(),
+            f"{name}.lora_up.weight": module.up.contiguous(),
+            f"{name}.alpha": torch.tensor(float(module.alpha), dtype=torch.float32)}
+
+
+def save_dtype_of(save_dtype: str) -> torch.dtype:
+    """The torch dtype of a save-dtype name ('fp16', 'bf16', 'fp32')."""
+    if save_dtype not in SAVE_DTYPES:
+        raise ExportError(f"save dtype {save_dtype!r} is unknown; use one of {tuple(SAVE_DTYPES)} "
+                          f"({DEFAULT_SAVE_DTYPE} is what published LoRAs use).")
+    return SAVE_DTYPES[save_dtype]
+
+
+def cast_modules(modules: Mapping[str, LoraModule], dtype: torch.dtype) -> dict[str, LoraModule]:
+    """The modules with their factors in ``dtype`` on the CPU (what is written), alpha unchanged."""
+    return {key: LoraModule(down=m.down.to(device="cpu", dtype=dtype), up=m.up.to(device="cpu", dtype=dtype),
+                            alpha=m.alpha) for key, m in modules.items()}
 
 
 def uniform_alpha(modules: Mapping[str, LoraModule], alpha: float) -> dict[str, LoraModule]:
@@ -140,28 +161,29 @@ def _check_exportable(entries: Sequence[MixEntry], modules: Mapping[str, LoraMod
 
 def build_export(entries: Sequence[MixEntry], weights: Sequence[float], mode: str, rank: int,
                  names: Mapping[str, str], device: torch.device | str | None = None,
-                 dtype: torch.dtype = torch.float32) -> ExportResult:
+                 save_dtype: str = DEFAULT_SAVE_DTYPE) -> ExportResult:
     """Mix ``entries`` with the applied ``weights`` and turn the mix into kohya tensors plus metadata.
 
     ``names`` maps target weight keys to kohya module names (:func:`kohya_names`). ``mode`` 'concat' is
-    exact (rank = Σ rᵢ per layer, ``rank`` ignored); 'svd' truncates every layer to ``rank``.
+    exact (rank = Σ rᵢ per layer, ``rank`` ignored; exact to float precision only with ``save_dtype``
+    'fp32'); 'svd' truncates every layer to ``rank``. The factors are cast to ``save_dtype`` and the errors
+    are measured on the cast factors against equation (1) (:func:`measure_concat`).
     """
     if mode not in MODES:
         raise ExportError(f"export mode {mode!r} is unknown; use one of {MODES}.")
+    dtype = save_dtype_of(save_dtype)
     check_entries(entries)
     device = torch.device(device) if device is not None else default_device()
     concat = concat_mix(entries, weights)
     _check_exportable(entries, concat, names)
-    if mode == "svd":
-        modules, report = reduce_modules(concat, rank, device)
-    else:
-        modules, report = concat, measure_concat(entries, weights, concat, device)
+    modules = reduce_modules(concat, rank, device)[0] if mode == "svd" else concat
     out_rank = max(m.rank for m in modules.values())
-    modules = uniform_alpha(modules, float(out_rank))
+    modules = cast_modules(uniform_alpha(modules, float(out_rank)), dtype)
+    report = measure_concat(entries, weights, modules, device)
     tensors: dict[str, torch.Tensor] = {}
     for key, module in modules.items():
-        tensors.update(module_tensors(names[key], module, dtype))
-    metadata = export_metadata(entries, weights, mode, out_rank, report)
+        tensors.update(module_tensors(names[key], module))
+    metadata = export_metadata(entries, weights, mode, out_rank, report) | {"lcmpack.save_dtype": save_dtype}
     return ExportResult(tensors=tensors, metadata=metadata, modules=modules, report=report, rank=out_rank)
 
 

@@ -11,7 +11,7 @@ import logging
 from comfy_api.latest import io, ui
 
 from ..lora import mix
-from ..lora.export import MODES, build_export, kohya_names
+from ..lora.export import DEFAULT_SAVE_DTYPE, MODES, SAVE_DTYPES, build_export, kohya_names
 from ..lora.safe_write import atomic_save_safetensors
 from . import mix_support
 from .common import CATEGORY_LORA, NODE_PREFIX, check_model_file
@@ -139,6 +139,10 @@ class LoraExport(io.ComfyNode):
                                optional=True, tooltip=_NORM_TOOLTIP),
                 io.Float.Input("style_budget", default=1.0, min=0.0, max=10.0, step=0.01, optional=True,
                                tooltip="Target of the style normalisation (ignored for 'none')."),
+                io.Combo.Input("save_dtype", options=list(SAVE_DTYPES), default=DEFAULT_SAVE_DTYPE, optional=True,
+                               tooltip="Precision of the written factors. fp16: like published LoRAs (half the "
+                                       "size of fp32). bf16: same size, wider range. fp32: bit-exact concat. The "
+                                       "reported error is measured on the factors as written."),
             ],
             outputs=[io.String.Output(display_name="report", tooltip="File written, mode, rank, measured error.")],
         )
@@ -158,11 +162,13 @@ class LoraExport(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, stack, filename: str, mode: str, rank: int, overwrite: bool, clip=None,
-                style_normalization: str = "none", style_budget: float = 1.0) -> io.NodeOutput:
+                style_normalization: str = "none", style_budget: float = 1.0,
+                save_dtype: str = DEFAULT_SAVE_DTYPE) -> io.NodeOutput:  # noqa: PLR0913 (inputs of the schema)
         loaded = mix_support.load_stack(stack, model, clip, allow_partial=False)
         weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
         names = kohya_names(mix_support.key_map(model, clip))
-        result = build_export(loaded.entries, weights, mode, rank, names, device=mix_support.export_device())
+        result = build_export(loaded.entries, weights, mode, rank, names, device=mix_support.export_device(),
+                              save_dtype=save_dtype)
         path = atomic_save_safetensors(result.tensors, result.metadata, mix_support.lora_folder(), filename,
                                        overwrite=overwrite)
         report = mix_support.export_report(path, mode, result, loaded, weights)

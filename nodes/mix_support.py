@@ -176,7 +176,7 @@ def mix_report(loaded: LoadedStack, weights, applied, lcm_sampling: bool) -> str
 def export_report(path: Path, mode: str, result, loaded: LoadedStack, weights) -> str:
     worst_key, worst = result.report.worst_layer
     sources = [f"{e.lora.name} ({e.role}, {w:g})" for e, w in zip(loaded.entries, weights, strict=True)]
-    return (f"Exported {path.name} ({mode}, rank {result.rank}, {len(result.modules)} layers, "
+    return (f"Exported {path.name} ({mode}, {result.metadata['lcmpack.save_dtype']}, rank {result.rank}, {len(result.modules)} layers, "
             f"{path.stat().st_size / 2**20:.1f} MiB) to {path.parent}\n"
             f"Measured relative error: total {result.report.total_error:.3e}, worst layer {worst:.3e} "
             f"({worst_key})\nSources: {json.dumps(sources)}")

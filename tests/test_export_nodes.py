@@ -18,9 +18,10 @@ from test_mix_nodes import LCM, STYLE, STYLE2, TEXT, XL, base, lora_files, mixed
 ITEMS = [(LCM, 1.0, "accelerator"), (STYLE, 0.8, "style"), (STYLE2, 0.5, "style")]
 
 
-def export(comfy, model, name, mode="concat", rank=64, overwrite=False, items=ITEMS):
+def export(comfy, model, name, mode="concat", rank=64, overwrite=False, items=ITEMS, save_dtype="fp32"):
+    """Precision tests write fp32 (the node's default is fp16, like published LoRAs)."""
     (report,) = comfy.run_node("LCMPack_LoraExport", model=model, stack=stack(comfy, *items), filename=name,
-                               mode=mode, rank=rank, overwrite=overwrite)
+                               mode=mode, rank=rank, overwrite=overwrite, save_dtype=save_dtype)
     return report, comfy.base / "models" / "loras" / f"{name}.safetensors"
 
 
@@ -66,14 +67,18 @@ def test_concat_export_loads_in_core_and_diffusers_and_reproduces_the_mix(comfy,
             assert rel(loaded[key] - original[key], mix_w[key] - original[key]) < 1e-4, key
 
 
-def test_svd_export_reports_the_true_error_and_loads_everywhere(comfy, base, reference):  # noqa: F811 (shared fixtures from test_mix_nodes)
+@pytest.mark.parametrize(("save_dtype", "dtype"), [("fp32", torch.float32), ("fp16", torch.float16),
+                                                   ("bf16", torch.bfloat16)])
+def test_svd_export_reports_the_true_error_and_loads_everywhere(comfy, base, reference, save_dtype, dtype):  # noqa: F811 (shared fixtures from test_mix_nodes)
+    """The reported errors are those of the factors as written (after the cast to the save dtype)."""
     original, mix_w = reference
-    report, path = export(comfy, base[0], "export-svd", mode="svd", rank=3)
+    report, path = export(comfy, base[0], f"export-svd-{save_dtype}", mode="svd", rank=3, save_dtype=save_dtype)
     with safe_open(path, "pt") as handle:
         meta = handle.metadata()
         conv = handle.get_tensor("lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight")
         conv_up = handle.get_tensor("lora_unet_down_blocks_0_resnets_0_conv1.lora_up.weight")
     assert conv.shape == (3, 320, 3, 3) and conv_up.shape == (320, 3, 1, 1) and meta["lcmpack.rank"] == "3"
+    assert conv.dtype == conv_up.dtype == dtype and meta["lcmpack.save_dtype"] == save_dtype
     per_layer = json.loads(meta["lcmpack.error_per_layer"])
     for loaded in (core_loaded(comfy, base, path.name), diffusers_loaded(path, original)):
         err_sq = norm_sq = 0.0
@@ -92,7 +97,7 @@ def test_text_encoder_modules_are_exported_and_load_into_core_clip(comfy, base):
     model, clip = base
     items = [(LCM, 1.0, "accelerator"), (TEXT, 0.6, "style")]
     comfy.run_node("LCMPack_LoraExport", model=model, clip=clip, stack=stack(comfy, *items), filename="export-te",
-                   mode="concat", rank=1, overwrite=False)
+                   mode="concat", rank=1, overwrite=False, save_dtype="fp32")
     with safe_open(comfy.base / "models" / "loras" / "export-te.safetensors", "pt") as handle:
         te_keys = sorted(k for k in handle.keys() if k.startswith("lora_te"))
     assert te_keys == [f"lora_te_text_model_encoder_layers_0_{m}.{t}" for m in ("mlp_fc1", "self_attn_q_proj")
@@ -127,7 +132,7 @@ def test_text_encoder_modules_of_the_export_load_in_diffusers_like_the_source(co
     loras = comfy.base / "models" / "loras"
     if not (loras / "export-te.safetensors").exists():
         comfy.run_node("LCMPack_LoraExport", model=base[0], clip=base[1], filename="export-te", mode="concat",
-                       rank=1, overwrite=False, stack=stack(comfy, (LCM, 1.0, "accelerator"), (TEXT, 0.6, "style")))
+                       rank=1, overwrite=False, save_dtype="fp32", stack=stack(comfy, (LCM, 1.0, "accelerator"), (TEXT, 0.6, "style")))
     clip_sd = models.build_clip_l_state_dict(seed=2, prefix="")
     before = {k.removeprefix("text_model."): v for k, v in clip_sd.items()}
     exported = _diffusers_text_encoder_after(loras / "export-te.safetensors", 1.0, clip_sd, reference[0])
@@ -178,11 +183,24 @@ def _export_prompt(filename, rank=2):
 
 
 def test_export_graph_runs_in_comfyui(comfy, lora_files):  # noqa: F811 (shared fixtures from test_mix_nodes)
+    """Without save_dtype (a graph saved before it existed) the file is written in fp16, alpha in fp32."""
     outputs = comfy.run_prompt(_export_prompt("graph-export"))
-    assert outputs["export"]["text"][0].startswith("Exported graph-export.safetensors (svd, rank 2")
+    assert outputs["export"]["text"][0].startswith("Exported graph-export.safetensors (svd, fp16, rank 2")
     path = comfy.base / "models" / "loras" / "graph-export.safetensors"
     with safe_open(path, "pt") as handle:
-        assert handle.metadata()["lcmpack.mode"] == "svd" and handle.metadata()["lcmpack.rank"] == "2"
+        meta = handle.metadata()
+        assert meta["lcmpack.mode"] == "svd" and meta["lcmpack.rank"] == "2" and meta["lcmpack.save_dtype"] == "fp16"
+        dtypes = {("alpha" if key.endswith(".alpha") else "factor", handle.get_tensor(key).dtype)
+                  for key in handle.keys()}
+    assert dtypes == {("alpha", torch.float32), ("factor", torch.float16)}
+
+
+def test_unknown_save_dtype_fails_validation(comfy, lora_files):  # noqa: F811 (shared fixtures from test_mix_nodes)
+    prompt = _export_prompt("bad-dtype")
+    prompt["export"]["inputs"]["save_dtype"] = "fp8"
+    with pytest.raises(PromptFailed, match="save_dtype|fp8"):
+        comfy.run_prompt(prompt)
+    assert not (comfy.base / "models" / "loras" / "bad-dtype.safetensors").exists()
 
 
 @pytest.mark.parametrize("filename", ["../escape", "sub/name", "..", ""])

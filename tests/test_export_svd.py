@@ -1,4 +1,5 @@
-"""SVD rank reduction (lora.svd): QR trick vs dense SVD, measured error = true error, rank bounds."""
+"""SVD rank reduction (lora.svd): QR trick vs dense SVD, measured error = true error, rank bounds; the export's
+reported error is the error of the tensors as written in every save dtype."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,8 @@ import pytest
 import torch
 from test_mix_math import CONV, LINEAR, _lora
 
-from lora.mix import MixEntry, concat_mix
+from lora.export import SAVE_DTYPES, ExportError, build_export
+from lora.mix import MixEntry, concat_mix, mixed_delta
 from lora.svd import RankError, lowrank_svd, reduce_modules
 
 
@@ -81,3 +83,37 @@ def test_errors_are_measured_without_tf32_and_the_setting_is_restored():
         assert torch.get_float32_matmul_precision() == "high"
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+def _file_delta(tensors: dict, name: str) -> torch.Tensor:
+    """ΔW of one module as a loader computes it from the written tensors: (alpha/rank)·up·down, in float64."""
+    up, down = tensors[f"{name}.lora_up.weight"].double(), tensors[f"{name}.lora_down.weight"].double()
+    scale = float(tensors[f"{name}.alpha"]) / down.shape[0]
+    return scale * (up.reshape(up.shape[0], -1) @ down.reshape(down.shape[0], -1))
+
+
+@pytest.mark.parametrize("save_dtype", ["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize(("mode", "rank"), [("concat", 1), ("svd", 3)])
+def test_export_reports_the_error_of_the_tensors_as_written(save_dtype, mode, rank):
+    """build_export measures its errors after the cast to the save dtype, against equation (1) in float64."""
+    entries = [MixEntry(_lora("lcm", 1, 8, 4.0), 1.0, "accelerator"), MixEntry(_lora("s1", 2, 4, 4.0), 0.8),
+               MixEntry(_lora("s2", 3, 4, 1.0), 0.8)]
+    names = {LINEAR: "lora_unet_linear", CONV: "lora_unet_conv"}
+    result = build_export(entries, [e.weight for e in entries], mode, rank, names, device="cpu",
+                          save_dtype=save_dtype)
+    assert result.metadata["lcmpack.save_dtype"] == save_dtype
+    assert result.tensors["lora_unet_conv.lora_up.weight"].dtype == SAVE_DTYPES[save_dtype]
+    assert result.tensors["lora_unet_conv.alpha"].dtype == torch.float32
+    for key, name in names.items():
+        reference = mixed_delta(entries, key).double()
+        reference = reference.reshape(reference.shape[0], -1)
+        true = float((_file_delta(result.tensors, name) - reference).norm() / reference.norm())
+        assert math.isclose(result.report.layer_errors[key], true, rel_tol=1e-3, abs_tol=1e-7), (key, true)
+        if mode == "concat" and save_dtype != "fp32":
+            assert true > 1e-5  # the cast is really measured (the fp32 concat error is ~1e-7)
+
+
+def test_unknown_save_dtype_is_refused():
+    with pytest.raises(ExportError, match="save dtype 'fp8' is unknown"):
+        build_export([MixEntry(_lora("lcm", 1, 8, 4.0), 1.0, "accelerator")], [1.0], "concat", 1,
+                     {LINEAR: "a", CONV: "b"}, device="cpu", save_dtype="fp8")
