@@ -176,7 +176,8 @@ def build_export(entries: Sequence[MixEntry], weights: Sequence[float], mode: st
     device = torch.device(device) if device is not None else default_device()
     concat = concat_mix(entries, weights)
     _check_exportable(entries, concat, names)
-    modules = reduce_modules(concat, rank, device)[0] if mode == "svd" else concat
+    # Errors are measured below on the factors as written, so the SVD skips its own measurement.
+    modules = reduce_modules(concat, rank, device, measure=False)[0] if mode == "svd" else concat
     out_rank = max(m.rank for m in modules.values())
     modules = cast_modules(uniform_alpha(modules, float(out_rank)), dtype)
     report = measure_concat(entries, weights, modules, device)

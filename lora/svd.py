@@ -80,14 +80,19 @@ def lowrank_svd(up: torch.Tensor, down: torch.Tensor) -> tuple[torch.Tensor, tor
     """Exact thin SVD of ΔW = up @ down via QR of both factors: returns (left, S, right_t), descending S."""
     q1, r1 = torch.linalg.qr(up, mode="reduced")
     q2, r2 = torch.linalg.qr(down.T, mode="reduced")
-    u_small, s, vh_small = torch.linalg.svd(r1 @ r2.T, full_matrices=False)
+    # The core is only (Σr × Σr): LAPACK on the CPU beats a cuSOLVER launch per layer at that size.
+    small = (r1 @ r2.T).cpu()
+    u_small, s, vh_small = (t.to(up.device) for t in torch.linalg.svd(small, full_matrices=False))
     return q1 @ u_small, s, vh_small @ q2.T
 
 
-def truncate(module: LoraModule, rank: int, device: torch.device) -> tuple[LoraModule, float, float]:
+def truncate(module: LoraModule, rank: int, device: torch.device,
+             measure: bool = True) -> tuple[LoraModule, float, float]:
     """Rank-``rank`` module closest to ``module`` in Frobenius norm, with (‖ΔW − ΔW_r‖², ‖ΔW‖²) measured.
 
     Layers whose own rank is below ``rank`` keep their rank (the SVD is still taken; the error is ~0).
+    ``measure=False`` skips the dense reconstruction (errors returned as 0) for callers that measure the
+    factors they finally write (the export measures after casting to the save dtype).
     """
     up, down = factor_matrices(module, device)
     left, s, right_t = lowrank_svd(up, down)
@@ -95,9 +100,11 @@ def truncate(module: LoraModule, rank: int, device: torch.device) -> tuple[LoraM
     root = s[:keep].sqrt()
     new_up = left[:, :keep] * root
     new_down = root[:, None] * right_t[:keep]
-    dense = up @ down
-    error_sq = float(torch.linalg.matrix_norm(dense - new_up @ new_down) ** 2)
-    norm_sq = float(torch.linalg.matrix_norm(dense) ** 2)
+    error_sq = norm_sq = 0.0
+    if measure:
+        dense = up @ down
+        error_sq = float(torch.linalg.matrix_norm(dense - new_up @ new_down) ** 2)
+        norm_sq = float(torch.linalg.matrix_norm(dense) ** 2)
     if module.down.ndim == 4:
         new_down = new_down.reshape(keep, *module.down.shape[1:])
         new_up = new_up.reshape(new_up.shape[0], keep, 1, 1)
@@ -117,16 +124,17 @@ def check_rank(rank: int, modules: Mapping[str, LoraModule]) -> int:
     return max_rank
 
 
-def reduce_modules(modules: Mapping[str, LoraModule], rank: int,
-                   device: torch.device | str | None = None) -> tuple[dict[str, LoraModule], ReductionReport]:
-    """Truncated SVD of every module to ``rank`` (on the GPU when available), with measured errors."""
+def reduce_modules(modules: Mapping[str, LoraModule], rank: int, device: torch.device | str | None = None,
+                   measure: bool = True) -> tuple[dict[str, LoraModule], ReductionReport]:
+    """Truncated SVD of every module to ``rank`` (on the GPU when available), with measured errors
+    (``measure=False``: no errors, for callers that measure what they finally write)."""
     check_rank(rank, modules)
     device = torch.device(device) if device is not None else default_device()
     report = ReductionReport()
     reduced: dict[str, LoraModule] = {}
     with full_precision_matmul():
         for key, module in modules.items():
-            reduced[key], error_sq, norm_sq = truncate(module, rank, device)
+            reduced[key], error_sq, norm_sq = truncate(module, rank, device, measure)
             report.error_sq += error_sq
             report.norm_sq += norm_sq
             report.layer_errors[key] = math.sqrt(error_sq / norm_sq) if norm_sq > 0 else 0.0
