@@ -76,12 +76,15 @@ def test_dropped_workflow_loads_clean_runs_and_shows_its_image(name, frontend, w
 
 
 def test_templates_open_from_the_template_browser(frontend, screenshots):
-    text = frontend.open_template_browser(TEMPLATE_SECTION)
-    for name in NAMES:
-        assert name in text, f"{name} not in the template browser"
-    frontend.page.screenshot(path=str(screenshots / "template_browser.png"))
-    shipped = workflows.load_ui(BROKEN_SOURCE)
-    report = frontend.open_template(BROKEN_SOURCE, len(shipped["nodes"]))
+    try:
+        text = frontend.open_template_browser(TEMPLATE_SECTION)
+        for name in NAMES:
+            assert name in text, f"{name} not in the template browser"
+        frontend.page.screenshot(path=str(screenshots / "template_browser.png"))
+        shipped = workflows.load_ui(BROKEN_SOURCE)
+        report = frontend.open_template(BROKEN_SOURCE, len(shipped["nodes"]))
+    finally:
+        frontend.close_dialogs()
     assert sorted(report.node_types) == sorted(n["type"] for n in shipped["nodes"])
     assert not report.unregistered and not report.dialogs, report
 

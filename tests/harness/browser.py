@@ -106,11 +106,14 @@ class Frontend:
         return self.page.evaluate(GRAPH_STATE_JS)
 
     def close_dialogs(self) -> None:
-        for _ in range(3):
+        for attempt in range(4):
             if not self.state()["dialogs"]:
                 return
-            self.page.keyboard.press("Escape")
-            self.page.wait_for_timeout(300)
+            if attempt < 2:
+                self.page.keyboard.press("Escape")
+            else:  # a dialog that ignores Escape: its close button
+                self.page.get_by_role("dialog").get_by_role("button", name="Close").first.click(force=True)
+            self.page.wait_for_timeout(500)
 
     def drop_workflow(self, workflow: dict, file_name: str, settle_ms: int = 1500) -> LoadReport:
         """Drop a workflow file on the canvas; report what the frontend says (raises nothing)."""
@@ -137,7 +140,11 @@ class Frontend:
         self.close_dialogs()
         self.page.get_by_role("button", name="Templates").first.click()
         dialog = self.page.get_by_role("dialog")
-        dialog.get_by_text(pack_folder, exact=True).first.click()
+        dialog.get_by_text("All Templates").first.wait_for(timeout=30_000)
+        self.page.wait_for_timeout(1000)  # the dialog's opening animation
+        section = dialog.get_by_text(pack_folder, exact=True).first
+        section.scroll_into_view_if_needed()
+        section.click(force=True)
         dialog.get_by_text("Showing").first.wait_for(timeout=30_000)
         self.page.wait_for_timeout(1000)
         return dialog.inner_text()
