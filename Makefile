@@ -15,3 +15,6 @@ test: setup
 
 lint:
 	$(PYTHON) -m ruff check .
+
+bench-smoke: setup
+	$(PYTHON) -m bench.lcm_bench --smoke

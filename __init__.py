@@ -9,8 +9,6 @@ from comfy_api.latest import ComfyExtension, io
 
 from .nodes import NODE_CLASSES
 
-WEB_DIRECTORY = "./web"
-
 
 class LCMLoraPackExtension(ComfyExtension):
     """Registers every node of the pack (ids prefixed ``LCMPack_``)."""
