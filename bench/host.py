@@ -11,27 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACK_FOLDER_NAME = "lcm-lora-pack"
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
+# The test harness owns how a ComfyUI base directory with the pack is laid out; the bench reuses it.
+from harness.comfy_host import comfyui_root, make_base_directory  # noqa: E402
+
 LOG = logging.getLogger(__name__)
 
 
 class NodeMissing(RuntimeError):
     """A node the benchmark wants is not registered (its branch is not merged yet)."""
-
-
-def comfyui_root() -> Path:
-    """``$COMFYUI_PATH`` or the provisioned ``.comfyui/ComfyUI`` of this checkout."""
-    root = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui" / "ComfyUI").resolve()
-    if not (root / "main.py").is_file():
-        raise RuntimeError(f"no ComfyUI at {root}: run `python3 scripts/provision.py` or set COMFYUI_PATH")
-    return root
 
 
 @dataclass
@@ -110,17 +105,6 @@ def _default_of(entry: tuple):
     return _NO_DEFAULT
 
 
-def _make_base_directory(base: Path) -> None:
-    (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
-    link = base / "custom_nodes" / PACK_FOLDER_NAME
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
-    for sub in ("checkpoints", "loras", "diffusion_models", "vae", "clip", "text_encoders", "unet",
-                "input", "output", "temp", "user"):
-        target = base / ("models/" + sub if sub not in ("input", "output", "temp", "user") else sub)
-        target.mkdir(parents=True, exist_ok=True)
-
-
 _HOST: BenchHost | None = None
 
 
@@ -138,7 +122,7 @@ def boot(device: str, base: Path | None = None) -> BenchHost:
     from comfy.cli_args import args
 
     base = Path(base or tempfile.mkdtemp(prefix="lcm-bench-"))
-    _make_base_directory(base)
+    make_base_directory(base)
     args.cpu = device == "cpu"
     args.disable_api_nodes = True
     args.base_directory = str(base)
