@@ -14,6 +14,7 @@ from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
 from ..samplers.comfy_k_diffusion import sample_lcm_exact, sample_tcd
 from ..samplers.comfy_model_sampling import (
     check_lcm_capable,
+    lcm_patched_clone,
     lcm_schedule,
     make_lcm_model_sampling,
     reused_lcm_sampling,
@@ -98,12 +99,10 @@ class ModelSamplingLCM(io.ComfyNode):
                 sigma_data: float) -> io.NodeOutput:
         current = model.get_model_object("model_sampling")
         check_lcm_capable(current)
-        patched = model.clone()
         sampling = make_lcm_model_sampling(model.model.model_config, sampling_prediction_type(current),
                                            original_inference_steps, timestep_scaling, sigma_data,
-                                           zsnr=bool(getattr(current, "zsnr", False)))
-        patched.add_object_patch("model_sampling", sampling)
-        return io.NodeOutput(patched)
+                                           zsnr=bool(getattr(current, "zsnr", False)), device=model.load_device)
+        return io.NodeOutput(lcm_patched_clone(model, sampling))
 
 
 def make_sampler(sampler: str, gamma: float) -> comfy.samplers.KSAMPLER:

@@ -1,6 +1,6 @@
 """LCM model sampling for ComfyUI models: the distillation timestep grid plus the boundary condition.
 
-The only module of ``samplers`` that imports ComfyUI (its ``comfy.model_sampling`` math, no UI code).
+A bridge module of ``samplers`` (it imports ComfyUI's ``comfy.model_sampling`` math, no UI code).
 Compared with core's ``ModelSamplingDiscrete(sampling="lcm")`` it
 
 * takes ``original_inference_steps`` (core hard-codes 50), ``timestep_scaling`` (core: 10) and
@@ -20,6 +20,7 @@ import torch
 
 from .boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
 from .comfy_clone_cache import reused_clone
+from .comfy_cond_batch import has_cond_batch_function, install_single_cond_batch
 from .timesteps import DEFAULT_ORIGINAL_INFERENCE_STEPS, check_custom_timesteps, lcm_timesteps
 
 LOG = logging.getLogger(__name__)
@@ -79,10 +80,13 @@ class LCMBoundary:
 
 def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original_inference_steps: int = 50,
                             timestep_scaling: float = DEFAULT_TIMESTEP_SCALING,
-                            sigma_data: float = DEFAULT_SIGMA_DATA, zsnr: bool = False, boundary: bool = True):
+                            sigma_data: float = DEFAULT_SIGMA_DATA, zsnr: bool = False, boundary: bool = True,
+                            device=None):
     """Build a ComfyUI model-sampling object for LCM with the given constants.
 
-    ``boundary=False`` keeps the grid but returns the plain x̂₀ (what TCD's sampler expects).
+    ``boundary=False`` keeps the grid but returns the plain x̂₀ (what TCD's sampler expects). ``device``: where
+    its tables live — the model's load device, so that the two sigma → timestep lookups of every step run where
+    the sigmas are instead of copying them to the host and back (an object patch is not moved with the model).
     """
     prediction = PREDICTION_TYPES[prediction_type]
     attributes = {
@@ -92,7 +96,8 @@ def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original
     }
     bases = (LCMBoundary, LCMDiscreteGrid, prediction) if boundary else (LCMDiscreteGrid, prediction)
     sampling_class = type("LCMModelSampling" if boundary else "LCMGridSampling", bases, attributes)
-    return sampling_class(model_config, zsnr=zsnr)
+    sampling = sampling_class(model_config, zsnr=zsnr)
+    return sampling if device is None else sampling.to(device)
 
 
 @dataclass(frozen=True)
@@ -206,16 +211,32 @@ def needs_lcm_patch(model_sampling, boundary: bool = True) -> bool:
     return info.boundary != boundary and not (info.source == "none" and not boundary)
 
 
+def _ready(model_patcher, boundary: bool) -> bool:
+    """True when the model needs neither the sampling patch nor the single-cond batch path."""
+    return (not needs_lcm_patch(model_patcher.get_model_object("model_sampling"), boundary)
+            and has_cond_batch_function(model_patcher))
+
+
 def reused_lcm_sampling(model_patcher, boundary: bool = True):
     """:func:`with_lcm_sampling`, returning the same patched clone again for the same, unchanged input model.
 
     ComfyUI then sees the same ModelPatcher on every execution and skips its re-load bookkeeping
     (``comfy_clone_cache`` has the lifetime and invalidation rules). The input model is never mutated.
     """
-    if not needs_lcm_patch(model_patcher.get_model_object("model_sampling"), boundary):
+    if _ready(model_patcher, boundary):
         return model_patcher
     return reused_clone(model_patcher, ("lcm_sampling", bool(boundary)),
                         lambda model: with_lcm_sampling(model, boundary))
+
+
+def lcm_patched_clone(model_patcher, sampling=None):
+    """A clone with ``sampling`` (if given) as its model sampling and the single-cond batch path installed
+    (``comfy_cond_batch``; kept off when another node set a calc-cond-batch function)."""
+    patched = model_patcher.clone()
+    if sampling is not None:
+        patched.add_object_patch("model_sampling", sampling)
+    install_single_cond_batch(patched)
+    return patched
 
 
 def with_lcm_sampling(model_patcher, boundary: bool = True):
@@ -223,17 +244,18 @@ def with_lcm_sampling(model_patcher, boundary: bool = True):
 
     LCM needs the consistency boundary: a model without the pack's or core's LCM sampling gets the pack's with
     its grid constants (or the defaults). TCD needs the plain x̂₀: a boundary-patched model gets the same grid
-    without the boundary; a plain discrete model is used unchanged. The input model is never mutated.
+    without the boundary; a plain discrete model keeps its sampling. The clone also gets the single-cond batch
+    path. The input model is never mutated; a model that needs nothing is returned as is.
     """
     model_sampling = model_patcher.get_model_object("model_sampling")
-    if not needs_lcm_patch(model_sampling, boundary):
+    if _ready(model_patcher, boundary):
         return model_patcher
+    if not needs_lcm_patch(model_sampling, boundary):
+        return lcm_patched_clone(model_patcher)
     info = lcm_sampling_info(model_sampling)
-    patched = model_patcher.clone()
-    patched.add_object_patch("model_sampling", make_lcm_model_sampling(
+    return lcm_patched_clone(model_patcher, make_lcm_model_sampling(
         model_patcher.model.model_config, sampling_prediction_type(model_sampling),
         info.original_inference_steps or DEFAULT_ORIGINAL_INFERENCE_STEPS,
         getattr(model_sampling, "timestep_scaling", DEFAULT_TIMESTEP_SCALING),
         getattr(model_sampling, "lcm_sigma_data", DEFAULT_SIGMA_DATA),
-        zsnr=bool(getattr(model_sampling, "zsnr", False)), boundary=boundary))
-    return patched
+        zsnr=bool(getattr(model_sampling, "zsnr", False)), boundary=boundary, device=model_patcher.load_device))
