@@ -97,7 +97,11 @@ def _ksampler(ctx, model, positive, negative, latent, steps, cfg, sampler, sched
 
 def lcm_sampling_arms(ctx: BenchContext, model, latent) -> tuple[dict, dict]:
     """4-step LCM samplers ``fn(positive, negative) -> LATENT`` through the pack's nodes and core's manual
-    path; the model patches are built once (the executor caches them). A missing node skips its arm."""
+    path; the model patches are built once (the executor caches them). A missing node skips its arm.
+
+    The pack's arms sample the model as ``LCMPack_ModelSamplingLCM`` (and ``LCMLoraLoader``, which sets the same
+    sampling) hands it on, except the first, which gives ``KSamplerLCM`` a plain model.
+    """
     host = ctx.host
     arms, skipped = {}, {}
 
@@ -107,41 +111,73 @@ def lcm_sampling_arms(ctx: BenchContext, model, latent) -> tuple[dict, dict]:
         except NodeMissing as missing:
             skipped[name] = str(missing)
 
-    def pack_ksampler():
-        host.require("LCMPack_KSamplerLCM")
-        return lambda pos, neg: host.call("LCMPack_KSamplerLCM", model=model, seed=SEED, steps=LCM_STEPS,
-                                          cfg=1.0, positive=pos, negative=neg, latent_image=latent,
-                                          denoise=1.0)[0]
+    def patched():
+        return host.call("LCMPack_ModelSamplingLCM", model=model)[0]
 
-    def pack_ksampler_preset():
+    def pack_ksampler(on_model=None):
         host.require("LCMPack_KSamplerLCM")
-        (patched,) = host.call("LCMPack_ModelSamplingLCM", model=model)
-        return lambda pos, neg: host.call("LCMPack_KSamplerLCM", model=patched, seed=SEED, steps=LCM_STEPS,
+        target = model if on_model is None else on_model
+        return lambda pos, neg: host.call("LCMPack_KSamplerLCM", model=target, seed=SEED, steps=LCM_STEPS,
                                           cfg=1.0, positive=pos, negative=neg, latent_image=latent,
                                           denoise=1.0)[0]
 
     def pack_model_sampling():
-        (patched,) = host.call("LCMPack_ModelSamplingLCM", model=model)
-        return lambda pos, neg: _ksampler(ctx, patched, pos, neg, latent, LCM_STEPS, 1.0, "lcm", "simple")
+        lcm_model = patched()
+        return lambda pos, neg: _ksampler(ctx, lcm_model, pos, neg, latent, LCM_STEPS, 1.0, "lcm", "simple")
 
     def pack_custom():
         host.require("LCMPack_LCMSampler", "LCMPack_LCMScheduler")
+        lcm_model = patched()
         (sampler,) = host.call("LCMPack_LCMSampler")
-        (sigmas,) = host.call("LCMPack_LCMScheduler", model=model, steps=LCM_STEPS)
-        return lambda pos, neg: host.call("SamplerCustom", model=model, add_noise=True, noise_seed=SEED, cfg=1.0,
-                                          positive=pos, negative=neg, sampler=sampler, sigmas=sigmas,
+        (sigmas,) = host.call("LCMPack_LCMScheduler", model=lcm_model, steps=LCM_STEPS)
+        return lambda pos, neg: host.call("SamplerCustom", model=lcm_model, add_noise=True, noise_seed=SEED,
+                                          cfg=1.0, positive=pos, negative=neg, sampler=sampler, sigmas=sigmas,
                                           latent_image=latent)[0]
 
     def core_manual():
-        (patched,) = host.call("ModelSamplingDiscrete", model=model, sampling="lcm", zsnr=False)
-        return lambda pos, neg: _ksampler(ctx, patched, pos, neg, latent, LCM_STEPS, 1.0, "lcm", "simple")
+        (core_patched,) = host.call("ModelSamplingDiscrete", model=model, sampling="lcm", zsnr=False)
+        return lambda pos, neg: _ksampler(ctx, core_patched, pos, neg, latent, LCM_STEPS, 1.0, "lcm", "simple")
 
     add("pack KSamplerLCM", pack_ksampler)
-    add("pack ModelSamplingLCM → KSamplerLCM (sampling preset, as after LCMLoraLoader)", pack_ksampler_preset)
+    add("pack ModelSamplingLCM → KSamplerLCM (sampling preset, as after LCMLoraLoader)",
+        lambda: pack_ksampler(patched()))
     add("pack ModelSamplingLCM + KSampler lcm/simple", pack_model_sampling)
-    add("pack LCMSampler + LCMScheduler (SamplerCustom)", pack_custom)
+    add("pack ModelSamplingLCM + LCMSampler + LCMScheduler (SamplerCustom)", pack_custom)
     add("core ModelSamplingDiscrete(lcm) + KSampler lcm/simple", core_manual)
     return arms, skipped
+
+
+def _core_cond_batch(args):
+    """A calc-cond-batch function that is core's own batching (switches the pack's direct path off)."""
+    import comfy.samplers
+
+    return comfy.samplers.calc_cond_batch(args["model"], args["conds"], args["input"], args["sigma"],
+                                          args["model_options"])
+
+
+def ablation_arms(ctx: BenchContext, model, latent) -> dict:
+    """``KSamplerLCM`` on the preset model with one of the pack's sampling-speed measures undone: core's
+    per-step conditioning batch instead of the direct single-conditioning path, the LCM sampling tables on the
+    host instead of the load device, or both (the pack before these measures)."""
+    import copy
+
+    if not ctx.host.has("LCMPack_KSamplerLCM"):
+        return {}
+    (preset,) = ctx.host.call("LCMPack_ModelSamplingLCM", model=model)
+
+    def variant(core_batch: bool, host_tables: bool):
+        clone = preset.clone()
+        if core_batch:
+            clone.set_model_sampler_calc_cond_batch_function(_core_cond_batch)
+        if host_tables:
+            clone.add_object_patch("model_sampling", copy.deepcopy(preset.get_model_object("model_sampling")).cpu())
+        return lambda pos, neg: ctx.host.call("LCMPack_KSamplerLCM", model=clone, seed=SEED, steps=LCM_STEPS,
+                                              cfg=1.0, positive=pos, negative=neg, latent_image=latent,
+                                              denoise=1.0)[0]
+
+    return {"ablation: preset → KSamplerLCM with core's cond batching": variant(True, False),
+            "ablation: preset → KSamplerLCM with LCM tables on the host": variant(False, True),
+            "ablation: preset → KSamplerLCM with both undone (pack before)": variant(True, True)}
 
 
 def diffusers_lcm_arm(ctx: BenchContext, models: FamilyModels, diffusers_kwargs: dict):
@@ -173,6 +209,7 @@ def section_lcm_sampling(ctx: BenchContext, family_name: str) -> None:
     models = ctx.models(family_name)
     cond, diffusers_kwargs = synthetic.synthetic_conditioning(models.family, 1, ctx.device, ctx.dtype)
     samplers, skipped = lcm_sampling_arms(ctx, models.unet.comfy, _latent(models))
+    samplers.update(ablation_arms(ctx, models.unet.comfy, _latent(models)))
     arms = {name: (lambda fn=fn: fn(cond, cond)) for name, fn in samplers.items()}
     arms["diffusers StableDiffusion(XL)Pipeline + LCMScheduler"] = diffusers_lcm_arm(ctx, models, diffusers_kwargs)
     comfy_step, _ = unet_step_arms(ctx, models, 1)
