@@ -13,6 +13,7 @@ Compared with core's ``ModelSamplingDiscrete(sampling="lcm")`` it
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 
 import comfy.model_sampling
@@ -63,19 +64,30 @@ class LCMDiscreteGrid(comfy.model_sampling.ModelSamplingDiscrete):
 
 
 class LCMBoundary:
-    """Mixin: wraps the prediction type's x̂₀ in the consistency boundary condition."""
+    """Mixin: wraps the prediction type's x̂₀ in the consistency boundary condition.
+
+    c_skip(t) and c_out(t) are tabulated once for every training timestep (``boundary.py``'s formulas), so a step
+    reads two table entries at its timestep instead of recomputing them (fewer kernel launches per step).
+    """
 
     timestep_scaling = DEFAULT_TIMESTEP_SCALING
     lcm_sigma_data = DEFAULT_SIGMA_DATA
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        c_skip, c_out = boundary_condition_scalings(torch.arange(self.num_timesteps), self.timestep_scaling,
+                                                    self.lcm_sigma_data)
+        self.register_buffer("boundary_c_skip", c_skip, persistent=False)
+        self.register_buffer("boundary_c_out", c_out, persistent=False)
+
     def calculate_denoised(self, sigma, model_output, model_input):
         x0 = super().calculate_denoised(sigma, model_output, model_input)
-        timestep = self.timestep(sigma)
-        c_skip, c_out = boundary_condition_scalings(timestep, self.timestep_scaling, self.lcm_sigma_data)
+        timestep = self.timestep(sigma).long().to(self.boundary_c_skip.device)
         shape = sigma.shape[:1] + (1,) * (model_output.ndim - 1)
-        sigma = sigma.view(shape)
-        vp_sample = model_input / (1.0 + sigma ** 2) ** 0.5
-        return c_out.view(shape).to(x0) * x0 + c_skip.view(shape).to(x0) * vp_sample
+        c_skip = self.boundary_c_skip[timestep].view(shape).to(x0)
+        c_out = self.boundary_c_out[timestep].view(shape).to(x0)
+        vp_sample = model_input / (1.0 + sigma.view(shape) ** 2) ** 0.5
+        return c_out * x0 + c_skip * vp_sample
 
 
 def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original_inference_steps: int = 50,
@@ -190,7 +202,23 @@ def resolve_original_steps(model_sampling, requested: int = 0) -> int:
 
 def lcm_schedule(model_sampling, steps: int, denoise: float = 1.0, original_inference_steps: int = 0,
                  custom_timesteps: list[int] | None = None) -> torch.Tensor:
-    """SIGMAS on the LCM grid of this model (diffusers' rule; ``denoise`` = ``strength``), ending in 0."""
+    """SIGMAS on the LCM grid of this model (diffusers' rule; ``denoise`` = ``strength``), ending in 0.
+
+    Kept per sampling object and arguments (weakly: it goes with the object), so a re-queued ``KSamplerLCM``
+    does not recompute the grid and its round-trip check on the device.
+    """
+    key = (int(steps), float(denoise), int(original_inference_steps), tuple(custom_timesteps or ()))
+    per_object = _SCHEDULES.setdefault(model_sampling, {})
+    if key not in per_object:
+        per_object[key] = _lcm_schedule(model_sampling, *key[:3], list(key[3]) or None)
+    return per_object[key].clone()
+
+
+_SCHEDULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model_sampling -> {arguments: sigmas}
+
+
+def _lcm_schedule(model_sampling, steps: int, denoise: float, original_inference_steps: int,
+                  custom_timesteps: list[int] | None) -> torch.Tensor:
     check_lcm_capable(model_sampling)
     original_steps = resolve_original_steps(model_sampling, original_inference_steps)
     num_train = int(model_sampling.num_timesteps)

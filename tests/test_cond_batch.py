@@ -189,3 +189,27 @@ def test_ksampler_lcm_skips_the_per_step_free_memory_query_and_matches_core(comf
     slow, slow_queries = run(core_batched)
     assert torch.equal(fast, slow), "the direct path changed the sampled latent"
     assert slow_queries - fast_queries >= 4, (slow_queries, fast_queries)
+
+
+def test_the_lcm_grid_is_computed_once_per_sampling_object_and_arguments(comfy, sd15, monkeypatch):
+    """A re-queued KSamplerLCM reuses its schedule (no device round trip per run); new arguments recompute it."""
+    import sys
+
+    (pack_sampling,) = [m for name, m in list(sys.modules.items()) if name.endswith(".samplers.comfy_model_sampling")]
+    computed = []
+    real = pack_sampling.schedule_sigmas
+
+    def counting(model_sampling, timesteps):
+        computed.append(list(timesteps))
+        return real(model_sampling, timesteps)
+
+    monkeypatch.setattr(pack_sampling, "schedule_sigmas", counting)
+    (patched,) = comfy.run_node("LCMPack_ModelSamplingLCM", model=sd15, original_inference_steps=50,
+                                timestep_scaling=10.0, sigma_data=0.5)
+    sampling = patched.get_model_object("model_sampling")
+    first = pack_sampling.lcm_schedule(sampling, 4)
+    first[0] = -1.0  # a caller changing its copy must not change the kept schedule
+    again = pack_sampling.lcm_schedule(sampling, 4)
+    other = pack_sampling.lcm_schedule(sampling, 2)
+    assert computed == [[999, 759, 499, 259], [999, 499]]
+    assert torch.equal(again, real(sampling, [999, 759, 499, 259])) and len(other) == 3
