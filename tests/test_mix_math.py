@@ -113,7 +113,7 @@ def test_shape_mismatch_between_loras_is_refused():
 def test_factors_keep_the_source_dtype_and_equal_the_scaled_float32_concat(dtypes, factor_dtype):
     """U', D' in the files' dtype (float32 when they disagree); U'·diag(c) == [λ₁s₁U₁|…] in float32 exactly."""
     loras = [_lora("lcm", 1, 8, 4.0), _lora("style", 2, 4, 3.0), _lora("other", 3, 2, 1.0, keys=(LINEAR,))]
-    entries = [MixEntry(_cast(lora, dtype), weight) for lora, dtype, weight in zip(loras, dtypes, (1.0, 0.8, -0.3))]
+    entries = [MixEntry(_cast(lora, dtype), weight) for lora, dtype, weight in zip(loras, dtypes, (1.0, 0.8, -0.3), strict=True)]
     factors, concat = factor_mix(entries), concat_mix(entries)
     for key in (LINEAR, CONV):
         terms = [(e.weight, e.lora.modules[key]) for e in entries if key in e.lora.modules]
