@@ -101,9 +101,13 @@ def model_key_maps(model, clip):
     return unet_map, clip_map, shapes
 
 
-def coverage(lora: LoraFile, model, clip) -> tuple[dict, dict, list[str]]:
-    """``(unet matches, clip matches, unmatched)``; text-encoder modules go to CLIP only when it is given."""
-    unet_map, clip_map, shapes = model_key_maps(model, clip)
+def coverage(lora: LoraFile, model, clip, maps: tuple | None = None) -> tuple[dict, dict, list[str]]:
+    """``(unet matches, clip matches, unmatched)``; text-encoder modules go to CLIP only when it is given.
+
+    ``maps`` is :func:`model_key_maps` of ``model``/``clip`` when the caller already has it (the mixer
+    resolves several files against one model and builds the maps once); by default it is computed here.
+    """
+    unet_map, clip_map, shapes = maps if maps is not None else model_key_maps(model, clip)
     unet_matched, unmatched = match_modules(lora, unet_map, shapes)
     clip_matched: dict = {}
     if unmatched:

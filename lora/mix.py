@@ -12,6 +12,9 @@ which is exactly the product of the concatenated factors
 
 so the mix is itself a LoRA of rank Σ rᵢ with scale 1 (lossless; :func:`concat_modules`). Conv modules are
 mixed over their flattened kernels ``(rank, in·kh·kw)``, the down keeping the kernel shape and the up 1x1.
+For applying, the same product is kept factored (:func:`mixed_factors`): U' = [U₁|U₂|…] and D' in the
+files' own dtype plus a float32 rank scale c = [λ₁s₁·1_{r₁} | λ₂s₂·1_{r₂} | …], ΔW = (U'·diag(c)) D' — the
+same float32 numbers as (2) once U' is cast and scaled on the weight's device, at half the bytes for fp16 files.
 
 Only the *style* weights may be normalised; the accelerator keeps its own weight, because LCM-LoRA's
 acceleration is calibrated at λ = 1 (a rescaled LCM-LoRA stops being a consistency model):
@@ -105,22 +108,63 @@ def accelerator_names(entries: Sequence[MixEntry]) -> list[str]:
 
 
 def _flat(module: LoraModule) -> tuple[torch.Tensor, torch.Tensor]:
-    """(up, down) of a module as 2-D float32 matrices: (out, r) and (r, in·kh·kw)."""
-    up = module.up.reshape(module.up.shape[0], -1).to(torch.float32)
-    down = module.down.reshape(module.rank, -1).to(torch.float32)
+    """(up, down) of a module as 2-D matrices in the file's dtype: (out, r) and (r, in·kh·kw)."""
+    up = module.up.reshape(module.up.shape[0], -1)
+    down = module.down.reshape(module.rank, -1)
     if up.shape[1] != down.shape[0]:
         raise MixError(f"LoRA module with up {tuple(module.up.shape)} and down {tuple(module.down.shape)} has "
                        "inconsistent ranks; the file is damaged.")
     return up, down
 
 
-def concat_modules(key: str, terms: Sequence[tuple[float, LoraModule]]) -> LoraModule:
-    """Equation (2): one LoRA module of rank Σ rᵢ with ΔW = Σ λᵢ sᵢ Uᵢ Dᵢ exactly (alpha = rank, scale 1).
+@dataclass(frozen=True)
+class MixedFactors:
+    """Equation (2) kept factored: ΔW = (U' · diag(c)) D' with U' = [U₁|U₂|…], D' = [D₁;D₂;…] unscaled and
+    ``rank_scale`` c = [λ₁s₁ (r₁ times) | λ₂s₂ (r₂ times) | …] in float32.
 
-    ``terms`` are (λᵢ, moduleᵢ) pairs for the same target weight ``key``. All downs must flatten to the same
-    input size; a conv down keeps the kernel shape of the first conv term and the up becomes 1x1.
+    U' and D' keep the dtype of the source files (fp16 files → fp16 factors, half the bytes of the float32
+    concatenation); terms of different dtypes are concatenated in float32. A conv layer keeps the kernel of
+    its first conv term in ``down`` (R, in, kh, kw) and a 1x1 ``up`` (out, R, 1, 1), as :func:`concat_modules`.
     """
-    ups, downs, kernel = [], [], None
+
+    up: torch.Tensor
+    down: torch.Tensor
+    rank_scale: torch.Tensor
+
+    @property
+    def rank(self) -> int:
+        return int(self.down.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the two factors (what is copied to the weight's device when the layer is patched)."""
+        return self.up.numel() * self.up.element_size() + self.down.numel() * self.down.element_size()
+
+    def scaled_up(self) -> torch.Tensor:
+        """U'·diag(c) as a float32 (out, R) matrix: bit-identical to the scaled float32 concatenation."""
+        return self.up.reshape(self.up.shape[0], -1).to(torch.float32) * self.rank_scale.to(self.up.device)
+
+    def as_module(self) -> LoraModule:
+        """The float32 LoRA module of equation (2) (alpha = rank, scale 1), e.g. for the export."""
+        up = self.scaled_up()
+        down = self.down.to(torch.float32)
+        return LoraModule(down=down.contiguous(), up=up.reshape(self.up.shape).contiguous(), alpha=float(self.rank))
+
+
+def _common_dtype(terms: Sequence[tuple[float, LoraModule]]) -> torch.dtype:
+    """The terms' factor dtype when they all agree, else float32 (exact for fp16/bf16/fp32 sources)."""
+    dtypes = {t for _, module in terms for t in (module.up.dtype, module.down.dtype)}
+    return dtypes.pop() if len(dtypes) == 1 else torch.float32
+
+
+def mixed_factors(key: str, terms: Sequence[tuple[float, LoraModule]]) -> MixedFactors:
+    """Equation (2) for one target weight ``key`` in the source dtype, with the scales λᵢ·αᵢ/rᵢ kept apart.
+
+    ``terms`` are (λᵢ, moduleᵢ) pairs. All downs must flatten to the same input size; a conv down keeps the
+    kernel shape of the first conv term and the up becomes 1x1.
+    """
+    dtype = _common_dtype(terms)
+    ups, downs, scales, kernel = [], [], [], None
     for weight, module in terms:
         up, down = _flat(module)
         if downs and down.shape[1] != downs[0].shape[1] or ups and up.shape[0] != ups[0].shape[0]:
@@ -128,14 +172,21 @@ def concat_modules(key: str, terms: Sequence[tuple[float, LoraModule]]) -> LoraM
                            f"{ups[0].shape[0]}x{downs[0].shape[1]}; they were made for different models.")
         if module.down.ndim == 4 and kernel is None:
             kernel = tuple(module.down.shape[1:])
-        ups.append(up * (weight * module.scale))
-        downs.append(down)
+        ups.append(up.to(dtype))
+        downs.append(down.to(dtype))
+        # λᵢ·sᵢ is rounded to float32 once, as ``up.float() * (λᵢ·sᵢ)`` does with a Python scalar.
+        scales.append(torch.full((module.rank,), weight * module.scale, dtype=torch.float32))
     up_cat, down_cat = torch.cat(ups, dim=1), torch.cat(downs, dim=0)
     rank = int(down_cat.shape[0])
     if kernel is not None:
-        return LoraModule(down=down_cat.reshape(rank, *kernel).contiguous(),
-                          up=up_cat.reshape(up_cat.shape[0], rank, 1, 1).contiguous(), alpha=float(rank))
-    return LoraModule(down=down_cat.contiguous(), up=up_cat.contiguous(), alpha=float(rank))
+        up_cat, down_cat = up_cat.reshape(up_cat.shape[0], rank, 1, 1), down_cat.reshape(rank, *kernel)
+    return MixedFactors(up=up_cat.contiguous(), down=down_cat.contiguous(), rank_scale=torch.cat(scales))
+
+
+def concat_modules(key: str, terms: Sequence[tuple[float, LoraModule]]) -> LoraModule:
+    """Equation (2) in float32: one LoRA module of rank Σ rᵢ with ΔW = Σ λᵢ sᵢ Uᵢ Dᵢ exactly (alpha = rank,
+    scale 1), U' = [λ₁s₁U₁|…] pre-scaled. The export's input; the mixer applies :func:`mixed_factors`."""
+    return mixed_factors(key, terms).as_module()
 
 
 def mix_terms(entries: Sequence[MixEntry], weights: Sequence[float]) -> dict[str, list[tuple[float, LoraModule]]]:
@@ -154,6 +205,13 @@ def concat_mix(entries: Sequence[MixEntry], weights: Sequence[float] | None = No
     check_entries(entries)
     weights = [e.weight for e in entries] if weights is None else list(weights)
     return {key: concat_modules(key, terms) for key, terms in mix_terms(entries, weights).items()}
+
+
+def factor_mix(entries: Sequence[MixEntry], weights: Sequence[float] | None = None) -> dict[str, MixedFactors]:
+    """The whole mix as target key → :class:`MixedFactors` (source-dtype factors, float32 rank scales)."""
+    check_entries(entries)
+    weights = [e.weight for e in entries] if weights is None else list(weights)
+    return {key: mixed_factors(key, terms) for key, terms in mix_terms(entries, weights).items()}
 
 
 def mixed_delta(entries: Sequence[MixEntry], key: str, weights: Sequence[float] | None = None) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """LoRA mixing nodes: a chainable LoRA stack, the mixer (τ' = Σ λᵢ τᵢ in one clone) and the merged export.
 
 The math lives in ``lora.mix`` / ``lora.svd`` / ``lora.export``; this module only reads the chosen files,
-resolves them against the model's own key maps (``comfy.lora.model_lora_keys_unet/clip``) and hands the
-mixed modules to core's LoRA adapter through ``ModelPatcher.add_patches``.
+resolves them against the model's own key maps (``comfy.lora.model_lora_keys_unet/clip``, built once per
+execution) and hands each mixed layer to ComfyUI as a weight adapter (``lora.comfy_mixed_adapter``) through
+``ModelPatcher.add_patches``.
 """
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ class LoraMixer(io.ComfyNode):
                 style_budget: float = 1.0) -> io.NodeOutput:
         loaded = mix_support.load_stack(stack, model, clip, allow_partial)
         weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
-        modules = mix.concat_mix(loaded.entries, weights)
+        modules = mix.factor_mix(loaded.entries, weights)
         new_model, new_clip, applied = mix_support.apply_modules(model, clip, modules, loaded, weights)
         new_model, lcm_sampling = mix_support.with_lcm_sampling_if_needed(new_model, loaded.entries)
         report = mix_support.mix_report(loaded, weights, applied, lcm_sampling)
@@ -166,7 +167,7 @@ class LoraExport(io.ComfyNode):
                 save_dtype: str = DEFAULT_SAVE_DTYPE) -> io.NodeOutput:  # noqa: PLR0913 (inputs of the schema)
         loaded = mix_support.load_stack(stack, model, clip, allow_partial=False)
         weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
-        names = kohya_names(mix_support.key_map(model, clip))
+        names = kohya_names(loaded.key_map)
         result = build_export(loaded.entries, weights, mode, rank, names, device=mix_support.export_device(),
                               save_dtype=save_dtype)
         path = atomic_save_safetensors(result.tensors, result.metadata, mix_support.lora_folder(), filename,

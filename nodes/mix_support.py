@@ -29,11 +29,19 @@ class StackEntry(NamedTuple):
 
 @dataclass
 class LoadedStack:
-    """The stack's LoRAs resolved to target weight keys, the core-only adapter patches, the coverage."""
+    """The stack's LoRAs resolved to target weight keys, the core-only adapter patches, the coverage and
+    the model's key maps (``comfy_apply.model_key_maps``: built once per node execution, not per file)."""
 
     entries: list[mix.MixEntry]
     core_patches: list[tuple[int, dict]] = field(default_factory=list)
     coverage: dict[str, tuple[int, int]] = field(default_factory=dict)
+    maps: tuple = ({}, {}, {})
+
+    @property
+    def key_map(self) -> dict:
+        """Core's LoRA-name → weight-key maps of the UNet (and CLIP when given), merged."""
+        unet_map, clip_map, _ = self.maps
+        return {**unet_map, **clip_map}
 
 
 def lora_folder() -> Path:
@@ -49,12 +57,6 @@ def export_device():
 
     device = comfy.model_management.get_torch_device()
     return device if device.type == "cuda" else torch.device("cpu")
-
-
-def key_map(model, clip=None) -> dict:
-    """Core's own LoRA-name → weight-key maps of the UNet (and CLIP when given), merged."""
-    unet_map, clip_map, _ = comfy_apply.model_key_maps(model, clip)
-    return {**unet_map, **clip_map}
 
 
 def _check_not_applied(lora, role: str, model) -> None:
@@ -74,7 +76,7 @@ def _resolve(lora, item: StackEntry, model, clip, allow_partial: bool, loaded: L
     """Family + coverage checks of the loader, then modules keyed by target; core-only adapters to core."""
     comfy_apply.check_family(lora, comfy_apply.model_family(model))
     _check_not_applied(lora, item.role, model)
-    unet_matched, clip_matched, unmatched = comfy_apply.coverage(lora, model, clip)
+    unet_matched, clip_matched, unmatched = comfy_apply.coverage(lora, model, clip, loaded.maps)
     matched = {**unet_matched, **clip_matched}
     total = len(matched) + len(unmatched)
     loaded.coverage[lora.name] = (len(matched), total)
@@ -95,7 +97,7 @@ def load_stack(stack, model, clip, allow_partial: bool) -> LoadedStack:
 
     if not stack:
         raise mix.MixError("the LoRA stack is empty: connect at least one 'LoRA Stack' node.")
-    loaded = LoadedStack(entries=[])
+    loaded = LoadedStack(entries=[], maps=comfy_apply.model_key_maps(model, clip))
     for item in stack:
         path = folder_paths.get_full_path_or_raise("loras", item.lora_name)
         lora = read_lora_file(path, name=item.lora_name)
@@ -104,10 +106,10 @@ def load_stack(stack, model, clip, allow_partial: bool) -> LoadedStack:
     return loaded
 
 
-def _adapter(module):
-    from comfy.weight_adapter.lora import LoRAAdapter
+def _adapter(factors: mix.MixedFactors):
+    from ..lora.comfy_mixed_adapter import MixedLoRAAdapter
 
-    return LoRAAdapter(set(), (module.up, module.down, float(module.alpha), None, None, None))
+    return MixedLoRAAdapter(factors)
 
 
 def _split(patches: dict) -> tuple[dict, dict]:
@@ -116,11 +118,12 @@ def _split(patches: dict) -> tuple[dict, dict]:
     return unet, {k: p for k, p in patches.items() if k not in unet}
 
 
-def apply_modules(model, clip, modules: dict, loaded: LoadedStack, weights) -> tuple:
+def apply_modules(model, clip, modules: dict[str, mix.MixedFactors], loaded: LoadedStack, weights) -> tuple:
     """One clone of MODEL (and of CLIP if touched) carrying the whole mix.
 
-    Each mixed module is one core LoRA patch at strength 1 (its up factor holds λᵢ·αᵢ/rᵢ); adapters that core
-    keeps for itself (LoHa/LoKr/DoRA/diffs) are added as core patches at their LoRA's weight λᵢ.
+    Each mixed layer is one ``MixedLoRAAdapter`` patch at strength 1 (source-dtype factors, the scales
+    λᵢ·αᵢ/rᵢ in its float32 rank scale); adapters that core keeps for itself (LoHa/LoKr/DoRA/diffs) are
+    added as core patches at their LoRA's weight λᵢ.
     """
     groups = [(1.0, {k: _adapter(m) for k, m in modules.items()})]
     groups += [(weights[index], patches) for index, patches in loaded.core_patches if weights[index] != 0.0]

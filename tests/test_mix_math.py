@@ -11,6 +11,7 @@ from lora.mix import (
     MixError,
     check_entries,
     concat_mix,
+    factor_mix,
     mixed_delta,
     normalize_style_weights,
 )
@@ -30,6 +31,11 @@ def _lora(name: str, seed: int, rank: int, alpha: float, family: str = "sd15", k
         modules[CONV] = LoraModule(down=torch.randn(rank, 6, 3, 3, generator=gen),
                                    up=torch.randn(8, rank, 1, 1, generator=gen), alpha=alpha)
     return LoraFile(name=name, sha256=f"{seed:064x}", format="kohya", family=family, kind="style", modules=modules)
+
+
+def _cast(lora: LoraFile, dtype: torch.dtype) -> LoraFile:
+    modules = {k: LoraModule(down=m.down.to(dtype), up=m.up.to(dtype), alpha=m.alpha) for k, m in lora.modules.items()}
+    return LoraFile(**{**lora.__dict__, "modules": modules})
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -95,3 +101,32 @@ def test_shape_mismatch_between_loras_is_refused():
                  modules={LINEAR: LoraModule(down=torch.randn(2, 13), up=torch.randn(10, 2), alpha=2.0)})
     with pytest.raises(MixError, match="disagree on the shape"):
         concat_mix([MixEntry(a, 1.0), MixEntry(b, 1.0)])
+
+
+@pytest.mark.parametrize("dtypes, factor_dtype", [
+    ((torch.float16, torch.float16, torch.float16), torch.float16),
+    ((torch.float32, torch.float32, torch.float32), torch.float32),
+    ((torch.bfloat16, torch.bfloat16, torch.bfloat16), torch.bfloat16),
+    ((torch.float16, torch.float32, torch.float16), torch.float32),
+    ((torch.float16, torch.bfloat16, torch.float16), torch.float32),
+])
+def test_factors_keep_the_source_dtype_and_equal_the_scaled_float32_concat(dtypes, factor_dtype):
+    """U', D' in the files' dtype (float32 when they disagree); U'·diag(c) == [λ₁s₁U₁|…] in float32 exactly."""
+    loras = [_lora("lcm", 1, 8, 4.0), _lora("style", 2, 4, 3.0), _lora("other", 3, 2, 1.0, keys=(LINEAR,))]
+    entries = [MixEntry(_cast(lora, dtype), weight) for lora, dtype, weight in zip(loras, dtypes, (1.0, 0.8, -0.3), strict=True)]
+    factors, concat = factor_mix(entries), concat_mix(entries)
+    for key in (LINEAR, CONV):
+        terms = [(e.weight, e.lora.modules[key]) for e in entries if key in e.lora.modules]
+        assert factors[key].up.dtype == factors[key].down.dtype == factor_dtype
+        assert factors[key].rank_scale.dtype == torch.float32
+        itemsize = torch.empty((), dtype=factor_dtype).element_size()
+        assert factors[key].nbytes == sum(m.up.numel() + m.down.numel() for _, m in terms) * itemsize
+        expected_scale = torch.cat([torch.full((m.rank,), w * m.scale, dtype=torch.float32) for w, m in terms])
+        assert torch.equal(factors[key].rank_scale, expected_scale)
+        former_up = torch.cat([m.up.reshape(m.up.shape[0], -1).float() * (w * m.scale) for w, m in terms], dim=1)
+        former_down = torch.cat([m.down.reshape(m.rank, -1).float() for _, m in terms], dim=0)
+        assert torch.equal(factors[key].scaled_up(), former_up)
+        assert torch.equal(concat[key].up.reshape(former_up.shape), former_up)
+        assert torch.equal(concat[key].down.reshape(former_down.shape), former_down)
+        assert concat[key].up.dtype == concat[key].down.dtype == torch.float32 and concat[key].scale == 1.0
+    assert factors[CONV].down.shape == (12, 6, 3, 3) and factors[CONV].up.shape == (8, 12, 1, 1)
