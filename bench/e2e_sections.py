@@ -105,7 +105,7 @@ def e2e_graph(ctx: BenchContext, models) -> Graph:
 def taesd_decoder(ctx: BenchContext, models):
     """VAEDecode with a random-weight TAESD (built once per family)."""
     if models.taesd is None:
-        models.taesd = synthetic.build_taesd()
+        models.taesd = synthetic.build_taesd(models.family)
     return lambda samples: ctx.host.call("VAEDecode", vae=models.taesd, samples=samples)[0]
 
 

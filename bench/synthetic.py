@@ -167,7 +167,7 @@ def build_vae(device, dtype, seed: int = 1):
     return vae, comfy.sd.VAE(sd={k: v.clone() for k, v in sd.items()})
 
 
-def build_taesd(seed: int = 4):
+def build_taesd(family: Family, seed: int = 4):
     """A TAESD-shaped VAE (ComfyUI's ``comfy.taesd.taesd.TAESD``, 4 latent channels) with random weights, loaded
     with ``comfy.sd.VAE`` (detected by its ``taesd_decoder.*`` keys): the fast preview decoder, for timing only."""
     import comfy.sd
@@ -177,8 +177,9 @@ def build_taesd(seed: int = 4):
         meta = TAESD(latent_channels=4)
     sd = random_state_dict(meta, "cpu", torch.float32, seed)
     sd = {k: v for k, v in sd.items() if k.startswith(("taesd_encoder.", "taesd_decoder."))}
-    # SD1.x / SDXL latents are used unshifted and unscaled by core's TAESD (its defaults).
-    return comfy.sd.VAE(sd={**sd, "vae_scale": torch.tensor(1.0), "vae_shift": torch.tensor(0.0)})
+    # The latent scale core's VAELoader sets for taesd (SD1.x) / taesdxl.
+    scale = 0.13025 if family.pooled_dim else 0.18215
+    return comfy.sd.VAE(sd={**sd, "vae_scale": torch.tensor(scale), "vae_shift": torch.tensor(0.0)})
 
 
 def _clip_state_dict(spec: dict, device, seed: int) -> dict[str, torch.Tensor]:
