@@ -25,6 +25,7 @@ class FamilyModels:
     clip: object = None
     vae: object = None
     diffusers_vae: object = None
+    taesd: object = None
 
     def fresh_comfy_unet(self):
         """An independent ComfyUI copy of the same UNet weights (so arms with different LoRA patches can

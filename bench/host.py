@@ -65,8 +65,36 @@ class BenchHost:
         A provided name the node does not declare raises (a renamed input must not silently fall back to a
         default); so does a required input without default that is not provided.
         """
-        self.require(node_id)
+        kwargs = self._kwargs(node_id, provided)
         cls = self.nodes.NODE_CLASS_MAPPINGS[node_id]
+        if hasattr(cls, "GET_SCHEMA"):
+            result = cls.execute(**kwargs)
+            return tuple(result.result) if result.result is not None else ()
+        # One instance per node id, as the executor keeps them (core LoraLoader caches its file there).
+        instance = self.instances.setdefault(node_id, cls())
+        return getattr(instance, cls.FUNCTION)(**kwargs)
+
+    def lazy_requests(self, node_id: str, **provided) -> list[str]:
+        """The inputs ``node_id`` asks the executor to evaluate before it runs, as ComfyUI asks it: its
+        ``check_lazy_status`` with the evaluated inputs and None for each lazy one not evaluated yet.
+
+        A node without ``check_lazy_status`` gets nothing requested (the executor does not ask it either).
+        """
+        kwargs = self._kwargs(node_id, provided)
+        cls = self.nodes.NODE_CLASS_MAPPINGS[node_id]
+        if hasattr(cls, "GET_SCHEMA"):
+            from comfy_api.internal import first_real_override  # the executor's own test for an override
+
+            if first_real_override(cls, "check_lazy_status") is None:
+                return []
+            return list(cls.check_lazy_status(**kwargs) or [])
+        instance = self.instances.setdefault(node_id, cls())
+        check = getattr(instance, "check_lazy_status", None)
+        return list(check(**kwargs) or []) if check else []
+
+    def _kwargs(self, node_id: str, provided: dict) -> dict:
+        """``provided`` completed with the node's defaults; unknown names and missing required inputs raise."""
+        self.require(node_id)
         declared = self.inputs_of(node_id)
         unknown = sorted(set(provided) - set(declared))
         if unknown:
@@ -81,12 +109,7 @@ class BenchHost:
                 kwargs[name] = default
             elif section == "required":
                 raise TypeError(f"{node_id}: required input {name!r} not provided and has no default")
-        if hasattr(cls, "GET_SCHEMA"):
-            result = cls.execute(**kwargs)
-            return tuple(result.result) if result.result is not None else ()
-        # One instance per node id, as the executor keeps them (core LoraLoader caches its file there).
-        instance = self.instances.setdefault(node_id, cls())
-        return getattr(instance, cls.FUNCTION)(**kwargs)
+        return kwargs
 
 
 _NO_DEFAULT = object()

@@ -7,8 +7,9 @@ Usage (from the repository root)::
     python -m bench.lcm_bench --device cuda --sections lcm4,profile --families sd15
 
 Sections: ``step`` (eager UNet step b1/b2, ComfyUI vs diffusers), ``lcm4`` (4-step LCM: pack nodes, core's
-manual path, diffusers' pipeline, 4 × UNet step), ``profile`` (where the extra time goes), ``e2e`` (encode,
-sample, decode: LCM-LoRA 4 steps vs 25-step DPM++ 2M cfg 7.5), ``e2ecompiled`` (the same, both UNets through
+manual path, diffusers' pipeline, 4 × UNet step), ``profile`` (where the extra time goes), ``e2e`` (each text
+encode, the decode and each sampler alone, and the graph per re-run scenario -- new seed, new prompt, cold --
+LCM-LoRA 4 steps vs 25-step DPM++ 2M cfg 7.5, plus a TAESD-decoded row), ``e2ecompiled`` (the same, both UNets through
 core's TorchCompileModel), ``lora`` (apply / re-apply times),
 ``patched`` (step time LoRA-patched vs not), ``mergeexport`` (LoraExport node: 3 LoRAs → one file),
 ``compile`` (TorchCompileModel), ``export`` (the mixing engineer's ``bench/bench_export.py``, when present). The tables (markdown) are printed and written to ``--out``.

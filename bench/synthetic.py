@@ -5,7 +5,8 @@ weights are drawn on the target device, N(0, 1/fan_in) for matrices (activations
 stacks), 1 for norm scales, small biases. The UNet's diffusers state dict is converted to ComfyUI's LDM
 names with ComfyUI's own map (``comfy.utils.unet_to_diffusers``) and loaded with
 ``comfy.sd.load_diffusion_model_state_dict``; text encoders are random HF-format CLIP state dicts loaded with
-``comfy.sd.load_text_encoder_state_dicts``; the VAE is the SD VAE config, loaded with ``comfy.sd.VAE``.
+``comfy.sd.load_text_encoder_state_dicts``; the VAE is the SD VAE config, loaded with ``comfy.sd.VAE`` (TAESD
+too, for an informational decode).
 """
 from __future__ import annotations
 
@@ -164,6 +165,21 @@ def build_vae(device, dtype, seed: int = 1):
     sd = random_state_dict(meta, device, torch.float32, seed)
     vae = _materialise(meta, sd).to(device=device, dtype=dtype)
     return vae, comfy.sd.VAE(sd={k: v.clone() for k, v in sd.items()})
+
+
+def build_taesd(family: Family, seed: int = 4):
+    """A TAESD-shaped VAE (ComfyUI's ``comfy.taesd.taesd.TAESD``, 4 latent channels) with random weights, loaded
+    with ``comfy.sd.VAE`` (detected by its ``taesd_decoder.*`` keys): the fast preview decoder, for timing only."""
+    import comfy.sd
+    from comfy.taesd.taesd import TAESD
+
+    with torch.device("meta"):
+        meta = TAESD(latent_channels=4)
+    sd = random_state_dict(meta, "cpu", torch.float32, seed)
+    sd = {k: v for k, v in sd.items() if k.startswith(("taesd_encoder.", "taesd_decoder."))}
+    # The latent scale core's VAELoader sets for taesd (SD1.x) / taesdxl.
+    scale = 0.13025 if family.pooled_dim else 0.18215
+    return comfy.sd.VAE(sd={**sd, "vae_scale": torch.tensor(scale), "vae_shift": torch.tensor(0.0)})
 
 
 def _clip_state_dict(spec: dict, device, seed: int) -> dict[str, torch.Tensor]:

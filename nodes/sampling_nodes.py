@@ -11,6 +11,7 @@ import latent_preview
 from comfy_api.latest import io
 
 from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
+from ..samplers.comfy_cond_batch import single_cond_batch
 from ..samplers.comfy_k_diffusion import sample_lcm_exact, sample_tcd
 from ..samplers.comfy_model_sampling import (
     check_lcm_capable,
@@ -20,12 +21,16 @@ from ..samplers.comfy_model_sampling import (
     reused_lcm_sampling,
     sampling_prediction_type,
 )
+from ..samplers.guidance import negative_needed, uncond_readers
 from ..samplers.timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps, parse_timesteps
 from .common import CATEGORY_SAMPLING, NODE_PREFIX
 
 SAMPLER_NAMES = ["lcm", "tcd"]
 GAMMA_TOOLTIP = ("TCD's gamma (stochasticity, diffusers' eta), 0..1: 0 = deterministic DDIM-like steps, 0.3 = "
                  "TCD-LoRA default, 1.0 = Hyper-SD one-step. Ignored by the lcm sampler.")
+NEGATIVE_TOOLTIP = ("Negative conditioning. Not evaluated at cfg 1.0 (its nodes, e.g. the negative text encode, do "
+                    "not run): ComfyUI ignores it there. Evaluated at any other cfg, or when a model patch reads it "
+                    "(SAG, PerpNeg, APG, CFGNorm, ...).")
 SAMPLER_TOOLTIP = ("lcm: LCM multistep sampling (LCM-LoRA, LCM models, DMD2). tcd: Trajectory Consistency "
                    "Distillation sampling with gamma (TCD-LoRA, Hyper-SD).")
 
@@ -201,12 +206,13 @@ class KSamplerLCM(io.ComfyNode):
             "KSamplerLCM", "KSampler (LCM)",
             description="LCM sampling in one node: applies LCM model sampling when the model has none, picks the "
                         "exact LCM grid and runs the LCM (or TCD) sampler. Connect an LCM-LoRA'd model. cfg 1.0 is "
-                        "one UNet call per step and ignores the negative prompt; above ~2 images burn.",
+                        "one UNet call per step and does not evaluate the negative input (its text encode is "
+                        "skipped); above ~2 images burn.",
             inputs=[
                 io.Model.Input("model", tooltip="Model with an LCM-LoRA (or TCD-LoRA) applied; LCM model sampling is "
                                                 "added if missing, an existing one (its constants) is kept."),
                 io.Conditioning.Input("positive", tooltip="Positive conditioning."),
-                io.Conditioning.Input("negative", tooltip="Negative conditioning; has no effect at cfg 1.0."),
+                io.Conditioning.Input("negative", lazy=True, tooltip=NEGATIVE_TOOLTIP),
                 io.Latent.Input("latent_image", tooltip="Latent to sample: empty for text-to-image, an encoded "
                                                         "image with denoise < 1 for image-to-image."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
@@ -214,7 +220,7 @@ class KSamplerLCM(io.ComfyNode):
                 io.Int.Input("steps", default=4, min=1, max=1000,
                              tooltip="Sampling steps (LCM-LoRA: 4 to 8); at most 50 x denoise on the default grid."),
                 io.Float.Input("cfg", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance. 1.0: one UNet call per step, negative ignored. "
+                               tooltip="Classifier-free guidance. 1.0: one UNet call per step, negative not evaluated. "
                                        "1-2 adds guidance at twice the cost; above ~2 LCM images burn."),
                 io.Combo.Input("sampler", options=SAMPLER_NAMES, default="lcm", tooltip=SAMPLER_TOOLTIP),
                 io.Float.Input("gamma", default=0.3, min=0.0, max=1.0, step=0.01, tooltip=GAMMA_TOOLTIP),
@@ -231,8 +237,16 @@ class KSamplerLCM(io.ComfyNode):
         return _first_failure(check_gamma_input(gamma), check_schedule_inputs(steps, denoise))
 
     @classmethod
+    def check_lazy_status(cls, model=None, negative=None, cfg=None, **_other) -> list[str]:
+        """Ask the executor for ``negative`` only where sampling reads it (``samplers/guidance.py``)."""
+        if negative is None and negative_needed(cfg, _foreign_options(model)):
+            return ["negative"]
+        return []
+
+    @classmethod
     def execute(cls, model, positive, negative, latent_image, seed: int, steps: int, cfg: float, sampler: str,
                 gamma: float, denoise: float) -> io.NodeOutput:
+        negative = _negative_or_empty(negative, cfg, model)
         model = reused_lcm_sampling(model, boundary=(sampler == "lcm"))
         sigmas = lcm_schedule(model.get_model_object("model_sampling"), steps, denoise)
         latent = latent_image.copy()
@@ -246,6 +260,27 @@ class KSamplerLCM(io.ComfyNode):
             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         latent["samples"] = result
         return io.NodeOutput(latent)
+
+
+def _foreign_options(model) -> dict | None:
+    """The model's ``model_options`` without the pack's own calc-cond-batch function: it hands the conds to core
+    unchanged (or runs the single positive directly), so it never reads the negative at cfg 1."""
+    options = getattr(model, "model_options", None)
+    if options is None or options.get("sampler_calc_cond_batch_function") is not single_cond_batch:
+        return options
+    return {key: value for key, value in options.items() if key != "sampler_calc_cond_batch_function"}
+
+
+def _negative_or_empty(negative, cfg: float, model) -> list:
+    """The negative conditioning, or ``[]`` where it was not evaluated (cfg 1: core never reads it, and an empty
+    list takes core's exact path -- the sampled latent is bit-identical to the one with the real negative)."""
+    if negative is not None:
+        return negative
+    if negative_needed(cfg, _foreign_options(model)):
+        readers = ", ".join(uncond_readers(_foreign_options(model))) or "none"
+        raise ValueError(f"KSamplerLCM got no negative conditioning at cfg={cfg} (model options reading it: "
+                         f"{readers}); connect a negative conditioning, or use cfg 1.0 on a model without them.")
+    return []
 
 
 NODES = [ModelSamplingLCM, LCMSampler, LCMScheduler, KSamplerLCM]

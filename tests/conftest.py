@@ -18,7 +18,7 @@ for path in (str(REPO), str(TESTS)):
 
 # Import the pack's pure packages now: once ComfyUI boots, its nodes.py puts comfy/ first on sys.path and a
 # later `import lora` would find comfy/lora.py instead.
-from harness import comfy_host, models  # noqa: E402
+from harness import comfy_host, models, workflows  # noqa: E402
 from harness.server import ComfyServer  # noqa: E402
 
 import lora  # noqa: E402,F401
@@ -41,9 +41,11 @@ def model_store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory, model_store) -> comfy_host.ComfyHost:
-    """ComfyUI booted in this process with the pack registered and the generated models visible."""
+    """ComfyUI booted in this process with the pack and the test-only nodes (tests/harness/testkit) registered
+    and the generated models visible."""
     base = tmp_path_factory.mktemp("comfy-base")
     comfy_host.make_base_directory(base)
+    workflows.link_testkit(base)
     for kind in ("checkpoints", "diffusion_models"):
         for file in (model_store / kind).iterdir():
             (base / "models" / kind / file.name).symlink_to(file)

@@ -55,3 +55,20 @@ def test_smoke_report_has_environment_and_rows(smoke_run):
     assert timed, "no timed row in the report"
     assert "core ModelSamplingDiscrete(lcm) + KSampler lcm/simple" in report
     assert (out / "bench_records.json").is_file()
+
+
+@pytest.mark.slow
+def test_smoke_end_to_end_measures_parts_and_scenarios(smoke_run):
+    """The e2e section times each part on its own and the graph per re-run scenario, and names the dtypes."""
+    _, out = smoke_run
+    report = (out / "bench_report.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in report.splitlines() if line.startswith("| ")}
+    for part in ("part: CLIPTextEncode positive", "part: CLIPTextEncode negative", "part: VAEDecode (full SD VAE)",
+                 "part: VAEDecode (TAESD; different decoder)"):
+        assert part in rows and "FAILED" not in rows[part], part
+    for scenario in ("new seed", "new prompt", "cold", "sampler alone"):
+        assert scenario in rows and "×**" in rows[scenario], f"scenario row {scenario!r} missing or not timed"
+    lcm_graphs = [line for name, line in rows.items() if name.startswith("graph, ") and "LCM-LoRA 4-step" in name]
+    assert len(lcm_graphs) == 3 and all("negative never encoded" in line for line in lcm_graphs)
+    assert any(name.startswith("informational, cold:") and "TAESD" in name for name in rows)
+    assert "ComfyUI picked: unet " in report and "; vae " in report

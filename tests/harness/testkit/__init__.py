@@ -1,4 +1,4 @@
-"""Test-only ComfyUI custom node folder: ``LCMPackTest_TinySDXLCheckpointLoader``.
+"""Test-only ComfyUI custom node folder: ``LCMPackTest_TinySDXLCheckpointLoader``, ``LCMPackTest_ConditioningProbe``.
 
 Loaded next to the pack by the workflow tests and by ``scripts/run_examples.py`` (when it runs on generated
 models). It stands in for ``CheckpointLoaderSimple`` on SDXL workflows -- same input name ``ckpt_name`` and
@@ -21,6 +21,7 @@ import folder_paths  # noqa: E402
 from harness.tiny_sdxl import build_tiny_sdxl_clip, split_tiny_sdxl_checkpoint  # noqa: E402
 
 NODE_ID = "LCMPackTest_TinySDXLCheckpointLoader"
+PROBE_ID = "LCMPackTest_ConditioningProbe"
 
 
 class TinySDXLCheckpointLoader:
@@ -45,5 +46,27 @@ class TinySDXLCheckpointLoader:
         return model, build_tiny_sdxl_clip(clip_sd), comfy.sd.VAE(sd=vae_sd)
 
 
-NODE_CLASS_MAPPINGS = {NODE_ID: TinySDXLCheckpointLoader}
-NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: "Tiny SDXL Checkpoint (test only)"}
+class ConditioningProbe:
+    """Passes its conditioning through and records that it ran: ``executions`` (a class attribute, so a test
+    reads it through ``NODE_CLASS_MAPPINGS``) gets ``label`` appended on every execution. Used to prove which
+    branches of a graph ComfyUI's executor evaluates (e.g. a lazy input that was not requested)."""
+
+    DESCRIPTION = "TEST ONLY: conditioning pass-through that records each execution."
+    CATEGORY = "testing"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "probe"
+    executions: list[str] = []
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"conditioning": ("CONDITIONING", {"tooltip": "Passed through unchanged."}),
+                             "label": ("STRING", {"default": "probe", "tooltip": "Recorded per execution."})}}
+
+    def probe(self, conditioning, label):
+        type(self).executions.append(label)
+        return (conditioning,)
+
+
+NODE_CLASS_MAPPINGS = {NODE_ID: TinySDXLCheckpointLoader, PROBE_ID: ConditioningProbe}
+NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: "Tiny SDXL Checkpoint (test only)",
+                              PROBE_ID: "Conditioning Probe (test only)"}
