@@ -49,6 +49,7 @@ class BenchContext:
     warmup: int
     out_dir: Path
     smoke: bool
+    e2e_batch: int = 1  # images per graph in the e2e sections
     sections: list[str] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
     _models: dict = field(default_factory=dict)

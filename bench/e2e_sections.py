@@ -117,7 +117,7 @@ def section_e2e(ctx: BenchContext, family_name: str, compile_backend: str | None
         return
     models = ctx.models(family_name, with_clip_vae=True)
     size = models.family.image_size
-    (latent,) = ctx.host.call("EmptyLatentImage", width=size, height=size, batch_size=1)
+    (latent,) = ctx.host.call("EmptyLatentImage", width=size, height=size, batch_size=ctx.e2e_batch)
     lora_model, lora_how = lcm_model(ctx, models)
     base_model = models.unet.comfy
     if compile_backend:
@@ -130,6 +130,7 @@ def section_e2e(ctx: BenchContext, family_name: str, compile_backend: str | None
     results = timing.interleave(arms, ctx.device, ctx.short_repeats, ctx.warmup)
     names = part_names(baseline, lcm)
     how = f", both UNets through TorchCompileModel({compile_backend})" if compile_backend else ", eager"
+    how += f", batch {ctx.e2e_batch}" if ctx.e2e_batch != 1 else ""
     dtypes = picked_dtypes(models, lora_model)
     title = f"{family_name}: end to end {size}² (CLIP encode, sample, full SD VAE decode; random weights{how})"
     markdown = timing.table(title, results, reference=graph_name("cold", baseline),

@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="TorchCompileModel backends to time (inductor, cudagraphs)")
     parser.add_argument("--e2e-compile-backend", default="cudagraphs",
                         help="TorchCompileModel backend of the e2ecompiled section")
+    parser.add_argument("--e2e-batch", type=int, default=1,
+                        help="images per graph in the e2e sections (1: the targets' setting)")
     parser.add_argument("--out", type=Path, default=Path("out/bench"))
     args = parser.parse_args(argv)
     if args.smoke:
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
     host = boot(args.device)
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
     ctx = BenchContext(host=host, device=args.device, dtype=dtype, repeats=args.repeats, warmup=args.warmup,
-                       out_dir=args.out, smoke=args.smoke)
+                       out_dir=args.out, smoke=args.smoke, e2e_batch=args.e2e_batch)
     args.out.mkdir(parents=True, exist_ok=True)
     sections = [s for s in args.sections.split(",") if s]
     unknown = sorted(set(sections) - set(ALL_SECTIONS))
