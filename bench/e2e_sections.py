@@ -78,9 +78,14 @@ def lcm_arm(ctx: BenchContext, model, latent, label_suffix: str) -> SamplerArm |
     return SamplerArm(f"LCM-LoRA 4-step cfg 1 ({label_suffix} + KSamplerLCM)", sample, wants_negative)
 
 
+SMOKE_BASELINE_STEPS = 2  # the CPU smoke run checks the section runs; 25 tiny-UNet steps would only cost CI time
+
+
 def baseline_arm(ctx: BenchContext, model, latent) -> SamplerArm:
+    steps = SMOKE_BASELINE_STEPS if ctx.smoke else BASELINE["steps"]
+
     def sample(positive, negative):
-        return _ksampler(ctx, model, positive, negative, latent, BASELINE["steps"], BASELINE["cfg"],
+        return _ksampler(ctx, model, positive, negative, latent, steps, BASELINE["cfg"],
                          BASELINE["sampler"], BASELINE["scheduler"])
 
     return SamplerArm("25-step DPM++ 2M karras cfg 7.5 (core KSampler)", sample, lambda positive: True)

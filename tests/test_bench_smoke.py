@@ -38,7 +38,8 @@ def test_smoke_runs_the_pack_arms_next_to_core(smoke_run):
     _, out = smoke_run
     rows = {line.split("|")[1].strip(): line for line in (out / "bench_report.md").read_text().splitlines()
             if line.startswith("| ")}
-    for arm in ("pack KSamplerLCM", "pack LCMSampler + LCMScheduler (SamplerCustom)",
+    for arm in ("pack KSamplerLCM", "pack ModelSamplingLCM + LCMSampler + LCMScheduler (SamplerCustom)",
+                "ablation: preset → KSamplerLCM with both undone (pack before)",
                 "core ModelSamplingDiscrete(lcm) + KSampler lcm/simple", "pack LCMLoraLoader: LCM alone",
                 "pack LoraStack ×3 → LoraMixer: LCM + 2 style"):
         assert arm in rows, f"row {arm!r} missing"
