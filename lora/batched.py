@@ -16,8 +16,9 @@ from typing import TypeVar
 
 import torch
 
-CHUNK_BYTES = 1 << 30
-"""Upper bound on the bytes of the stacked input factors of one batched call (one chunk of a shape group)."""
+CHUNK_BYTES = 1 << 29
+"""Upper bound on the bytes of the stacked input factors of one batched call (one chunk of a shape group). The
+QR factors and products of a call are of the same size, so its peak memory is about 3x this (1.5 GiB)."""
 
 Key = TypeVar("Key")
 
@@ -74,4 +75,9 @@ def difference_norms_sq(left: torch.Tensor, right: torch.Tensor, split: int) -> 
     else:
         full = left @ right
         head = left[..., :split] @ right[..., :split, :]
-    return full.square().sum(dim=(-2, -1)), head.square().sum(dim=(-2, -1))
+    return _frobenius_sq(full), _frobenius_sq(head)
+
+
+def _frobenius_sq(stack: torch.Tensor) -> torch.Tensor:
+    """‖X‖²_F per batch item, without an elementwise-squared copy of the stack."""
+    return torch.linalg.vector_norm(stack, dim=(-2, -1)).square()
