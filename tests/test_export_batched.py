@@ -171,3 +171,17 @@ def test_fp32_svd_export_has_tensors_of_their_own_and_saves():
     loaded = load(save(result.tensors))
     assert loaded.keys() == result.tensors.keys()
     assert all(torch.equal(loaded[k], v) for k, v in result.tensors.items())
+
+
+def test_core_svd_over_threads_equals_one_batched_call():
+    """The thread-pool split of a stack of core SVDs gives the SVD of every matrix (pieces put back in order)."""
+    cores = torch.randn(37, 9, 7, generator=torch.Generator().manual_seed(3))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        u, s, vh = svd.core_svd(cores)
+    finally:
+        torch.set_num_threads(previous)
+    assert u.shape == (37, 9, 7) and s.shape == (37, 7) and vh.shape == (37, 7, 7)
+    assert torch.allclose(s, torch.linalg.svdvals(cores), rtol=1e-5, atol=1e-6)
+    assert torch.allclose((u * s[:, None, :]) @ vh, cores, rtol=1e-4, atol=1e-5)
