@@ -7,8 +7,8 @@ script runs on a bare GPU box with torch + safetensors. LoRAs: LCM rank 64 / alp
 (like lcm-lora-sdxl), style A rank 32 on attention, style B rank 16 on attention + feed-forward.
 
 What is timed (wall clock, median of --repeats, after one warm-up): ``lora.export.build_export`` (concat of
-the three, per-layer truncated SVD via QR, cast to the save dtype, dense reconstruction of ΔW and ΔW_r for
-the measured error) and the atomic safetensors write of each file (``write_svd``: the rank-64 file,
+the three, truncated SVD via QR batched per shape group, cast to the save dtype, float64 measurement of the
+error from the factors) and the atomic safetensors write of each file (``write_svd``: the rank-64 file,
 ``write_concat``: the lossless one), in ``--save-dtype`` (fp16 by default, like the node and the published
 LoRAs). Usage::
 

@@ -26,9 +26,10 @@ APPLY_FUNCTIONS = (
 )
 EXPORT_FUNCTIONS = (
     ("mix_support.py", "load_stack"), ("lora/io.py", "read_lora_file"), ("lora/io.py", "_sha256"),
-    ("lora/export.py", "build_export"), ("lora/export.py", "concat_mix"), ("lora/export.py", "reduce_modules"),
-    ("lora/export.py", "measure_concat"), ("lora/export.py", "module_tensors"),
-    ("lora/safe_write.py", "atomic_save_safetensors"), ("safetensors/torch.py", "save"),
+    ("lora/export.py", "build_export"), ("lora/mix.py", "concat_mix"), ("lora/svd.py", "reduce_modules"),
+    ("lora/svd.py", "core_svd"), ("lora/export.py", "measure_concat"), ("lora/batched.py", "difference_norms_sq"),
+    ("lora/export.py", "module_tensors"), ("lora/safe_write.py", "atomic_save_safetensors"),
+    ("safetensors/torch.py", "save_file"),
 )
 
 LOG = logging.getLogger(__name__)

@@ -1,8 +1,10 @@
 """Safe writing of safetensors files: validated names, no silent overwrite, atomic replace.
 
-The file is written to a temporary file in the destination folder, flushed and fsync'ed, then moved over the
-final name with ``os.replace`` (atomic on POSIX and Windows within one filesystem). Any failure removes the
-temporary file, so a crash or a full disk never leaves a half-written LoRA that ComfyUI would list.
+The file is written by ``safetensors.torch.save_file`` to a temporary file in the destination folder and
+fsync'ed, then given the final name: by a hard link when overwriting is not allowed (fails if the name exists,
+so a file created meanwhile is never replaced), else by ``os.replace`` (atomic on POSIX and Windows within one
+filesystem); the folder is fsync'ed so the new name survives a crash. Any failure removes the temporary file,
+so a crash or a full disk never leaves a half-written LoRA that ComfyUI would list.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import save
+from safetensors.torch import save_file
 
 LOG = logging.getLogger(__name__)
 
@@ -64,29 +66,61 @@ def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mappi
     target = folder / export_file_name(name)
     _check_folder(folder)
     if target.exists() and not overwrite:
-        raise ExportPathError(f"{target.name} already exists in {folder}; choose another filename or set "
-                              "overwrite to true.")
+        raise _exists_error(target)
     bad_meta = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad_meta:
         raise TypeError(f"safetensors metadata values must be str; not str: {bad_meta}")
-    payload = save({k: v.contiguous() for k, v in tensors.items()}, metadata=dict(metadata))
     try:
         handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=folder)
     except OSError as error:
         raise ExportPathError(f"cannot create a file in {folder}: {error}; check permissions and free space.") \
             from error
+    temp = Path(temp_name)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, target)
+        os.close(handle)
+        # Straight from the tensors' memory into the file (no whole-file bytes object in between).
+        save_file({k: v.contiguous() for k, v in tensors.items()}, temp, metadata=dict(metadata))
+        _fsync_file(temp)
+        _publish(temp, target, overwrite)
     except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
     _fsync_folder(folder)
-    LOG.info("wrote %s (%d tensors, %d bytes)", target, len(tensors), len(payload))
+    LOG.info("wrote %s (%d tensors, %d bytes)", target, len(tensors), target.stat().st_size)
     return target
+
+
+def _exists_error(target: Path) -> ExportPathError:
+    return ExportPathError(f"{target.name} already exists in {target.parent}; choose another filename or set "
+                           "overwrite to true.")
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush the written bytes to disk *before* the rename: otherwise a crash shortly after the rename can leave
+    the final name pointing at an empty or partial file (delayed allocation on ext4/XFS)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(temp: Path, target: Path, overwrite: bool) -> None:
+    """Give the complete temporary file its final name. Without ``overwrite`` a hard link is made, which fails
+    atomically if the name appeared since the check (no silent overwrite even then); filesystems without
+    hard links fall back to check + rename."""
+    if not overwrite:
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            raise _exists_error(target) from None
+        except OSError:
+            if target.exists():
+                raise _exists_error(target) from None
+        else:
+            temp.unlink()
+            return
+    os.replace(temp, target)
 
 
 def _fsync_folder(folder: Path) -> None:

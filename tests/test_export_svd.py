@@ -68,17 +68,17 @@ def test_errors_are_measured_without_tf32_and_the_setting_is_restored():
         seen = []
         from lora import svd
 
-        original = svd.truncate
+        original = svd._reduce_chunk
 
         def spy(*args):
             seen.append(torch.get_float32_matmul_precision())
             return original(*args)
 
-        svd.truncate = spy
+        svd._reduce_chunk = spy
         try:
             reduce_modules(_mix(), 2, device="cpu")
         finally:
-            svd.truncate = original
+            svd._reduce_chunk = original
         assert seen and set(seen) == {"highest"}
         assert torch.get_float32_matmul_precision() == "high"
     finally:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 import torch
@@ -67,3 +68,39 @@ def test_non_string_metadata_is_refused(tmp_path):
     with pytest.raises(TypeError, match="must be str"):
         atomic_save_safetensors(TENSORS, {"rank": 4}, tmp_path, "mix")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_appearing_during_the_write_is_not_overwritten(tmp_path, monkeypatch):
+    """The existence check runs before the (long) write; a file created by someone else meanwhile must survive:
+    the final name is taken with a hard link, which fails if the name exists."""
+    original = safe_write.save_file
+
+    def racing_save_file(tensors, path, metadata=None):
+        (tmp_path / "mix.safetensors").write_bytes(b"theirs")
+        original(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(safe_write, "save_file", racing_save_file)
+    with pytest.raises(ExportPathError, match="already exists"):
+        atomic_save_safetensors(TENSORS, {}, tmp_path, "mix")
+    assert (tmp_path / "mix.safetensors").read_bytes() == b"theirs"
+    assert sorted(os.listdir(tmp_path)) == ["mix.safetensors"]
+
+
+def test_file_and_folder_are_fsynced_before_and_after_the_rename(tmp_path, monkeypatch):
+    """Durability: the temporary file's data is fsync'ed before it gets the final name, the folder after."""
+    events = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def fsync(fd):
+        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def link(source, destination):
+        events.append("link")
+        real_link(source, destination)
+
+    monkeypatch.setattr(safe_write.os, "fsync", fsync)
+    monkeypatch.setattr(safe_write.os, "link", link)
+    atomic_save_safetensors(TENSORS, {}, tmp_path, "mix")
+    assert events == ["fsync-file", "link", "fsync-dir"]
+    assert sorted(os.listdir(tmp_path)) == ["mix.safetensors"]
