@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .batched import CHUNK_BYTES, chunked, difference_norms_sq, matrix_2d, shape_groups
+from .batched import CHUNK_BYTES, chunked, difference_norms_sq, matrix_2d, shape_groups, thin_qr
 from .types import LoraModule
 
 LOG = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def full_precision_matmul() -> Iterator[None]:
 
 def _svd_parts(up: torch.Tensor, down: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(Q₁, Ũ, S, Ṽᵀ, Q₂) with up = Q₁R₁, downᵀ = Q₂R₂, R₁R₂ᵀ = ŨSṼᵀ; stacks (leading batch dim) allowed."""
-    q1, r1 = torch.linalg.qr(up, mode="reduced")
-    q2, r2 = torch.linalg.qr(down.mT, mode="reduced")
+    q1, r1 = thin_qr(up)
+    q2, r2 = thin_qr(down.mT)
     u_small, s, vh_small = core_svd(r1 @ r2.mT)
     return q1, u_small, s, vh_small, q2
 

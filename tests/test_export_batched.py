@@ -185,3 +185,39 @@ def test_core_svd_over_threads_equals_one_batched_call():
     assert u.shape == (37, 9, 7) and s.shape == (37, 7) and vh.shape == (37, 7, 7)
     assert torch.allclose(s, torch.linalg.svdvals(cores), rtol=1e-5, atol=1e-6)
     assert torch.allclose((u * s[:, None, :]) @ vh, cores, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 40, 7), (50, 12), (2, 300, 64)])
+def test_cholesky_qr2_is_a_thin_qr(shape):
+    """The GPU path of ``thin_qr`` (CholeskyQR2 in float64), forced on the CPU: A = QR, QᵀQ = I, R upper."""
+    from lora.batched import thin_qr
+
+    generator = torch.Generator().manual_seed(3)
+    matrices = torch.randn(shape, generator=generator, dtype=torch.float64)
+    matrices[..., 1] *= 1e-3  # a badly scaled column: κ ~ 1e3 (one CholeskyQR pass alone loses ~1e-10)
+    q, r = thin_qr(matrices, cholesky=True)
+    identity = torch.eye(shape[-1], dtype=torch.float64)
+    assert torch.allclose(q.mT @ q, identity.expand_as(q.mT @ q), atol=1e-13)
+    assert torch.allclose(q @ r, matrices, atol=1e-12)
+    assert torch.equal(r, r.triu())
+
+
+def test_cholesky_qr2_falls_back_to_householder_on_rank_deficient_factors():
+    from lora.batched import thin_qr
+
+    matrices = torch.randn(2, 30, 4, dtype=torch.float64)
+    matrices[1, :, 3] = matrices[1, :, 2]  # a repeated column: the Gram matrix is singular
+    q, r = thin_qr(matrices, cholesky=True)
+    reference_q, reference_r = torch.linalg.qr(matrices, mode="reduced")
+    assert torch.equal(q, reference_q) and torch.equal(r, reference_r)
+
+
+def test_cholesky_qr2_falls_back_when_the_factors_are_nearly_dependent():
+    """κ ~ 1e12: Cholesky still factors the Gram matrix but Q would not be orthonormal; Householder is used."""
+    from lora.batched import thin_qr
+
+    matrices = torch.randn(1, 50, 4, dtype=torch.float64)
+    matrices[0, :, 3] = matrices[0, :, 2] + 1e-12 * torch.randn(50, dtype=torch.float64)
+    q, r = thin_qr(matrices, cholesky=True)
+    reference_q, reference_r = torch.linalg.qr(matrices, mode="reduced")
+    assert torch.equal(q, reference_q) and torch.equal(r, reference_r)
