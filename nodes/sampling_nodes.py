@@ -276,8 +276,9 @@ def _negative_or_empty(negative, cfg: float, model) -> list:
     list takes core's exact path -- the sampled latent is bit-identical to the one with the real negative)."""
     if negative is not None:
         return negative
-    if negative_needed(cfg, _foreign_options(model)):
-        readers = ", ".join(uncond_readers(_foreign_options(model))) or "none"
+    options = _foreign_options(model)
+    if negative_needed(cfg, options):
+        readers = ", ".join(uncond_readers(options)) or "none"
         raise ValueError(f"KSamplerLCM got no negative conditioning at cfg={cfg} (model options reading it: "
                          f"{readers}); connect a negative conditioning, or use cfg 1.0 on a model without them.")
     return []

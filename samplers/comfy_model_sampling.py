@@ -276,10 +276,8 @@ def with_lcm_sampling(model_patcher, boundary: bool = True):
     path. The input model is never mutated; a model that needs nothing is returned as is.
     """
     model_sampling = model_patcher.get_model_object("model_sampling")
-    if _ready(model_patcher, boundary):
-        return model_patcher
     if not needs_lcm_patch(model_sampling, boundary):
-        return lcm_patched_clone(model_patcher)
+        return model_patcher if has_cond_batch_function(model_patcher) else lcm_patched_clone(model_patcher)
     info = lcm_sampling_info(model_sampling)
     return lcm_patched_clone(model_patcher, make_lcm_model_sampling(
         model_patcher.model.model_config, sampling_prediction_type(model_sampling),
