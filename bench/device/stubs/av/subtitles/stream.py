@@ -1,0 +1,1 @@
+from .. import _Missing as SubtitleStream  # noqa
