@@ -12,10 +12,10 @@ error from the factors) and the atomic safetensors write of each file (``write_s
 ``write_concat``: the lossless one), in ``--save-dtype`` (fp16 by default, like the node and the published
 LoRAs). Usage::
 
-    python bench/bench_export.py                   # CPU, full SDXL shapes
-    python bench/bench_export.py --device cuda     # GPU
-    python bench/bench_export.py --save-dtype fp32 # the fp32 files (twice the bytes)
-    python bench/bench_export.py --smoke           # a few layers, one repeat (checks the script runs)
+    PYTHONPATH=.pack python bench/bench_export.py                   # CPU, full SDXL shapes
+    PYTHONPATH=.pack python bench/bench_export.py --device cuda     # GPU
+    PYTHONPATH=.pack python bench/bench_export.py --save-dtype fp32 # the fp32 files (twice the bytes)
+    PYTHONPATH=.pack python bench/bench_export.py --smoke           # a few layers, one repeat
 """
 from __future__ import annotations
 
@@ -23,19 +23,15 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lora.export import DEFAULT_SAVE_DTYPE, SAVE_DTYPES, build_export  # noqa: E402
-from lora.mix import MixEntry  # noqa: E402
-from lora.safe_write import atomic_save_safetensors  # noqa: E402
-from lora.types import LoraFile, LoraModule  # noqa: E402
+from lcm_lora_pack.lora.export import DEFAULT_SAVE_DTYPE, SAVE_DTYPES, build_export
+from lcm_lora_pack.lora.mix import MixEntry
+from lcm_lora_pack.lora.safe_write import atomic_save_safetensors
+from lcm_lora_pack.lora.types import LoraFile, LoraModule
 
 CROSS_DIM, TIME_DIM = 2048, 1280
 ATTENTION = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k",

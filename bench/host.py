@@ -1,27 +1,24 @@
 """ComfyUI booted in the benchmark process (CPU or CUDA) with the pack registered, and node calls.
 
-Boot order (see the shared notes): ComfyUI's CLI args are set before anything imports
-``comfy.model_management``; ``utils.extra_config`` is imported before ``nodes``. The base directory is a
-temporary folder holding ``custom_nodes/lcm-lora-pack`` (a link to this repository) and ``models/…``.
+The boot is the repository's one ComfyUI host (:func:`lcm_lora_pack.devkit.host.boot`: base directory with
+``custom_nodes/lcm-lora-pack`` linked, boot order); this module adds the benchmark's node calls. The bench
+needs only the repository, a ComfyUI tree and torch: on a bare GPU box, from the repository root::
+
+    python3 scripts/provision.py --import-link      # makes .pack/lcm_lora_pack (standard library only)
+    COMFYUI_PATH=/path/to/ComfyUI PYTHONPATH=.pack python -m lcm_lora_pack.bench.lcm_bench --device cuda
 
 Nodes are called the way the executor calls them (V3 ``execute`` classmethod, V1 ``FUNCTION``), with
 defaults filled from the node's own ``INPUT_TYPES`` so the benchmark survives optional inputs added later.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests"))
-# The test harness owns how a ComfyUI base directory with the pack is laid out; the bench reuses it.
-from harness.comfy_host import comfyui_root, make_base_directory  # noqa: E402
+from lcm_lora_pack.devkit import host as comfy_host
 
+REPO = comfy_host.REPO
 LOG = logging.getLogger(__name__)
 
 
@@ -132,35 +129,9 @@ _HOST: BenchHost | None = None
 
 
 def boot(device: str, base: Path | None = None) -> BenchHost:
-    """Boot ComfyUI once in this process on ``device`` ("cpu" or "cuda") and register the pack."""
+    """Boot ComfyUI once in this process on ``device`` ("cpu" or "cuda"), pack registered, progress bars off."""
     global _HOST
-    if _HOST is not None:
-        return _HOST
-    root = comfyui_root()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    import comfy.options
-
-    comfy.options.enable_args_parsing(False)
-    from comfy.cli_args import args
-
-    base = Path(base or tempfile.mkdtemp(prefix="lcm-bench-"))
-    make_base_directory(base)
-    args.cpu = device == "cpu"
-    args.disable_api_nodes = True
-    args.base_directory = str(base)
-    import comfy.utils
-    import folder_paths
-    import utils.extra_config  # noqa: F401  (must precede `import nodes`)
-
-    import nodes
-
-    folder_paths.set_output_directory(str(base / "output"))
-    folder_paths.set_input_directory(str(base / "input"))
-    folder_paths.set_temp_directory(str(base / "temp"))
-    failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
-    if failed:
-        LOG.info("core extra node modules that failed to import: %s", failed)
-    comfy.utils.set_progress_bar_enabled(False)
-    _HOST = BenchHost(nodes=nodes, base=base, device=device)
+    if _HOST is None:
+        booted = comfy_host.boot(base, device=device, progress_bars=False)
+        _HOST = BenchHost(nodes=booted.nodes, base=booted.base, device=device)
     return _HOST

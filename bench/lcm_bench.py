@@ -1,10 +1,10 @@
 """LCM-LoRA Pack benchmark: the acceleration claim and the pack's overheads vs ComfyUI core and diffusers.
 
-Usage (from the repository root)::
+Usage (from the repository root; ``.pack`` holds the ``lcm_lora_pack`` link, see bench/host.py)::
 
-    python -m bench.lcm_bench --smoke                      # CPU, tiny shapes: checks the script runs
-    python -m bench.lcm_bench --device cuda --families sd15,sdxl --out out/bench
-    python -m bench.lcm_bench --device cuda --sections lcm4,profile --families sd15
+    PYTHONPATH=.pack python -m lcm_lora_pack.bench.lcm_bench --smoke                      # CPU, tiny shapes: checks the script runs
+    python -m lcm_lora_pack.bench.lcm_bench --device cuda --families sd15,sdxl --out out/bench
+    python -m lcm_lora_pack.bench.lcm_bench --device cuda --sections lcm4,profile --families sd15
 
 Sections: ``step`` (eager UNet step b1/b2, ComfyUI vs diffusers), ``lcm4`` (4-step LCM: pack nodes, core's
 manual path, diffusers' pipeline, 4 × UNet step), ``profile`` (where the extra time goes), ``e2e`` (each text
@@ -58,8 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def environment(device: str) -> str:
     import diffusers
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / ".comfyui" / "ComfyUI"))
-    try:
+    try:  # ComfyUI's root is on sys.path: the host booted it
         import comfyui_version
 
         comfy_version = comfyui_version.__version__
@@ -69,7 +68,7 @@ def environment(device: str) -> str:
     return (f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
             f"- device: {gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}); Python "
             f"{platform.python_version()}\n- ComfyUI {comfy_version}; diffusers {diffusers.__version__}\n"
-            f"- command: `python -m bench.lcm_bench {' '.join(sys.argv[1:])}`\n")
+            f"- command: `python -m lcm_lora_pack.bench.lcm_bench {' '.join(sys.argv[1:])}`\n")
 
 
 def run_section(ctx, section: str, family: str, args: argparse.Namespace) -> None:

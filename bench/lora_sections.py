@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lcm_lora_pack.devkit.host import subprocess_env
+
 from . import timing
 from .context import BenchContext, FamilyModels
 from .host import REPO, NodeMissing
@@ -200,7 +202,7 @@ def section_export(ctx: BenchContext) -> None:
     args = [sys.executable, str(script), "--device", device, "--json", str(Path(ctx.out_dir) / "bench_export.json")]
     if ctx.smoke:
         args.append("--smoke")
-    run = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=900)
+    run = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=900, env=subprocess_env())
     tail = (run.stdout[-4000:] + ("\n" + run.stderr[-2000:] if run.returncode else "")).strip()
     ctx.report("export", f"### merged export (bench/bench_export.py, rc {run.returncode})\n\n```\n{tail}\n```\n",
                {"returncode": run.returncode})

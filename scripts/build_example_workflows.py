@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Build ``example_workflows/*.json`` (UI format) and ``example_workflows/api/*.json`` from scripts/workflow_specs.py.
+"""Build ``example_workflows/*.json`` (UI format) and ``example_workflows/api/*.json`` from devkit/workflow_specs.py.
 
 Boots ComfyUI in-process with the pack (no models needed) to read every node's ``/object_info`` entry, so
 positional ``widgets_values`` follow the node's real input order (a seed widget is followed by its
 ``control_after_generate`` value). The API twin is comfy-cli's conversion of the UI file. Run it after
 editing a spec or when a node's schema changed::
 
-    .venv/bin/python scripts/build_example_workflows.py            # write
-    .venv/bin/python scripts/build_example_workflows.py --check    # exit 1 if a committed file differs
+    PYTHONPATH=.pack .venv/bin/python scripts/build_example_workflows.py            # write
+    PYTHONPATH=.pack .venv/bin/python scripts/build_example_workflows.py --check    # exit 1 if a file differs
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-for _path in (REPO / "tests", REPO / "scripts"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+from lcm_lora_pack.devkit import host as comfy_host
+from lcm_lora_pack.devkit import workflows
+from lcm_lora_pack.devkit.workflow_specs import Spec, all_specs
+from lcm_lora_pack.devkit.workflows import API_DIR, EXAMPLES_DIR, PUBLISHED_MODELS, ui_to_api
 
-from workflow_specs import Spec, all_specs  # noqa: E402
+REPO = comfy_host.REPO
 
 LOG = logging.getLogger("build_example_workflows")
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -176,8 +176,6 @@ def model_properties(node) -> list[dict]:
 
     Only for files whose published name is the name used here (a renamed download would be saved wrong).
     """
-    from harness.workflows import PUBLISHED_MODELS
-
     out = []
     for value in node.widgets.values():
         model = PUBLISHED_MODELS.get(value) if isinstance(value, str) else None
@@ -188,8 +186,6 @@ def model_properties(node) -> list[dict]:
 
 def note_node(spec: Spec, node_id: int, y_of_column: dict[int, int]) -> dict:
     """A MarkdownNote telling the user what the workflow does and which files it needs from where."""
-    from harness.workflows import PUBLISHED_MODELS
-
     used = [m for m in PUBLISHED_MODELS.values()
             if any(m.name == v for n in spec.nodes for v in n.widgets.values())]
     lines = [f"### {spec.title}", "", spec.description, "", "**Models** (put them in ComfyUI/models/…):", ""]
@@ -202,8 +198,6 @@ def note_node(spec: Spec, node_id: int, y_of_column: dict[int, int]) -> dict:
 
 
 def boot_object_info() -> dict:
-    from harness import comfy_host, workflows
-
     base = Path(tempfile.mkdtemp(prefix="lcmpack-build-"))
     host = comfy_host.boot(base)
     return workflows.object_info_in_process(host.nodes)
@@ -221,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[build] %(message)s")
     LOG.setLevel(logging.INFO)
-    from harness.workflows import API_DIR, EXAMPLES_DIR, ui_to_api
 
     object_info = boot_object_info()
     stale = []

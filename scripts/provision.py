@@ -214,8 +214,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--print-env", action="store_true",
                         help="print VENV_PYTHON=… and COMFYUI_PATH=… lines for shell use")
+    parser.add_argument("--import-link", action="store_true",
+                        help="only make .pack/lcm_lora_pack (a machine with its own Python and ComfyUI, e.g. a GPU box)")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[provision] %(message)s")
+    if options.import_link:
+        try:
+            LOG.info("import link: %s", link_import_root())
+        except ProvisionError as error:
+            LOG.error("%s", error)
+            return 2
+        return 0
     try:
         python = ensure_venv()
         comfy_root = ensure_comfyui(python)

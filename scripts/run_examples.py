@@ -9,7 +9,7 @@ sampling steps, images per workflow) is logged and written to ``OUT/summary.md``
 
 Models:
 * default -- tiny generated stand-ins written under the published file names (cached in
-  ``OUT/.generated-models``), with the documented test substitution (tests/harness/workflows.py: the
+  ``OUT/.generated-models``), with the documented test substitution (devkit/workflows.py: the
   SDXL checkpoint loader is swapped for a tiny-SDXL loader, latents are 64 px). Images are noise: the
   weights are random; this proves the workflows run, not what they look like.
 * ``--models DIR`` -- your own ComfyUI-style models folder (``DIR/checkpoints``, ``DIR/loras``, ...) holding
@@ -20,7 +20,7 @@ Usage::
 
     make run                                   # generated models
     make run MODELS=~/ComfyUI/models           # your models
-    .venv/bin/python scripts/run_examples.py --only sd15_lcm_lora_4step --out out
+    PYTHONPATH=.pack .venv/bin/python scripts/run_examples.py --only sd15_lcm_lora_4step --out out
 """
 from __future__ import annotations
 
@@ -34,11 +34,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests"))
+from lcm_lora_pack.devkit import host as comfy_host
+from lcm_lora_pack.devkit import workflows
 
-from harness import comfy_host, workflows  # noqa: E402
+REPO = comfy_host.REPO
 
 LOG = logging.getLogger("run_examples")
 EXPORT_NODE = "LCMPack_LoraExport"

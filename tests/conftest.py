@@ -1,18 +1,18 @@
 """Shared fixtures: real ComfyUI in-process, a real ComfyUI server, generated models (cached per run).
 
-Tests import the pack's pure-math packages (``samplers``, ``lora``) from the repository root; pack *nodes*
-are only reached through ComfyUI (never ``import nodes``: that name is ComfyUI's).
+Tests import the pack as ``lcm_lora_pack`` (``.pack`` is on pytest's ``pythonpath``) and the shared host and
+model builders from ``lcm_lora_pack.devkit``; pack *nodes* are only reached through ComfyUI (its node
+registry), never imported. ComfyUI's root goes on ``sys.path`` here, once, for tests that use ``comfy.*``
+directly (:func:`lcm_lora_pack.devkit.host.prepare_import`; :func:`boot` does the rest in the ``comfy`` fixture).
 """
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 # `.pack/lcm_lora_pack` links to this repository: the package name tests import the pack under (made by
 # scripts/provision.py; made here too for a checkout that was never provisioned, e.g. a git worktree).
 _IMPORT_LINK = REPO / ".pack" / "lcm_lora_pack"
@@ -20,18 +20,11 @@ if not _IMPORT_LINK.is_symlink():
     _IMPORT_LINK.parent.mkdir(exist_ok=True)
     _IMPORT_LINK.symlink_to("..", target_is_directory=True)
     importlib.invalidate_caches()
-for path in (str(REPO), str(TESTS)):
-    if path not in sys.path:
-        sys.path.insert(0, path)
 
-# Import the pack's pure packages now: once ComfyUI boots, its nodes.py puts comfy/ first on sys.path and a
-# later `import lora` would find comfy/lora.py instead.
-from harness import comfy_host, models, workflows  # noqa: E402
 from harness.server import ComfyServer  # noqa: E402
+from lcm_lora_pack.devkit import host, models, workflows  # noqa: E402  (after the link exists)
 
-import lora  # noqa: E402,F401
-import lora.types  # noqa: E402,F401
-import samplers  # noqa: E402,F401
+host.prepare_import()
 
 SD15_CKPT = "tiny-sd15.safetensors"
 VEGA_UNET = "tiny-vega-sdxl.safetensors"
@@ -48,16 +41,16 @@ def model_store(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def comfy(tmp_path_factory, model_store) -> comfy_host.ComfyHost:
-    """ComfyUI booted in this process with the pack and the test-only nodes (tests/harness/testkit) registered
+def comfy(tmp_path_factory, model_store) -> host.ComfyHost:
+    """ComfyUI booted in this process with the pack and the test-only nodes (devkit/testkit) registered
     and the generated models visible."""
     base = tmp_path_factory.mktemp("comfy-base")
-    comfy_host.make_base_directory(base)
+    host.make_base_directory(base)
     workflows.link_testkit(base)
     for kind in ("checkpoints", "diffusion_models"):
         for file in (model_store / kind).iterdir():
             (base / "models" / kind / file.name).symlink_to(file)
-    return comfy_host.boot(base)
+    return host.boot(base)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lcm_lora_pack.devkit.host import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,8 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-smoke")
-    run = subprocess.run([sys.executable, "-m", "bench.lcm_bench", "--smoke", "--out", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    run = subprocess.run([sys.executable, "-m", "lcm_lora_pack.bench.lcm_bench", "--smoke", "--out", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=900, env=subprocess_env())
     return run, out
 
 

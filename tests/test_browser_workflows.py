@@ -19,8 +19,9 @@ import os
 from pathlib import Path
 
 import pytest
-from harness import browser, workflows
+from harness import browser
 from harness.workflow_fixtures import example_models, workflow_server  # noqa: F401
+from lcm_lora_pack.devkit import workflows
 
 LOG = logging.getLogger(__name__)
 NAMES = workflows.example_names()

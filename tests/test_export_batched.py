@@ -7,14 +7,13 @@ import math
 
 import pytest
 import torch
+from lcm_lora_pack.lora import svd
+from lcm_lora_pack.lora.batched import difference_norms_sq
+from lcm_lora_pack.lora.export import build_export, cast_modules, measure_concat
+from lcm_lora_pack.lora.mix import MixEntry, concat_mix
+from lcm_lora_pack.lora.svd import reduce_modules
+from lcm_lora_pack.lora.types import LoraFile, LoraModule
 from safetensors.torch import load, save
-
-from lora import svd
-from lora.batched import difference_norms_sq
-from lora.export import build_export, cast_modules, measure_concat
-from lora.mix import MixEntry, concat_mix
-from lora.svd import reduce_modules
-from lora.types import LoraFile, LoraModule
 
 RANK = 6
 # key → (weight shape, rank of the concatenated module); several keys share a shape so that groups form.
@@ -190,7 +189,7 @@ def test_core_svd_over_threads_equals_one_batched_call():
 @pytest.mark.parametrize("shape", [(3, 40, 7), (50, 12), (2, 300, 64)])
 def test_cholesky_qr2_is_a_thin_qr(shape):
     """The GPU path of ``thin_qr`` (CholeskyQR2 in float64), forced on the CPU: A = QR, QᵀQ = I, R upper."""
-    from lora.batched import thin_qr
+    from lcm_lora_pack.lora.batched import thin_qr
 
     generator = torch.Generator().manual_seed(3)
     matrices = torch.randn(shape, generator=generator, dtype=torch.float64)
@@ -203,7 +202,7 @@ def test_cholesky_qr2_is_a_thin_qr(shape):
 
 
 def test_cholesky_qr2_falls_back_to_householder_on_rank_deficient_factors():
-    from lora.batched import thin_qr
+    from lcm_lora_pack.lora.batched import thin_qr
 
     matrices = torch.randn(2, 30, 4, dtype=torch.float64)
     matrices[1, :, 3] = matrices[1, :, 2]  # a repeated column: the Gram matrix is singular
@@ -214,7 +213,7 @@ def test_cholesky_qr2_falls_back_to_householder_on_rank_deficient_factors():
 
 def test_cholesky_qr2_falls_back_when_the_factors_are_nearly_dependent():
     """κ ~ 1e12: Cholesky still factors the Gram matrix but Q would not be orthonormal; Householder is used."""
-    from lora.batched import thin_qr
+    from lcm_lora_pack.lora.batched import thin_qr
 
     matrices = torch.randn(1, 50, 4, dtype=torch.float64)
     matrices[0, :, 3] = matrices[0, :, 2] + 1e-12 * torch.randn(50, dtype=torch.float64)

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 from conftest import SD15_CKPT
-from harness import models
-from harness.comfy_host import PromptFailed
 from harness.diffusers_unet import clip_l_text_encoder, comfy_weights_of_diffusers, diffusers_unet, lora_pipeline
+from lcm_lora_pack.devkit import models
+from lcm_lora_pack.devkit.host import PromptFailed
 from safetensors import safe_open
 from safetensors.torch import load_file
 from test_mix_nodes import LCM, STYLE, STYLE2, TEXT, XL, base, lora_files, mixed, patched_weights, rel, stack  # noqa: F401

@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
+from lcm_lora_pack.lora.export import SAVE_DTYPES, ExportError, build_export
+from lcm_lora_pack.lora.mix import MixEntry, concat_mix, mixed_delta
+from lcm_lora_pack.lora.svd import RankError, lowrank_svd, reduce_modules
 from test_mix_math import CONV, LINEAR, _lora
-
-from lora.export import SAVE_DTYPES, ExportError, build_export
-from lora.mix import MixEntry, concat_mix, mixed_delta
-from lora.svd import RankError, lowrank_svd, reduce_modules
 
 
 def _mix():
@@ -66,7 +65,7 @@ def test_errors_are_measured_without_tf32_and_the_setting_is_restored():
     torch.set_float32_matmul_precision("high")
     try:
         seen = []
-        from lora import svd
+        from lcm_lora_pack.lora import svd
 
         original = svd._reduce_chunk
 

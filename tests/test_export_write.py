@@ -6,10 +6,9 @@ import stat
 
 import pytest
 import torch
+from lcm_lora_pack.lora import safe_write
+from lcm_lora_pack.lora.safe_write import ExportPathError, atomic_save_safetensors, export_file_name
 from safetensors import safe_open
-
-from lora import safe_write
-from lora.safe_write import ExportPathError, atomic_save_safetensors, export_file_name
 
 TENSORS = {"x.lora_down.weight": torch.ones(2, 3), "x.alpha": torch.tensor(2.0)}
 

@@ -5,6 +5,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from lcm_lora_pack.devkit.host import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +36,7 @@ def test_single_registration_style():
 
 def _pure_modules() -> list[str]:
     """Every module of samplers/ and lora/ except the declared ComfyUI bridges (``comfy_*.py``)."""
-    return [f"{package}.{path.stem}" for package in ("samplers", "lora")
+    return [f"lcm_lora_pack.{package}.{path.stem}" for package in ("samplers", "lora")
             for path in sorted((REPO / package).glob("*.py"))
             if path.stem != "__init__" and not path.stem.startswith("comfy_")]
 
@@ -45,12 +46,12 @@ def test_math_packages_import_without_comfy():
     import sys
 
     modules = _pure_modules()
-    assert "samplers.timesteps" in modules and "lora.io" in modules
-    code = (f"import sys; sys.path.insert(0, {str(REPO)!r}); import importlib\n"
+    assert "lcm_lora_pack.samplers.timesteps" in modules and "lcm_lora_pack.lora.io" in modules
+    code = ("import importlib, sys\n"
             f"for name in {modules!r}: importlib.import_module(name)\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('comfy', 'comfy_api', 'nodes', 'server'))\n"
             "assert not bad, bad")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
     assert result.returncode == 0, result.stderr
 
 

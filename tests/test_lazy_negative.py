@@ -2,7 +2,7 @@
 
 The rule (``samplers/guidance.py``) is checked against the installed core's ``sampling_function`` /
 ``cfg_function`` source; the node is run by ComfyUI's real executor, with a test-only node
-(``LCMPackTest_ConditioningProbe``, tests/harness/testkit) between the negative text encode and the sampler that
+(``LCMPackTest_ConditioningProbe``, devkit/testkit) between the negative text encode and the sampler that
 records whether it ran. The latents are compared with the node called directly on the real negative.
 """
 from __future__ import annotations
@@ -13,12 +13,11 @@ import re
 import pytest
 import torch
 from conftest import SD15_CKPT
+from lcm_lora_pack.samplers.guidance import UNCOND_READING_OPTIONS, negative_needed, uncond_readers
 from safetensors.torch import load_file
 
-from samplers.guidance import UNCOND_READING_OPTIONS, negative_needed, uncond_readers
-
 NODE = "LCMPack_KSamplerLCM"
-PROBE_ID = "LCMPackTest_ConditioningProbe"  # tests/harness/testkit (not importable before ComfyUI boots)
+PROBE_ID = "LCMPackTest_ConditioningProbe"  # devkit/testkit (not importable before ComfyUI boots)
 SAMPLER_INPUTS = {"seed": 5, "steps": 2, "sampler": "lcm", "gamma": 0.3, "denoise": 1.0}
 
 

@@ -10,13 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import LCMScheduler, TCDScheduler
-from harness.comfy_host import prepare_import
-
-prepare_import()
-
-from samplers.comfy_model_sampling import make_lcm_model_sampling, schedule_sigmas  # noqa: E402
-from samplers.lcm_sampler import lcm_loop, tcd_loop  # noqa: E402
-from samplers.timesteps import lcm_timesteps  # noqa: E402
+from lcm_lora_pack.samplers.comfy_model_sampling import make_lcm_model_sampling, schedule_sigmas
+from lcm_lora_pack.samplers.lcm_sampler import lcm_loop, tcd_loop
+from lcm_lora_pack.samplers.timesteps import lcm_timesteps
 
 SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 DIFFUSERS_PREDICTION = {"eps": "epsilon", "v_prediction": "v_prediction"}

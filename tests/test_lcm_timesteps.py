@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 from diffusers import LCMScheduler, TCDScheduler
-
-from samplers.timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps, parse_timesteps
+from lcm_lora_pack.samplers.timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps, parse_timesteps
 
 SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 
-from lora import applied
+from lcm_lora_pack.lora import applied
 
 
 def test_record_is_found_by_file_or_content_hash_and_survives_deepcopy():

@@ -5,11 +5,10 @@ import pickle
 
 import pytest
 import torch
-from harness import loras
-from harness.models import SD15_UNET_CONFIG
-
-from lora.errors import LoraFileError, LoraFormatError, LoraTensorError
-from lora.io import read_lora_file
+from lcm_lora_pack.devkit import loras
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
+from lcm_lora_pack.lora.errors import LoraFileError, LoraFormatError, LoraTensorError
+from lcm_lora_pack.lora.io import read_lora_file
 
 MODULE = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
 

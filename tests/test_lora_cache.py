@@ -6,11 +6,10 @@ import os
 
 import pytest
 import torch
-from harness import loras
-from harness.models import SD15_UNET_CONFIG
-
-import lora.io as lora_io
-from lora.errors import LoraFileError, LoraTensorError
+from lcm_lora_pack.devkit import loras
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
+from lcm_lora_pack.lora import io as lora_io
+from lcm_lora_pack.lora.errors import LoraFileError, LoraTensorError
 
 
 @pytest.fixture

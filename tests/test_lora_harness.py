@@ -1,10 +1,10 @@
-"""The LoRA-file helpers of tests/harness/loras.py produce files that core ComfyUI maps completely."""
+"""The LoRA-file helpers of devkit/loras.py produce files that core ComfyUI maps completely."""
 from __future__ import annotations
 
 import pytest
 import torch
 from conftest import SD15_CKPT, VEGA_UNET
-from harness import loras
+from lcm_lora_pack.devkit import loras
 from safetensors import safe_open
 
 

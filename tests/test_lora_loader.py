@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import SD15_CKPT, VEGA_UNET
-from harness import loras
-from harness.comfy_host import PromptFailed
-from harness.models import SD15_UNET_CONFIG, VEGA_UNET_CONFIG
+from lcm_lora_pack.devkit import loras
+from lcm_lora_pack.devkit.host import PromptFailed
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG, VEGA_UNET_CONFIG
 
 SDXL_UNET_CONFIG = {**VEGA_UNET_CONFIG, "transformer_depth": [0, 0, 2, 2, 10, 10],
                     "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "transformer_depth_middle": 10}

@@ -14,11 +14,9 @@ import logging
 import pytest
 import torch
 from conftest import SD15_CKPT
-from harness.models import SD15_UNET_CONFIG
-
-# Imported at collection: after ComfyUI boots, ``comfy/`` is first on sys.path and ``lora`` would be comfy's.
-from lora.comfy_apply import apply_lora
-from lora.io import read_lora_file
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
+from lcm_lora_pack.lora.comfy_apply import apply_lora
+from lcm_lora_pack.lora.io import read_lora_file
 
 LOG = logging.getLogger(__name__)
 RANK, ALPHA = 8, 3.0
@@ -146,7 +144,7 @@ def base_unet(setup):
 @pytest.mark.parametrize("alpha", [ALPHA, float(RANK)], ids=["alpha3", "alpha=rank"])
 def test_diffusers_kohya_conversion_matches_peft_and_fuse_lora(setup, base_unet, alpha):
     """diffusers ``convert_state_dict_to_kohya`` (``lora_unet_<diffusers name>``, ``.alpha``)."""
-    from harness.loras import save_lora
+    from lcm_lora_pack.devkit.loras import save_lora
 
     path = save_lora(_kohya_state_dict(setup, alpha), setup["dir"] / f"kohya-{alpha:g}.safetensors")
     weights, keys = _comfy_weights(setup["model"], path)
@@ -157,7 +155,7 @@ def test_diffusers_kohya_conversion_matches_peft_and_fuse_lora(setup, base_unet,
 
 def test_kohya_ldm_names_with_alpha(setup):
     """kohya keys in LDM spelling (``lora_unet_input_blocks_1_1_…``) with ``.alpha`` 3 ≠ rank 8."""
-    from harness.loras import save_lora
+    from lcm_lora_pack.devkit.loras import save_lora
 
     to_ldm = {d[: -len(".weight")].replace(".", "_"): ldm_key[: -len(".weight")].replace(".", "_")
               for d, ldm_key in setup["diffusers_to_ldm"].items() if d.endswith(".weight")}

@@ -6,11 +6,10 @@ import math
 
 import pytest
 import torch
-from harness import loras
-from harness.models import SD15_UNET_CONFIG, VEGA_UNET_CONFIG
-
-from lora.io import read_lora_file
-from lora.resolve import module_spellings
+from lcm_lora_pack.devkit import loras
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG, VEGA_UNET_CONFIG
+from lcm_lora_pack.lora.io import read_lora_file
+from lcm_lora_pack.lora.resolve import module_spellings
 
 SD2_UNET_CONFIG = {**SD15_UNET_CONFIG, "context_dim": 1024, "use_linear_in_transformer": True,
                    "num_heads": -1, "num_head_channels": 64}

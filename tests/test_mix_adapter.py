@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import SD15_CKPT
-from harness import models
-from harness.loras import kind_metadata, kohya_state_dict, save_lora
-
-from lora.io import read_lora_file
-from lora.mix import MixedFactors, MixEntry, mix_terms, normalize_style_weights
-from lora.resolve import resolve_targets
+from lcm_lora_pack.devkit import models
+from lcm_lora_pack.devkit.loras import kind_metadata, kohya_state_dict, save_lora
+from lcm_lora_pack.lora.io import read_lora_file
+from lcm_lora_pack.lora.mix import MixedFactors, MixEntry, mix_terms, normalize_style_weights
+from lcm_lora_pack.lora.resolve import resolve_targets
 
 # Linear (attention, ff), 1x1 conv (proj_in) and 3x3 conv (resnet in_layers.2 / out_layers.3) layers.
 TARGETS = (".attn1.to_q.weight", ".attn2.to_k.weight", ".proj_in.weight", ".ff.net.2.weight",

@@ -5,8 +5,7 @@ import math
 
 import pytest
 import torch
-
-from lora.mix import (
+from lcm_lora_pack.lora.mix import (
     MixEntry,
     MixError,
     check_entries,
@@ -15,7 +14,7 @@ from lora.mix import (
     mixed_delta,
     normalize_style_weights,
 )
-from lora.types import LoraFile, LoraModule
+from lcm_lora_pack.lora.types import LoraFile, LoraModule
 
 LINEAR = "diffusion_model.a.weight"
 CONV = "diffusion_model.conv.weight"

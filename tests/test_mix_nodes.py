@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import SD15_CKPT
-from harness import models
 from harness.diffusers_unet import comfy_weights_of_diffusers, diffusers_unet, lora_pipeline
-from harness.loras import kohya_state_dict, make_kohya_lora, save_lora
-
-from lora.applied import applied_loras
+from lcm_lora_pack.devkit import models
+from lcm_lora_pack.devkit.loras import kohya_state_dict, make_kohya_lora, save_lora
+from lcm_lora_pack.lora.applied import applied_loras
 
 TARGETS = ("attention+ff")
 CONV_TARGETS = (".attn1.to_q.weight", ".attn2.to_k.weight", ".proj_in.weight", ".ff.net.2.weight",

@@ -12,9 +12,8 @@ import pytest
 import torch
 from conftest import SD15_CKPT
 from diffusers import LCMScheduler, TCDScheduler, UNet2DConditionModel
-from harness.models import SD15_UNET_CONFIG
-
-from samplers.timesteps import lcm_timesteps
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
+from lcm_lora_pack.samplers.timesteps import lcm_timesteps
 
 PACK_SAMPLING_NODES = ["LCMPack_ModelSamplingLCM", "LCMPack_LCMSampler", "LCMPack_LCMScheduler",
                        "LCMPack_KSamplerLCM"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import SD15_CKPT
-from harness.comfy_host import PromptFailed
+from lcm_lora_pack.devkit.host import PromptFailed
 from safetensors.torch import load_file
 
 LCM_PATCH = {"original_inference_steps": 50, "timestep_scaling": 10.0, "sigma_data": 0.5}

@@ -15,9 +15,9 @@ import weakref
 import pytest
 import torch
 from conftest import SD15_CKPT
-from harness import loras
-from harness.comfy_host import ServerStub
-from harness.models import SD15_UNET_CONFIG
+from lcm_lora_pack.devkit import loras
+from lcm_lora_pack.devkit.host import ServerStub
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 from safetensors.torch import load_file
 
 SEED = 42

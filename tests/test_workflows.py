@@ -1,25 +1,21 @@
 """Issue #6: every shipped example workflow converts against the live ``/object_info``, validates with ComfyUI
 (no node_errors) and runs on generated models; API twins equal the converted UI files.
 
-Conversion uses comfy-cli's converter (``harness.workflows.ui_to_api``, strict: no node may be dropped).
+Conversion uses comfy-cli's converter (``lcm_lora_pack.devkit.workflows.ui_to_api``, strict: no node may be dropped).
 Validation and execution use the shared test server (POST /prompt must answer without node_errors; the history
 must report success), whose models folder holds only the generated stand-ins under the published names, with
-the documented loader swap for SDXL (harness/workflows.py). (The in-process host is shared with other tests
+the documented loader swap for SDXL (devkit/workflows.py). (The in-process host is shared with other tests
 that write their own files under the same published names, so it is not used here.)
 """
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 
 import pytest
-from harness import workflows
 from harness.workflow_fixtures import example_models, live_object_info, workflow_server  # noqa: F401
+from lcm_lora_pack.devkit import workflow_specs, workflows
 from PIL import Image
-
-sys.path.insert(0, str(workflows.REPO / "scripts"))
-import workflow_specs  # noqa: E402
 
 NAMES = workflows.example_names()
 EXPORT_NODE = "LCMPack_LoraExport"

@@ -10,8 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from harness import workflows
 from harness.workflow_fixtures import example_models  # noqa: F401
+from lcm_lora_pack.devkit import workflows
+from lcm_lora_pack.devkit.host import subprocess_env
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,7 @@ SCRIPT = workflows.REPO / "scripts" / "run_examples.py"
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=900,
-                          cwd=workflows.REPO)
+                          cwd=workflows.REPO, env=subprocess_env())
 
 
 def _rows(summary: str) -> dict[str, list[str]]:

@@ -9,8 +9,7 @@ methods run (``load_lora_weights``, ``set_adapters``, ``fuse_lora``, ``unload_lo
 from __future__ import annotations
 
 import torch
-
-from .models import SD15_UNET_CONFIG
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 
 
 def diffusers_kwargs(unet_config: dict) -> dict:
@@ -24,7 +23,7 @@ def diffusers_kwargs(unet_config: dict) -> dict:
 
 def ldm_to_diffusers_names(unet_config: dict) -> dict[str, str]:
     """ComfyUI/LDM weight name (no ``diffusion_model.``) → diffusers parameter name."""
-    from .comfy_host import prepare_import
+    from lcm_lora_pack.devkit.host import prepare_import
 
     prepare_import()
     import comfy.utils

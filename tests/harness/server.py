@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .comfy_host import comfyui_root, make_base_directory
+from lcm_lora_pack.devkit.host import comfyui_root, make_base_directory, subprocess_env
 
 START_TIMEOUT_S = 120
 
@@ -48,7 +47,7 @@ class ComfyServer:
         command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                    "--base-directory", str(self.base), "--disable-api-nodes", "--disable-auto-launch",
                    "--preview-method", "none"]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = subprocess_env(PYTHONUNBUFFERED="1")  # the test-only nodes import lcm_lora_pack
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, cwd=comfyui_root(), stdout=self._log, stderr=subprocess.STDOUT,
                                         env=env)

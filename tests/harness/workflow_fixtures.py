@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from lcm_lora_pack.devkit import workflows
 
-from . import browser, workflows
+from . import browser
 from .server import ComfyServer
 
 _SHARED: dict[str, object] = {}

@@ -3,22 +3,17 @@
 Loaded next to the pack by the workflow tests and by ``scripts/run_examples.py`` (when it runs on generated
 models). It stands in for ``CheckpointLoaderSimple`` on SDXL workflows -- same input name ``ckpt_name`` and
 outputs MODEL/CLIP/VAE -- because a real SDXL text encoder pair is too big for CI (see
-tests/harness/tiny_sdxl.py). It is never shipped to users and never appears in ``example_workflows/``.
+devkit/tiny_sdxl.py). ComfyUI loads it only where a host links it into ``custom_nodes/``
+(:func:`lcm_lora_pack.devkit.workflows.link_testkit`); it is never registered for users and never appears in
+``example_workflows/``. ComfyUI loads this folder as a top-level module, so it imports the kit by the pack's
+package name (``lcm_lora_pack`` is importable in every process that links it: see ``devkit/host.py``).
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-_TESTS = str(Path(__file__).resolve().parents[2])
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-
-import comfy.sd  # noqa: E402
-import comfy.utils  # noqa: E402
-import folder_paths  # noqa: E402
-
-from harness.tiny_sdxl import build_tiny_sdxl_clip, split_tiny_sdxl_checkpoint  # noqa: E402
+import comfy.sd
+import comfy.utils
+import folder_paths
+from lcm_lora_pack.devkit.tiny_sdxl import build_tiny_sdxl_clip, split_tiny_sdxl_checkpoint
 
 NODE_ID = "LCMPackTest_TinySDXLCheckpointLoader"
 PROBE_ID = "LCMPackTest_ConditioningProbe"
@@ -27,7 +22,7 @@ PROBE_ID = "LCMPackTest_ConditioningProbe"
 class TinySDXLCheckpointLoader:
     """Loads a tiny SDXL test checkpoint into the same MODEL/CLIP/VAE objects CheckpointLoaderSimple gives."""
 
-    DESCRIPTION = "TEST ONLY: loads the tiny SDXL checkpoint written by tests/harness/tiny_sdxl.py."
+    DESCRIPTION = "TEST ONLY: loads the tiny SDXL checkpoint written by devkit/tiny_sdxl.py."
     CATEGORY = "testing"
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
     FUNCTION = "load_checkpoint"

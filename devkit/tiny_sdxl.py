@@ -3,7 +3,7 @@
 Published SDXL workflows load ``sd_xl_base_1.0.safetensors`` with ``CheckpointLoaderSimple`` (MODEL, CLIP,
 VAE). A real SDXL text encoder pair is fixed-shape (CLIP-G alone is 694 M parameters), too big for CI on
 2 CPU cores. So the tests and ``scripts/run_examples.py`` swap that one loader node for
-``LCMPackTest_TinySDXLCheckpointLoader`` (tests/harness/testkit), which has the same input (``ckpt_name``)
+``LCMPackTest_TinySDXLCheckpointLoader`` (devkit/testkit), which has the same input (``ckpt_name``)
 and the same outputs, and reads a file written here:
 
 * ``model.diffusion_model.*`` -- an SDXL-family UNet with Segmind Vega's transformer depths and all three
@@ -42,7 +42,7 @@ TINY_CLIP_OPTIONS = {
 
 def build_tiny_sdxl_clip(state_dict: dict[str, torch.Tensor] | None = None):
     """ComfyUI ``CLIP`` object around ``SDXLClipModel`` with the tiny depths; loads ``state_dict`` strictly."""
-    from .comfy_host import prepare_import
+    from .host import prepare_import
 
     prepare_import()
     import comfy.sd

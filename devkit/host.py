@@ -1,8 +1,16 @@
-"""Real ComfyUI in the test process: boot once, register the pack, run API-format prompts.
+"""Real ComfyUI in this process (tests, scripts, bench): boot once, register the pack, run API-format prompts.
 
-Boot order matters (see docs/NOTES in ../shared): ``comfy.cli_args.args`` is set (CPU, base directory)
-before anything imports ``comfy.model_management``; ``utils.extra_config`` is imported before ``nodes`` so
-that ``utils`` resolves to ComfyUI's package, not ``comfy/utils.py``.
+The one ComfyUI host of the repository: the tests' ``comfy`` fixture, ``scripts/run_examples.py``,
+``scripts/build_example_workflows.py`` and the benchmark (``bench/host.py``) all boot through :func:`boot`.
+
+ComfyUI is not an installed package: :func:`prepare_import` puts its root (``$COMFYUI_PATH`` or the
+provisioned ``.comfyui/ComfyUI``) on ``sys.path`` -- the one path the repository adds. The pack itself is
+imported as ``lcm_lora_pack`` (``.pack/lcm_lora_pack``, see :data:`IMPORT_ROOT`), so its ``nodes``,
+``samplers`` and ``lora`` never meet ComfyUI's ``nodes.py``, ``comfy/samplers.py`` and ``comfy/lora.py``.
+
+Boot order matters (see ../shared/NOTES.md): ``comfy.cli_args.args`` is set (device, base directory) before
+anything imports ``comfy.model_management``; ComfyUI's own ``utils`` package is imported before its
+``nodes`` module (ComfyUI's rule, not the pack's).
 
 The base directory is a temporary folder holding ``custom_nodes/lcm-lora-pack`` (a link to this
 repository) and ``models/…``; ComfyUI's own tree is only read.
@@ -14,12 +22,16 @@ import importlib
 import logging
 import os
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
+IMPORT_NAME = "lcm_lora_pack"
+# `.pack/lcm_lora_pack` -> the repository: the folder to put on PYTHONPATH (made by scripts/provision.py).
+IMPORT_ROOT = REPO / ".pack"
 PACK_FOLDER_NAME = "lcm-lora-pack"
 PACK_PREFIX = "LCMPack_"
 LOG = logging.getLogger(__name__)
@@ -31,6 +43,12 @@ def comfyui_root() -> Path:
     if not (root / "main.py").is_file():
         raise RuntimeError(f"no ComfyUI at {root}: run `python3 scripts/provision.py` (or set COMFYUI_PATH)")
     return root
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python (a ComfyUI server, a script) that imports ``lcm_lora_pack``."""
+    paths = [str(IMPORT_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)), **extra)
 
 
 def make_base_directory(base: Path) -> Path:
@@ -77,6 +95,7 @@ class ComfyHost:
 
     root: Path
     base: Path
+    device: str = "cpu"
     modules: dict = field(default_factory=dict)
 
     @property
@@ -134,8 +153,9 @@ class ComfyHost:
 _HOST: ComfyHost | None = None
 
 
-def prepare_import() -> Path:
-    """Put ComfyUI on ``sys.path`` and set its CLI args (CPU) before any ``comfy`` module is imported.
+def prepare_import(device: str = "cpu") -> Path:
+    """Put ComfyUI's root on ``sys.path`` and set its CLI args (``device``: "cpu" or "cuda") before any
+    ``comfy`` module is imported.
 
     Enough for ``comfy.ops`` / model classes (used to generate test models); :func:`boot` does the rest.
     """
@@ -147,26 +167,28 @@ def prepare_import() -> Path:
     comfy.options.enable_args_parsing(False)
     from comfy.cli_args import args
 
-    args.cpu = True
+    args.cpu = device == "cpu"
     args.disable_api_nodes = True
     return root
 
 
-def boot(base: Path) -> ComfyHost:
-    """Boot ComfyUI in this process once (CPU, base directory ``base``) and load the pack."""
+def boot(base: Path | None = None, device: str = "cpu", progress_bars: bool = True) -> ComfyHost:
+    """Boot ComfyUI in this process once (on ``device``, base directory ``base`` or a new temporary one) and
+    load the pack. ``progress_bars=False`` turns ComfyUI's console progress bars off (the benchmark)."""
     global _HOST
     if _HOST is not None:
         return _HOST
-    root = prepare_import()
-    make_base_directory(base)
+    root = prepare_import(device)
+    base = make_base_directory(Path(base or tempfile.mkdtemp(prefix="lcmpack-comfy-")))
     if "folder_paths" in sys.modules:
         raise RuntimeError("folder_paths was imported before boot(): the base directory cannot be set")
     from comfy.cli_args import args
 
     args.base_directory = str(base)
-    # ComfyUI's `utils` package must be imported before anything imports `nodes` (which puts comfy/ first on
-    # sys.path, after which `utils` would resolve to comfy/utils.py). Kept out of the sorted import block.
+    # ComfyUI's `utils` package must be imported before its `nodes` module (which puts comfy/ first on
+    # sys.path, after which `utils` would resolve to comfy/utils.py): ComfyUI's import order, not the pack's.
     importlib.import_module("utils.extra_config")
+    import comfy.utils
     import execution
     import folder_paths
 
@@ -177,6 +199,8 @@ def boot(base: Path) -> ComfyHost:
     folder_paths.set_temp_directory(str(base / "temp"))
     import_failed = asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
     LOG.info("ComfyUI booted from %s; core extras failing import: %s", root, import_failed)
-    _HOST = ComfyHost(root=root, base=base,
+    if not progress_bars:
+        comfy.utils.set_progress_bar_enabled(False)
+    _HOST = ComfyHost(root=root, base=base, device=device,
                       modules={"nodes": nodes, "execution": execution, "folder_paths": folder_paths})
     return _HOST

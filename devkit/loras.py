@@ -57,7 +57,7 @@ def _unet_config_of(model_or_config) -> dict:
 
 def unet_weight_shapes(unet_config: dict) -> dict[str, torch.Size]:
     """LDM weight name (without ``diffusion_model.``) → shape, from ComfyUI's UNet built on the meta device."""
-    from .comfy_host import prepare_import
+    from .host import prepare_import
 
     prepare_import()
     import comfy.ops
@@ -89,7 +89,7 @@ def lora_weight_names(model_or_config, targets: str | tuple[str, ...] = "attenti
 
 
 def _ldm_to_diffusers(unet_config: dict) -> dict[str, str]:
-    from .comfy_host import prepare_import
+    from .host import prepare_import
 
     prepare_import()
     import comfy.utils

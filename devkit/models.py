@@ -65,7 +65,7 @@ def seeded_state_dict(module: torch.nn.Module, seed: int, prefix: str = "") -> d
 
 def build_unet_state_dict(unet_config: dict, seed: int, prefix: str = "") -> dict[str, torch.Tensor]:
     """Construct ComfyUI's ``UNetModel`` for ``unet_config`` on the meta device and seed its weights."""
-    from .comfy_host import prepare_import
+    from .host import prepare_import
 
     prepare_import()
     import comfy.ops
@@ -83,7 +83,7 @@ def build_unet_state_dict(unet_config: dict, seed: int, prefix: str = "") -> dic
 
 
 def build_taesd_state_dict(seed: int, prefix: str = "first_stage_model.") -> dict[str, torch.Tensor]:
-    from .comfy_host import prepare_import
+    from .host import prepare_import
 
     prepare_import()
     from comfy.taesd.taesd import TAESD

@@ -9,7 +9,7 @@ documented in docs/workflows.md with where to get them). On generated models, :f
 writes tiny stand-ins *under those same names*, so a workflow runs unchanged -- with one exception: a real
 SDXL text encoder pair is too big for CI, so :func:`substitute_api` / :func:`substitute_ui` swap the
 ``CheckpointLoaderSimple`` that loads ``sd_xl_base_1.0.safetensors`` for the test-only
-``LCMPackTest_TinySDXLCheckpointLoader`` (same input, same outputs; tests/harness/tiny_sdxl.py). That table
+``LCMPackTest_TinySDXLCheckpointLoader`` (same input, same outputs; devkit/tiny_sdxl.py). That table
 (:data:`GENERATED_LOADER_SWAPS`) and the latent size (:data:`GENERATED_LATENT_SIZE`: 64 px instead of 512 or
 1024, to keep CPU runs short) are the only changes made to a shipped workflow before it runs on generated
 models. On the user's own models (``--models``) nothing is changed.
@@ -27,7 +27,7 @@ from typing import Any
 
 from . import models as tiny_models
 from . import tiny_sdxl
-from .comfy_host import REPO
+from .host import REPO
 
 LOG = logging.getLogger(__name__)
 
