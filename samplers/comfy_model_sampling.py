@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import comfy.model_sampling
 import torch
 
+from ..errors import SamplingError
 from .boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
 from .comfy_clone_cache import reused_clone
 from .comfy_cond_batch import has_cond_batch_function, install_single_cond_batch
@@ -171,7 +172,7 @@ def schedule_sigmas(model_sampling, timesteps: list[int]) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
-class LCMSetupError(ValueError):
+class LCMSetupError(SamplingError):
     """A model cannot be sampled with LCM/TCD as asked; the message names the cause and the fix."""
 
 
