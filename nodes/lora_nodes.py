@@ -69,8 +69,9 @@ class LCMLoraLoader(io.ComfyNode):
         if result.lcm_sampling:
             # Keeps an LCM model sampling already set (its constants and prediction type), else adds the pack's.
             patched = with_lcm_sampling(patched, boundary=True)
-        LOG.info("LCM-LoRA Loader:\n%s", result.report)
-        return io.NodeOutput(patched, result.clip, result.report)
+        report = result.report
+        LOG.info("LCM-LoRA Loader:\n%s", report)
+        return io.NodeOutput(patched, result.clip, report)
 
 
 NODES = [LCMLoraLoader]

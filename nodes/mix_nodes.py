@@ -121,8 +121,9 @@ class LoraMixer(io.ComfyNode):
         if result.lcm_sampling:
             # Keeps an LCM model sampling already set (its constants and prediction type), else adds the pack's.
             new_model = with_lcm_sampling(new_model, boundary=True)
-        LOG.info("LoRA Mixer:\n%s", result.report)
-        return io.NodeOutput(new_model, result.clip, result.report)
+        report = result.report
+        LOG.info("LoRA Mixer:\n%s", report)
+        return io.NodeOutput(new_model, result.clip, report)
 
 
 class LoraExport(io.ComfyNode):

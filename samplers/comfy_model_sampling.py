@@ -41,7 +41,7 @@ class LCMDiscreteGrid(comfy.model_sampling.ModelSamplingDiscrete):
     ``lcm_origin_timesteps`` of diffusers' ``LCMScheduler.set_timesteps``.
     """
 
-    original_inference_steps = 50
+    original_inference_steps = DEFAULT_ORIGINAL_INFERENCE_STEPS
 
     def __init__(self, model_config=None, zsnr=None):
         super().__init__(model_config, zsnr=zsnr)
@@ -91,7 +91,7 @@ class LCMBoundary:
         return c_out * x0 + c_skip * vp_sample
 
 
-def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original_inference_steps: int = 50,
+def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original_inference_steps: int = DEFAULT_ORIGINAL_INFERENCE_STEPS,
                             timestep_scaling: float = DEFAULT_TIMESTEP_SCALING,
                             sigma_data: float = DEFAULT_SIGMA_DATA, zsnr: bool = False, boundary: bool = True,
                             device=None):
