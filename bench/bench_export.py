@@ -31,7 +31,7 @@ import torch
 from lcm_lora_pack.lora.export import DEFAULT_SAVE_DTYPE, SAVE_DTYPES, build_export
 from lcm_lora_pack.lora.mix import MixEntry
 from lcm_lora_pack.lora.safe_write import atomic_save_safetensors
-from lcm_lora_pack.lora.types import LoraFile, LoraModule
+from lcm_lora_pack.lora.types import LoraModule, ResolvedLora
 
 CROSS_DIM, TIME_DIM = 2048, 1280
 ATTENTION = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k",
@@ -88,7 +88,7 @@ def sdxl_layer_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def make_lora(name: str, shapes: dict, rank: int, alpha: float, suffixes: tuple[str, ...] | None,
-              seed: int, kind: str) -> LoraFile:
+              seed: int, kind: str) -> ResolvedLora:
     gen = torch.Generator().manual_seed(seed)
     modules = {}
     for key, shape in shapes.items():
@@ -97,7 +97,7 @@ def make_lora(name: str, shapes: dict, rank: int, alpha: float, suffixes: tuple[
         down = torch.randn((rank, *shape[1:]), generator=gen) / (shape[1] ** 0.5)
         up = torch.randn((shape[0], rank, *([1] * (len(shape) - 2))), generator=gen) * 0.01
         modules[key] = LoraModule(down=down.half(), up=up.half(), alpha=alpha)
-    return LoraFile(name=name, sha256=f"{seed:064x}", format="kohya", family="sdxl", kind=kind, modules=modules)
+    return ResolvedLora(name=name, sha256=f"{seed:064x}", format="kohya", family="sdxl", kind=kind, modules=modules)
 
 
 def run(device: str, smoke: bool, repeats: int, rank: int,  # noqa: PLR0913 (command-line options)

@@ -1,7 +1,12 @@
-"""LoRA package of the pack: reading, format/family detection, coverage, mixing and export (pure torch).
+"""LoRA package of the pack: reading, format/family detection, resolving, the one apply path, mixing and export.
 
-Nothing here imports ComfyUI UI code; where ComfyUI's own key maps are needed they are passed in by the
-nodes (see ``nodes/``), so the math stays testable against PEFT and diffusers. The two bridge modules
-``comfy_apply`` (core key maps and adapters) and ``comfy_mixed_adapter`` (the mixed layers' weight adapter)
-are the only ones that import ComfyUI.
+Pure torch (no ComfyUI import): ``io`` (safe reading, cache), ``formats`` / ``detect`` (layouts, family, kind),
+``resolve`` (modules onto a model's weight keys through core's key map, passed in), ``applied`` (the record and
+the one "already applied" policy), ``mix`` / ``svd`` / ``batched`` / ``export`` (τ' = Σ λᵢ τᵢ, SVD, the merged
+file), ``safe_write``, ``types``, ``errors``.
+
+ComfyUI bridges, named ``comfy_*``: ``comfy_apply`` (the one apply path: checks, core's key maps and adapters,
+``ModelPatcher.add_patches``, the report; it imports comfy only inside functions) and ``comfy_mixed_adapter``
+(the mixed layers' ``comfy.weight_adapter`` class; imports comfy at import time, so only ``comfy_apply`` imports
+it, lazily).
 """

@@ -1,24 +1,39 @@
-"""Apply a :class:`LoraFile` to ComfyUI models through core (the one module of ``lora`` that imports comfy).
+"""The one way the pack applies LoRAs to ComfyUI models: a stack, checked, patched into one clone, reported.
 
-Steps (LCM-LoRA, arXiv 2311.05556: the acceleration is a plain low-rank update W + s·(α/r)·B·A, so it is
-merged exactly like any LoRA):
+The loader applies a stack of one entry (its file at its strength); the mixer applies its stack. Steps
+(LCM-LoRA, arXiv 2311.05556: the acceleration is a plain low-rank update W + λ·(α/r)·B·A, and a mix is the
+weighted sum τ' = Σ λᵢ τᵢ of such updates, so it is merged exactly like any LoRA):
 
-1. family check: the LoRA's family (shapes) against the model's (``model_config`` class);
-2. coverage: every module must land on a weight of the right shape through core's key maps
-   (``comfy.lora.model_lora_keys_unet`` / ``model_lora_keys_clip``), else refuse unless ``allow_partial``;
-3. patches from core's adapters (``comfy.lora.load_lora``) on a *clone* (``ModelPatcher.add_patches``);
-4. a record in ``model_options`` so the same acceleration LoRA is never stacked twice.
+1. **check everything** (:func:`plan_stack`), before anything is patched: each LoRA's family against the
+   model's (``model_config`` class); the "already applied" policy (:func:`lora.applied.check_not_applied`:
+   a LoRA twice in the stack, a LoRA or a second accelerator the model already carries); coverage -- every
+   module must land on a weight of the right shape through core's key maps (``comfy.lora.model_lora_keys_unet``
+   / ``model_lora_keys_clip``), else refuse unless ``allow_partial``; the mix itself (roles, finite weights,
+   one family: :func:`lora.mix.check_entries`); the patches are built (ranks and shapes agree) before the clone;
+2. **patch one clone** of MODEL (and of CLIP when a text-encoder module lands there) with
+   ``ModelPatcher.add_patches`` and record the LoRAs in its ``model_options`` (:mod:`lora.applied`);
+3. **report** in one format (:func:`stack_report`); the caller (a node) hands the model to LCM sampling when
+   :attr:`ApplyResult.lcm_sampling` says an LCM accelerator was applied.
+
+Patches: a stack of one gets core's own ``LoRAAdapter`` built from the resolved tensors (what core's
+``LoraLoader`` builds for the same file, at strength λ); a larger stack gets one
+:class:`~lora.comfy_mixed_adapter.MixedLoRAAdapter` per mixed layer (per-term scales λᵢ·αᵢ/rᵢ, which core's
+adapter cannot hold). Adapters only core knows (LoHa, LoKr, DoRA, LoCon, diffs) are parsed by core
+(``comfy.lora.load_lora``) from the file's own tensors, at their LoRA's λ.
+
+This module and ``comfy_mixed_adapter`` are the LoRA package's ComfyUI bridges (``comfy_*``); this one imports
+comfy only inside functions, so its tables and checks load without ComfyUI.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import applied
-from .detect import module_part
-from .errors import LoraAlreadyApplied, LoraCoverageError, LoraFamilyMismatch
-from .resolve import core_state_dict, match_modules, module_names
-from .types import LoraFile
+from . import applied, mix
+from .errors import LoraCoverageError, LoraFamilyMismatch
+from .resolve import resolve
+from .types import LoraFile, ResolvedLora
 
 LOG = logging.getLogger(__name__)
 # ComfyUI model_config class name → family (subclasses are looked up along the MRO).
@@ -39,18 +54,6 @@ SAMPLER_ADVICE = {
     "style": "Style LoRA (no acceleration kind in file name or metadata): applied as is; sampling unchanged. "
              "An LCM-LoRA saved as e.g. pytorch_lora_weights.safetensors: rename it to include 'lcm'.",
 }
-
-
-@dataclass
-class ApplyResult:
-    model: object
-    clip: object
-    lines: list[str] = field(default_factory=list)
-    applied: bool = True
-
-    @property
-    def report(self) -> str:
-        return "\n".join(self.lines)
 
 
 def model_family(model_patcher) -> str:
@@ -88,105 +91,261 @@ def _shapes(module) -> dict:
     return {key: tensor.shape for key, tensor in module.state_dict().items()}
 
 
-def model_key_maps(model, clip):
+@dataclass(frozen=True)
+class KeyMaps:
+    """Core's LoRA key maps of a model (and of its CLIP when given) and the weight shapes of both."""
+
+    unet: dict
+    clip: dict | None
+    shapes: dict
+
+    @property
+    def merged(self) -> dict:
+        """LoRA spelling → weight key for the UNet and the text encoder together (the export's names)."""
+        return {**self.unet, **(self.clip or {})}
+
+
+def model_key_maps(model, clip) -> KeyMaps:
     """Core's LoRA key maps (``model_lora_keys_unet`` / ``_clip``, each with a fresh dict) and weight shapes."""
     import comfy.lora
 
-    unet_map = comfy.lora.model_lora_keys_unet(model.model, {})
     shapes = _shapes(model.model)
-    clip_map = {}
+    clip_map = None
     if clip is not None:
         clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
         shapes.update(_shapes(clip.cond_stage_model))
-    return unet_map, clip_map, shapes
+    return KeyMaps(unet=comfy.lora.model_lora_keys_unet(model.model, {}), clip=clip_map, shapes=shapes)
 
 
-def coverage(lora: LoraFile, model, clip, maps: tuple | None = None) -> tuple[dict, dict, list[str]]:
-    """``(unet matches, clip matches, unmatched)``; text-encoder modules go to CLIP only when it is given.
+@dataclass(frozen=True)
+class StackLora:
+    """One entry of a request: a LoRA file as read, its weight λ (the loader's strength) and its role."""
 
-    ``maps`` is :func:`model_key_maps` of ``model``/``clip`` when the caller already has it (the mixer
-    resolves several files against one model and builds the maps once); by default it is computed here.
+    lora: LoraFile
+    weight: float
+    role: str
+
+
+def loader_role(kind: str) -> str:
+    """The role of the loader's one LoRA: an acceleration kind is the accelerator, anything else a style."""
+    return mix.ROLE_STYLE if kind == "style" else mix.ROLE_ACCELERATOR
+
+
+@dataclass
+class StackPlan:
+    """A checked stack: its LoRAs resolved onto the model, the weights to apply and the model's key maps.
+
+    ``skipped`` is the model's record entry when the whole request (a stack of one) is already applied;
+    ``bypassed`` is set when the stack is one LoRA at weight 0 (nothing to apply, as core's LoraLoader).
     """
-    unet_map, clip_map, shapes = maps if maps is not None else model_key_maps(model, clip)
-    unet_matched, unmatched = match_modules(lora, unet_map, shapes)
-    clip_matched: dict = {}
-    if unmatched:
-        rest = LoraFile(**{**lora.__dict__, "modules": {k: v for k, v in lora.modules.items() if k in unmatched},
-                           "extra": {k: v for k, v in lora.extra.items()
-                                     if any(k.startswith(u + ".") for u in unmatched)}})
-        clip_matched, unmatched = match_modules(rest, clip_map, shapes)
-        if clip is None:
-            unmatched = [f"{u} (text-encoder module: connect the CLIP input)"
-                         if module_part(u.split(" ")[0])[0] != "unet" else u for u in unmatched]
-    return unet_matched, clip_matched, unmatched
+
+    entries: list[mix.MixEntry]
+    weights: list[float]
+    family: str
+    maps: KeyMaps | None = None
+    skipped: dict | None = None
+    bypassed: str = ""
+
+    @property
+    def passes_through(self) -> bool:
+        return self.skipped is not None or bool(self.bypassed)
 
 
-def core_patches(lora: LoraFile, matched: dict) -> dict:
-    """ComfyUI patches (core's own adapters via ``comfy.lora.load_lora``) for the matched modules."""
+def _check_coverage(lora: ResolvedLora, family: str, allow_partial: bool) -> None:
+    if lora.unmatched and not allow_partial:
+        raise LoraCoverageError(
+            f"LoRA '{lora.name}': {len(lora.unmatched)} of {lora.total} modules match no weight of this "
+            f"{FAMILY_NAMES.get(family, family)} model, e.g. {lora.unmatched[:3]}. They would be silently dropped. "
+            "Use a LoRA made for this model (or a file whose keys were not renamed), or set allow_partial "
+            f"to apply only the {lora.matched} matching modules. Nothing was patched.")
+
+
+def plan_stack(model, clip, stack: Sequence[StackLora], allow_partial: bool = False, normalization: str = "none",
+               budget: float = 1.0, export: bool = False) -> StackPlan:
+    """Step 1: every check, in order, before anything is patched (see the module docstring).
+
+    ``export``: the stack is to be written to a file, not applied (the LoRA Export node): the model's applied
+    record is not consulted (the file holds the stack, not the model) and a single LoRA at weight 0 is refused
+    like any all-zero mix instead of passing through. The stack's own duplicates are refused either way.
+    """
+    if not stack:
+        raise mix.MixError("the LoRA stack is empty: connect at least one 'LoRA Stack' node.")
+    family = model_family(model)
+    for item in stack:
+        check_family(item.lora, family)
+    pairs = [(item.lora, item.role) for item in stack]
+    skipped = applied.check_not_applied({} if export else model.model_options, pairs)
+    if skipped is not None:
+        return StackPlan(entries=[], weights=[], family=family, skipped={**skipped, "request": stack[0].lora.name})
+    if len(stack) == 1 and stack[0].weight == 0.0 and not export:
+        return StackPlan(entries=[], weights=[], family=family, bypassed=stack[0].lora.name)
+    maps = model_key_maps(model, clip)
+    entries = []
+    for item in stack:
+        resolved = resolve(item.lora, maps.unet, maps.clip, maps.shapes)
+        _check_coverage(resolved, family, allow_partial)
+        entries.append(mix.MixEntry(lora=resolved, weight=float(item.weight), role=item.role))
+    mix.check_entries(entries)
+    weights = mix.normalize_style_weights(entries, normalization, budget)
+    return StackPlan(entries=entries, weights=weights, family=family, maps=maps)
+
+
+def _core_adapter_patches(lora: ResolvedLora) -> dict:
+    """Patches for the modules only core can apply, parsed by core from the file's own tensors."""
     import comfy.lora
 
-    state, to_load = core_state_dict(lora, matched)
-    patches = comfy.lora.load_lora(state, to_load, log_missing=False)
-    missing = sorted(set(to_load.values()) - set(patches))
+    if not lora.core_targets:
+        return {}
+    patches = comfy.lora.load_lora(lora.core_tensors, lora.core_targets, log_missing=False)
+    missing = sorted(set(lora.core_targets.values()) - set(patches))
     if missing:
         raise LoraCoverageError(f"LoRA '{lora.name}': ComfyUI core built no patch for {missing[:3]}; "
                                 "the adapter type is not supported by this ComfyUI version. Update ComfyUI.")
     return patches
 
 
-def _check_not_stacked(lora: LoraFile, model) -> ApplyResult | None:
-    same = applied.find_same_file(model.model_options, lora.sha256, lora.content_sha256)
-    if same is not None:
-        line = (f"'{lora.name}' is already applied to this model (as '{same['name']}', strength "
-                f"{same['strength']}): not applied twice.")
-        LOG.info(line)
-        return ApplyResult(model, None, [line], applied=False)
-    previous = applied.find_acceleration(model.model_options)
-    if previous is not None and lora.kind != "style":
-        raise LoraAlreadyApplied(
-            f"LoRA '{lora.name}' ({lora.kind}) would stack on '{previous['name']}' ({previous['kind']}), an "
-            "acceleration LoRA this model already carries: two acceleration LoRAs over-bake the image. Remove "
-            "one of the loaders, or mix them on purpose with the LoRA Mixer.")
-    return None
+def _single_lora_patches(lora: ResolvedLora) -> dict:
+    """Core's ``LoRAAdapter`` per weight, built from the resolved tensors (alpha resolved, no mid/DoRA/reshape):
+    the adapter core's ``load_lora`` builds for the same kohya module."""
+    from comfy.weight_adapter.lora import LoRAAdapter
+
+    patches = {target: LoRAAdapter(set(), (module.up, module.down, float(module.alpha), None, None, None))
+               for target, module in lora.modules.items()}
+    return patches | _core_adapter_patches(lora)
+
+
+def build_patches(plan: StackPlan) -> list[tuple[float, dict]]:
+    """Step 2a: ``[(strength, {weight key: patch})]`` for the whole stack, built before anything is cloned.
+
+    A stack of one: core's adapters at strength λ. A larger stack: one ``MixedLoRAAdapter`` per mixed layer at
+    strength 1 (the scales λᵢ·αᵢ/rᵢ are in its rank scale) and each LoRA's core-only adapters at its λᵢ.
+    """
+    if len(plan.entries) == 1:
+        return [(plan.weights[0], _single_lora_patches(plan.entries[0].lora))] if plan.weights[0] != 0.0 else []
+    from .comfy_mixed_adapter import MixedLoRAAdapter
+
+    mixed = {key: MixedLoRAAdapter(factors) for key, factors in mix.factor_mix(plan.entries, plan.weights).items()}
+    groups = [(1.0, mixed)]
+    groups += [(weight, _core_adapter_patches(entry.lora))
+               for entry, weight in zip(plan.entries, plan.weights, strict=True) if weight != 0.0]
+    return [(strength, patches) for strength, patches in groups if patches]
+
+
+def _split(patches: dict) -> tuple[dict, dict]:
+    """(UNet patches, text-encoder patches) by weight key."""
+    unet = {k: p for k, p in patches.items() if k.startswith("diffusion_model.")}
+    return unet, {k: p for k, p in patches.items() if k not in unet}
+
+
+def patch_clone(model, clip, plan: StackPlan, groups: list[tuple[float, dict]]) -> tuple[object, object, set]:
+    """Step 2b: one clone of MODEL (and of CLIP when a group touches it) carrying every patch; the record of
+    each LoRA applied with a non-zero weight. Returns (model, clip, weight keys patched)."""
+    wanted = {key for _, patches in groups for key in patches}
+    new_model = model.clone()
+    needs_clip = clip is not None and any(_split(patches)[1] for _, patches in groups)
+    new_clip = clip.clone() if needs_clip else clip
+    done: set = set()
+    for strength, patches in groups:
+        unet, text = _split(patches)
+        done |= set(new_model.add_patches(unet, strength))
+        if text and new_clip is not None:
+            done |= set(new_clip.add_patches(text, strength))
+    missing = wanted - done
+    if missing:
+        raise LoraCoverageError(f"{len(missing)} LoRA layers were not patched by ComfyUI, e.g. {sorted(missing)[0]}.")
+    for entry, weight in zip(plan.entries, plan.weights, strict=True):
+        if weight != 0.0:
+            lora = entry.lora
+            applied.record_applied(new_model.model_options, lora.name, lora.sha256, lora.kind, lora.family, weight,
+                                   content_sha256=lora.content_sha256)
+    return new_model, new_clip, done
+
+
+def wants_lcm_sampling(plan: StackPlan) -> bool:
+    """An LCM accelerator with a non-zero weight was applied: the model is to be sampled with LCM sampling."""
+    return any(e.role == mix.ROLE_ACCELERATOR and e.lora.kind == "lcm" and e.weight != 0.0 for e in plan.entries)
+
+
+@dataclass
+class ApplyResult:
+    """What :func:`apply_stack` gives the node: the patched (or handed-on) MODEL and CLIP, the report lines, and
+    whether an LCM accelerator was applied (the node then hands the model to LCM sampling)."""
+
+    model: object
+    clip: object
+    lines: list[str] = field(default_factory=list)
+    applied: bool = True
+    lcm_sampling: bool = False
+
+    @property
+    def report(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _entry_lines(entry: mix.MixEntry, weight: float) -> list[str]:
+    lora = entry.lora
+    lines = [f"LoRA: {lora.name} ({lora.format}, sha256 {lora.sha256[:12]}), role {entry.role}",
+             f"  Kind: {lora.kind}",
+             f"  weight {entry.weight:g} -> applied {weight:g}, Matched: {lora.matched}/{lora.total} modules "
+             f"(UNet {lora.unet_matched}, text encoder {lora.matched - lora.unet_matched})"]
+    if lora.unmatched:
+        lines.append(f"  PARTIAL: {len(lora.unmatched)} modules NOT applied (allow_partial), e.g. {lora.unmatched[:3]}")
+    return lines + [f"  {note}" for note in lora.notes if note.startswith(("alpha", "format"))]
+
+
+def _advice(plan: StackPlan) -> str:
+    if wants_lcm_sampling(plan):
+        return SAMPLER_ADVICE["lcm"]
+    kinds = [e.lora.kind for e, w in zip(plan.entries, plan.weights, strict=True)
+             if applied.is_acceleration(e.lora.kind, e.role) and w != 0.0]
+    return SAMPLER_ADVICE.get(kinds[0], SAMPLER_ADVICE["style"]) if kinds else SAMPLER_ADVICE["style"]
+
+
+def stack_report(plan: StackPlan, patched: int) -> list[str]:
+    """Step 3: the one report format, for a stack of one (the loader) as for a mix."""
+    if plan.skipped is not None:
+        same = plan.skipped
+        return [f"'{same['request']}' is already applied to this model (as '{same['name']}', strength "
+                f"{same['strength']}): not applied twice."]
+    if plan.bypassed:
+        return [f"'{plan.bypassed}': weight 0, nothing applied (the model is handed on unchanged, as core's "
+                "LoraLoader does at strength 0)."]
+    count = len(plan.entries)
+    family = plan.entries[0].lora.family
+    lines = [f"Applied {count} LoRA{'s' if count != 1 else ''} to one clone, {patched} layers patched "
+             "(ΔW = Σ λᵢ·αᵢ/rᵢ·UᵢDᵢ)",
+             f"Family: LoRA {FAMILY_NAMES.get(family, family)}, model {FAMILY_NAMES.get(plan.family, plan.family)}"]
+    for entry, weight in zip(plan.entries, plan.weights, strict=True):
+        lines += _entry_lines(entry, weight)
+    return lines + [_advice(plan)]
+
+
+def apply_stack(model, clip, stack: Sequence[StackLora], allow_partial: bool = False, normalization: str = "none",
+                budget: float = 1.0) -> ApplyResult:
+    """Check, patch one clone, report (the module docstring's three steps). The inputs are never modified.
+
+    Raises (before anything is patched) ``LoraFamilyMismatch``, ``LoraAlreadyApplied`` / ``LoraAppliedTwice``,
+    ``LoraCoverageError`` (unless ``allow_partial``) or ``MixError``.
+    """
+    plan = plan_stack(model, clip, stack, allow_partial, normalization, budget)
+    if plan.passes_through:
+        lines = stack_report(plan, 0)
+        LOG.info("%s", lines[0])
+        return ApplyResult(model, clip, lines, applied=False)
+    groups = build_patches(plan)
+    new_model, new_clip, done = patch_clone(model, clip, plan, groups)
+    return ApplyResult(new_model, new_clip, stack_report(plan, len(done)), lcm_sampling=wants_lcm_sampling(plan))
 
 
 def apply_lora(model, clip, lora: LoraFile, strength: float = 1.0, allow_partial: bool = False) -> ApplyResult:
-    """Patch clones of ``model`` (and ``clip``) with ``lora``; the inputs are never modified.
+    """The loader's apply: ``lora`` as a stack of one at ``strength`` (role from its kind)."""
+    return apply_stack(model, clip, [StackLora(lora, float(strength), loader_role(lora.kind))], allow_partial)
 
-    Raises ``LoraFamilyMismatch``, ``LoraCoverageError`` (unless ``allow_partial``) or
-    ``LoraAlreadyApplied`` before anything is patched.
-    """
-    family = model_family(model)
-    check_family(lora, family)
-    skipped = _check_not_stacked(lora, model)
-    if skipped is not None:
-        skipped.clip = clip
-        return skipped
-    unet_matched, clip_matched, unmatched = coverage(lora, model, clip)
-    total = len(module_names(lora))
-    if unmatched and not allow_partial:
-        raise LoraCoverageError(
-            f"LoRA '{lora.name}': {len(unmatched)} of {total} modules match no weight of this "
-            f"{FAMILY_NAMES.get(family, family)} model, e.g. {unmatched[:3]}. They would be silently dropped. "
-            "Use a LoRA made for this model (or a file whose keys were not renamed), or set allow_partial "
-            f"to apply only the {total - len(unmatched)} matching modules. Nothing was patched.")
-    unet_patches = core_patches(lora, unet_matched) if unet_matched else {}
-    clip_patches = core_patches(lora, clip_matched) if clip_matched else {}
-    patched = model.clone()
-    patched.add_patches(unet_patches, strength)
-    applied.record_applied(patched.model_options, lora.name, lora.sha256, lora.kind, lora.family, strength,
-                           content_sha256=lora.content_sha256)
-    patched_clip = clip
-    if clip is not None and clip_patches:
-        patched_clip = clip.clone()
-        patched_clip.add_patches(clip_patches, strength)
-    lines = [f"LoRA: {lora.name} ({lora.format}, sha256 {lora.sha256[:12]})",
-             f"Family: LoRA {FAMILY_NAMES.get(lora.family, lora.family)}, model {FAMILY_NAMES.get(family, family)}",
-             f"Kind: {lora.kind}",
-             f"Matched: {len(unet_matched) + len(clip_matched)}/{total} modules (UNet {len(unet_matched)}, "
-             f"text encoder {len(clip_matched)}), strength {strength:g}"]
-    if unmatched:
-        lines.append(f"PARTIAL: {len(unmatched)} modules NOT applied (allow_partial), e.g. {unmatched[:3]}")
-    lines += [note for note in lora.notes if note.startswith(("alpha", "format"))]
-    lines.append(SAMPLER_ADVICE.get(lora.kind, SAMPLER_ADVICE["style"]))
-    return ApplyResult(patched, patched_clip, lines)
+
+def export_device():
+    """ComfyUI's compute device when it is a CUDA GPU (so ``--cpu`` is respected), else the CPU."""
+    import comfy.model_management
+    import torch
+
+    device = comfy.model_management.get_torch_device()
+    return device if device.type == "cuda" else torch.device("cpu")

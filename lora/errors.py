@@ -1,12 +1,15 @@
-"""Typed errors of the LoRA package. Every message names the file (or value) and says how to fix it.
+"""Typed errors of the LoRA package (reading, applying, mixing, export). Every message names the file (or
+value) and says how to fix it. All are :class:`~errors.LCMPackError` s (see the pack's ``errors.py``).
 
 ComfyUI shows an exception's class name and message to the user; tests inside ComfyUI compare by class
-name (the pack is imported under a mangled module name, so the classes are not the test's objects).
+name (ComfyUI imports the pack under its own module name, so the classes are not the test's objects).
 """
 from __future__ import annotations
 
+from ..errors import LCMPackError
 
-class LoraError(ValueError):
+
+class LoraError(LCMPackError):
     """Base class: a LoRA file cannot be used as asked. Nothing has been patched when it is raised."""
 
 
@@ -31,4 +34,24 @@ class LoraCoverageError(LoraError):
 
 
 class LoraAlreadyApplied(LoraError):
-    """The model already carries a different acceleration LoRA applied through this pack."""
+    """The model already carries this LoRA, or a different acceleration LoRA, applied through this pack."""
+
+
+class LoraAppliedTwice(LoraAlreadyApplied):
+    """One stack holds the same LoRA twice (same file, a byte-identical copy or the same tensors re-saved)."""
+
+
+class MixError(LCMPackError):
+    """A LoRA mix that cannot be built as asked; the message names the value and the fix."""
+
+
+class ExportError(LCMPackError):
+    """A merged LoRA export that cannot be written as asked (mode, adapters, names, dtype)."""
+
+
+class RankError(ExportError):
+    """An SVD target rank outside 1 .. the concatenated rank of a layer."""
+
+
+class ExportPathError(ExportError):
+    """An export file name or folder that cannot be written safely (path parts, existing file, permissions)."""

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .batched import CHUNK_BYTES, chunked, difference_norms_sq, matrix_2d, shape_groups
+from .errors import ExportError
 from .mix import MixEntry, accelerator_names, check_entries, concat_mix, mix_terms
 from .svd import ReductionReport, default_device, full_precision_matmul, reduce_modules
 from .types import LoraModule
@@ -42,10 +43,6 @@ SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.floa
 DEFAULT_SAVE_DTYPE = "fp16"
 _LDM_UNET_PREFIXES = ("lora_unet_input_blocks_", "lora_unet_middle_block_", "lora_unet_output_blocks_",
                       "lora_unet_time_embed_", "lora_unet_label_emb_", "lora_unet_out_")
-
-
-class ExportError(ValueError):
-    """A mix that cannot be exported as asked; the message names the value and the fix."""
 
 
 @dataclass
@@ -193,7 +190,7 @@ def measure_concat(entries: Sequence[MixEntry], weights: Sequence[float], module
 
 def _check_exportable(entries: Sequence[MixEntry], modules: Mapping[str, LoraModule],
                       names: Mapping[str, str]) -> None:
-    unsupported = [e.lora.name for e in entries if e.lora.extra and e.weight != 0.0]
+    unsupported = [e.lora.name for e in entries if e.lora.has_core_adapters and e.weight != 0.0]
     if unsupported:
         raise ExportError(f"{unsupported} carry adapters other than plain LoRA (LoHa/LoKr/DoRA/full diffs), "
                           "which cannot be merged into one LoRA; remove them from the export stack (the mixer "
@@ -256,3 +253,13 @@ def export_metadata(entries: Sequence[MixEntry], weights: Sequence[float], mode:
         "ss_network_alpha": str(rank),
         "ss_network_module": "networks.lora",
     }
+
+
+def export_report(path, mode: str, result: ExportResult, entries: Sequence[MixEntry], weights: Sequence[float]) -> str:
+    """The LoRA Export node's report: file written (``path``), mode, dtype, rank, measured error, sources."""
+    worst_key, worst = result.report.worst_layer
+    sources = [f"{e.lora.name} ({e.role}, {w:g})" for e, w in zip(entries, weights, strict=True)]
+    return (f"Exported {path.name} ({mode}, {result.metadata['lcmpack.save_dtype']}, rank {result.rank}, "
+            f"{len(result.modules)} layers, {path.stat().st_size / 2**20:.1f} MiB) to {path.parent}\n"
+            f"Measured relative error: total {result.report.total_error:.3e}, worst layer {worst:.3e} "
+            f"({worst_key})\nSources: {json.dumps(sources)}")

@@ -23,8 +23,8 @@ acceleration is calibrated at λ = 1 (a rescaled LCM-LoRA stops being a consiste
 * ``sum``: style weights rescaled so that Σ|λ_style| = budget (stacked styles no longer over-bake).
 * ``l2``: style weights rescaled so that √(Σ λ_style²) = budget (an energy budget on the style vector).
 
-Everything here is pure torch on :class:`~lora.types.LoraFile` objects whose modules are already resolved to
-target weight keys of one model (the reader's ``resolve_targets``).
+Everything here is pure torch on :class:`~lora.types.ResolvedLora` objects: modules keyed by the target weight
+keys of one model (:func:`lora.resolve.resolve`).
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .types import LoraFile, LoraModule
+from .errors import MixError
+from .types import LoraModule, ResolvedLora
 
 LOG = logging.getLogger(__name__)
 
@@ -45,15 +46,11 @@ ROLES = (ROLE_ACCELERATOR, ROLE_STYLE)
 NORMALIZATIONS = ("none", "sum", "l2")
 
 
-class MixError(ValueError):
-    """A LoRA mix that cannot be built as asked; the message names the value and the fix."""
-
-
 @dataclass(frozen=True)
 class MixEntry:
     """One LoRA of a mix: the (resolved) file, its weight λ and its role (accelerator or style)."""
 
-    lora: LoraFile
+    lora: ResolvedLora
     weight: float
     role: str = ROLE_STYLE
 

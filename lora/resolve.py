@@ -11,7 +11,8 @@ diffusers spellings of attention layers (``unet.…attn1.to_q`` with ``lora_A/B`
    the legacy ``.processor.to_q`` spelling), ``lora_te_/lora_te1_/lora_te2_`` + text-encoder name.
 
 A module *matches* when one spelling is in the key map and, if target shapes are given, up @ down has the
-target's number of elements with the same output rows. Everything else is *unmatched*.
+target's number of elements with the same output rows. Everything else is *unmatched*. :func:`resolve` turns a
+:class:`~lora.types.LoraFile` into a :class:`~lora.types.ResolvedLora` (modules keyed by the model's weight keys).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import torch
 from . import formats
 from .detect import module_part
 from .formats import peft_component
-from .types import LoraFile, LoraModule
+from .types import LoraFile, ResolvedLora
 
 
 def _undo_legacy_processor(inner: str) -> str:
@@ -93,34 +94,54 @@ def match_modules(lora: LoraFile, key_map: dict[str, str],
     return matched, unmatched
 
 
-def resolve_targets(lora: LoraFile, key_map: dict[str, str],
-                    target_shapes: dict[str, torch.Size] | None = None) -> tuple[dict[str, LoraModule], list[str]]:
-    """``(LoRA modules keyed by target weight key, unmatched module names)``.
+def _core_tensors(lora: LoraFile, matched: dict[str, tuple[str, str]]) -> tuple[dict[str, torch.Tensor],
+                                                                                dict[str, str]]:
+    """The tensors of the matched modules left to core, renamed from the file's module name to the spelling
+    core's key map knows (suffixes kept: ``.hada_w1_a``, ``.lokr_w1``, ``.dora_scale``, ``.lora_mid.weight``,
+    ``.alpha``, …), and the ``{spelling: weight key}`` map that ``comfy.lora.load_lora`` takes.
 
-    Modules left to core (``extra``) are not in the first dict but do count in ``unmatched`` when they miss.
+    Only a rename: core reads these adapters by their key suffixes (``comfy.weight_adapter.*.load``), so the
+    file's own tensors are handed over unchanged. Plain LoRA modules never take this route.
     """
-    matched, unmatched = match_modules(lora, key_map, target_shapes)
-    resolved = {target: lora.modules[module] for module, (_, target) in matched.items() if module in lora.modules}
-    return resolved, unmatched
-
-
-def core_state_dict(lora: LoraFile, matched: dict[str, tuple[str, str]]) -> tuple[dict[str, torch.Tensor],
-                                                                                   dict[str, str]]:
-    """A state dict in kohya spelling plus the ``{spelling: target}`` map for ``comfy.lora.load_lora``.
-
-    LoRA modules become ``<spelling>.lora_up.weight`` / ``.lora_down.weight`` / ``.alpha`` (alpha already
-    resolved, so PEFT alphas reach core); tensors of core-only adapters keep their own suffixes.
-    """
-    state: dict[str, torch.Tensor] = {}
-    to_load: dict[str, str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    targets: dict[str, str] = {}
     for module, (spelling, target) in matched.items():
-        to_load[spelling] = target
-        lora_module = lora.modules.get(module)
-        if lora_module is not None:
-            state[f"{spelling}.lora_up.weight"] = lora_module.up
-            state[f"{spelling}.lora_down.weight"] = lora_module.down
-            state[f"{spelling}.alpha"] = torch.tensor(float(lora_module.alpha))
+        if module in lora.modules:
+            continue
+        targets[spelling] = target
         for key, tensor in lora.extra.items():
             if key.startswith(module + "."):
-                state[spelling + key[len(module):]] = tensor
-    return state, to_load
+                tensors[spelling + key[len(module):]] = tensor
+    return tensors, targets
+
+
+def _text_encoder_hint(unmatched: list[str]) -> list[str]:
+    return [f"{u} (text-encoder module: connect the CLIP input)" if module_part(u.split(" ")[0])[0] != "unet" else u
+            for u in unmatched]
+
+
+def resolve(lora: LoraFile, unet_map: dict[str, str], clip_map: dict[str, str] | None = None,
+            target_shapes: dict[str, torch.Size] | None = None) -> ResolvedLora:
+    """``lora`` resolved onto one model: modules keyed by its weight keys, core-only adapters, coverage.
+
+    ``unet_map`` / ``clip_map`` are core's key maps of the model and its text encoder (``clip_map`` None: no
+    CLIP connected, and text-encoder modules are reported as needing it); ``target_shapes`` the weight shapes.
+    UNet spellings are tried first, the rest against the text encoder.
+    """
+    matched, unmatched = match_modules(lora, unet_map, target_shapes)
+    unet_count = len(matched)
+    if unmatched:
+        rest = LoraFile(**{**lora.__dict__, "modules": {k: v for k, v in lora.modules.items() if k in unmatched},
+                           "extra": {k: v for k, v in lora.extra.items()
+                                     if any(k.startswith(u + ".") for u in unmatched)}})
+        clip_matched, unmatched = match_modules(rest, clip_map or {}, target_shapes)
+        matched.update(clip_matched)
+        if clip_map is None:
+            unmatched = _text_encoder_hint(unmatched)
+    core_tensors, core_targets = _core_tensors(lora, matched)
+    return ResolvedLora(
+        name=lora.name, sha256=lora.sha256, format=lora.format, family=lora.family, kind=lora.kind,
+        content_sha256=lora.content_sha256, notes=list(lora.notes),
+        modules={target: lora.modules[module] for module, (_, target) in matched.items() if module in lora.modules},
+        core_tensors=core_tensors, core_targets=core_targets, matched=len(matched),
+        total=len(matched) + len(unmatched), unet_matched=unet_count, unmatched=unmatched)

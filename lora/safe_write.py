@@ -18,14 +18,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from .errors import ExportPathError
+
 LOG = logging.getLogger(__name__)
 
 SUFFIX = ".safetensors"
 _FORBIDDEN = set('<>:"|?*\0')
-
-
-class ExportPathError(ValueError):
-    """An export name or folder that cannot be written safely; the message says what to change."""
 
 
 def export_file_name(name: str) -> str:

@@ -29,15 +29,12 @@ from dataclasses import dataclass, field
 import torch
 
 from .batched import CHUNK_BYTES, chunked, difference_norms_sq, matrix_2d, shape_groups, thin_qr
+from .errors import RankError
 from .types import LoraModule
 
 LOG = logging.getLogger(__name__)
 SVDS_PER_THREAD = 8
 """Fewest core SVDs per pool thread (below that, thread start-up costs more than it saves)."""
-
-
-class RankError(ValueError):
-    """A target rank that cannot be used; the message names the valid range."""
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """LCM-LoRA loader node: one node makes an SD1.x / SD2.x / SDXL / SSD-1B / Vega model fast, safely.
 
-Thin: reading, detection, coverage and patching live in ``lora/`` (``lora.io``, ``lora.comfy_apply``);
-this node picks the file, applies, and sets LCM model sampling for LCM-kind LoRAs.
+Thin: reading, detection, the checks, patching and the report live in ``lora/`` (``lora.io``; the one apply
+path ``lora.comfy_apply.apply_stack``, called with a stack of one); this node finds the file and hands an
+LCM-LoRA's model to LCM model sampling.
 """
 from __future__ import annotations
 
@@ -65,11 +66,12 @@ class LCMLoraLoader(io.ComfyNode):
         lora = read_lora_file(path, name=lora_name)
         result = apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial)
         patched = result.model
-        if result.applied and lora.kind == "lcm":
+        if result.lcm_sampling:
             # Keeps an LCM model sampling already set (its constants and prediction type), else adds the pack's.
             patched = with_lcm_sampling(patched, boundary=True)
-        LOG.info("LCM-LoRA Loader:\n%s", result.report)
-        return io.NodeOutput(patched, result.clip, result.report)
+        report = result.report
+        LOG.info("LCM-LoRA Loader:\n%s", report)
+        return io.NodeOutput(patched, result.clip, report)
 
 
 NODES = [LCMLoraLoader]

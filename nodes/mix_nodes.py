@@ -1,9 +1,9 @@
 """LoRA mixing nodes: a chainable LoRA stack, the mixer (τ' = Σ λᵢ τᵢ in one clone) and the merged export.
 
-The math lives in ``lora.mix`` / ``lora.svd`` / ``lora.export``; this module only reads the chosen files,
-resolves them against the model's own key maps (``comfy.lora.model_lora_keys_unet/clip``, built once per
-execution) and hands each mixed layer to ComfyUI as a weight adapter (``lora.comfy_mixed_adapter``) through
-``ModelPatcher.add_patches``.
+The checks, the patching and the reports live in ``lora/``: the mixer applies its stack through the pack's one
+apply path (``lora.comfy_apply.apply_stack``, which the loader calls with a stack of one), the export checks
+the stack the same way (``plan_stack``) and writes ``lora.export.build_export``'s result. This module finds the
+stack's files in ``models/loras`` and hands an LCM accelerator's model to LCM model sampling.
 """
 from __future__ import annotations
 
@@ -12,9 +12,12 @@ import logging
 from comfy_api.latest import io, ui
 
 from ..lora import mix
-from ..lora.export import DEFAULT_SAVE_DTYPE, MODES, SAVE_DTYPES, build_export, kohya_names
+from ..lora.comfy_apply import StackLora, apply_stack, export_device, plan_stack
+from ..lora.export import DEFAULT_SAVE_DTYPE, MODES, SAVE_DTYPES, build_export, export_report, kohya_names
+from ..lora.io import read_lora_file
 from ..lora.safe_write import atomic_save_safetensors
-from . import mix_support
+from ..lora.types import StackEntry
+from ..samplers.comfy_model_sampling import with_lcm_sampling
 from .common import CATEGORY_LORA, NODE_PREFIX, check_model_file
 
 LOG = logging.getLogger(__name__)
@@ -29,6 +32,20 @@ def _lora_names() -> list[str]:
     import folder_paths
 
     return folder_paths.get_filename_list("loras")
+
+
+def _read_stack(stack) -> list[StackLora]:
+    """The stack's files, found in models/loras and read (``lora.io.read_lora_file``: safe, cached)."""
+    import folder_paths
+
+    return [StackLora(read_lora_file(folder_paths.get_full_path_or_raise("loras", item.lora_name),
+                                     name=item.lora_name), float(item.weight), item.role) for item in stack or ()]
+
+
+def _lora_folder():
+    import folder_paths
+
+    return folder_paths.get_folder_paths("loras")[0]
 
 
 class LoraStack(io.ComfyNode):
@@ -61,7 +78,7 @@ class LoraStack(io.ComfyNode):
 
     @classmethod
     def execute(cls, lora_name: str, weight: float, role: str, stack=None) -> io.NodeOutput:
-        entry = mix_support.StackEntry(lora_name=lora_name, weight=float(weight), role=role)
+        entry = StackEntry(lora_name=lora_name, weight=float(weight), role=role)
         return io.NodeOutput(tuple(stack or ()) + (entry,))
 
 
@@ -99,14 +116,14 @@ class LoraMixer(io.ComfyNode):
     @classmethod
     def execute(cls, model, stack, style_normalization: str, allow_partial: bool, clip=None,
                 style_budget: float = 1.0) -> io.NodeOutput:
-        loaded = mix_support.load_stack(stack, model, clip, allow_partial)
-        weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
-        modules = mix.factor_mix(loaded.entries, weights)
-        new_model, new_clip, applied = mix_support.apply_modules(model, clip, modules, loaded, weights)
-        new_model, lcm_sampling = mix_support.with_lcm_sampling_if_needed(new_model, loaded.entries)
-        report = mix_support.mix_report(loaded, weights, applied, lcm_sampling)
-        LOG.info("%s", report)
-        return io.NodeOutput(new_model, new_clip, report)
+        result = apply_stack(model, clip, _read_stack(stack), allow_partial, style_normalization, style_budget)
+        new_model = result.model
+        if result.lcm_sampling:
+            # Keeps an LCM model sampling already set (its constants and prediction type), else adds the pack's.
+            new_model = with_lcm_sampling(new_model, boundary=True)
+        report = result.report
+        LOG.info("LoRA Mixer:\n%s", report)
+        return io.NodeOutput(new_model, result.clip, report)
 
 
 class LoraExport(io.ComfyNode):
@@ -165,14 +182,12 @@ class LoraExport(io.ComfyNode):
     def execute(cls, model, stack, filename: str, mode: str, rank: int, overwrite: bool, clip=None,
                 style_normalization: str = "none", style_budget: float = 1.0,
                 save_dtype: str = DEFAULT_SAVE_DTYPE) -> io.NodeOutput:  # noqa: PLR0913 (inputs of the schema)
-        loaded = mix_support.load_stack(stack, model, clip, allow_partial=False)
-        weights = mix.normalize_style_weights(loaded.entries, style_normalization, style_budget)
-        names = kohya_names(loaded.key_map)
-        result = build_export(loaded.entries, weights, mode, rank, names, device=mix_support.export_device(),
-                              save_dtype=save_dtype)
-        path = atomic_save_safetensors(result.tensors, result.metadata, mix_support.lora_folder(), filename,
+        plan = plan_stack(model, clip, _read_stack(stack), False, style_normalization, style_budget, export=True)
+        result = build_export(plan.entries, plan.weights, mode, rank, kohya_names(plan.maps.merged),
+                              device=export_device(), save_dtype=save_dtype)
+        path = atomic_save_safetensors(result.tensors, result.metadata, _lora_folder(), filename,
                                        overwrite=overwrite)
-        report = mix_support.export_report(path, mode, result, loaded, weights)
+        report = export_report(path, mode, result, plan.entries, plan.weights)
         LOG.info("%s", report)
         return io.NodeOutput(report, ui=ui.PreviewText(report))
 

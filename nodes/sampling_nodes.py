@@ -22,7 +22,13 @@ from ..samplers.comfy_model_sampling import (
     sampling_prediction_type,
 )
 from ..samplers.guidance import negative_needed, uncond_readers
-from ..samplers.timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps, parse_timesteps
+from ..samplers.timesteps import (
+    DEFAULT_ORIGINAL_INFERENCE_STEPS,
+    LCMScheduleError,
+    check_custom_timesteps,
+    lcm_timesteps,
+    parse_timesteps,
+)
 from .common import CATEGORY_SAMPLING, NODE_PREFIX
 
 SAMPLER_NAMES = ["lcm", "tcd"]
@@ -80,7 +86,7 @@ class ModelSamplingLCM(io.ComfyNode):
                         "Works for eps and v-prediction models.",
             inputs=[
                 io.Model.Input("model", tooltip="The model (with an LCM-LoRA applied) to sample with LCM."),
-                io.Int.Input("original_inference_steps", default=50, min=1, max=1000,
+                io.Int.Input("original_inference_steps", default=DEFAULT_ORIGINAL_INFERENCE_STEPS, min=1, max=1000,
                              tooltip="Steps of the teacher's skipping schedule used in distillation (50 for all "
                                      "published LCM-LoRAs). Sets the timestep grid: k = 1000 // this value."),
                 io.Float.Input("timestep_scaling", default=DEFAULT_TIMESTEP_SCALING, min=0.0, max=1000.0, step=0.1,
@@ -182,7 +188,8 @@ class LCMScheduler(io.ComfyNode):
             if failure is not True or denoise is None:
                 return failure
             try:
-                check_custom_timesteps(parse_timesteps(custom_timesteps), original_inference_steps or 50, denoise)
+                grid = original_inference_steps or DEFAULT_ORIGINAL_INFERENCE_STEPS
+                check_custom_timesteps(parse_timesteps(custom_timesteps), grid, denoise)
             except LCMScheduleError as error:
                 return str(error)
             return True

@@ -1,9 +1,12 @@
-"""Pure LCM / TCD sampling math for the LCM-LoRA pack.
+"""LCM / TCD sampling math for the LCM-LoRA pack.
 
-``timesteps`` (grid rule), ``boundary`` (c_skip / c_out) and ``lcm_sampler`` (LCM and TCD loops) import torch /
-numpy only. ``comfy_model_sampling`` is the bridge that subclasses ComfyUI's ``comfy.model_sampling``
-classes; ``comfy_cond_batch`` is the single-conditioning path for core's per-step conditioning batch (installed
-through ComfyUI's ``sampler_calc_cond_batch_function`` hook); ``comfy_k_diffusion`` wraps the loops in the k-diffusion sampler contract on top of it;
-``comfy_clone_cache`` keeps the patched model clone per input ModelPatcher (duck-typed, no ComfyUI import). They are
-imported only by the nodes (and by tests that boot ComfyUI's modules).
+Pure (torch / numpy, no ComfyUI import): ``timesteps`` (grid rule), ``boundary`` (c_skip / c_out), ``lcm_sampler``
+(LCM and TCD loops), ``guidance`` (does the sampler need the negative?).
+
+ComfyUI bridges, named ``comfy_*``: ``comfy_model_sampling`` (subclasses ``comfy.model_sampling``; imports comfy)
+and ``comfy_cond_batch`` (the single-conditioning path through core's ``sampler_calc_cond_batch_function`` hook;
+imports comfy) import ComfyUI; ``comfy_k_diffusion`` (the loops in the k-diffusion sampler contract) imports it
+through ``comfy_model_sampling``; ``comfy_clone_cache`` (the patched clone per input ModelPatcher) is duck-typed
+and imports nothing of ComfyUI, but speaks its objects. They are imported only by the nodes (and by tests that
+boot ComfyUI's modules).
 """

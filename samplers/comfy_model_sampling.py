@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import comfy.model_sampling
 import torch
 
+from ..errors import SamplingError
 from .boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
 from .comfy_clone_cache import reused_clone
 from .comfy_cond_batch import has_cond_batch_function, install_single_cond_batch
@@ -40,7 +41,7 @@ class LCMDiscreteGrid(comfy.model_sampling.ModelSamplingDiscrete):
     ``lcm_origin_timesteps`` of diffusers' ``LCMScheduler.set_timesteps``.
     """
 
-    original_inference_steps = 50
+    original_inference_steps = DEFAULT_ORIGINAL_INFERENCE_STEPS
 
     def __init__(self, model_config=None, zsnr=None):
         super().__init__(model_config, zsnr=zsnr)
@@ -90,7 +91,7 @@ class LCMBoundary:
         return c_out * x0 + c_skip * vp_sample
 
 
-def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original_inference_steps: int = 50,
+def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original_inference_steps: int = DEFAULT_ORIGINAL_INFERENCE_STEPS,
                             timestep_scaling: float = DEFAULT_TIMESTEP_SCALING,
                             sigma_data: float = DEFAULT_SIGMA_DATA, zsnr: bool = False, boundary: bool = True,
                             device=None):
@@ -171,7 +172,7 @@ def schedule_sigmas(model_sampling, timesteps: list[int]) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
-class LCMSetupError(ValueError):
+class LCMSetupError(SamplingError):
     """A model cannot be sampled with LCM/TCD as asked; the message names the cause and the fix."""
 
 

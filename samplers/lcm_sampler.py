@@ -25,6 +25,8 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import trange
 
+from ..errors import SamplingError
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Renoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -70,7 +72,7 @@ def tcd_intermediate_timestep(next_timestep: int, gamma: float) -> int:
 def check_gamma(gamma: float) -> float:
     """TCD's γ (diffusers ``eta``) must lie in [0, 1]."""
     if not 0.0 <= float(gamma) <= 1.0:
-        raise ValueError(f"gamma={gamma} is outside [0, 1]; use 0.3 for TCD-LoRA, 1.0 for Hyper-SD one-step.")
+        raise SamplingError(f"gamma={gamma} is outside [0, 1]; use 0.3 for TCD-LoRA, 1.0 for Hyper-SD one-step.")
     return float(gamma)
 
 

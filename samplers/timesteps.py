@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import SamplingError
+
 DEFAULT_ORIGINAL_INFERENCE_STEPS = 50
 DEFAULT_NUM_TRAIN_TIMESTEPS = 1000
 
 
-class LCMScheduleError(ValueError):
+class LCMScheduleError(SamplingError):
     """The requested LCM schedule cannot be built; the message names the value and the fix."""
 
 

@@ -12,7 +12,7 @@ from lcm_lora_pack.lora.batched import difference_norms_sq
 from lcm_lora_pack.lora.export import build_export, cast_modules, measure_concat
 from lcm_lora_pack.lora.mix import MixEntry, concat_mix
 from lcm_lora_pack.lora.svd import reduce_modules
-from lcm_lora_pack.lora.types import LoraFile, LoraModule
+from lcm_lora_pack.lora.types import LoraModule, ResolvedLora
 from safetensors.torch import load, save
 
 RANK = 6
@@ -108,7 +108,7 @@ def _entries() -> list[MixEntry]:
             shape = LAYERS[key][0]
             module = _module(shape, rank, alpha, gen)
             modules[key] = LoraModule(down=module.down.to(dtype), up=module.up.to(dtype), alpha=alpha)
-        return LoraFile(name=name, sha256=name * 8, format="kohya", family="sdxl", kind="style", modules=modules)
+        return ResolvedLora(name=name, sha256=name * 8, format="kohya", family="sdxl", kind="style", modules=modules)
 
     every = [k for k in LAYERS if k not in ("zero", "narrow")]
     return [MixEntry(lora("lcm", 4, 1.0, every, torch.float16), 0.9, "accelerator"),

@@ -9,7 +9,7 @@ from lcm_lora_pack.devkit import models
 from lcm_lora_pack.devkit.loras import kind_metadata, kohya_state_dict, save_lora
 from lcm_lora_pack.lora.io import read_lora_file
 from lcm_lora_pack.lora.mix import MixedFactors, MixEntry, mix_terms, normalize_style_weights
-from lcm_lora_pack.lora.resolve import resolve_targets
+from lcm_lora_pack.lora.resolve import resolve
 
 # Linear (attention, ff), 1x1 conv (proj_in) and 3x3 conv (resnet in_layers.2 / out_layers.3) layers.
 TARGETS = (".attn1.to_q.weight", ".attn2.to_k.weight", ".proj_in.weight", ".ff.net.2.weight",
@@ -80,9 +80,9 @@ def resolved_entries(model, folder, items) -> list[MixEntry]:
     entries = []
     for name, weight, role in items:
         lora = read_lora_file(folder / name, name=name)
-        modules, unmatched = resolve_targets(lora, key_map, shapes)
-        assert not unmatched
-        entries.append(MixEntry(lora=lora.__class__(**{**lora.__dict__, "modules": modules}), weight=weight, role=role))
+        resolved = resolve(lora, key_map, None, shapes)
+        assert not resolved.unmatched
+        entries.append(MixEntry(lora=resolved, weight=weight, role=role))
     return entries
 
 

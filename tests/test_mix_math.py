@@ -14,13 +14,13 @@ from lcm_lora_pack.lora.mix import (
     mixed_delta,
     normalize_style_weights,
 )
-from lcm_lora_pack.lora.types import LoraFile, LoraModule
+from lcm_lora_pack.lora.types import LoraModule, ResolvedLora
 
 LINEAR = "diffusion_model.a.weight"
 CONV = "diffusion_model.conv.weight"
 
 
-def _lora(name: str, seed: int, rank: int, alpha: float, family: str = "sd15", keys=(LINEAR, CONV)) -> LoraFile:
+def _lora(name: str, seed: int, rank: int, alpha: float, family: str = "sd15", keys=(LINEAR, CONV)) -> ResolvedLora:
     gen = torch.Generator().manual_seed(seed)
     modules = {}
     if LINEAR in keys:
@@ -29,12 +29,12 @@ def _lora(name: str, seed: int, rank: int, alpha: float, family: str = "sd15", k
     if CONV in keys:
         modules[CONV] = LoraModule(down=torch.randn(rank, 6, 3, 3, generator=gen),
                                    up=torch.randn(8, rank, 1, 1, generator=gen), alpha=alpha)
-    return LoraFile(name=name, sha256=f"{seed:064x}", format="kohya", family=family, kind="style", modules=modules)
+    return ResolvedLora(name=name, sha256=f"{seed:064x}", format="kohya", family=family, kind="style", modules=modules)
 
 
-def _cast(lora: LoraFile, dtype: torch.dtype) -> LoraFile:
+def _cast(lora: ResolvedLora, dtype: torch.dtype) -> ResolvedLora:
     modules = {k: LoraModule(down=m.down.to(dtype), up=m.up.to(dtype), alpha=m.alpha) for k, m in lora.modules.items()}
-    return LoraFile(**{**lora.__dict__, "modules": modules})
+    return ResolvedLora(**{**lora.__dict__, "modules": modules})
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -96,7 +96,7 @@ def test_bad_mixes_are_refused_with_a_clear_message(entries, message):
 
 def test_shape_mismatch_between_loras_is_refused():
     a = _lora("a", 1, 2, 2.0, keys=(LINEAR,))
-    b = LoraFile(name="b", sha256="0" * 64, format="kohya", family="sd15", kind="style",
+    b = ResolvedLora(name="b", sha256="0" * 64, format="kohya", family="sd15", kind="style",
                  modules={LINEAR: LoraModule(down=torch.randn(2, 13), up=torch.randn(10, 2), alpha=2.0)})
     with pytest.raises(MixError, match="disagree on the shape"):
         concat_mix([MixEntry(a, 1.0), MixEntry(b, 1.0)])

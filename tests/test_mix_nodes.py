@@ -2,7 +2,10 @@
 order, LCM sampling, bad input, and the mix → LCM sampler graph."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
+import safetensors.torch
 import torch
 from conftest import SD15_CKPT
 from harness.diffusers_unet import comfy_weights_of_diffusers, diffusers_unet, lora_pipeline
@@ -15,6 +18,7 @@ CONV_TARGETS = (".attn1.to_q.weight", ".attn2.to_k.weight", ".proj_in.weight", "
                 ".in_layers.2.weight", ".out_layers.3.weight")
 LCM, STYLE, STYLE2, XL = "mix-lcm.safetensors", "mix-style.safetensors", "mix-style2.safetensors", "mix-xl.safetensors"
 TEXT = "mix-style-te.safetensors"
+LCM_COPY, LCM_RESAVED = "mix-lcm-copy.safetensors", "mix-lcm-resaved.safetensors"
 CLIP_PREFIX = "clip_l.transformer.text_model.encoder.layers.0."
 
 
@@ -41,6 +45,10 @@ def lora_files(comfy):
         XL: make_kohya_lora(models.VEGA_UNET_CONFIG, folder / XL, rank=2, seed=14, targets="attention"),
         TEXT: save_lora(_with_text_encoder(15), folder / TEXT),
     }
+    shutil.copyfile(files[LCM], folder / LCM_COPY)  # byte-identical: same sha256
+    tensors = safetensors.torch.load_file(files[LCM])  # the same tensors, another header: same content digest only
+    safetensors.torch.save_file(tensors, folder / LCM_RESAVED, metadata={"note": "re-saved"})
+    assert (folder / LCM_RESAVED).read_bytes() != files[LCM].read_bytes()
     return files
 
 
@@ -101,7 +109,7 @@ def test_mixer_equals_diffusers_set_adapters_and_fuse_lora(comfy, base, lora_fil
         assert rel(comfy_w[key], diff_w[key]) < 1e-6, key
     for key, delta in changed.items():  # the updates themselves, not only the weights, agree
         assert rel(comfy_w[key] - original[key], delta) < 1e-4, key
-    assert "2 LoRAs" in report and "LCM model sampling set" in report and "kohya, lcm" in report
+    assert "2 LoRAs" in report and "LCM model sampling set" in report and "Kind: lcm" in report
 
 
 def test_weights_w_and_zero_equal_core_loraloader_at_w_and_order_does_not_matter(comfy, base):
@@ -200,7 +208,7 @@ def test_text_encoder_weights_are_mixed_into_clip_like_core(comfy, base):
     assert sorted(changed) == [CLIP_PREFIX + "mlp.fc1.weight", CLIP_PREFIX + "self_attn.q_proj.weight"]
     for key in before:  # CLIP is stored in fp16 here: agree to fp16 resolution (stochastic rounding differs)
         assert rel(ours[key].float(), core[key].float()) < torch.finfo(core[key].dtype).eps, key
-    assert clip.patcher.patches == {} and "weight 0.6 -> applied 0.6, 42/42 modules" in report
+    assert clip.patcher.patches == {} and "weight 0.6 -> applied 0.6, Matched: 42/42 modules" in report
 
 
 def test_text_encoder_lora_without_clip_says_connect_clip(comfy, base):
@@ -231,3 +239,29 @@ def test_loha_modules_are_mixed_through_core_and_refused_by_export(comfy, base):
         comfy.run_node("LCMPack_LoraExport", model=model, stack=stack(comfy, ("mix-loha.safetensors", 0.5, "style")),
                        filename="never-written", mode="concat", rank=1, overwrite=False)
     assert not (comfy.base / "models" / "loras" / "never-written.safetensors").exists()
+
+
+@pytest.mark.parametrize("second, role", [(LCM, "accelerator"), (LCM, "style"), (LCM_COPY, "accelerator"),
+                                          (LCM_RESAVED, "style")])
+def test_the_same_lora_twice_in_one_stack_is_refused_naming_both_entries(comfy, base, second, role):
+    """Issue 18, bug 3: the same accelerator twice in one stack (same file, a byte-identical copy, the same
+    tensors re-saved, or the same file as a style) was applied twice by the mixer and exported at double rank."""
+    items = [(LCM, 1.0, "accelerator"), (STYLE, 0.8, "style"), (second, 1.0, role)]
+    calls = {"LCMPack_LoraMixer": {"style_normalization": "none", "allow_partial": False},
+             "LCMPack_LoraExport": {"filename": "mix-twice", "mode": "concat", "rank": 8, "overwrite": True}}
+    for node_id, options in calls.items():
+        with pytest.raises(Exception) as caught:
+            comfy.run_node(node_id, model=base[0], stack=stack(comfy, *items), **options)
+        message = str(caught.value)
+        assert type(caught.value).__name__ == "LoraAppliedTwice", (node_id, message)
+        assert f"entry 1 '{LCM}' (accelerator)" in message and f"entry 3 '{second}' ({role})" in message, message
+    assert not (comfy.base / "models" / "loras" / "mix-twice.safetensors").exists()
+
+
+def test_mixer_of_one_lora_the_model_carries_passes_it_on_like_the_loader(comfy, base):
+    """One "already applied" policy: a request that is wholly applied already (a stack of one) hands the model
+    on unchanged with a report line, in the mixer as in the loader."""
+    loaded = comfy.run_node("LCMPack_LCMLoraLoader", model=base[0], lora_name=LCM, strength=1.0,
+                            allow_partial=False)[0]
+    again, _, report = mixed(comfy, loaded, [(LCM_COPY, 1.0, "accelerator")])
+    assert again is loaded and "already applied" in report and "not applied twice" in report
