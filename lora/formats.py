@@ -152,6 +152,15 @@ def _group(tensors: dict[str, torch.Tensor], name: str):
     return halves, formats, alphas, extra
 
 
+def _check_not_empty(name: str, module: str, up: torch.Tensor, down: torch.Tensor) -> None:
+    """Refuse rank 0 (or any zero-sized dimension): scale = alpha / rank would divide by zero and up @ down is
+    empty, so core's patching and the mixer would fail later with a raw ZeroDivisionError or reshape error."""
+    if down.shape[0] == 0 or up.numel() == 0 or down.numel() == 0:
+        raise LoraTensorError(f"LoRA '{name}': module '{module}' has rank {down.shape[0]} (up {tuple(up.shape)}, "
+                              f"down {tuple(down.shape)}): an empty update with no scale (alpha / rank). The file "
+                              "is damaged or was exported wrongly; download it again or use another file.")
+
+
 def _alpha_for(name: str, module: str, rank: int, alphas: dict, peft_configs: dict, fmt: str) -> tuple[float, str]:
     if module in alphas:
         alpha, source = float(alphas[module].float().reshape(-1)[0]), "alpha tensors"
@@ -170,7 +179,7 @@ def parse_modules(tensors: dict[str, torch.Tensor], metadata: dict[str, str], na
     """Group a LoRA state dict into ``LoraModule`` s keyed by the file's module names, with alpha resolved.
 
     Raises ``LoraFormatError`` for tensors of no known layout and ``LoraTensorError`` for NaN/Inf, a module
-    missing its up or down half, an up/down rank mismatch, or alpha ≤ 0.
+    missing its up or down half, an up/down rank mismatch, rank 0, or alpha ≤ 0.
     """
     halves, formats, alphas, extra = _group(tensors, name)
     fmt = max(formats, key=formats.get) if formats else ("lycoris" if extra else "unknown")
@@ -190,6 +199,7 @@ def parse_modules(tensors: dict[str, torch.Tensor], metadata: dict[str, str], na
             raise LoraTensorError(f"LoRA '{name}': module '{module}' has up {tuple(up.shape)} and down "
                                   f"{tuple(down.shape)}: their ranks differ, so up @ down is undefined. The file "
                                   "is damaged or was merged wrongly; use another file.")
+        _check_not_empty(name, module, up, down)
         if module in extra_modules:  # DoRA / LoCon-mid: core's adapter needs all tensors together
             extra.update({up_key: up, down_key: down})
             continue

@@ -39,8 +39,14 @@ LOG = logging.getLogger(__name__)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 ADAPTER_CONFIG_NAMES = ("{stem}.adapter_config.json", "adapter_config.json")
 CACHE_SIZE = 4
+SAFETENSORS_MIN_SIZE = 10  # 8-byte length + "{}"
+SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library refuses larger headers
 
 _CACHE: OrderedDict[tuple, LoraFile] = OrderedDict()
+# sha256 → (module, alpha, rank) of the file's largest scale alpha/rank: a few bytes per file, kept after the
+# tensors leave the cache, so that a NaN during sampling can name the LoRA and its alpha (:func:`largest_scale`).
+_LARGEST_SCALE: OrderedDict[str, tuple[str, float, int]] = OrderedDict()
+LARGEST_SCALE_ENTRIES = 256
 _CACHE_LOCK = threading.Lock()
 
 
@@ -79,7 +85,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 def _read_pickle(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:  # a handle, not the path: newer torch picks a loader by the suffix
+            loaded = torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as error:
         raise LoraFileError(
             f"LoRA file '{path.name}' is a pickle file that does not load with torch.load(weights_only=True) "
@@ -92,17 +99,49 @@ def _read_pickle(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return {str(k): v for k, v in loaded.items()}, {}
 
 
+def _safetensors_header_problem(path: Path, size: int) -> str | None:
+    """Why ``path`` is not a safetensors file (None: its header parses), from the format itself: an 8-byte
+    little-endian header length n with 8 + n <= file size, then n bytes of UTF-8 JSON holding an object."""
+    if size < SAFETENSORS_MIN_SIZE:
+        return f"{size} bytes is too short for a safetensors header"
+    with open(path, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        if length > min(size - 8, SAFETENSORS_MAX_HEADER):
+            return f"its header length {length} does not fit a {size}-byte file"
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return "its header is not JSON"
+    return None if isinstance(header, dict) else "its header is not a JSON object"
+
+
+def _is_torch_pickle(path: Path) -> bool:
+    """A torch zip archive (``torch.save``'s default) or a pickle of protocol 2..5 (the legacy format)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read ``(tensors, string metadata)`` from a LoRA file, refusing anything unsafe or unreadable."""
+    """Read ``(tensors, string metadata)`` from a LoRA file, refusing anything unsafe or unreadable.
+
+    The format is decided by parsing, never by a suffix or one byte: a file whose safetensors header parses
+    is safetensors (its first byte is the low byte of the header length, so it may well be 0x80, the pickle
+    protocol opcode); only a file that is not, and really is a torch zip archive or pickle (or carries a
+    pickle suffix), goes to ``torch.load(weights_only=True)``.
+    """
     path = Path(path)
     if not path.is_file():
         raise LoraFileError(f"LoRA file '{path}' does not exist; put it in models/loras and refresh the node.")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise LoraFileError(f"LoRA file '{path.name}' is empty (0 bytes): the download failed; download it again.")
-    with open(path, "rb") as handle:
-        head = handle.read(2)
-    is_pickle = path.suffix.lower() in PICKLE_SUFFIXES or head == b"PK" or head[:1] == b"\x80"
-    tensors, metadata = _read_pickle(path) if is_pickle else _read_safetensors(path)
+    problem = _safetensors_header_problem(path, size)
+    if problem is not None and (_is_torch_pickle(path) or path.suffix.lower() in PICKLE_SUFFIXES):
+        tensors, metadata = _read_pickle(path)
+    else:
+        tensors, metadata = _read_safetensors(path)
     if not tensors:
         raise LoraFileError(f"LoRA file '{path.name}' contains no tensors; download it again or pick another file.")
     return tensors, metadata
@@ -207,6 +246,23 @@ def read_lora_file(path: str | os.PathLike, name: str | None = None) -> LoraFile
     return _fresh_copy(lora)
 
 
+def _remember_largest_scale(lora: LoraFile) -> None:
+    if not lora.modules:
+        return
+    module, largest = max(lora.modules.items(), key=lambda item: abs(item[1].scale))
+    with _CACHE_LOCK:
+        _LARGEST_SCALE[lora.sha256] = (module, float(largest.alpha), largest.rank)
+        _LARGEST_SCALE.move_to_end(lora.sha256)
+        while len(_LARGEST_SCALE) > LARGEST_SCALE_ENTRIES:
+            _LARGEST_SCALE.popitem(last=False)
+
+
+def largest_scale(sha256: str) -> tuple[str, float, int] | None:
+    """``(module, alpha, rank)`` of the largest alpha/rank of a file read in this process, by its sha256."""
+    with _CACHE_LOCK:
+        return _LARGEST_SCALE.get(sha256)
+
+
 def parse_lora_file(path: Path, display: str) -> LoraFile:
     """Read, hash, validate and classify ``path`` without the cache (what :func:`read_lora_file` caches)."""
     tensors, metadata = read_tensors(path)
@@ -215,6 +271,7 @@ def parse_lora_file(path: Path, display: str) -> LoraFile:
     lora = LoraFile(name=display, sha256=_sha256(path), format=parsed.format, family="unknown", kind="style",
                     modules=parsed.modules, extra=parsed.extra, metadata=metadata, notes=list(parsed.notes),
                     path=str(path), content_sha256=content_digest(tensors))
+    _remember_largest_scale(lora)
     lora.family, family_note = detect_family(lora)
     lora.kind, kind_note = detect_kind(lora)
     lora.notes += [family_note, kind_note]

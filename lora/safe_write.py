@@ -18,11 +18,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .errors import ExportPathError
+from .errors import ExportPathError, LoraTensorError
 
 LOG = logging.getLogger(__name__)
 
 SUFFIX = ".safetensors"
+NAME_MAX = 255  # bytes of one file name on ext4/XFS/btrfs/APFS (NTFS: 255 UTF-16 units), suffix included
+TEMP_STEM_MAX = 200  # bytes of the name kept in the temporary file's name (it adds ~14 bytes of its own)
 _FORBIDDEN = set('<>:"|?*\0')
 
 
@@ -41,7 +43,17 @@ def export_file_name(name: str) -> str:
         raise ExportPathError(f"export filename {name!r} contains characters not allowed in file names: {bad!r}.")
     if not cleaned.lower().endswith(SUFFIX):
         cleaned += SUFFIX
+    size = len(cleaned.encode("utf-8"))
+    if size > NAME_MAX:
+        raise ExportPathError(f"export filename {cleaned[:40]!r}… is {size} bytes with '{SUFFIX}', but file names "
+                              f"are limited to {NAME_MAX} bytes (UTF-8, suffix included); shorten it by "
+                              f"{size - NAME_MAX} bytes.")
     return cleaned
+
+
+def _temp_stem(target: Path) -> str:
+    """The target's stem cut to :data:`TEMP_STEM_MAX` UTF-8 bytes (whole characters), for the temporary name."""
+    return target.stem.encode("utf-8")[:TEMP_STEM_MAX].decode("utf-8", errors="ignore")
 
 
 def _check_folder(folder: Path) -> None:
@@ -68,8 +80,9 @@ def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mappi
     bad_meta = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad_meta:
         raise TypeError(f"safetensors metadata values must be str; not str: {bad_meta}")
+    _check_finite(tensors, target.name)
     try:
-        handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=folder)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{_temp_stem(target)}.", suffix=".tmp", dir=folder)
     except OSError as error:
         raise ExportPathError(f"cannot create a file in {folder}: {error}; check permissions and free space.") \
             from error
@@ -86,6 +99,15 @@ def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mappi
     _fsync_folder(folder)
     LOG.info("wrote %s (%d tensors, %d bytes)", target, len(tensors), target.stat().st_size)
     return target
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], name: str) -> None:
+    """Refuse to write NaN/Inf: a LoRA file holding them gives NaN images wherever it is loaded."""
+    bad = [key for key, tensor in tensors.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise LoraTensorError(f"{name} was not written: {len(bad)} tensors hold NaN/Inf, e.g. {bad[:3]}. The mix "
+                              "overflowed (a source LoRA's alpha or weight too large, or beyond the save_dtype's "
+                              "range: fp16 ends at 65504); fix that LoRA, lower its weight, or save as bf16/fp32.")
 
 
 def _exists_error(target: Path) -> ExportPathError:

@@ -14,7 +14,7 @@ from comfy_api.latest import io
 from ..lora.comfy_apply import apply_lora
 from ..lora.io import read_lora_file
 from ..samplers.comfy_model_sampling import with_lcm_sampling
-from .common import CATEGORY_LORA, NODE_PREFIX, check_model_file
+from .common import CATEGORY_LORA, NODE_PREFIX, check_inputs, check_model_file, first_failure
 
 LOG = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ class LCMLoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
+    def validate_inputs(cls, lora_name: str | None = None, strength: float | None = None) -> bool | str:
         # No **kwargs here: with them ComfyUI skips its own min/max/combo checks of every input.
-        return check_model_file("loras", "lora_name", lora_name)
+        return first_failure(check_model_file("loras", "lora_name", lora_name), check_inputs(cls, strength=strength))
 
     @classmethod
     def execute(cls, model, lora_name: str, strength: float = 1.0, allow_partial: bool = False,

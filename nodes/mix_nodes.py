@@ -18,7 +18,7 @@ from ..lora.io import read_lora_file
 from ..lora.safe_write import atomic_save_safetensors
 from ..lora.types import StackEntry
 from ..samplers.comfy_model_sampling import with_lcm_sampling
-from .common import CATEGORY_LORA, NODE_PREFIX, check_model_file
+from .common import CATEGORY_LORA, NODE_PREFIX, check_inputs, check_model_file, first_failure, run_every_time
 
 LOG = logging.getLogger(__name__)
 
@@ -73,8 +73,10 @@ class LoraStack(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name: str | None = None) -> bool | str:
-        return check_model_file("loras", "lora_name", lora_name)
+    def validate_inputs(cls, lora_name: str | None = None, weight: float | None = None,
+                        role: str | None = None) -> bool | str:
+        return first_failure(check_model_file("loras", "lora_name", lora_name),
+                             check_inputs(cls, weight=weight, role=role))
 
     @classmethod
     def execute(cls, lora_name: str, weight: float, role: str, stack=None) -> io.NodeOutput:
@@ -112,6 +114,10 @@ class LoraMixer(io.ComfyNode):
                      io.Clip.Output(tooltip="A patched clone of CLIP (the input CLIP when no LoRA touches it)."),
                      io.String.Output(display_name="report", tooltip="What was applied, with weights and coverage.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, style_normalization: str | None = None, style_budget: float | None = None) -> bool | str:
+        return check_inputs(cls, style_normalization=style_normalization, style_budget=style_budget)
 
     @classmethod
     def execute(cls, model, stack, style_normalization: str, allow_partial: bool, clip=None,
@@ -165,8 +171,12 @@ class LoraExport(io.ComfyNode):
             outputs=[io.String.Output(display_name="report", tooltip="File written, mode, rank, measured error.")],
         )
 
+    fingerprint_inputs = classmethod(run_every_time)  # writes a file: runs on every queue, never from the cache
+
     @classmethod
-    def validate_inputs(cls, filename: str | None = None, rank: int | None = None) -> bool | str:
+    def validate_inputs(cls, filename: str | None = None, rank: int | None = None, mode: str | None = None,
+                        style_normalization: str | None = None, style_budget: float | None = None,
+                        save_dtype: str | None = None) -> bool | str:  # noqa: PLR0913 (inputs of the schema)
         # No **kwargs: with them ComfyUI skips its own combo/min/max checks of every input.
         from ..lora.safe_write import ExportPathError, export_file_name
 
@@ -176,7 +186,8 @@ class LoraExport(io.ComfyNode):
             return str(error)
         if rank is not None and rank < 1:
             return f"rank={rank} must be >= 1."
-        return True
+        return check_inputs(cls, rank=rank, mode=mode, style_normalization=style_normalization,
+                            style_budget=style_budget, save_dtype=save_dtype)
 
     @classmethod
     def execute(cls, model, stack, filename: str, mode: str, rank: int, overwrite: bool, clip=None,

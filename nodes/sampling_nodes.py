@@ -29,7 +29,7 @@ from ..samplers.timesteps import (
     lcm_timesteps,
     parse_timesteps,
 )
-from .common import CATEGORY_SAMPLING, NODE_PREFIX
+from .common import CATEGORY_SAMPLING, NODE_PREFIX, check_inputs, first_failure
 
 SAMPLER_NAMES = ["lcm", "tcd"]
 GAMMA_TOOLTIP = ("TCD's gamma (stochasticity, diffusers' eta), 0..1: 0 = deterministic DDIM-like steps, 0.3 = "
@@ -70,10 +70,6 @@ def _schema(name: str, display_name: str, **fields) -> io.Schema:
     return io.Schema(node_id=f"{NODE_PREFIX}{name}", display_name=display_name, category=CATEGORY_SAMPLING, **fields)
 
 
-def _first_failure(*results) -> bool | str:
-    return next((r for r in results if r is not True), True)
-
-
 class ModelSamplingLCM(io.ComfyNode):
     """Clone a model and patch its sampling to the LCM grid and boundary condition."""
 
@@ -99,11 +95,10 @@ class ModelSamplingLCM(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, original_inference_steps: int | None = None) -> bool | str:
-        if original_inference_steps is not None and not 1 <= original_inference_steps <= 1000:
-            return (f"original_inference_steps={original_inference_steps} is outside 1..1000; "
-                    "use 50 for published LCM-LoRAs.")
-        return True
+    def validate_inputs(cls, original_inference_steps: int | None = None, timestep_scaling: float | None = None,
+                        sigma_data: float | None = None) -> bool | str:
+        return check_inputs(cls, original_inference_steps=original_inference_steps,
+                            timestep_scaling=timestep_scaling, sigma_data=sigma_data)
 
     @classmethod
     def execute(cls, model, original_inference_steps: int, timestep_scaling: float,
@@ -143,8 +138,8 @@ class LCMSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, gamma: float | None = None) -> bool | str:
-        return check_gamma_input(gamma)
+    def validate_inputs(cls, sampler: str | None = None, gamma: float | None = None) -> bool | str:
+        return first_failure(check_gamma_input(gamma), check_inputs(cls, sampler=sampler, gamma=gamma))
 
     @classmethod
     def execute(cls, sampler: str, gamma: float) -> io.NodeOutput:
@@ -183,8 +178,10 @@ class LCMScheduler(io.ComfyNode):
     def validate_inputs(cls, steps: int | None = None, denoise: float | None = None,
                         original_inference_steps: int | None = None,
                         custom_timesteps: str | None = None) -> bool | str:
+        # Named inputs lose core's min/max checks: check_inputs re-checks them (finite, in range).
+        ranges = check_inputs(cls, steps=steps, denoise=denoise, original_inference_steps=original_inference_steps)
         if custom_timesteps and custom_timesteps.strip():
-            failure = check_schedule_inputs(None, denoise, original_inference_steps)
+            failure = first_failure(check_schedule_inputs(None, denoise, original_inference_steps), ranges)
             if failure is not True or denoise is None:
                 return failure
             try:
@@ -193,7 +190,7 @@ class LCMScheduler(io.ComfyNode):
             except LCMScheduleError as error:
                 return str(error)
             return True
-        return check_schedule_inputs(steps, denoise, original_inference_steps)
+        return first_failure(check_schedule_inputs(steps, denoise, original_inference_steps), ranges)
 
     @classmethod
     def execute(cls, model, steps: int, denoise: float, original_inference_steps: int,
@@ -239,9 +236,11 @@ class KSamplerLCM(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, steps: int | None = None, denoise: float | None = None,
-                        gamma: float | None = None) -> bool | str:
-        return _first_failure(check_gamma_input(gamma), check_schedule_inputs(steps, denoise))
+    def validate_inputs(cls, steps: int | None = None, denoise: float | None = None, gamma: float | None = None,
+                        cfg: float | None = None, sampler: str | None = None) -> bool | str:
+        # Named inputs lose core's min/max/combo checks: check_inputs re-checks each once (finite, in range).
+        return first_failure(check_gamma_input(gamma), check_schedule_inputs(steps, denoise),
+                             check_inputs(cls, steps=steps, denoise=denoise, gamma=gamma, cfg=cfg, sampler=sampler))
 
     @classmethod
     def check_lazy_status(cls, model=None, negative=None, cfg=None, **_other) -> list[str]:

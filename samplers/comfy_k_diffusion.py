@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .comfy_finite import explain_non_finite
 from .comfy_model_sampling import training_sigmas
 from .lcm_sampler import check_gamma, lcm_loop, seeded_noise_sampler, tcd_loop
 
@@ -23,24 +24,27 @@ def _parts(model, x, extra_args, noise_sampler):
     def denoise(latent, sigma):
         return model(latent, sigma * s_in, **extra_args)
 
-    return base_model, base_model.model_sampling, noise_sampler, denoise
+    def explain():
+        return explain_non_finite(model, x, extra_args)
+
+    return base_model, base_model.model_sampling, noise_sampler, denoise, explain
 
 
 @torch.no_grad()
 def sample_lcm_exact(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     """LCM multistep sampling (diffusers ``LCMScheduler`` semantics; boundary from the model's sampling)."""
-    _, model_sampling, noise_sampler, denoise = _parts(model, x, extra_args, noise_sampler)
-    return lcm_loop(denoise, x, sigmas, noise_sampler, model_sampling.noise_scaling, callback, disable)
+    _, model_sampling, noise_sampler, denoise, explain = _parts(model, x, extra_args, noise_sampler)
+    return lcm_loop(denoise, x, sigmas, noise_sampler, model_sampling.noise_scaling, callback, disable, explain)
 
 
 @torch.no_grad()
 def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, gamma=0.3):
     """TCD sampling with γ (diffusers ``TCDScheduler`` with ``eta=gamma``)."""
-    base_model, model_sampling, noise_sampler, denoise = _parts(model, x, extra_args, noise_sampler)
+    base_model, model_sampling, noise_sampler, denoise, explain = _parts(model, x, extra_args, noise_sampler)
     train_sigmas = training_sigmas(model_sampling, getattr(base_model, "model_config", None))
 
     def timestep_of(sigma):
         return int(model_sampling.timestep(sigma.reshape(1).to(model_sampling.sigmas.device)).item())
 
     return tcd_loop(denoise, x, sigmas, noise_sampler, model_sampling.noise_scaling, timestep_of, train_sigmas,
-                    check_gamma(gamma), callback, disable)
+                    check_gamma(gamma), callback, disable, explain)

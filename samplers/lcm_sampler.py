@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import trange
 
 from ..errors import SamplingError
+from .finite import FiniteWatch
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,15 +53,22 @@ def _report(callback, i, x, sigma, denoised) -> None:
 
 @torch.no_grad()
 def lcm_loop(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise_sampler: NoiseSampler,
-             renoise: Renoise, callback=None, disable: bool | None = None) -> torch.Tensor:
-    """LCM multistep sampling over ``sigmas`` (descending, last 0 for a full run); see the module docstring."""
+             renoise: Renoise, callback=None, disable: bool | None = None,
+             explain: Callable[[], str] | None = None) -> torch.Tensor:
+    """LCM multistep sampling over ``sigmas`` (descending, last 0 for a full run); see the module docstring.
+
+    Raises :class:`~samplers.finite.NonFiniteSamplingError` (cause from ``explain()``) if a step is not finite.
+    """
     renoise_after = (sigmas[1:] > 0).tolist()  # one device read for the branch tests, not one per step
+    watch = FiniteWatch(x, explain, "LCM sampling")
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = denoise(x, sigmas[i])
         _report(callback, i, x, sigmas[i], denoised)
         x = denoised
         if renoise_after[i]:
             x = renoise(sigmas[i + 1], noise_sampler(sigmas[i], sigmas[i + 1]), denoised)
+        watch.see(i, x)
+    watch.check(len(sigmas) - 1)
     return x
 
 
@@ -79,15 +87,18 @@ def check_gamma(gamma: float) -> float:
 @torch.no_grad()
 def tcd_loop(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise_sampler: NoiseSampler,
              renoise: Renoise, timestep_of: Callable[[torch.Tensor], int], train_sigmas: torch.Tensor,
-             gamma: float = 0.3, callback=None, disable: bool | None = None) -> torch.Tensor:
+             gamma: float = 0.3, callback=None, disable: bool | None = None,
+             explain: Callable[[], str] | None = None) -> torch.Tensor:
     """TCD sampling over ``sigmas``; ``train_sigmas[t]`` is σ at every training timestep t (for σ_s).
 
-    ``timestep_of(sigma)`` maps a schedule sigma back to its integer training timestep.
+    ``timestep_of(sigma)`` maps a schedule sigma back to its integer training timestep. A step that is not
+    finite raises :class:`~samplers.finite.NonFiniteSamplingError` (cause from ``explain()``).
     """
     gamma = check_gamma(gamma)
     # Branch tests and σ_s indices read from the device once, before the loop (not a sync per step).
     is_last = [not positive for positive in (sigmas[1:] > 0).tolist()]
     next_timesteps = [0 if last else timestep_of(sigmas[i + 1]) for i, last in enumerate(is_last)]
+    watch = FiniteWatch(x, explain, "TCD sampling")
     for i in trange(len(sigmas) - 1, disable=disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(x, sigma)
@@ -101,4 +112,6 @@ def tcd_loop(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise_sam
         elif gamma > 0:
             extra = (sigma_next.to(x) ** 2 - sigma_s ** 2).clamp(min=0) ** 0.5
             x = renoise(extra, noise_sampler(sigma, sigma_next), x)
+        watch.see(i, x)
+    watch.check(len(sigmas) - 1)
     return x

@@ -17,6 +17,7 @@ grid are allowed (e.g. DMD2's [999, 749, 499, 249]) but reported as warnings; ``
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,11 +84,28 @@ def lcm_timesteps(steps: int, original_inference_steps: int = DEFAULT_ORIGINAL_I
     if int(steps) > len(origin):
         raise LCMScheduleError(
             f"steps={steps} exceeds the {len(origin)} timesteps of the LCM grid at original_inference_steps="
-            f"{original_inference_steps} and denoise={strength}; lower steps to ≤ {len(origin)} or raise denoise "
-            f"to ≥ {int(steps) / int(original_inference_steps):.4g}.")
+            f"{original_inference_steps} and denoise={strength}; "
+            f"{_more_steps_advice(int(steps), int(original_inference_steps), float(strength), len(origin))}")
     descending = np.asarray(origin[::-1])
     indices = np.floor(np.linspace(0, len(descending), num=int(steps), endpoint=False)).astype(np.int64)
     return [int(t) for t in descending[indices]]
+
+
+def _more_steps_advice(steps: int, original_steps: int, strength: float, allowed: int) -> str:
+    """What can be done when ``steps`` exceed the grid: only the changes that are possible (denoise ≤ 1,
+    original_inference_steps ≤ 1000) are offered; a larger grid is off the distillation grid of a LoRA
+    distilled on ``original_steps``."""
+    options = [f"lower steps to ≤ {allowed}" if allowed else "no step count fits"]
+    needed_denoise = steps / original_steps
+    if strength < needed_denoise <= 1.0:
+        options.append(f"raise denoise to ≥ {needed_denoise:.4g}")
+    needed_grid = math.ceil(steps / strength)
+    while int(needed_grid * strength) < steps:  # the grid keeps ⌊N·strength⌋ entries
+        needed_grid += 1
+    if needed_grid <= DEFAULT_NUM_TRAIN_TIMESTEPS:
+        options.append(f"use original_inference_steps ≥ {needed_grid} (LCM Model Sampling node), only for a model "
+                       f"distilled on that grid (published LCM-LoRAs: {DEFAULT_ORIGINAL_INFERENCE_STEPS})")
+    return " or ".join(options) + "."
 
 
 def check_custom_timesteps(timesteps: list[int], original_inference_steps: int = DEFAULT_ORIGINAL_INFERENCE_STEPS,
