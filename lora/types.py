@@ -44,7 +44,18 @@ class LoraModule:
 
 
 @dataclass
-class LoraFile:
+class LoraIdentity:
+    """Who a LoRA is, whatever stage it is at: display name, file hash, layout, base family, acceleration kind."""
+
+    name: str
+    sha256: str
+    format: str
+    family: str
+    kind: str
+
+
+@dataclass
+class LoraFile(LoraIdentity):
     """A LoRA read from disk (:func:`lora.io.read_lora_file`), not yet tied to a model.
 
     ``modules`` maps the file's own module names (e.g. ``lora_unet_down_blocks_0_attentions_0_proj_in`` or
@@ -53,11 +64,6 @@ class LoraFile:
     LoCon ``lora_mid``, full diffs). ``sha256`` is the file's hash, ``content_sha256`` the tensors' hash.
     """
 
-    name: str
-    sha256: str
-    format: str
-    family: str
-    kind: str
     modules: dict[str, LoraModule] = field(default_factory=dict)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
@@ -69,7 +75,7 @@ class LoraFile:
 
 
 @dataclass
-class ResolvedLora:
+class ResolvedLora(LoraIdentity):
     """A LoRA resolved against one model (:func:`lora.resolve.resolve`): what mixing, applying and export read.
 
     ``modules`` maps the model's weight keys (``diffusion_model.…weight``, ``clip_l.…weight``) to the plain
@@ -80,11 +86,6 @@ class ResolvedLora:
     are the file's (:class:`LoraFile`).
     """
 
-    name: str
-    sha256: str
-    format: str
-    family: str
-    kind: str
     modules: dict[str, LoraModule] = field(default_factory=dict)
     content_sha256: str = ""
     core_tensors: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -11,12 +11,21 @@ import logging
 import folder_paths
 from comfy_api.latest import io
 
-from ..lora.comfy_apply import apply_lora
+from ..lora.comfy_apply import ApplyResult, apply_lora
 from ..lora.io import read_lora_file
 from ..samplers.comfy_model_sampling import with_lcm_sampling
 from .common import CATEGORY_LORA, NODE_PREFIX, check_inputs, check_model_file, first_failure
 
 LOG = logging.getLogger(__name__)
+
+
+def hand_off(result: ApplyResult, node: str) -> io.NodeOutput:
+    """MODEL, CLIP, report of an applied stack; an LCM accelerator's model goes to LCM model sampling (which
+    keeps an LCM model sampling already set, its constants and prediction type, else adds the pack's)."""
+    model = with_lcm_sampling(result.model, boundary=True) if result.lcm_sampling else result.model
+    report = result.report
+    LOG.info("%s:\n%s", node, report)
+    return io.NodeOutput(model, result.clip, report)
 
 
 class LCMLoraLoader(io.ComfyNode):
@@ -64,14 +73,8 @@ class LCMLoraLoader(io.ComfyNode):
                 clip=None) -> io.NodeOutput:  # noqa: PLR0913 (inputs of the schema)
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
         lora = read_lora_file(path, name=lora_name)
-        result = apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial)
-        patched = result.model
-        if result.lcm_sampling:
-            # Keeps an LCM model sampling already set (its constants and prediction type), else adds the pack's.
-            patched = with_lcm_sampling(patched, boundary=True)
-        report = result.report
-        LOG.info("LCM-LoRA Loader:\n%s", report)
-        return io.NodeOutput(patched, result.clip, report)
+        return hand_off(apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial),
+                        "LCM-LoRA Loader")
 
 
 NODES = [LCMLoraLoader]

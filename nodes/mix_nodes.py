@@ -17,8 +17,8 @@ from ..lora.export import DEFAULT_SAVE_DTYPE, MODES, SAVE_DTYPES, build_export, 
 from ..lora.io import read_lora_file
 from ..lora.safe_write import atomic_save_safetensors
 from ..lora.types import StackEntry
-from ..samplers.comfy_model_sampling import with_lcm_sampling
 from .common import CATEGORY_LORA, NODE_PREFIX, check_inputs, check_model_file, first_failure, run_every_time
+from .lora_nodes import hand_off
 
 LOG = logging.getLogger(__name__)
 
@@ -123,13 +123,7 @@ class LoraMixer(io.ComfyNode):
     def execute(cls, model, stack, style_normalization: str, allow_partial: bool, clip=None,
                 style_budget: float = 1.0) -> io.NodeOutput:
         result = apply_stack(model, clip, _read_stack(stack), allow_partial, style_normalization, style_budget)
-        new_model = result.model
-        if result.lcm_sampling:
-            # Keeps an LCM model sampling already set (its constants and prediction type), else adds the pack's.
-            new_model = with_lcm_sampling(new_model, boundary=True)
-        report = result.report
-        LOG.info("LoRA Mixer:\n%s", report)
-        return io.NodeOutput(new_model, result.clip, report)
+        return hand_off(result, "LoRA Mixer")
 
 
 class LoraExport(io.ComfyNode):
