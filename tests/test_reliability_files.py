@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 from conftest import SD15_CKPT
-from harness import loras
-from harness.models import SD15_UNET_CONFIG
+from lcm_lora_pack.devkit import loras
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 from lcm_lora_pack.lora.errors import LoraFileError, LoraTensorError
 from lcm_lora_pack.lora.io import read_lora_file
 

@@ -10,9 +10,9 @@ import uuid
 import pytest
 import torch
 from conftest import SD15_CKPT
-from harness import loras
-from harness.comfy_host import PromptFailed, ServerStub
-from harness.models import SD15_UNET_CONFIG
+from lcm_lora_pack.devkit import loras
+from lcm_lora_pack.devkit.host import PromptFailed, ServerStub
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 from lcm_lora_pack.lora.errors import LoraTensorError
 from lcm_lora_pack.lora.safe_write import atomic_save_safetensors
 
