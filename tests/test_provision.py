@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -150,3 +151,31 @@ def test_make_test_on_another_comfyui_gets_its_own_venv_and_copy():
     assert f"LCMPACK_COMFYUI_SOURCE={(REPO / '..' / 'shared' / 'comfyui' / '0.8.0').resolve()}" in commands
     assert f"LCMPACK_VENV={REPO / '.venv-0.8.0'}" in commands
     assert f"COMFYUI_PATH={copy} .venv-0.8.0/bin/python -m pytest" in commands
+
+
+def _ci_run_with_fake_make(tmp_path: Path, behaviour: dict[str, tuple[int, str]]) -> subprocess.CompletedProcess:
+    """Run a copy of .ci/run whose `make` prints ``behaviour[host]`` = (exit status, last line) per host."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy2(REPO / ".ci" / "run", tmp_path / ".ci" / "run")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    cases = "".join(f'  *"{host}"*) echo "{line}"; exit {status};;\n' for host, (status, line) in behaviour.items())
+    make = bin_dir / "make"
+    make.write_text(f'#!/bin/sh\ncase "test $*" in\n{cases}esac\nexit 99\n')
+    make.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    return subprocess.run([str(tmp_path / ".ci" / "run")], capture_output=True, text=True, env=env, timeout=60)
+
+
+PASSED = "===== 500 passed, 3 xfailed in 401.20s ====="
+
+
+@pytest.mark.parametrize("second, expected", [((0, PASSED), 0), ((1, "===== 1 failed, 499 passed in 4.00s ====="), 1),
+                                              ((5, "===== no tests ran in 0.01s ====="), 1),
+                                              ((2, "[provision] failed"), 1)])
+def test_ci_runs_both_hosts_and_fails_when_either_fails(tmp_path, second, expected):
+    result = _ci_run_with_fake_make(tmp_path, {"test COMFY=0.8.0": second, "test": (0, PASSED)})
+    assert result.returncode == expected, result.stdout + result.stderr
+    summary = result.stdout.split("=== CI summary ===")[1]
+    assert "[comfyui-0.3.75] exit 0 after" in summary and PASSED in summary.splitlines()[1]
+    assert f"[comfyui-0.8.0] exit {second[0] or (0 if expected == 0 else 1)}" in summary
