@@ -118,7 +118,7 @@ def _peft_alpha(module: str, rank: int, configs: dict) -> float | None:
         if pattern:
             key = get_pattern_key(dict(pattern).keys(), inner)
             alpha = float(pattern.get(key, alpha))
-    except (TypeError, ValueError, re.error) as error:  # re.error: PEFT reads alpha_pattern keys as regexes
+    except (TypeError, ValueError, OverflowError, re.error) as error:  # re.error: alpha_pattern keys are regexes
         raise LoraFormatError(f"PEFT config ({configs['__source__']['name']}) of module '{module}': lora_alpha "
                               f"{config['lora_alpha']!r} / alpha_pattern {pattern!r} is not a number / a map of "
                               f"regex → number ({error}). Fix the config or use another file.") from error
@@ -163,6 +163,10 @@ def _group(tensors: dict[str, torch.Tensor], name: str):
 
 def _alpha_for(name: str, module: str, rank: int, alphas: dict, peft_configs: dict, fmt: str) -> tuple[float, str]:
     if module in alphas:
+        if alphas[module].numel() != 1:
+            raise LoraTensorError(f"LoRA '{name}': module '{module}' has an alpha tensor of shape "
+                                  f"{tuple(alphas[module].shape)}; alpha is one number. The file is damaged: "
+                                  "download it again or use another file.")
         alpha, source = float(alphas[module].float().reshape(-1)[0]), "alpha tensors"
     elif fmt == "peft" and (peft_alpha := _peft_alpha(module, rank, peft_configs)) is not None:
         alpha, source = peft_alpha, peft_configs["__source__"]["name"]

@@ -222,10 +222,21 @@ def test_rank_zero_modules_are_refused_at_read_time(fmt, ranks):
 @pytest.mark.parametrize("raw", ["null", "[1, 2]", '"text"', '{"unet.lora_alpha": "eight"}', '{"lora_alpha": [8]}',
                                  '{"lora_alpha": 8, "alpha_pattern": {"(": 4}}',
                                  '{"lora_alpha": 8, "alpha_pattern": {"to_q": "x"}}',
-                                 '{"lora_alpha": 8, "alpha_pattern": [1]}'])
+                                 '{"lora_alpha": 8, "alpha_pattern": [1]}', '{"lora_alpha": 1e999}',
+                                 f'{{"lora_alpha": {10**400}}}', f'{{"lora_alpha": 8, "alpha_pattern": {{"to_q": {10**400}}}}}'])
 def test_malformed_peft_metadata_is_a_typed_error(raw):
     """Found by the fuzzer: JSON of the wrong shape in ``lora_adapter_metadata`` raised AttributeError/ValueError."""
     tensors = {"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.randn(2, 8),
                "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.randn(8, 2)}
-    with pytest.raises(formats.LoraFormatError, match="lora_adapter_metadata|PEFT config"):
+    with pytest.raises(LoraError, match="lora_adapter_metadata|PEFT config|alpha"):
         formats.parse_modules(tensors, {formats.DIFFUSERS_METADATA_KEY: raw}, "fuzz.safetensors")
+
+
+@pytest.mark.parametrize("shape", [(0,), (3,), (2, 2)])
+def test_an_alpha_tensor_that_is_not_one_number_is_a_typed_error(shape):
+    """Found by the fuzzer: an empty ``.alpha`` tensor raised IndexError (and a 3-element one used its first)."""
+    module = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
+    tensors = {f"{module}.lora_up.weight": torch.randn(8, 2), f"{module}.lora_down.weight": torch.randn(2, 8),
+               f"{module}.alpha": torch.ones(shape)}
+    with pytest.raises(LoraTensorError, match="alpha tensor of shape"):
+        formats.parse_modules(tensors, {}, "fuzz.safetensors")
