@@ -146,7 +146,7 @@ def _safetensors_with_first_byte(residue: int, extra: int) -> tuple[bytes, dict[
     safetensors pads its header to a multiple of 8 bytes: the first byte is one of 32 values, 0x80 among them.
     """
     tensors = TENSORS
-    for padding in range(extra, extra + 256):
+    for padding in range(extra, extra + 256, 8):  # +8 characters: +8 aligned header bytes
         metadata = METADATA | {"pad": "x" * padding}
         data = save(tensors, metadata=metadata)
         if data[0] == residue:
