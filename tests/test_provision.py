@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def test_unpack_drops_extra_model_paths(tmp_path):
 @pytest.mark.parametrize("bad", ["/nonexistent/ComfyUI", "__empty__"])
 def test_broken_comfyui_path_stops_provisioning(tmp_path, bad):
     path = str(tmp_path) if bad == "__empty__" else bad
-    env = dict(os.environ, COMFYUI_PATH=path, LCMPACK_VENV=str(REPO / ".venv"))
+    env = dict(os.environ, COMFYUI_PATH=path, LCMPACK_VENV=os.environ.get("LCMPACK_VENV", sys.prefix))
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "provision.py")], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
@@ -95,3 +96,86 @@ def test_second_run_is_a_no_op():
     assert "requirements already installed" in result.stderr
     assert "install ComfyUI requirements" not in result.stderr
     assert stamp.read_text() == before
+
+
+def _fake_comfyui(root: Path, version: str) -> Path:
+    (root / "comfy").mkdir(parents=True)
+    (root / "main.py").write_text("")
+    (root / "comfyui_version.py").write_text(f'__version__ = "{version}"\n')
+    for entry in (root / "comfy", root / "main.py", root / "comfyui_version.py", root):
+        entry.chmod(entry.stat().st_mode & ~0o222)
+    return root
+
+
+def test_read_only_comfyui_is_copied_writable_and_a_wrong_copy_refused(tmp_path):
+    """`make test COMFY=0.8.0`: the read-only shared tree becomes a writable copy; a stale copy is not reused."""
+    source = _fake_comfyui(tmp_path / "shared" / "0.8.0", "0.8.0")
+    target = tmp_path / "copy" / "ComfyUI-0.8.0"
+    provision.copy_comfyui(source, target)
+    assert provision.comfyui_version(target) == "0.8.0"
+    assert all(os.access(p, os.W_OK) or os.geteuid() == 0 for p in (target, target / "main.py", target / "comfy"))
+    assert all(p.stat().st_mode & stat.S_IWUSR for p in (target, target / "main.py", target / "comfy"))
+    assert not list(target.parent.glob(".comfyui-staging-*"))
+    provision.copy_comfyui(source, target)  # same version: kept as it is
+    other = _fake_comfyui(tmp_path / "shared" / "0.9.0", "0.9.0")
+    with pytest.raises(provision.ProvisionError, match="holds ComfyUI 0.8.0, not 0.9.0.*remove"):
+        provision.copy_comfyui(other, target)
+
+
+def _make_dry_run(*args: str, env: dict | None = None) -> str:
+    result = subprocess.run(["make", "-n", "-C", str(REPO), *args], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.parametrize("comfy", [None, "0.8.0"])
+def test_make_test_uses_the_venv_named_by_lcmpack_venv(tmp_path, comfy):
+    """With LCMPACK_VENV set, `make test` provisions *and* runs pytest in that venv, never `.venv/bin/python`."""
+    venv = tmp_path / "elsewhere-venv"
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "PYTHON", "MAKEFLAGS")}
+    env["LCMPACK_VENV"] = str(venv)
+    commands = _make_dry_run("test", *([f"COMFY={comfy}"] if comfy else []), env=env).splitlines()
+    provision_line = next(line for line in commands if "scripts/provision.py" in line)
+    pytest_line = next(line for line in commands if "-m pytest" in line)
+    assert f"LCMPACK_VENV={venv}" in provision_line
+    assert f"{venv}/bin/python -m pytest" in pytest_line
+    assert ".venv/bin/python" not in "\n".join(commands)
+
+
+def test_make_test_on_another_comfyui_gets_its_own_venv_and_copy():
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "LCMPACK_VENV", "PYTHON", "MAKEFLAGS")}
+    commands = _make_dry_run("test", "COMFY=0.8.0", env=env)
+    copy = REPO / ".comfyui" / "ComfyUI-0.8.0"
+    assert f"COMFYUI_PATH={copy} " in commands
+    assert f"LCMPACK_COMFYUI_SOURCE={(REPO / '..' / 'shared' / 'comfyui' / '0.8.0').resolve()}" in commands
+    assert f"LCMPACK_VENV={REPO / '.venv-0.8.0'}" in commands
+    assert f"COMFYUI_PATH={copy} .venv-0.8.0/bin/python -m pytest" in commands
+
+
+def _ci_run_with_fake_make(tmp_path: Path, behaviour: dict[str, tuple[int, str]]) -> subprocess.CompletedProcess:
+    """Run a copy of .ci/run whose `make` prints ``behaviour[host]`` = (exit status, last line) per host."""
+    (tmp_path / ".ci").mkdir()
+    shutil.copy2(REPO / ".ci" / "run", tmp_path / ".ci" / "run")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    cases = "".join(f'  *"{host}"*) echo "{line}"; exit {status};;\n' for host, (status, line) in behaviour.items())
+    make = bin_dir / "make"
+    make.write_text(f'#!/bin/sh\ncase "test $*" in\n{cases}esac\nexit 99\n')
+    make.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    return subprocess.run([str(tmp_path / ".ci" / "run")], capture_output=True, text=True, env=env, timeout=60)
+
+
+PASSED = "===== 500 passed, 3 xfailed in 401.20s ====="
+
+
+@pytest.mark.parametrize("second, expected", [((0, PASSED), 0), ((1, "===== 1 failed, 499 passed in 4.00s ====="), 1),
+                                              ((5, "===== no tests ran in 0.01s ====="), 1),
+                                              ((2, "[provision] failed"), 1)])
+def test_ci_runs_both_hosts_and_fails_when_either_fails(tmp_path, second, expected):
+    result = _ci_run_with_fake_make(tmp_path, {"test COMFY=0.8.0": second, "test": (0, PASSED)})
+    assert result.returncode == expected, result.stdout + result.stderr
+    summary = result.stdout.split("=== CI summary ===")[1]
+    assert "[comfyui-0.3.75] exit 0 after" in summary and PASSED in summary.splitlines()[1]
+    assert f"[comfyui-0.8.0] exit {second[0] or (0 if expected == 0 else 1)}" in summary
