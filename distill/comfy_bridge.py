@@ -61,9 +61,22 @@ def model_family(patcher) -> str:
                             + UNSUPPORTED_HINT)
 
 
+def prediction_type(sampling) -> str:
+    """"epsilon" / "v_prediction" from the class of ComfyUI's (possibly patched) ``model_sampling`` object."""
+    import comfy.model_sampling as ms
+
+    names = {ms.EPS: "epsilon", ms.V_PREDICTION: "v_prediction"}
+    for cls in type(sampling).__mro__:
+        if cls.__module__ == ms.__name__ and cls.__name__ not in ("ModelSamplingDiscrete",):
+            if cls in names and isinstance(sampling, ms.ModelSamplingDiscrete):
+                return names[cls]
+            break
+    raise DistillModelError(f"prediction / schedule {type(sampling).__name__} is not supported; the LCD recipe needs "
+                            "an eps- or v-prediction teacher on a discrete 1000-step DDPM schedule.")
+
+
 def inspect_model(patcher) -> TeacherInfo:
     """Family, prediction type, schedule and diffusers name map of a ComfyUI model; typed errors otherwise."""
-    import comfy.model_base
     import comfy.utils
 
     family = model_family(patcher)
@@ -71,17 +84,13 @@ def inspect_model(patcher) -> TeacherInfo:
     if unet_config.get("in_channels", 4) != 4:
         raise DistillModelError(f"this {family} model has {unet_config['in_channels']} input channels (an inpainting "
                                 "or instruct model); distil from the plain text-to-image model. " + UNSUPPORTED_HINT)
-    model_type = patcher.model.model_type
-    predictions = {comfy.model_base.ModelType.EPS: "epsilon", comfy.model_base.ModelType.V_PREDICTION: "v_prediction"}
-    if model_type not in predictions:
-        raise DistillModelError(f"prediction type {model_type.name} is not supported; the LCD recipe needs an eps- or "
-                                "v-prediction teacher on a discrete DDPM schedule.")
     sampling = patcher.get_model_object("model_sampling")
+    prediction = prediction_type(sampling)
     sigmas = sampling.sigmas.detach().to("cpu", torch.float64)
     if sigmas.numel() != 1000:
         raise DistillModelError(f"the model's schedule has {sigmas.numel()} timesteps; the recipe needs 1000.")
     name_map = comfy.utils.unet_to_diffusers(unet_config)
-    return TeacherInfo(patcher=patcher, family=family, prediction=predictions[model_type],
+    return TeacherInfo(patcher=patcher, family=family, prediction=prediction,
                        alphas_cumprod=1.0 / (1.0 + sigmas ** 2), name_map=name_map)
 
 

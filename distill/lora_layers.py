@@ -65,6 +65,7 @@ class LoraSet(nn.Module):
         self.adapters = nn.ModuleDict({kohya_name(name): LoraAdapter(module, rank, alpha, dropout)
                                        for name, module in targets.items()})
         self._bases = {kohya_name(name): module for name, module in targets.items()}
+        self.diffusers_names = {kohya_name(name): name for name in targets}
         self._handles: list = []
         self.enabled = True
 
