@@ -10,6 +10,8 @@ nonzero so every gradient is informative). Tolerances: loss ≤ 1e-5 relative, e
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +39,7 @@ MINI_SDXL_DIFFUSERS = dict(sample_size=8, in_channels=4, out_channels=4,
                            attention_head_dim=5, use_linear_projection=True, addition_embed_type="text_time",
                            addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816,
                            norm_num_groups=32)
+LOG = logging.getLogger(__name__)
 BATCH, RANK, ALPHA, RES = 2, 4, 8.0, 64
 LOSS_TOLERANCE, GRAD_TOLERANCE = 1e-5, 1e-4
 
@@ -215,7 +218,7 @@ def test_one_step_equals_reference(sdxl, prediction, loss_type):
     student, params = _peft_student(diffusers_twin(sdxl, sd), pack_lora)
     added = uncond_added = None
     if sdxl:
-        time_ids = torch.tensor([[h, w, top, left, RES, RES] for (h, w), (top, left) in zip(sizes, crops)],
+        time_ids = torch.tensor([[h, w, top, left, RES, RES] for (h, w), (top, left) in zip(sizes, crops, strict=True)],
                                 dtype=torch.float32)
         added = {"text_embeds": pooled, "time_ids": time_ids}
         uncond_added = {"text_embeds": torch.zeros_like(pooled), "time_ids": time_ids}
@@ -224,7 +227,6 @@ def test_one_step_equals_reference(sdxl, prediction, loss_type):
     ref_loss.backward()
 
     assert ref_loss.item() > 1e-4, "degenerate step: the loss carries no signal"
-    print(f"loss pack {pack_loss.item():.8g} reference {ref_loss.item():.8g}")
     assert abs(pack_loss.item() - ref_loss.item()) <= LOSS_TOLERANCE * abs(ref_loss.item()), (pack_loss, ref_loss)
     errors, squared_diff, squared_ref = [], 0.0, 0.0
     for key, adapter in pack_lora.adapters.items():
@@ -236,7 +238,7 @@ def test_one_step_equals_reference(sdxl, prediction, loss_type):
             squared_diff += (ours - theirs).square().sum().item()
             squared_ref += theirs.square().sum().item()
     overall = (squared_diff / squared_ref) ** 0.5
-    print(f"LoRA gradients: all {overall:.3g}, worst tensors {sorted(errors)[-2:]}")
+    LOG.info("loss %.8g vs %.8g; LoRA gradients: all %.3g, worst %s", pack_loss, ref_loss, overall, max(errors))
     assert overall <= GRAD_TOLERANCE, overall
     if loss_type == "l2":
         assert max(errors)[0] <= GRAD_TOLERANCE, max(errors)
