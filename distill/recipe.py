@@ -166,7 +166,7 @@ def lcd_step(latents: torch.Tensor, draw: StepDraw, schedule: Schedule, solver: 
 @torch.no_grad()
 def ddim_sample(model: TeacherFn, noise: torch.Tensor, schedule: Schedule, steps: int, guidance: float,
                 num_train_timesteps: int = 1000) -> torch.Tensor:
-    """Teacher x₀ for the prompts-only mode: deterministic DDIM on ``steps`` "leading" timesteps with classifier-
+    """Teacher x₀ for the prompts-only mode: deterministic DDIM on ``steps`` "trailing" timesteps (the solver grid) with classifier-
     free guidance ε̂ = ε̂(∅) + s·(ε̂(c) − ε̂(∅)) (x̂₀ likewise); returns the last x̂₀."""
     solver = DDIMSolver(schedule.alphas_cumprod, num_train_timesteps, steps).to(noise.device)
     x = noise

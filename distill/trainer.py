@@ -8,6 +8,7 @@ step, which makes a resumed run continue exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -70,14 +71,18 @@ def lr_lambda(name: str, warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_order(seed: int, epoch: int, count: int) -> torch.Tensor:
+    return torch.randperm(count, generator=torch.Generator().manual_seed(seed * 9973 + epoch))
+
+
 def batch_indices(step: int, global_batch: int, count: int, seed: int) -> torch.Tensor:
     """Sample indices of step ``step``: consecutive slices of per-epoch permutations seeded by (seed, epoch)."""
     first = step * global_batch
     out = []
     for position in range(first, first + global_batch):
         epoch, offset = divmod(position, count)
-        perm = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 9973 + epoch))
-        out.append(int(perm[offset]))
+        out.append(int(_epoch_order(seed, epoch, count)[offset]))
     return torch.tensor(out, dtype=torch.long)
 
 
