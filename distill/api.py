@@ -1,6 +1,7 @@
 """``distill_lcm_lora``: the trainer as one Python call on a ComfyUI model + CLIP (+ VAE for image data)."""
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -71,8 +72,10 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
                 LOG.info("resumed from %s at step %d", path, trainer.step)
         trainer.lora.attach()
         try:
+            before = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
             with comfy_bridge.gradient_checkpointing(info.diffusion_model, config.gradient_checkpointing):
                 trainer.run(progress=progress, interrupt=interrupt)
+            after = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
         finally:
             trainer.lora.detach()
     written = None
@@ -80,5 +83,9 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
         metadata = lora_metadata(family=info.family, prediction=info.prediction, config=config, steps=trainer.step,
                                  losses=trainer.losses, data_fingerprint=data.fingerprint, data_mode=data.mode,
                                  samples=len(data), source=source_name, modules=len(trainer.lora.adapters))
+        if before is not None:
+            metadata["lcmpack.distill.validation_loss"] = json.dumps({"before": before, "after": after})
         written = write_lora(trainer.lora, loras_dir, target.name, metadata, config.save_dtype, overwrite)
-    return DistillResult(path=written, steps=trainer.step, losses=trainer.losses, lora=trainer.lora)
+    validation = (before, after) if before is not None else None
+    return DistillResult(path=written, steps=trainer.step, losses=trainer.losses, lora=trainer.lora,
+                         validation=validation)

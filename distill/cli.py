@@ -45,6 +45,7 @@ HELP = {
     "save_dtype": f"Precision of the written LoRA: {', '.join(SAVE_DTYPES)}.",
     "teacher_sampling_steps": "Prompts-only mode: DDIM steps the teacher takes to make each x0.",
     "teacher_guidance_scale": "Prompts-only mode: classifier-free guidance of the teacher's x0.",
+    "validation_draws": "If > 0: loss on this many fixed batches before and after training (in the metadata).",
 }
 
 
@@ -181,6 +182,7 @@ def run(argv: list[str] | None = None) -> dict:
     finally:
         bar.close()
     summary = {"output": str(result.path) if result.path else None, "steps": result.steps, "losses": result.losses,
+               "validation": result.validation,
                "checkpoint_dir": str(run_dir), "rank": rank}
     if args.summary_json and rank == 0:
         Path(args.summary_json).write_text(json.dumps(summary))

@@ -159,7 +159,7 @@ class UNetRunner:
     """Calls the ComfyUI ``UNetModel`` with the trainer's precision policy.
 
     Compute dtype: the weights' dtype when they are fp16/bf16 (ComfyUI's GPU default), else the mixed-precision
-    choice; autocast runs with it unless it is fp32. Outputs are returned in float32.
+    choice (fp16 becomes fp32 on the CPU); autocast runs with it unless it is fp32. Outputs are float32.
     """
 
     def __init__(self, patcher, mixed_precision: str, device: torch.device):
@@ -167,6 +167,9 @@ class UNetRunner:
         self.device = device
         stored = weight_dtype(self.unet)
         requested = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+        if device.type == "cpu" and requested == torch.float16:
+            LOG.info("fp16 autocast is not used on the CPU (slow and lossy there): training in fp32")
+            requested = torch.float32
         self.compute_dtype = stored if stored in (torch.float16, torch.bfloat16) else requested
         self.input_dtype = stored if stored != torch.float32 else torch.float32
         self.transformer_options = dict(patcher.model_options.get("transformer_options", {}))

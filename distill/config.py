@@ -63,6 +63,7 @@ class DistillConfig:
     # prompts-only mode: the teacher's own x0 (DDIM, classifier-free guidance)
     teacher_sampling_steps: int = 25
     teacher_guidance_scale: float = 7.5
+    validation_draws: int = 0           # > 0: fixed-batch validation loss before and after training
     world_size: int = field(default=1, repr=False)
 
     def resolved(self, family: str) -> DistillConfig:
@@ -104,6 +105,7 @@ class DistillConfig:
             (self.save_dtype in SAVE_DTYPES, "save_dtype", f"one of {SAVE_DTYPES}"),
             (1 <= self.teacher_sampling_steps <= 1000, "teacher_sampling_steps", "in 1 … 1000"),
             (self.teacher_guidance_scale >= 0, "teacher_guidance_scale", "≥ 0"),
+            (0 <= self.validation_draws <= 1000, "validation_draws", "in 0 … 1000"),
         ]
         for ok, name, wanted in checks:
             if not ok:

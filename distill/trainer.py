@@ -34,6 +34,7 @@ class DistillResult:
     steps: int
     losses: list[float] = field(default_factory=list)
     lora: LoraSet | None = None
+    validation: tuple[float, float] | None = None   # (before, after) with config.validation_draws > 0
 
 
 class _Student(torch.nn.Module):
@@ -138,9 +139,13 @@ class Trainer:
     # -- one step ------------------------------------------------------------------------------------------
     def local_batch(self, step: int) -> dict:
         """This process's rows of the global batch of ``step`` (data and random draws)."""
+        per = self.config.train_batch_size
+        index = batch_indices(step, per * self.world, len(self.data), self.config.seed)
+        return self._batch(self.config.seed * 1_000_003 + step, index)
+
+    def _batch(self, generator_seed: int, index: torch.Tensor) -> dict:
         config, per = self.config, self.config.train_batch_size
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        index = batch_indices(step, per * self.world, len(self.data), config.seed)
+        generator = torch.Generator().manual_seed(generator_seed)
         draw = draw_step(generator, per * self.world, tuple(self.data.latents.shape[1:]), config.num_ddim_timesteps,
                          config.w_min, config.w_max)
         rows = slice(self.rank * per, (self.rank + 1) * per)
@@ -150,6 +155,19 @@ class Trainer:
             return None if tensor is None else tensor[index].to(self.device)
         return {"latents": pick(self.data.latents), "context": pick(self.data.context), "y": pick(self.data.y),
                 "uncond_y": pick(self.data.uncond_y), "draw": draw.shard(rows.start, rows.stop).to(self.device)}
+
+    @torch.no_grad()
+    def validation_loss(self, draws: int) -> float:
+        """Mean loss over ``draws`` fixed batches (fixed samples, noise, timesteps, w; independent of the step):
+        a held-out view of the consistency error, comparable before and after training."""
+        per = self.config.train_batch_size * self.world
+        index = torch.arange(per) % len(self.data)
+        values = [self.compute_loss(self._batch(-(i + 1), index)) for i in range(draws)]
+        mean = torch.stack(values).mean()
+        if self.world > 1:
+            dist.all_reduce(mean)
+            mean /= self.world
+        return float(mean)
 
     def compute_loss(self, batch: dict) -> torch.Tensor:
         """The LCD loss of a batch: student through DDP, teacher = LoRA off (cond and uncond in one forward)."""
