@@ -1,0 +1,68 @@
+"""The command line under ``torchrun``: 2 gloo processes × batch 1 equal 1 process × batch 2 (same global batch).
+
+Both runs go through ``python -m lcm_lora_pack.distill`` (ComfyUI booted headless in each process, the tiny
+SD1.5-family checkpoint loaded the ComfyUI way). Each step draws the global batch from the same seeded stream
+and DDP averages the gradients, so the LoRAs agree up to fp32 summation order: every tensor within 1e-4
+relative (Frobenius), the per-step losses within 1e-4 relative.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SD15_CKPT
+from harness.comfy_host import comfyui_root
+from safetensors.torch import load_file
+from test_distill_train import write_images
+
+REPO = Path(__file__).resolve().parents[1]
+TOLERANCE = 1e-4
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cli(tmp: Path, checkpoint: Path, data: Path, name: str, batch: int, processes: int) -> dict:
+    loras = tmp / f"loras-{name}"
+    loras.mkdir()
+    summary = tmp / f"{name}.json"
+    args = ["--checkpoint", str(checkpoint), "--data_dir", str(data), "--output", name, "--loras_dir", str(loras),
+            "--output_dir", str(tmp / f"run-{name}"), "--resolution", "64", "--train_batch_size", str(batch),
+            "--max_train_steps", "2", "--lora_rank", "4", "--lora_alpha", "4", "--learning_rate", "1e-3",
+            "--save_dtype", "fp32", "--seed", "3", "--summary_json", str(summary)]
+    launcher = [sys.executable, "-m", "lcm_lora_pack.distill"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                    "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "lcm_lora_pack.distill"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / ".pack"), "COMFYUI_PATH": str(comfyui_root()),
+           "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(launcher + args, cwd=tmp, env=env, capture_output=True, text=True, timeout=1500)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(summary.read_text())
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(model_store, tmp_path):
+    checkpoint = model_store / "checkpoints" / SD15_CKPT
+    data = write_images(tmp_path / "data")
+    single = _cli(tmp_path, checkpoint, data, "single", batch=2, processes=1)
+    double = _cli(tmp_path, checkpoint, data, "double", batch=1, processes=2)
+    assert single["steps"] == double["steps"] == 2
+    assert double["losses"] == pytest.approx(single["losses"], rel=TOLERANCE)
+    ours, theirs = load_file(double["output"]), load_file(single["output"])
+    assert ours.keys() == theirs.keys()
+    moved = 0
+    for key in theirs:
+        assert (ours[key] - theirs[key]).norm() <= TOLERANCE * theirs[key].norm() + 1e-12, key
+        moved += int(key.endswith("lora_up.weight") and bool(theirs[key].abs().max() > 0))
+    assert moved > 0, "the LoRA did not train"
+    assert torch.isfinite(torch.cat([t.flatten() for t in ours.values()])).all()
