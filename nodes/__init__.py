@@ -5,10 +5,11 @@ Never rename or reorder them; add new inputs at the end, optional.
 """
 from __future__ import annotations
 
-from . import lora_nodes, mix_nodes, sampling_nodes
+from . import lora_nodes, mix_nodes, realtime_nodes, sampling_nodes
 
 NODE_CLASSES = [
     *sampling_nodes.NODES,
     *lora_nodes.NODES,
     *mix_nodes.NODES,
+    *realtime_nodes.NODES,
 ]
