@@ -78,6 +78,7 @@ class FastPathSettings:
 
     mode: str = "compile_cuda_graph"
     compile_mode: str | None = None  # torch.compile mode: None (default) or "max-autotune-no-cudagraphs"
+    compile_backend: str = "inductor"  # torch.compile backend ("aot_eager" in CPU tests: tracing without codegen)
     backend: str = "cuda_graph"
     capacity: int = 4  # captured graphs kept per model (one per shape / schedule)
     warmup: int = 2
@@ -242,9 +243,10 @@ def _compile_wrapper(state: ModelState, base_model, settings: FastPathSettings):
         return None
     from comfy_api.torch_helpers.torch_compile import apply_torch_compile_factory
 
-    key = (id(base_model.diffusion_model), settings.compile_mode)
+    key = (id(base_model.diffusion_model), settings.compile_mode, settings.compile_backend)
     if key not in state.compiled:
-        state.compiled[key] = torch.compile(base_model.diffusion_model, dynamic=False, mode=settings.compile_mode)
+        state.compiled[key] = torch.compile(base_model.diffusion_model, backend=settings.compile_backend,
+                                            dynamic=False, mode=settings.compile_mode)
     return apply_torch_compile_factory({"diffusion_model": state.compiled[key]})
 
 
@@ -291,7 +293,7 @@ def run_fast_path(state: ModelState, settings: FastPathSettings, sampler, guider
     base_model = guider.inner_model
     token = weights_token(state, base_model)
     shape_key = (call.plan, signature(call.values), tuple(sorted(call.constants.items())), lcm_sampler_kind(
-        sampler.sampler_function), settings.mode, settings.compile_mode, settings.backend)
+        sampler.sampler_function), settings.mode, settings.compile_mode, settings.compile_backend, settings.backend)
     entry = state.cache.get(token, shape_key)
     if entry is None:
         entry = _capture(state, settings, base_model, extra_args, call, token, shape_key)

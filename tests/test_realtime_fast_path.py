@@ -157,3 +157,20 @@ def test_fast_vae_decode_equals_vae_decode(comfy, sd15):
     assert len(fast_vae.fast_decode_report(vae)) == 1  # captured once, replayed for the second latent
     (node_image,) = comfy.run_node("LCMPack_FastVAEDecode", samples={"samples": latent}, vae=vae, mode="cuda_graph")
     assert torch.equal(node_image, expected)  # CPU: the node falls back to VAE.decode
+
+
+@pytest.mark.slow
+def test_compiled_unet_inside_the_captured_loop(comfy, lcm_model):
+    """mode compile_cuda_graph on the CPU: torch.compile traces ComfyUI's UNet (dynamo + AOTAutograd; the
+    ``aot_eager`` backend skips only the kernel code generation) and runs inside the replayed loop; a second
+    seed replays without capturing again. Tolerance: the traced graph may reorder float32 arithmetic."""
+    fast = fp.with_fast_path(lcm_model, fp.FastPathSettings(mode="compile_cuda_graph", backend="eager_replay",
+                                                            compile_backend="aot_eager"))
+    for seed in (21, 22):
+        expected = ksampler_lcm(comfy, lcm_model, seed=seed)
+        got = ksampler_lcm(comfy, fast, seed=seed)
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    state = fp.fast_path_state(fast)
+    assert state.compile_failed is None
+    assert any(key[2] == "aot_eager" for key in state.compiled)
+    assert "compiled UNet" in state.cache.events[-1].reason
