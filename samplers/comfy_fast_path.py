@@ -45,6 +45,7 @@ from .fast_path import (
     lcm_fixed_loop,
     lcm_plan,
     pointer_token,
+    report_once,
     signature,
     tensor_slots,
     timed_capture,
@@ -203,16 +204,9 @@ def fast_sampler_sample(executor, guider, sigmas, extra_args, callback, noise, l
             return samples
         except FastPathUnavailable as error:
             reason = str(error)
-    _report_fallback(state, reason)
+    report_once(state.reported, f"LCM fast path: running eager ComfyUI sampling: {reason}")
     state.calls["eager"] += 1
     return executor(guider, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
-
-
-def _report_fallback(state: ModelState, reason: str) -> None:
-    """Log a fallback reason at WARNING the first time per model, at DEBUG afterwards (no log flood at 30 fps)."""
-    level = logging.DEBUG if reason in state.reported else logging.WARNING
-    state.reported.add(reason)
-    LOG.log(level, "LCM fast path: running eager ComfyUI sampling: %s", reason)
 
 
 def weights_token(state: ModelState, base_model) -> tuple:

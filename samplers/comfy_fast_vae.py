@@ -25,6 +25,7 @@ from .fast_path import (
     FastPathUnavailable,
     StaticBuffers,
     pointer_token,
+    report_once,
     signature,
     tensor_slots,
     timed_capture,
@@ -114,9 +115,7 @@ def fast_vae_decode(vae, samples: torch.Tensor, mode: str = "compile_cuda_graph"
             return _replay(state, vae, samples, mode, backend)
         except FastPathUnavailable as error:
             reason = str(error)
-    level = logging.DEBUG if reason in state.reported else logging.WARNING
-    state.reported.add(reason)
-    LOG.log(level, "LCM fast decode: running ComfyUI's VAE.decode: %s", reason)
+    report_once(state.reported, f"LCM fast decode: running ComfyUI's VAE.decode: {reason}")
     return vae.decode(samples)
 
 

@@ -255,6 +255,13 @@ class CaptureCache:
         LOG.info(event.line())
 
 
+def report_once(reported: set, message: str) -> None:
+    """Log a fallback ``message`` at WARNING the first time (per ``reported`` set), at DEBUG afterwards: one clear
+    line per model and reason, no flood at 30 calls a second."""
+    LOG.log(logging.DEBUG if message in reported else logging.WARNING, message)
+    reported.add(message)
+
+
 def timed_capture(backend, fn: Callable[[], dict], warmup: int) -> tuple[Captured, float]:
     """Capture ``fn`` with ``backend``; the seconds include warm-up (compilation happens there)."""
     start = time.perf_counter()
