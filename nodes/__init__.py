@@ -5,11 +5,12 @@ Never rename or reorder them; add new inputs at the end, optional.
 """
 from __future__ import annotations
 
-from . import distill_nodes, lora_nodes, mix_nodes, sampling_nodes
+from . import distill_nodes, lora_nodes, mix_nodes, realtime_nodes, sampling_nodes
 
 NODE_CLASSES = [
     *sampling_nodes.NODES,
     *lora_nodes.NODES,
     *mix_nodes.NODES,
     *distill_nodes.NODES,
+    *realtime_nodes.NODES,
 ]

@@ -1,0 +1,354 @@
+"""The LCM fast path in ComfyUI: the whole 4-step loop of a fixed shape as one CUDA graph, replayed.
+
+Hook. :func:`with_fast_path` gives a clone a ``SAMPLER_SAMPLE`` wrapper (ComfyUI's public patcher-extension
+wrappers, ``ModelPatcher.add_wrapper_with_key``) and the settings as a model option. The wrapper sees every
+sampler call on that model -- the pack's ``KSamplerLCM`` / ``LCMSampler`` and core's ``KSampler`` with the ``lcm``
+sampler alike -- and either runs the call on the fast path or hands it to ComfyUI unchanged (``executor(...)``)
+with one report line saying why (:func:`fallback_reason`).
+
+What runs. ``fast_path.lcm_fixed_loop`` on static buffers with ``BaseModel.apply_model`` as the denoiser, i.e.
+what ComfyUI's ``KSAMPLER.sample`` + LCM sampler + ``CFGGuider`` at cfg 1 + the pack's direct single-conditioning
+step (``comfy_cond_batch``) compute, with the fresh noise of every step pre-drawn from the same seeded generator
+into a static buffer. Mode ``cuda_graph`` captures the eager kernels (same kernels as eager: same latent);
+``compile_cuda_graph`` first compiles the diffusion model with ``torch.compile`` (inductor, fixed shapes; swapped
+in during ``apply_model`` by core's own ``apply_torch_compile_factory`` wrapper, as ``TorchCompileModel`` does)
+and captures the compiled kernels (fp16 tolerance).
+
+State. Kept per ``BaseModel`` (the object every clone of a loaded checkpoint shares, weakly): compiled modules
+survive LoRA strength changes (parameters are graph inputs, not constants), graphs are re-captured only when
+the key changes -- shapes, schedule, conditioning shapes, or the *addresses* of the weights and sampling tables
+(a graph reads them by address; ComfyUI re-patching a LoRA replaces the weight tensors).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from dataclasses import dataclass, field, replace
+
+import comfy.patcher_extension as extensions
+import comfy.samplers
+import torch
+from comfy.k_diffusion import sampling as k_sampling
+
+from .comfy_cond_batch import _transformer_options, single_cond_batch, single_plain_cond
+from .comfy_k_diffusion import sample_lcm_exact
+from .fast_path import (
+    CacheEntry,
+    CaptureCache,
+    CaptureEvent,
+    CudaGraphBackend,
+    EagerReplayBackend,
+    FastPathUnavailable,
+    StaticBuffers,
+    draw_step_noise,
+    lcm_fixed_loop,
+    lcm_plan,
+    pointer_token,
+    report_once,
+    signature,
+    tensor_slots,
+    timed_capture,
+)
+
+LOG = logging.getLogger(__name__)
+
+WRAPPER_KEY = "lcm_pack.fast_path"
+OPTION_KEY = "lcm_pack_fast_path"
+MODES = ("compile_cuda_graph", "cuda_graph", "off")
+
+
+def _function_id(function) -> tuple:
+    """(last two parts of the module name, function name): one id for the pack's function under either import."""
+    return tuple(getattr(function, "__module__", "").rsplit(".", 2)[-2:]), getattr(function, "__name__", None)
+
+
+# Sampler functions run on the fast path, matched by module and name: ComfyUI imports the pack under its folder
+# name, tests and scripts under ``lcm_lora_pack``, so the same function can exist as two objects.
+LCM_SAMPLERS = {_function_id(sample_lcm_exact): "pack lcm", _function_id(k_sampling.sample_lcm): "core lcm"}
+# model_options entries that change what a step computes beyond one apply_model call.
+FOREIGN_OPTIONS = ("sampler_cfg_function", "sampler_post_cfg_function", "sampler_pre_cfg_function",
+                   "model_function_wrapper", "denoise_mask_function", "context_handler", "disable_cfg1_optimization")
+FOREIGN_WRAPPERS = (extensions.WrappersMP.PREDICT_NOISE, extensions.WrappersMP.CALC_COND_BATCH,
+                    extensions.WrappersMP.APPLY_MODEL, extensions.WrappersMP.DIFFUSION_MODEL)
+
+
+@dataclass(frozen=True)
+class FastPathSettings:
+    """How the fast path runs. ``backend`` "eager_replay" is the CPU stand-in for a CUDA graph (tests)."""
+
+    mode: str = "compile_cuda_graph"
+    compile_mode: str | None = None  # torch.compile mode: None (default) or "max-autotune-no-cudagraphs"
+    compile_backend: str = "inductor"  # torch.compile backend ("aot_eager" in CPU tests: tracing without codegen)
+    backend: str = "cuda_graph"
+    capacity: int = 4  # captured graphs kept per model (one per shape / schedule)
+    warmup: int = 2
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"fast path mode={self.mode!r} is not one of {MODES}.")
+        if self.backend not in ("cuda_graph", "eager_replay"):
+            raise ValueError(f"fast path backend={self.backend!r} is not 'cuda_graph' or 'eager_replay'.")
+
+
+@dataclass
+class ModelState:
+    """What the fast path keeps for one BaseModel: captured loops, compiled modules, reported fallbacks."""
+
+    cache: CaptureCache
+    compiled: dict = field(default_factory=dict)
+    compile_failed: str | None = None
+    reported: set = field(default_factory=set)
+    calls: dict = field(default_factory=lambda: {"fast": 0, "eager": 0})
+    weight_slots: tuple | None = None  # (diffusion model, its tensor slots)
+
+
+_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # BaseModel -> ModelState
+
+
+def model_state(base_model, capacity: int = 4) -> ModelState:
+    state = _STATES.get(base_model)
+    if state is None:
+        state = _STATES[base_model] = ModelState(CaptureCache(capacity=capacity))
+    return state
+
+
+def with_fast_path(model_patcher, settings: FastPathSettings | None = None):
+    """A clone of ``model_patcher`` that samples LCM on the fast path (the input model is not changed)."""
+    settings = settings or FastPathSettings()
+    clone = model_patcher.clone()
+    clone.model_options[OPTION_KEY] = settings
+    clone.remove_wrappers_with_key(extensions.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY)
+    clone.add_wrapper_with_key(extensions.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY, fast_sampler_sample)
+    return clone
+
+
+def fast_path_report(model_patcher) -> list[str]:
+    """The capture events of the model's fast path (newest last), as report lines."""
+    state = _STATES.get(model_patcher.model)
+    return [] if state is None else [event.line() for event in state.cache.events]
+
+
+def fast_path_state(model_patcher) -> ModelState | None:
+    return _STATES.get(model_patcher.model)
+
+
+def lcm_sampler_kind(function) -> str | None:
+    """"pack lcm" / "core lcm" for the LCM sampler functions the fast path replays, else None."""
+    return LCM_SAMPLERS.get(_function_id(function))
+
+
+def _foreign_wrappers(model_options: dict) -> list[str]:
+    names = []
+    for kind in FOREIGN_WRAPPERS:
+        wrappers = model_options.get("transformer_options", {}).get("wrappers", {}).get(kind, {})
+        names += [f"{kind}:{key}" for key, found in wrappers.items() if found]
+    return names
+
+
+def _patch_entries(model_options: dict) -> list[str]:
+    options = model_options.get("transformer_options", {})
+    return [name for name in ("patches", "patches_replace") if any(options.get(name, {}).values())]
+
+
+def fallback_reason(sampler, guider, extra_args: dict, noise: torch.Tensor, denoise_mask,
+                    settings: FastPathSettings) -> str | None:
+    """Why this sampler call cannot run on the fast path (None: it can). Checked cheapest first."""
+    if settings.mode == "off":
+        return "switched off (mode off)"
+    function = getattr(sampler, "sampler_function", None)
+    if lcm_sampler_kind(function) is None:
+        return f"sampler {getattr(function, '__name__', type(sampler).__name__)} is not LCM (fast path: lcm only)"
+    if sampler.extra_options or sampler.inpaint_options:
+        return "sampler options set"
+    if denoise_mask is not None:
+        return "a noise mask (inpainting) is set"
+    if type(guider).predict_noise is not comfy.samplers.CFGGuider.predict_noise:
+        return f"guider {type(guider).__name__} is not the plain CFG guider"
+    if not math.isclose(float(getattr(guider, "cfg", 0.0)), 1.0):
+        return f"cfg={guider.cfg} (fast path: cfg 1, one model call per step)"
+    model_options = extra_args.get("model_options", {})
+    foreign = [name for name in FOREIGN_OPTIONS if model_options.get(name)]
+    calc = model_options.get("sampler_calc_cond_batch_function")
+    if calc is not None and _function_id(calc) != _function_id(single_cond_batch):
+        foreign.append("sampler_calc_cond_batch_function")
+    foreign += _foreign_wrappers(model_options) + _patch_entries(model_options)
+    if extensions.get_all_callbacks(extensions.CallbacksMP.ON_PREPARE_STATE, guider.model_patcher.model_options,
+                                    is_model_options=True):
+        foreign.append("on_prepare_state callbacks")
+    if foreign:
+        return f"model patches the fast path does not replay: {', '.join(foreign)}"
+    if noise.ndim != 4 or noise.is_nested:
+        return f"latent of shape {tuple(noise.shape)} (fast path: 4-D image latents)"
+    if settings.backend == "cuda_graph" and noise.device.type != "cuda":
+        return f"device {noise.device} is not CUDA (CUDA graphs need a CUDA device)"
+    if getattr(guider.inner_model, "model_lowvram", False):
+        return "the model is only partly on the GPU (low VRAM mode)"
+    if single_plain_cond([guider.conds.get("positive"), None], model_options) is None:
+        return "the conditioning is not one plain entry (areas, masks, ControlNet, GLIGEN, hooks, several conds)"
+    return None
+
+
+def fast_sampler_sample(executor, guider, sigmas, extra_args, callback, noise, latent_image=None,
+                        denoise_mask=None, disable_pbar=False):
+    """``SAMPLER_SAMPLE`` wrapper: the fast path where :func:`fallback_reason` allows it, else ComfyUI's call."""
+    model_options = extra_args.get("model_options", {})
+    settings = model_options.get(OPTION_KEY) or FastPathSettings()
+    state = model_state(guider.inner_model, settings.capacity)
+    reason = fallback_reason(executor.class_obj, guider, extra_args, noise, denoise_mask, settings)
+    if reason is None:
+        try:
+            samples = run_fast_path(state, settings, executor.class_obj, guider, sigmas, extra_args, callback,
+                                    noise, latent_image)
+            state.calls["fast"] += 1
+            return samples
+        except FastPathUnavailable as error:
+            reason = str(error)
+    report_once(state.reported, f"LCM fast path: running eager ComfyUI sampling: {reason}")
+    state.calls["eager"] += 1
+    return executor(guider, sigmas, extra_args, callback, noise, latent_image, denoise_mask, disable_pbar)
+
+
+def weights_token(state: ModelState, base_model) -> tuple:
+    """Identity of what the graph reads by address: model objects and every weight's data pointer."""
+    if state.weight_slots is None or state.weight_slots[0] is not base_model.diffusion_model:
+        state.weight_slots = (base_model.diffusion_model,
+                              tensor_slots(base_model.diffusion_model, base_model.model_sampling))
+    return id(base_model.diffusion_model), id(base_model.model_sampling), pointer_token(state.weight_slots[1])
+
+
+def _cond_inputs(guider, model_options: dict, batch: int) -> tuple[dict, dict, int, dict]:
+    """The conditioning tensors of the step (as ``comfy_cond_batch.direct_cond_batch`` builds them), the
+    non-tensor entries, and (index, cond) of the single plain conditioning."""
+    index, cond = single_plain_cond([guider.conds.get("positive"), None], model_options)
+    processed = {name: value.process_cond(batch_size=batch, area=None) for name, value in cond["model_conds"].items()}
+    inputs = comfy.samplers.cond_cat([processed])
+    tensors = {name: value for name, value in inputs.items() if torch.is_tensor(value)}
+    constants = {name: value for name, value in inputs.items() if not torch.is_tensor(value)}
+    for name, value in constants.items():
+        if not isinstance(value, (int, float, str, bool, type(None), tuple)):
+            raise FastPathUnavailable(f"conditioning input {name!r} is a {type(value).__name__}, not a tensor")
+    return tensors, constants, index, cond
+
+
+def _compile_wrapper(state: ModelState, base_model, settings: FastPathSettings):
+    """Core's ``torch.compile`` swap wrapper around a compiled diffusion model kept in the state (or None)."""
+    if settings.mode != "compile_cuda_graph" or state.compile_failed:
+        return None
+    from comfy_api.torch_helpers.torch_compile import apply_torch_compile_factory
+
+    key = (id(base_model.diffusion_model), settings.compile_mode, settings.compile_backend)
+    if key not in state.compiled:
+        state.compiled[key] = torch.compile(base_model.diffusion_model, backend=settings.compile_backend,
+                                            dynamic=False, mode=settings.compile_mode)
+    return apply_torch_compile_factory({"diffusion_model": state.compiled[key]})
+
+
+def _denoiser(base_model, model_options: dict, index: int, cond: dict, buffers: StaticBuffers, names, constants,
+              compile_wrapper):
+    """x̂₀ = apply_model(x, σ, conditioning) with the transformer options core builds for the step."""
+    def denoise(x, sigma):
+        options = _transformer_options(base_model, model_options, index, cond, sigma)
+        if compile_wrapper is not None:
+            options = extensions.copy_nested_dicts(options)
+            extensions.add_wrapper_with_key(extensions.WrappersMP.APPLY_MODEL, WRAPPER_KEY, compile_wrapper, options)
+        inputs = {name.removeprefix("cond."): buffers[name] for name in names}
+        return base_model.apply_model(x, sigma, **inputs, **constants, transformer_options=options).to(x.dtype)
+
+    return denoise
+
+
+@dataclass(frozen=True)
+class CallInputs:
+    """One call's values for the static buffers, and the host-side parts of its key."""
+
+    values: dict
+    plan: object
+    constants: dict
+    index: int
+    cond: dict
+
+
+def _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image) -> CallInputs:
+    sigma_list = sigmas.tolist()  # one device read: the plan's branches
+    plan = lcm_plan(sigma_list, sampler.max_denoise(guider, sigmas))
+    tensors, constants, index, cond = _cond_inputs(guider, extra_args.get("model_options", {}), noise.shape[0])
+    step_noise = draw_step_noise(noise.shape, noise.dtype, noise.device, extra_args.get("seed"), plan.noise_draws)
+    latent = latent_image if latent_image is not None else torch.zeros_like(noise)
+    values = {"noise": noise, "latent_image": latent, "sigmas": sigmas, "step_noise": step_noise,
+              **{f"cond.{name}": value for name, value in tensors.items()}}
+    return CallInputs(values, plan, constants, index, cond)
+
+
+def run_fast_path(state: ModelState, settings: FastPathSettings, sampler, guider, sigmas, extra_args, callback,
+                  noise, latent_image):
+    """Replay (capturing first when the key is new) and return the sampled latent, as ``KSAMPLER.sample`` does."""
+    call = _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image)
+    base_model = guider.inner_model
+    token = weights_token(state, base_model)
+    shape_key = (call.plan, signature(call.values), tuple(sorted(call.constants.items())), lcm_sampler_kind(
+        sampler.sampler_function), settings.mode, settings.compile_mode, settings.compile_backend, settings.backend)
+    entry = state.cache.get(token, shape_key)
+    if entry is None:
+        entry = _capture(state, settings, base_model, extra_args, call, token, shape_key)
+    entry.buffers.load(call.values)
+    outputs = entry.captured.replay()
+    if callback is not None:
+        for i in range(call.plan.steps):
+            callback(i, outputs[f"denoised_{i}"], outputs[f"x_{i}"], call.plan.steps)
+    return outputs["samples"].clone()
+
+
+def _capture(state, settings, base_model, extra_args, call: CallInputs, token, shape_key) -> CacheEntry:
+    kind, reason = state.cache.reason_for(token, shape_key)
+    failed = state.cache.failed.get((token, shape_key))
+    if failed:
+        raise FastPathUnavailable(f"capture failed before for this shape: {failed}")
+    buffers = StaticBuffers(call.values, call.values["noise"].device)
+    buffers.load(call.values)
+    model_options = extra_args["model_options"]
+    names = [name for name in call.values if name.startswith("cond.")]
+    model_sampling = base_model.model_sampling
+    backend = CudaGraphBackend() if settings.backend == "cuda_graph" else EagerReplayBackend()
+    try:
+        captured, seconds = _capture_with_compile_fallback(state, settings, backend, base_model, model_options,
+                                                           call, buffers, names)
+    except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
+        message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        state.cache.failed[(token, shape_key)] = message
+        state.cache.record(CaptureEvent("failed", message, 0.0, shape_key))
+        raise FastPathUnavailable(f"capture failed: {message}") from error
+    entry = CacheEntry(captured, buffers, keep_alive=(model_sampling, model_options))
+    compiled = "compiled UNet" if settings.mode == "compile_cuda_graph" and not state.compile_failed else "eager UNet"
+    detail = f"{reason}; {compiled}, {backend.name}, batch {call.values['noise'].shape[0]}, {call.plan.steps} steps"
+    state.cache.put(token, shape_key, entry, CaptureEvent(kind, detail, seconds, shape_key))
+    return entry
+
+
+def _capture_with_compile_fallback(state, settings, backend, base_model, model_options, call, buffers, names):
+    """Capture the loop with the compiled UNet; if compiling fails, say so and capture the eager UNet."""
+    def loop(compile_wrapper):
+        denoise = _denoiser(base_model, model_options, call.index, call.cond, buffers, names, call.constants,
+                            compile_wrapper)
+        sampling = base_model.model_sampling
+        return lambda: lcm_fixed_loop(denoise, sampling.noise_scaling, sampling.inverse_noise_scaling, buffers,
+                                      call.plan)
+
+    wrapper = _compile_wrapper(state, base_model, settings)
+    if wrapper is None:
+        return timed_capture(backend, loop(None), settings.warmup)
+    try:
+        return timed_capture(backend, loop(wrapper), settings.warmup)
+    except Exception as error:  # noqa: BLE001  (torch.compile raises many types; the eager graph still works)
+        state.compile_failed = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        LOG.warning("LCM fast path: torch.compile failed (%s); capturing the eager UNet instead", state.compile_failed)
+        return timed_capture(backend, loop(None), settings.warmup)
+
+
+def settings_from(model_patcher) -> FastPathSettings | None:
+    """The fast-path settings a model carries (None: none)."""
+    return model_patcher.model_options.get(OPTION_KEY)
+
+
+def with_mode(settings: FastPathSettings, **changes) -> FastPathSettings:
+    return replace(settings, **changes)

@@ -1,0 +1,134 @@
+"""VAE decode of a fixed shape as one CUDA graph (optionally of the ``torch.compile``d decoder).
+
+Same result as ComfyUI's ``VAE.decode`` (``VAEDecode``) for a VAE that is fully on the GPU: the latent cast to
+the VAE's dtype, ``first_stage_model.decode``, ``process_output`` (clamp((x + 1)/2) for image VAEs) in float32,
+channels moved last, on the VAE's output device. The graph covers the decode and ``process_output``; the copy to
+the output device and the batch split core makes when memory is short are outside it (a batch that core would
+split, tiled decoding, partial loading or a non-CUDA device fall back to ``VAE.decode`` with a report line).
+State per decoder module (weakly), re-captured when the shape or the weights' addresses change.
+"""
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass, field
+
+import comfy.model_management as model_management
+import torch
+
+from .fast_path import (
+    CacheEntry,
+    CaptureCache,
+    CaptureEvent,
+    CudaGraphBackend,
+    EagerReplayBackend,
+    FastPathUnavailable,
+    StaticBuffers,
+    pointer_token,
+    report_once,
+    signature,
+    tensor_slots,
+    timed_capture,
+)
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class DecoderState:
+    cache: CaptureCache = field(default_factory=lambda: CaptureCache(capacity=2))
+    compiled: object = None
+    compile_failed: str | None = None
+    reported: set = field(default_factory=set)
+    slots: list | None = None
+
+
+_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # first_stage_model -> DecoderState
+
+
+def decoder_state(vae) -> DecoderState:
+    return _STATES.setdefault(vae.first_stage_model, DecoderState())
+
+
+def _reason(vae, samples: torch.Tensor, backend: str, mode: str) -> str | None:
+    if mode == "off":
+        return "switched off (mode off)"
+    if samples.ndim != 4 or samples.is_nested:
+        return f"latent of shape {tuple(samples.shape)} (fast decode: 4-D image latents)"
+    if backend == "cuda_graph" and torch.device(vae.device).type != "cuda":
+        return f"VAE device {vae.device} is not CUDA"
+    if getattr(vae.patcher.model, "model_lowvram", False):
+        return "the VAE is only partly on the GPU (low VRAM mode)"
+    memory = vae.memory_used_decode(samples.shape, vae.vae_dtype)
+    if model_management.get_free_memory(vae.device) < memory:
+        return "not enough free memory to decode the batch at once (core would split or tile it)"
+    return None
+
+
+def _weights_token(state: DecoderState, vae) -> tuple:
+    if state.slots is None:
+        state.slots = tensor_slots(vae.first_stage_model)
+    return id(vae.first_stage_model), pointer_token(state.slots)
+
+
+def _decode_fn(state: DecoderState, vae, mode: str):
+    if mode == "compile_cuda_graph" and state.compile_failed is None:
+        if state.compiled is None:
+            state.compiled = torch.compile(vae.first_stage_model.decode, dynamic=False)
+        return state.compiled
+    return vae.first_stage_model.decode
+
+
+def _capture(state: DecoderState, vae, latent: torch.Tensor, mode: str, backend_name: str, token, key):
+    kind, reason = state.cache.reason_for(token, key)
+    buffers = StaticBuffers({"samples": latent}, latent.device)
+    buffers.load({"samples": latent})
+    backend = CudaGraphBackend() if backend_name == "cuda_graph" else EagerReplayBackend()
+
+    def run(decode):
+        return lambda: {"image": vae.process_output(decode(buffers["samples"]).float())}
+
+    try:
+        captured, seconds = timed_capture(backend, run(_decode_fn(state, vae, mode)), 2)
+    except Exception as error:  # noqa: BLE001  (compile errors are of many types; retry with the eager decoder)
+        if mode != "compile_cuda_graph" or state.compile_failed:
+            raise FastPathUnavailable(f"capture failed: {type(error).__name__}: {error}") from error
+        state.compile_failed = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        LOG.warning("LCM fast decode: torch.compile failed (%s); capturing the eager decoder", state.compile_failed)
+        captured, seconds = timed_capture(backend, run(vae.first_stage_model.decode), 2)
+    compiled = "compiled decoder" if mode == "compile_cuda_graph" and not state.compile_failed else "eager decoder"
+    entry = CacheEntry(captured, buffers)
+    state.cache.put(token, key, entry, CaptureEvent(kind, f"VAE decode: {reason}; {compiled}, {backend.name}, "
+                                                          f"latent {tuple(latent.shape)}", seconds, key))
+    return entry
+
+
+def fast_vae_decode(vae, samples: torch.Tensor, mode: str = "compile_cuda_graph",
+                    backend: str = "cuda_graph") -> torch.Tensor:
+    """IMAGE (B, H, W, C) on the VAE's output device, as ``vae.decode(samples)``; the fast path where it can."""
+    state = decoder_state(vae)
+    memory = vae.memory_used_decode(samples.shape, vae.vae_dtype)
+    model_management.load_models_gpu([vae.patcher], memory_required=memory, force_full_load=vae.disable_offload)
+    reason = _reason(vae, samples, backend, mode)
+    if reason is None:
+        try:
+            return _replay(state, vae, samples, mode, backend)
+        except FastPathUnavailable as error:
+            reason = str(error)
+    report_once(state.reported, f"LCM fast decode: running ComfyUI's VAE.decode: {reason}")
+    return vae.decode(samples)
+
+
+def _replay(state: DecoderState, vae, samples: torch.Tensor, mode: str, backend: str) -> torch.Tensor:
+    latent = samples.to(vae.vae_dtype).to(vae.device)
+    token = _weights_token(state, vae)
+    key = (signature({"samples": latent}), mode, backend)
+    entry = state.cache.get(token, key) or _capture(state, vae, latent, mode, backend, token, key)
+    entry.buffers.load({"samples": latent})
+    image = entry.captured.replay()["image"]
+    return image.to(vae.output_device, copy=True).movedim(1, -1)
+
+
+def fast_decode_report(vae) -> list[str]:
+    state = _STATES.get(vae.first_stage_model)
+    return [] if state is None else [event.line() for event in state.cache.events]

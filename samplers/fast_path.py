@@ -1,0 +1,271 @@
+"""A whole fixed-shape sampling loop captured once and replayed: static buffers, capture backends, cache.
+
+Why. At batch 1 an eager SD1.5 UNet step launches ~2 000 kernels and the host, not the GPU, sets the pace
+(docs/performance.md): the GPU needs a fraction of the ~25 ms a step takes. A CUDA graph records the kernels of
+a whole call once and replays them with one launch; the host work (Python, ComfyUI's per-step machinery, the
+scheduler arithmetic) then costs nothing per replay. A graph reads and writes fixed addresses, so
+
+* every input lives in a **static buffer** that is overwritten before each replay (initial noise, the latent,
+  the sigmas, the pre-drawn noise of every step, the conditioning),
+* everything the host decides (number of steps, which steps re-noise, shapes, dtypes, the weights' identity)
+  is part of the **capture key**: a new key captures a new graph, an old key replays,
+* the tensors the graph reads but does not own (weights, sampling tables) are kept alive by the captured entry.
+
+What. Pure torch, no ComfyUI: :class:`StaticBuffers`, the :func:`lcm_fixed_loop` (LCM multistep sampling,
+LCM arXiv 2310.04378 Algorithm 1, in k-diffusion units x = x_t/√ᾱ_t: x̂₀ = f(x, σ_i); x ← x̂₀ + σ_{i+1}·z_i,
+the same arithmetic as ``lcm_sampler.lcm_loop`` and ComfyUI's ``KSAMPLER.sample`` + ``sample_lcm``), two
+capture backends (:class:`CudaGraphBackend`; :class:`EagerReplayBackend`, which re-runs the function on the same
+buffers -- the CPU stand-in the tests use) and :class:`CaptureCache` (LRU of captured loops, with the events a
+report shows: capture, re-capture and why, seconds).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+import torch
+
+LOG = logging.getLogger(__name__)
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class FastPathUnavailable(RuntimeError):
+    """The fast path cannot run this call; the message says why (the caller falls back to eager)."""
+
+
+@dataclass(frozen=True)
+class LoopPlan:
+    """What the host decides for one LCM loop: it is part of the capture key."""
+
+    steps: int
+    renoise: tuple[bool, ...]  # step i re-noises to σ_{i+1} (σ_{i+1} > 0)
+    max_denoise: bool  # the initial noise scaling: √(1+σ₀²)·n (full denoise) or σ₀·n, plus the latent
+
+    @property
+    def noise_draws(self) -> int:
+        return sum(self.renoise)
+
+
+def lcm_plan(sigmas: list[float], max_denoise: bool) -> LoopPlan:
+    """The plan of an LCM loop over ``sigmas`` (host floats, descending, usually ending in 0)."""
+    if len(sigmas) < 2:
+        raise FastPathUnavailable(f"{len(sigmas)} sigma(s): nothing to sample")
+    return LoopPlan(len(sigmas) - 1, tuple(s > 0 for s in sigmas[1:]), bool(max_denoise))
+
+
+class StaticBuffers:
+    """Named tensors at fixed addresses; :meth:`load` copies new values in (same shapes and dtypes only)."""
+
+    def __init__(self, like: dict[str, torch.Tensor], device):
+        self.tensors = {name: torch.empty_like(value, device=device) for name, value in like.items()}
+
+    def load(self, values: dict[str, torch.Tensor]) -> None:
+        if values.keys() != self.tensors.keys():
+            raise FastPathUnavailable(f"inputs {sorted(values)} differ from the captured {sorted(self.tensors)}")
+        for name, value in values.items():
+            target = self.tensors[name]
+            if value.shape != target.shape or value.dtype != target.dtype:
+                raise FastPathUnavailable(f"input {name!r} is {tuple(value.shape)} {value.dtype}, captured "
+                                          f"{tuple(target.shape)} {target.dtype}")
+            target.copy_(value, non_blocking=True)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.tensors[name]
+
+
+def signature(tensors: dict[str, torch.Tensor]) -> tuple:
+    """Shapes, dtypes and devices of named tensors (a hashable part of a capture key)."""
+    return tuple((name, tuple(t.shape), str(t.dtype), str(t.device)) for name, t in sorted(tensors.items()))
+
+
+def tensor_slots(*roots: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
+    """(module, attribute) of every parameter and buffer under ``roots``: what a captured graph reads."""
+    slots = []
+    for root in roots:
+        for module in root.modules():
+            slots += [(module, name) for name, _ in module.named_parameters(recurse=False)]
+            slots += [(module, name) for name, value in module.named_buffers(recurse=False) if value is not None]
+    return slots
+
+
+def pointer_token(slots: list[tuple[torch.nn.Module, str]]) -> int:
+    """Hash of the data pointers of ``slots`` now: equal while no tensor was replaced or moved. (A graph reads
+    its weights by address, so equal pointers mean the graph is valid, whatever values they hold.)"""
+    return hash(tuple(getattr(module, name).data_ptr() for module, name in slots))
+
+
+NoiseScaling = Callable[..., torch.Tensor]
+
+
+def lcm_fixed_loop(denoise: Denoiser, noise_scaling: NoiseScaling, inverse_noise_scaling: NoiseScaling,
+                   buffers: StaticBuffers, plan: LoopPlan) -> dict[str, torch.Tensor]:
+    """LCM multistep sampling on static buffers ``noise``, ``latent_image``, ``sigmas``, ``step_noise``.
+
+    The arithmetic of ComfyUI's ``KSAMPLER.sample`` around the pack's ``sample_lcm_exact`` (or core's
+    ``sample_lcm``): x = noise_scaling(σ₀, n, latent, max_denoise); per step x̂₀ = denoise(x, σ_i·1);
+    x ← noise_scaling(σ_{i+1}, z_i, x̂₀) where the plan re-noises, else x ← x̂₀; the result is
+    inverse_noise_scaling(σ_last, x). Returns the result and every step's (x, x̂₀) for the progress callback.
+    """
+    sigmas = buffers["sigmas"]
+    x = noise_scaling(sigmas[0], buffers["noise"], buffers["latent_image"], plan.max_denoise)
+    s_in = x.new_ones([x.shape[0]])
+    outputs = {}
+    draw = 0
+    for i in range(plan.steps):
+        denoised = denoise(x, sigmas[i] * s_in)
+        outputs[f"x_{i}"], outputs[f"denoised_{i}"] = x, denoised
+        x = denoised
+        if plan.renoise[i]:
+            x = noise_scaling(sigmas[i + 1], buffers["step_noise"][draw], x)
+            draw += 1
+    outputs["samples"] = inverse_noise_scaling(sigmas[-1], x)
+    return outputs
+
+
+def draw_step_noise(shape, dtype, device, seed: int | None, draws: int) -> torch.Tensor:
+    """The fresh noise of every re-noising step, drawn in the order the eager loop draws it: a generator on
+    ``device`` seeded with ``seed`` (ComfyUI's ``default_noise_sampler`` and the pack's ``seeded_noise_sampler``),
+    or the global generator for ``seed=None``. Shape ``(draws, *shape)``; ``draws=0`` gives one unused row."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(seed))
+    rows = [torch.randn(shape, dtype=dtype, device=device, generator=generator) for _ in range(draws)]
+    return torch.stack(rows) if rows else torch.zeros((1, *shape), dtype=dtype, device=device)
+
+
+class Captured:
+    """A captured call: :meth:`replay` refreshes ``outputs`` (static tensors) from the current inputs."""
+
+    def __init__(self, replay: Callable[[], None], outputs: dict[str, torch.Tensor]):
+        self._replay = replay
+        self.outputs = outputs
+
+    def replay(self) -> dict[str, torch.Tensor]:
+        self._replay()
+        return self.outputs
+
+
+class CudaGraphBackend:
+    """One ``torch.cuda.CUDAGraph`` of the whole function, after ``warmup`` eager runs on a side stream (the
+    runs that compile, autotune and load kernels; none of that may happen during capture)."""
+
+    name = "cuda_graph"
+
+    def capture(self, fn: Callable[[], dict], warmup: int = 2) -> Captured:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(max(1, warmup)):
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = fn()
+        return Captured(graph.replay, outputs)
+
+
+class EagerReplayBackend:
+    """Stand-in for a CUDA graph where none exists (CPU): replay re-runs the function on the same static buffers
+    and copies its results into the static outputs -- a graph's contract, with the Python re-executed."""
+
+    name = "eager_replay"
+
+    def __init__(self):
+        self.runs = 0
+
+    def capture(self, fn: Callable[[], dict], warmup: int = 2) -> Captured:
+        for _ in range(warmup):
+            fn()
+        outputs = {name: value.clone() for name, value in fn().items()}
+
+        def replay():
+            self.runs += 1
+            for name, value in fn().items():
+                outputs[name].copy_(value)
+
+        return Captured(replay, outputs)
+
+
+@dataclass
+class CaptureEvent:
+    """One capture (or failure) of the cache: what, why, how long."""
+
+    kind: str  # "capture", "recapture", "failed"
+    reason: str
+    seconds: float
+    key: Hashable = None
+
+    def line(self) -> str:
+        return f"LCM fast path: {self.kind} ({self.reason}) in {self.seconds:.2f} s"
+
+
+@dataclass
+class CacheEntry:
+    captured: Captured
+    buffers: StaticBuffers
+    keep_alive: tuple = ()  # tensors and objects the graph reads but does not own
+
+
+@dataclass
+class CaptureCache:
+    """Captured loops by key (least recently used dropped beyond ``capacity``); ``weights`` token per key group.
+
+    A key is ``(weights_token, shape_key)``. When a call brings a new weights token every entry of the old token
+    is dropped first (its graphs read the old weights), so a LoRA strength change re-captures once.
+    """
+
+    capacity: int = 4
+    entries: OrderedDict = field(default_factory=OrderedDict)
+    events: list[CaptureEvent] = field(default_factory=list)
+    failed: dict = field(default_factory=dict)
+    weights_token: Hashable = None
+
+    def get(self, weights_token: Hashable, shape_key: Hashable) -> CacheEntry | None:
+        key = (weights_token, shape_key)
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def reason_for(self, weights_token: Hashable, shape_key: Hashable) -> tuple[str, str]:
+        """("capture" | "recapture", why) for a key that is not cached."""
+        if self.weights_token is not None and weights_token != self.weights_token:
+            return "recapture", "weights changed (LoRA / patches / model sampling)"
+        if self.entries:
+            return "capture", "new shapes or schedule"
+        return "capture", "first call"
+
+    def put(self, weights_token: Hashable, shape_key: Hashable, entry: CacheEntry, event: CaptureEvent) -> None:
+        if weights_token != self.weights_token:
+            self.entries = OrderedDict((k, v) for k, v in self.entries.items() if k[0] == weights_token)
+            self.weights_token = weights_token
+        self.entries[(weights_token, shape_key)] = entry
+        while len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+        self.record(event)
+
+    def record(self, event: CaptureEvent) -> None:
+        self.events.append(event)
+        del self.events[:-64]
+        LOG.info(event.line())
+
+
+def report_once(reported: set, message: str) -> None:
+    """Log a fallback ``message`` at WARNING the first time (per ``reported`` set), at DEBUG afterwards: one clear
+    line per model and reason, no flood at 30 calls a second."""
+    LOG.log(logging.DEBUG if message in reported else logging.WARNING, message)
+    reported.add(message)
+
+
+def timed_capture(backend, fn: Callable[[], dict], warmup: int) -> tuple[Captured, float]:
+    """Capture ``fn`` with ``backend``; the seconds include warm-up (compilation happens there)."""
+    start = time.perf_counter()
+    captured = backend.capture(fn, warmup)
+    if torch.cuda.is_available() and isinstance(backend, CudaGraphBackend):
+        torch.cuda.synchronize()
+    return captured, time.perf_counter() - start
