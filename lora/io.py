@@ -100,8 +100,12 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if path.stat().st_size == 0:
         raise LoraFileError(f"LoRA file '{path.name}' is empty (0 bytes): the download failed; download it again.")
     with open(path, "rb") as handle:
-        head = handle.read(2)
-    is_pickle = path.suffix.lower() in PICKLE_SUFFIXES or head == b"PK" or head[:1] == b"\x80"
+        head = handle.read(9)
+    # A safetensors file starts with its header length (u64, little-endian) and then '{': its first byte may be
+    # 0x80 (a header of 128 + 256·k bytes), which must not be taken for a pickle's protocol byte.
+    safetensors_layout = len(head) == 9 and head[8:9] == b"{"
+    is_pickle = path.suffix.lower() in PICKLE_SUFFIXES or (not safetensors_layout and (head[:2] == b"PK"
+                                                                                       or head[:1] == b"\x80"))
     tensors, metadata = _read_pickle(path) if is_pickle else _read_safetensors(path)
     if not tensors:
         raise LoraFileError(f"LoRA file '{path.name}' contains no tensors; download it again or pick another file.")
