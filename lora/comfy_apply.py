@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from . import applied
 from .detect import module_part
 from .errors import LoraAlreadyApplied, LoraCoverageError, LoraFamilyMismatch
+from .kinds import KIND_NAMES, SAMPLER_ADVICE  # noqa: F401 (re-exported: mix_support reads them here)
 from .resolve import core_state_dict, match_modules, module_names
 from .types import LoraFile
 
@@ -26,19 +27,8 @@ MODEL_FAMILIES = {"SD15": "sd1.x", "SD20": "sd2.x", "SDXL": "sdxl", "SSD1B": "ss
                   "SDXLRefiner": "sdxl-refiner"}
 FAMILY_NAMES = {"sd1.x": "SD1.x", "sd2.x": "SD2.x", "sdxl": "SDXL", "ssd-1b": "SSD-1B", "vega": "Segmind Vega",
                 "sdxl-refiner": "SDXL refiner", "unknown": "unknown"}
-KIND_NAMES = {"lcm": "LCM", "tcd": "TCD", "hyper-sd": "Hyper-SD", "lightning": "Lightning", "dmd2": "DMD2",
-              "style": "style"}
 LCM_LORA_FOR = {"sd1.x": "lcm-lora-sdv1-5", "sdxl": "lcm-lora-sdxl", "ssd-1b": "lcm-lora-ssd-1b",
                 "vega": "Segmind-VegaRT (the LCM-LoRA for Vega)"}
-SAMPLER_ADVICE = {
-    "lcm": "LCM model sampling set: sample with the LCM sampler, 'simple' scheduler, 4-8 steps, cfg 1-2.",
-    "tcd": "TCD LoRA: LCM sampling NOT set; use the TCD sampler (gamma 0.3), 4-8 steps, cfg 1.",
-    "hyper-sd": "Hyper-SD LoRA: LCM sampling NOT set; use TCD (gamma 1.0 for 1 step) or DDIM trailing, cfg 1.",
-    "lightning": "Lightning LoRA: LCM sampling NOT set; use Euler + sgm_uniform with the file's step count, cfg 1.",
-    "dmd2": "DMD2 LoRA: LCM sampling NOT set; use the LCM sampler on default sampling, 'simple', 4 steps, cfg 1.",
-    "style": "Style LoRA (no acceleration kind in file name or metadata): applied as is; sampling unchanged. "
-             "An LCM-LoRA saved as e.g. pytorch_lora_weights.safetensors: rename it to include 'lcm'.",
-}
 
 
 @dataclass

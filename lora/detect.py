@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 
 from . import kinds
 from .errors import LoraFormatError
@@ -184,3 +185,14 @@ def detect_kind(lora: LoraFile) -> tuple[str, str]:
     ranks = sorted({m.rank for m in lora.modules.values()})
     return kinds.STYLE, (f"kind: style (no accelerator named in metadata or file name, content unlike a published "
                          f"accelerator; ranks {ranks[:4]})")
+
+
+def with_kind(lora: LoraFile, kind: str) -> LoraFile:
+    """``lora`` with ``kind`` set by the user (the loader's ``kind`` input); "auto" keeps the detected kind."""
+    if kind in (None, "", "auto") or kind == lora.kind:
+        return lora
+    if kind != kinds.STYLE and not kinds.is_accelerator(kind):
+        raise LoraFormatError(f"kind={kind!r} is unknown; use auto, style or one of {list(kinds.KINDS)}.")
+    notes = [n for n in lora.notes if not n.startswith("kind:")]
+    notes.append(f"kind: {kind} (set by the loader's kind input; detected: {lora.kind})")
+    return replace(lora, kind=kind, notes=notes)

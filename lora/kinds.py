@@ -47,7 +47,6 @@ NAME_PATTERNS = (
     ("flash", re.compile(r"flash[-_ ]?(sd|diffusion)", re.I)),
     ("lcm", re.compile(r"(^|[^a-z])lcm|latent[-_ ]consistency|vegart", re.I)),
 )
-STEPS_IN_NAME = re.compile(r"(?:^|[^0-9])(\d{1,2})[-_ ]?steps?(?:[^a-z]|$)", re.I)
 
 # The sampler line of the loader's / mixer's report (what the pack sets, or what to use).
 SAMPLER_ADVICE = {
@@ -94,12 +93,6 @@ def is_accelerator(kind: str) -> bool:
 def kind_from_text(text: str) -> str | None:
     """The accelerator kind a file name or a title names, if any (first of :data:`NAME_PATTERNS`)."""
     return next((kind for kind, pattern in NAME_PATTERNS if pattern.search(text)), None)
-
-
-def steps_from_name(text: str) -> int | None:
-    """The step count a published name carries ("Hyper-SDXL-8steps-lora" → 8, "sdxl_lightning_4step" → 4)."""
-    match = STEPS_IN_NAME.search(text)
-    return int(match[1]) if match else None
 
 
 def sampler_advice(kind: str) -> str:

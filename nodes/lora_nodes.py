@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 
 import folder_paths
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..lora.comfy_apply import apply_lora
+from ..lora.detect import with_kind
 from ..lora.io import read_lora_file
+from ..lora.kinds import KINDS, STYLE
 from ..samplers.comfy_model_sampling import with_lcm_sampling
 from .common import CATEGORY_LORA, NODE_PREFIX, check_model_file
 
@@ -44,6 +46,11 @@ class LCMLoraLoader(io.ComfyNode):
                 io.Boolean.Input("allow_partial", default=False,
                                  tooltip="Apply only the matching modules when some LoRA modules match no weight "
                                          "of the model (listed in the report). Off: such a LoRA is refused."),
+                io.Combo.Input("kind", options=["auto", *KINDS, STYLE], default="auto", optional=True,
+                               tooltip="What the LoRA was distilled for. auto: from its metadata, its published file "
+                                       "name, then its content (the report says which decided). Pick the kind "
+                                       "when a renamed accelerator is detected wrongly; KSampler (LCM) samples by "
+                                       "it (docs/accelerators.md)."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="Patched clone of the model (input unchanged)."),
@@ -60,16 +67,17 @@ class LCMLoraLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name: str, strength: float = 1.0, allow_partial: bool = False,
-                clip=None) -> io.NodeOutput:  # noqa: PLR0913 (inputs of the schema)
+                clip=None, kind: str = "auto") -> io.NodeOutput:  # noqa: PLR0913 (inputs of the schema)
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
-        lora = read_lora_file(path, name=lora_name)
+        lora = with_kind(read_lora_file(path, name=lora_name), kind)
         result = apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial)
         patched = result.model
         if result.applied and lora.kind == "lcm":
             # Keeps an LCM model sampling already set (its constants and prediction type), else adds the pack's.
             patched = with_lcm_sampling(patched, boundary=True)
-        LOG.info("LCM-LoRA Loader:\n%s", result.report)
-        return io.NodeOutput(patched, result.clip, result.report)
+        report = "\n".join([result.report, *(n for n in lora.notes if n.startswith("kind:"))])
+        LOG.info("LCM-LoRA Loader:\n%s", report)
+        return io.NodeOutput(patched, result.clip, report, ui=ui.PreviewText(report))
 
 
 NODES = [LCMLoraLoader]

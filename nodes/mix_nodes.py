@@ -106,7 +106,7 @@ class LoraMixer(io.ComfyNode):
         new_model, lcm_sampling = mix_support.with_lcm_sampling_if_needed(new_model, loaded.entries)
         report = mix_support.mix_report(loaded, weights, applied, lcm_sampling)
         LOG.info("%s", report)
-        return io.NodeOutput(new_model, new_clip, report)
+        return io.NodeOutput(new_model, new_clip, report, ui=ui.PreviewText(report))
 
 
 class LoraExport(io.ComfyNode):

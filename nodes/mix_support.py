@@ -14,6 +14,7 @@ from ..lora import applied as applied_record
 from ..lora import comfy_apply, mix
 from ..lora.errors import LoraAlreadyApplied, LoraCoverageError
 from ..lora.io import read_lora_file
+from ..lora.kinds import is_accelerator, style_weight_advice
 from ..samplers.comfy_model_sampling import with_lcm_sampling
 
 LOG = logging.getLogger(__name__)
@@ -166,7 +167,10 @@ def mix_report(loaded: LoadedStack, weights, applied, lcm_sampling: bool) -> str
         lines.append(f"  {entry.role:<11} {lora.name} ({lora.format}, {lora.kind}, sha256 {lora.sha256[:12]}): "
                      f"weight {entry.weight:g} -> applied {weight:g}, {done}/{total} modules")
     kinds = [e.lora.kind for e, w in zip(loaded.entries, weights, strict=True)
-             if e.role == mix.ROLE_ACCELERATOR and w != 0.0]
+             if (e.role == mix.ROLE_ACCELERATOR or is_accelerator(e.lora.kind)) and w != 0.0]
+    if kinds and len(loaded.entries) > 1:
+        lines.append(f"Style weights with {comfy_apply.KIND_NAMES.get(kinds[0], kinds[0])}: "
+                     f"{style_weight_advice(kinds[0])}")
     if lcm_sampling:
         lines.append(comfy_apply.SAMPLER_ADVICE["lcm"])
     elif kinds:

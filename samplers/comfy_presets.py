@@ -12,11 +12,14 @@ spacing use ``init_noise_sigma = σ_max`` instead, so their KSAMPLER here answer
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import comfy.k_diffusion.sampling
 import comfy.model_sampling
 import comfy.samplers
 import torch
 
+from ..lora import applied, kinds
 from .comfy_clone_cache import reused_clone
 from .comfy_k_diffusion import _parts, sample_lcm_exact, sample_tcd
 from .comfy_model_sampling import (
@@ -32,7 +35,16 @@ from .comfy_model_sampling import (
     training_sigmas,
 )
 from .ddim_sampler import ddim_loop
-from .presets import Preset, ddim_landing_timesteps, preset_timesteps
+from .presets import (
+    KIND_PRESETS,
+    PRESETS,
+    Choice,
+    Preset,
+    PresetError,
+    ddim_landing_timesteps,
+    preset_for_kind,
+    preset_timesteps,
+)
 
 
 def make_preset_sampling(model_config, kind: str, prediction_type: str = "eps", zsnr: bool = False, device=None):
@@ -111,3 +123,62 @@ def make_preset_sampler(sampler: str, gamma: float = 0.3, land_sigmas: torch.Ten
     if sampler == "euler_ancestral":
         return _TrailingEulerKSampler(comfy.k_diffusion.sampling.sample_euler_ancestral)
     raise ValueError(f"sampler={sampler!r} is not one of lcm, tcd, ddim, euler, euler_ancestral.")
+
+
+def resolve_preset(model_patcher, name: str) -> tuple[Preset | None, str]:
+    """``(preset, why)`` for the KSampler's ``preset`` input: "custom" (none), "auto" (what the pack's loader or
+    mixer recorded on the model: ``lora.applied``) or an explicit preset name."""
+    record = applied.find_acceleration(getattr(model_patcher, "model_options", {}) or {})
+    if name == "custom":
+        return None, "preset custom"
+    if name == "auto":
+        if record is None:
+            return None, "preset auto: no accelerator recorded on the model by the pack's loader or mixer"
+        preset = preset_for_kind(record["kind"], record["name"])
+        if preset is None:
+            return None, (f"preset auto: {record['name']} is {kinds.kind_name(record['kind'])}, which has no preset "
+                          "(docs/accelerators.md)")
+        return preset, f"auto: {record['name']} ({kinds.kind_name(record['kind'])}) recorded by the loader/mixer"
+    if name not in PRESETS:
+        raise PresetError(f"preset {name!r} is unknown; use auto, custom or one of {list(PRESETS)}.")
+    if record is not None and KIND_PRESETS.get(record["kind"]) == name:
+        return preset_for_kind(record["kind"], record["name"]), f"chosen on the node, for {record['name']}"
+    return PRESETS[name], "chosen on the node"
+
+
+@dataclass(frozen=True)
+class SamplingPlan:
+    """What KSampler (LCM) runs: the prepared model, its sigmas, the SAMPLER, and a report of all of it."""
+
+    model: object
+    sigmas: torch.Tensor
+    sampler: object
+    report: str
+
+
+def plan_sampling(model_patcher, choice: Choice, denoise: float) -> SamplingPlan:
+    """Model sampling, sigmas and sampler for ``choice`` (no preset: the node's LCM/TCD path as it always was)."""
+    preset = choice.preset
+    if preset is None or choice.sampler in ("lcm", "tcd") and preset.model_sampling in ("lcm", "tcd"):
+        boundary = choice.sampler == "lcm"
+        model = reused_lcm_sampling(model_patcher, boundary=boundary)
+        sampling = model.get_model_object("model_sampling")
+        sigmas = lcm_schedule(sampling, choice.steps, denoise)
+        sampling_name = "LCM grid + boundary" if boundary else "LCM grid (TCD: no boundary)"
+    else:
+        model = prepare_model(model_patcher, preset)
+        sampling = model.get_model_object("model_sampling")
+        sigmas, _ = preset_schedule(sampling, preset, choice.steps, denoise)
+        sampling_name = {"discrete": "the model's 1000-step discrete sampling", "x0": "discrete, x0 prediction",
+                         "lcm-full": "LCM boundary on the 1000-step schedule", "lcm": "LCM grid + boundary",
+                         "tcd": "LCM grid (TCD: no boundary)"}[preset.model_sampling]
+    timesteps = sampling.timestep(sigmas[:-1].to(sampling.sigmas.device)).long().tolist()
+    land = None
+    if choice.sampler == "ddim":
+        land = ddim_land_sigmas(sampling, timesteps, choice.steps, getattr(model.model, "model_config", None))
+    sampler = make_preset_sampler(choice.sampler, choice.gamma, land)
+    gamma = f", gamma {choice.gamma:g}" if choice.sampler == "tcd" else ""
+    lines = ["KSampler (LCM): " + "; ".join(choice.reasons),
+             f"sampler {choice.sampler}{gamma}, timesteps {timesteps}, model sampling: {sampling_name}, "
+             f"cfg {choice.cfg:g}, steps {choice.steps}, denoise {float(denoise):g}"]
+    return SamplingPlan(model, sigmas, sampler, "\n".join(lines))

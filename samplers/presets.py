@@ -19,11 +19,11 @@ always the next listed timestep (n = 12: 916 → 833 while the next timestep is 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..lora import kinds
 from .timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -97,6 +97,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 KIND_PRESETS = {kind: kind for kind in ("lcm", "flash", "tcd", "hyper-sd-unified", "hyper-sd", "hyper-sd-cfg",
                                         "lightning", "dmd2")}
 PRESET_NAMES = tuple(PRESETS)
+STEPS_IN_NAME = re.compile(r"(?:^|[^0-9])(\d{1,2})[-_ ]?steps?(?:[^a-z]|$)", re.I)
+
+
+def steps_from_name(text: str) -> int | None:
+    """The step count a published name carries ("Hyper-SDXL-8steps-lora" → 8, "sdxl_lightning_4step" → 4)."""
+    match = STEPS_IN_NAME.search(text)
+    return int(match[1]) if match else None
 
 
 def preset_for_kind(kind: str, file_name: str = "") -> Preset | None:
@@ -105,7 +112,7 @@ def preset_for_kind(kind: str, file_name: str = "") -> Preset | None:
     if name is None:
         return None
     preset = PRESETS[name]
-    steps = kinds.steps_from_name(file_name) if preset.steps is None and preset.schedule == "trailing" else None
+    steps = steps_from_name(file_name) if preset.steps is None and preset.schedule == "trailing" else None
     return replace(preset, steps=steps) if steps else preset
 
 
