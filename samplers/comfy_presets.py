@@ -97,6 +97,14 @@ class _TrailingEulerKSampler(comfy.samplers.KSAMPLER):
         return False
 
 
+class _PureNoiseKSampler(comfy.samplers.KSAMPLER):
+    """KSAMPLER starting text-to-image from unit-variance VP noise at any first timestep: diffusers' ``LCMScheduler``
+    (``init_noise_sigma = 1``) with a single custom timestep below 999 (DMD2's [399], Hyper-SD's [800])."""
+
+    def max_denoise(self, model_wrap, sigmas):
+        return True
+
+
 @torch.no_grad()
 def sample_ddim_trailing(model, x, sigmas, extra_args=None, callback=None, disable=None, land_sigmas=None):
     """DDIM (η = 0) with diffusers' landing timesteps (``ddim_sampler.ddim_loop``)."""
@@ -110,10 +118,14 @@ def ddim_land_sigmas(model_sampling, timesteps: list[int], steps: int, model_con
     return table[torch.tensor(ddim_landing_timesteps(timesteps, steps))].float().cpu()
 
 
-def make_preset_sampler(sampler: str, gamma: float = 0.3, land_sigmas: torch.Tensor | None = None):
-    """The SAMPLER object for ``sampler`` ("lcm", "tcd", "ddim", "euler", "euler_ancestral")."""
+def make_preset_sampler(sampler: str, gamma: float = 0.3, land_sigmas: torch.Tensor | None = None,
+                        pure_noise_start: bool = False):
+    """The SAMPLER object for ``sampler`` ("lcm", "tcd", "ddim", "euler", "euler_ancestral").
+
+    ``pure_noise_start``: text-to-image from VP noise even when the first timestep is below σ_max (LCM only).
+    """
     if sampler == "lcm":
-        return comfy.samplers.KSAMPLER(sample_lcm_exact)
+        return (_PureNoiseKSampler if pure_noise_start else comfy.samplers.KSAMPLER)(sample_lcm_exact)
     if sampler == "tcd":
         return comfy.samplers.KSAMPLER(sample_tcd, extra_options={"gamma": float(gamma)})
     if sampler == "ddim":
@@ -176,7 +188,8 @@ def plan_sampling(model_patcher, choice: Choice, denoise: float) -> SamplingPlan
     land = None
     if choice.sampler == "ddim":
         land = ddim_land_sigmas(sampling, timesteps, choice.steps, getattr(model.model, "model_config", None))
-    sampler = make_preset_sampler(choice.sampler, choice.gamma, land)
+    pure_noise = preset is not None and preset.schedule == "fixed" and float(denoise) == 1.0
+    sampler = make_preset_sampler(choice.sampler, choice.gamma, land, pure_noise_start=pure_noise)
     gamma = f", gamma {choice.gamma:g}" if choice.sampler == "tcd" else ""
     lines = ["KSampler (LCM): " + "; ".join(choice.reasons),
              f"sampler {choice.sampler}{gamma}, timesteps {timesteps}, model sampling: {sampling_name}, "
