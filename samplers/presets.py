@@ -37,7 +37,7 @@ class PresetError(ValueError):
 
 @dataclass(frozen=True)
 class Preset:
-    """One recipe. ``steps``: the step count the file was distilled for (None: any, ``default_steps`` when unset)."""
+    """One recipe. ``steps``: the step count the file was distilled for (None: any; the node's steps are used)."""
 
     name: str
     sampler: str
@@ -47,7 +47,6 @@ class Preset:
     source: str
     gamma: float = 0.3
     steps: int | None = None
-    default_steps: int = 4
     timesteps: tuple[int, ...] = ()
     img2img: bool = True
     note: str = ""
@@ -64,7 +63,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            gamma=0.3),
     Preset("hyper-sd-unified", "tcd", "lcm-grid", "tcd", 1.0,
            "ByteDance/Hyper-SD card, unified LoRA (Hyper-SD*-1step-lora): TCDScheduler, eta 1.0, 1-8 steps, "
-           "guidance_scale 0", gamma=1.0, default_steps=1),
+           "guidance_scale 0", gamma=1.0),
     Preset("hyper-sd", "ddim", "trailing", "discrete", 1.0,
            "ByteDance/Hyper-SD card, n-step LoRAs: DDIMScheduler(timestep_spacing='trailing'), the file's step "
            "count, guidance_scale 0"),
@@ -76,7 +75,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "count, guidance_scale 0"),
     Preset("lightning-x0", "euler", "trailing", "x0", 1.0,
            "ByteDance/SDXL-Lightning card, 1-step UNet (sdxl_lightning_1step_unet_x0): EulerDiscreteScheduler "
-           "trailing with prediction_type='sample', 1 step, guidance_scale 0", steps=1, default_steps=1,
+           "trailing with prediction_type='sample', 1 step, guidance_scale 0", steps=1,
            img2img=False),
     Preset("dmd2", "lcm", "fixed", "lcm-full", 1.0,
            "tianweiy/DMD2 card, 4-step LoRA/UNet: LCMScheduler with timesteps [999, 749, 499, 249], "
@@ -85,13 +84,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                 "timesteps and strength < 1 re-noises its last step (num_inference_steps is not reset)"),
     Preset("dmd2-unet-1step", "lcm", "fixed", "lcm-full", 1.0,
            "tianweiy/DMD2 card, 1-step UNet: LCMScheduler with timesteps [399], guidance_scale 0",
-           steps=1, default_steps=1, timesteps=(399,), img2img=False),
+           steps=1, timesteps=(399,), img2img=False),
     Preset("hyper-sd-unet-1step", "lcm", "fixed", "lcm-full", 1.0,
            "ByteDance/Hyper-SD card, 1-step SDXL UNet: LCMScheduler with timesteps [800], guidance_scale 0",
-           steps=1, default_steps=1, timesteps=(800,), img2img=False),
+           steps=1, timesteps=(800,), img2img=False),
     Preset("turbo", "euler_ancestral", "trailing", "discrete", 1.0,
            "stabilityai/sdxl-turbo card and diffusers' SDXL-Turbo docs: EulerAncestralDiscreteScheduler with "
-           "timestep_spacing='trailing', 1-4 steps, guidance_scale 0", default_steps=1),
+           "timestep_spacing='trailing', 1-4 steps, guidance_scale 0"),
 )}
 # Presets a model records through its LoRA kind; the others (checkpoints) are picked by name on the KSampler.
 KIND_PRESETS = {kind: kind for kind in ("lcm", "flash", "tcd", "hyper-sd-unified", "hyper-sd", "hyper-sd-cfg",
@@ -191,7 +190,7 @@ def choose(preset: Preset | None, why: str, sampler: str, gamma: float, cfg: flo
     chosen_sampler = pick("sampler", sampler, preset.sampler)
     chosen_gamma = pick("gamma", gamma, preset.gamma if chosen_sampler == "tcd" else None)
     chosen_cfg = pick("cfg", cfg, preset.cfg)
-    chosen_steps = pick("steps", steps, preset.steps or preset.default_steps)
+    chosen_steps = pick("steps", steps, preset.steps)
     if preset.steps is not None and chosen_steps != preset.steps and preset.schedule != "fixed":
         reasons.append(f"warning: the file was distilled for {preset.steps} steps; sampling {chosen_steps}")
     return Choice(preset, chosen_sampler, float(chosen_gamma), float(chosen_cfg), int(chosen_steps), tuple(reasons))

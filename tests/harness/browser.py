@@ -166,7 +166,11 @@ class Frontend:
             const node = app.graph.nodes.find(n => n.type === type);
             app.canvas.deselectAll(); app.canvas.selectNode(node); app.canvas.setDirty(true, true);
         }""", node_type)
-        self.page.locator('[data-testid="info-button"]').first.click(timeout=timeout_ms)
+        # The selection toolbox floats over the canvas and keeps moving while the canvas redraws, so Playwright never
+        # sees it "stable": the click is dispatched to the button itself (its own Vue handler runs).
+        button = self.page.locator('[data-testid="info-button"]').first
+        button.wait_for(state="attached", timeout=timeout_ms)
+        button.dispatch_event("click")
         panel = self.page.locator(".node-help-content").first
         panel.get_by_text(sentinel).first.wait_for(timeout=timeout_ms)
         return panel.inner_text()
