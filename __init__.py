@@ -9,6 +9,10 @@ package imports nothing from ComfyUI: the node modules are loaded only when Comf
 """
 from __future__ import annotations
 
+# Served by ComfyUI at /extensions/<this folder>/ (nodes.py reads WEB_DIRECTORY for V1 and V3 packs alike); the
+# frontend's node help panel fetches docs/<node id>.md from there.
+WEB_DIRECTORY = "./web"
+
 
 async def comfy_entrypoint():
     """V3 entry point: the extension that registers every node of the pack (ids prefixed ``LCMPack_``)."""

@@ -6,7 +6,10 @@ ComfyUI (``example_workflows/<name>.json``, positional ``widgets_values`` in the
 editing it here and rebuilding; tests check the committed files equal a fresh build's conversion.
 
 Settings follow the papers: LCM-LoRA (arXiv 2311.05556) 4 steps, cfg 1.0, style LoRA mixed at 1.0 / 0.8;
-TCD (arXiv 2402.19159) gamma 0.3; the baseline is the model's usual 25-step Euler at cfg 7.5.
+TCD (arXiv 2402.19159) gamma 0.3; the baseline is the model's usual 25-step Euler at cfg 7.5. The accelerator
+workflows (TCD, Hyper-SD, SDXL-Lightning, DMD2) load the authors' published file under its published name and
+leave KSampler (LCM) on preset auto: it samples with the recipe of the kind the loader recognised
+(docs/accelerators.md).
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ LCM_SD15 = "lcm-lora-sdv1-5.safetensors"
 LCM_SDXL = "lcm-lora-sdxl.safetensors"
 STYLE_SDXL = "papercut.safetensors"
 TCD_SD15 = "TCD-SD15-LoRA.safetensors"
+HYPER_SDXL_8 = "Hyper-SDXL-8steps-lora.safetensors"
+LIGHTNING_SDXL_4 = "sdxl_lightning_4step_lora.safetensors"
+DMD2_SDXL = "dmd2_sdxl_4step_lora_fp16.safetensors"
 NEGATIVE = "blurry, low quality, watermark"
 
 
@@ -176,8 +182,53 @@ def sd15_lcm_vs_25step_baseline() -> Spec:
                  Node("save", "SaveImage", {"filename_prefix": "lcm4_vs_base25"}, {"images": ("stitch", 0)})])
 
 
+def _accelerated(name: str, title: str, description: str, lora: str, checkpoint: str, size: int, steps: int,
+                 prompt: str) -> Spec:
+    """Checkpoint → LCM-LoRA Loader (kind auto) → KSampler (LCM) with preset auto at the file's step count."""
+    loader = Node("accel", "LCMPack_LCMLoraLoader",
+                  {"lora_name": lora, "strength": 1.0, "allow_partial": False, "kind": "auto"},
+                  {"model": ("ckpt", 0), "clip": ("ckpt", 1)}, title="Accelerator LoRA Loader (kind auto)")
+    sampler = Node("sampler", "LCMPack_KSamplerLCM",
+                   {"seed": 42, "steps": steps, "cfg": 1.0, "sampler": "lcm", "gamma": 0.3, "denoise": 1.0,
+                    "preset": "auto"},
+                   {"model": ("accel", 0), "positive": ("pos", 0), "negative": ("neg", 0),
+                    "latent_image": ("latent", 0)}, title="KSampler (LCM), preset auto")
+    return Spec(name, title, description,
+                [_checkpoint(checkpoint), loader, *_prompts(("accel", 1), prompt), _latent(size), sampler,
+                 *_decode_save(("sampler", 0), name)])
+
+
+def sd15_tcd_preset() -> Spec:
+    return _accelerated("sd15_tcd_preset", "SD1.5 + TCD-LoRA, preset auto",
+                        "TCD-LoRA (h1t/TCD-SD15-LoRA) sampled by KSampler (LCM) on preset auto: TCDScheduler's "
+                        "gamma 0.3 on the LCM grid, 4 steps, cfg 1, as the TCD card gives it.",
+                        TCD_SD15, SD15, 512, 4, "a cozy cabin in the mountains, watercolor")
+
+
+def sdxl_hyper_sd_8step() -> Spec:
+    return _accelerated("sdxl_hyper_sd_8step", "SDXL + Hyper-SD 8-step LoRA, preset auto",
+                        "Hyper-SDXL-8steps-lora sampled as the Hyper-SD card says: DDIM on trailing timesteps "
+                        "(999, 874, ..., 124), 8 steps, cfg 1.",
+                        HYPER_SDXL_8, SDXL, 1024, 8, "a red vintage car on a coastal road, photo, detailed")
+
+
+def sdxl_lightning_4step() -> Spec:
+    return _accelerated("sdxl_lightning_4step", "SDXL + SDXL-Lightning 4-step LoRA, preset auto",
+                        "sdxl_lightning_4step_lora sampled as the SDXL-Lightning card says: Euler on trailing "
+                        "timesteps 999, 749, 499, 249, cfg 1.",
+                        LIGHTNING_SDXL_4, SDXL, 1024, 4, "a girl smiling, portrait, soft light")
+
+
+def sdxl_dmd2_4step() -> Spec:
+    return _accelerated("sdxl_dmd2_4step", "SDXL + DMD2 4-step LoRA, preset auto",
+                        "dmd2_sdxl_4step_lora sampled as the DMD2 card says: LCMScheduler at timesteps 999, 749, "
+                        "499, 249 on the full schedule, cfg 1.",
+                        DMD2_SDXL, SDXL, 1024, 4, "a photo of a cat on a windowsill, morning light")
+
+
 SPECS = [sd15_lcm_lora_4step, sdxl_lcm_lora_4step, sdxl_lcm_lora_style_mix, sd15_lcm_img2img, sd15_tcd_gamma,
-         sdxl_lora_export_merged, sd15_lcm_vs_25step_baseline]
+         sdxl_lora_export_merged, sd15_lcm_vs_25step_baseline, sd15_tcd_preset, sdxl_hyper_sd_8step,
+         sdxl_lightning_4step, sdxl_dmd2_4step]
 
 
 def all_specs() -> list[Spec]:

@@ -38,7 +38,7 @@ TESTKIT_FOLDER_NAME = "lcmpack-testkit"
 TESTKIT_LOADER = "LCMPackTest_TinySDXLCheckpointLoader"
 EXAMPLE_INPUT_IMAGE = "example.png"
 UI_ONLY_NODE_TYPES = frozenset({"Note", "MarkdownNote", "PrimitiveNode", "Reroute"})
-GENERATED_MODELS_VERSION = "1"
+GENERATED_MODELS_VERSION = "2"
 GENERATED_LATENT_SIZE = 64
 LATENT_SIZE_NODES = {"EmptyLatentImage": ("width", "height")}
 
@@ -76,6 +76,15 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {m.name: m for m in (
     PublishedModel("TCD-SD15-LoRA.safetensors", "loras", "h1t/TCD-SD15-LoRA",
                    "https://huggingface.co/h1t/TCD-SD15-LoRA/resolve/main/pytorch_lora_weights.safetensors",
                    "sd1.5", "published as pytorch_lora_weights.safetensors: save it under this name"),
+    PublishedModel("Hyper-SDXL-8steps-lora.safetensors", "loras", "ByteDance/Hyper-SD",
+                   "https://huggingface.co/ByteDance/Hyper-SD/resolve/main/Hyper-SDXL-8steps-lora.safetensors", "sdxl",
+                   "the 8-step Hyper-SD LoRA (DDIM trailing, 8 steps)"),
+    PublishedModel("sdxl_lightning_4step_lora.safetensors", "loras", "ByteDance/SDXL-Lightning",
+                   "https://huggingface.co/ByteDance/SDXL-Lightning/resolve/main/sdxl_lightning_4step_lora.safetensors",
+                   "sdxl", "the 4-step SDXL-Lightning LoRA (Euler trailing, 4 steps)"),
+    PublishedModel("dmd2_sdxl_4step_lora_fp16.safetensors", "loras", "tianweiy/DMD2",
+                   "https://huggingface.co/tianweiy/DMD2/resolve/main/dmd2_sdxl_4step_lora_fp16.safetensors", "sdxl",
+                   "the 4-step DMD2 LoRA (LCM at timesteps 999, 749, 499, 249)"),
 )}
 
 # On generated models only: (class_type, widget/input name, file name) -> test-only class_type.
@@ -206,6 +215,10 @@ def _lora_specs() -> dict[str, dict]:
         "lcm-lora-sdxl.safetensors": {"config": sdxl, "seed": 12, "kind": "lcm", "rank": 8},
         "papercut.safetensors": {"config": sdxl, "seed": 13, "kind": None, "rank": 4},
         "TCD-SD15-LoRA.safetensors": {"config": sd15, "seed": 14, "kind": "tcd", "rank": 8},
+        # Named as published, no kind metadata: the loader recognises them by their file names.
+        "Hyper-SDXL-8steps-lora.safetensors": {"config": sdxl, "seed": 15, "kind": None, "rank": 8},
+        "sdxl_lightning_4step_lora.safetensors": {"config": sdxl, "seed": 16, "kind": None, "rank": 8},
+        "dmd2_sdxl_4step_lora_fp16.safetensors": {"config": sdxl, "seed": 17, "kind": None, "rank": 8},
     }
 
 

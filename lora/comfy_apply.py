@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from . import applied, mix
 from .errors import LoraCoverageError, LoraFamilyMismatch
+from .kinds import KIND_NAMES, SAMPLER_ADVICE, is_accelerator, style_weight_advice
 from .resolve import resolve
 from .types import LoraFile, ResolvedLora
 
@@ -41,19 +42,8 @@ MODEL_FAMILIES = {"SD15": "sd1.x", "SD20": "sd2.x", "SDXL": "sdxl", "SSD1B": "ss
                   "SDXLRefiner": "sdxl-refiner"}
 FAMILY_NAMES = {"sd1.x": "SD1.x", "sd2.x": "SD2.x", "sdxl": "SDXL", "ssd-1b": "SSD-1B", "vega": "Segmind Vega",
                 "sdxl-refiner": "SDXL refiner", "unknown": "unknown"}
-KIND_NAMES = {"lcm": "LCM", "tcd": "TCD", "hyper-sd": "Hyper-SD", "lightning": "Lightning", "dmd2": "DMD2",
-              "style": "style"}
 LCM_LORA_FOR = {"sd1.x": "lcm-lora-sdv1-5", "sdxl": "lcm-lora-sdxl", "ssd-1b": "lcm-lora-ssd-1b",
                 "vega": "Segmind-VegaRT (the LCM-LoRA for Vega)"}
-SAMPLER_ADVICE = {
-    "lcm": "LCM model sampling set: sample with the LCM sampler, 'simple' scheduler, 4-8 steps, cfg 1-2.",
-    "tcd": "TCD LoRA: LCM sampling NOT set; use the TCD sampler (gamma 0.3), 4-8 steps, cfg 1.",
-    "hyper-sd": "Hyper-SD LoRA: LCM sampling NOT set; use TCD (gamma 1.0 for 1 step) or DDIM trailing, cfg 1.",
-    "lightning": "Lightning LoRA: LCM sampling NOT set; use Euler + sgm_uniform with the file's step count, cfg 1.",
-    "dmd2": "DMD2 LoRA: LCM sampling NOT set; use the LCM sampler on default sampling, 'simple', 4 steps, cfg 1.",
-    "style": "Style LoRA (no acceleration kind in file name or metadata): applied as is; sampling unchanged. "
-             "An LCM-LoRA saved as e.g. pytorch_lora_weights.safetensors: rename it to include 'lcm'.",
-}
 
 
 def model_family(model_patcher) -> str:
@@ -317,7 +307,16 @@ def stack_report(plan: StackPlan, patched: int) -> list[str]:
              f"Family: LoRA {FAMILY_NAMES.get(family, family)}, model {FAMILY_NAMES.get(plan.family, plan.family)}"]
     for entry, weight in zip(plan.entries, plan.weights, strict=True):
         lines += _entry_lines(entry, weight)
-    return lines + [_advice(plan)]
+    return lines + _style_weight_lines(plan) + [_advice(plan)]
+
+
+def _style_weight_lines(plan: StackPlan) -> list[str]:
+    """With an accelerator next to style LoRAs: that accelerator's style-weight advice (``lora/kinds.py``)."""
+    kinds = [e.lora.kind for e, w in zip(plan.entries, plan.weights, strict=True)
+             if (e.role == mix.ROLE_ACCELERATOR or is_accelerator(e.lora.kind)) and w != 0.0]
+    if not kinds or len(plan.entries) < 2:
+        return []
+    return [f"Style weights with {KIND_NAMES.get(kinds[0], kinds[0])}: {style_weight_advice(kinds[0])}"]
 
 
 def apply_stack(model, clip, stack: Sequence[StackLora], allow_partial: bool = False, normalization: str = "none",

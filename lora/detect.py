@@ -9,13 +9,28 @@ context) and the transformer layout:
 * text-encoder-only LoRAs: hidden 768 (CLIP-L) → SD1.x, 1024 (OpenCLIP-H) → SD2.x, 1280 or a second
   encoder (``lora_te2_`` / ``text_encoder_2.``) → SDXL family.
 
-Kind (what it was distilled for) from the file name and descriptive metadata: LCM (LCM-LoRA, arXiv
-2311.05556; Segmind VegaRT), TCD (arXiv 2402.19159), Hyper-SD, SDXL-Lightning, DMD2; otherwise "style".
+Kind (what it was distilled for; the kinds and their sources are in ``kinds.py``), decided by the first
+signal that names one, in this order:
+
+1. metadata: the pack's own (``lcmpack.kind``, or the accelerator recorded in an exported mix's
+   ``lcmpack.sources``), then modelspec (``modelspec.title``/``description``/``tags``) and kohya
+   (``ss_output_name``, ``ss_training_comment``) text;
+2. the file name (the authors' published names, ``kinds.NAME_PATTERNS``);
+3. the content (``kind_from_content``): the shape the authors' training script gives a file. Only the
+   LCM-LoRAs have a published recipe precise enough: diffusers' ``train_lcm_distill_lora_sd_wds.py`` (and its
+   SDXL twin) puts one ``LoraConfig(r=64, lora_alpha=…)`` on ``to_q/to_k/to_v/to_out.0, proj_in/proj_out,
+   ff.net.0.proj/ff.net.2, conv1/conv2/conv_shortcut, down/upsamplers, time_emb_proj`` of the UNet and nothing
+   else. A file trained by kohya's scripts (``ss_network_module`` in its metadata) is never matched by content.
+
+Otherwise "style". The evidence string says which signal decided.
 """
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
 
+from . import kinds
 from .errors import LoraFormatError
 from .formats import module_names, peft_component
 from .types import LoraFile
@@ -23,16 +38,6 @@ from .types import LoraFile
 FAMILIES = ("sd1.x", "sd2.x", "sdxl", "ssd-1b", "vega")
 CONTEXT_FAMILY = {768: "sd1.x", 1024: "sd2.x", 2048: "sdxl"}
 TEXT_HIDDEN_FAMILY = {768: "sd1.x", 1024: "sd2.x", 1280: "sdxl"}
-# Order matters: a "Hyper-SD ... TCD" file is Hyper-SD; an "LCM" mention inside another kind loses.
-KIND_PATTERNS = (
-    ("hyper-sd", re.compile(r"hyper[-_ ]?sd", re.I)),
-    ("tcd", re.compile(r"(^|[^a-z])tcd([^a-z]|$)", re.I)),
-    ("lightning", re.compile(r"lightning", re.I)),
-    ("dmd2", re.compile(r"dmd2?", re.I)),
-    ("lcm", re.compile(r"(^|[^a-z])lcm|latent[-_ ]consistency|vegart", re.I)),
-)
-KIND_METADATA_KEYS = ("modelspec.title", "modelspec.description", "ss_output_name", "ss_training_comment",
-                      "modelspec.tags", "name", "description")
 UNET_STRUCTURE = re.compile(r"(input_blocks|middle_block|output_blocks|down_blocks|mid_block|up_blocks|"
                             r"time_embed|conv_in|conv_out|label_emb|add_embedding|out_0|out_2)")
 TEXT_STRUCTURE = re.compile(r"text_model|encoder_layers|encoder\.layers")
@@ -107,13 +112,87 @@ def detect_family(lora: LoraFile) -> tuple[str, str]:
     return "unknown", "family: undetermined (no cross-attention or text-encoder module to measure)"
 
 
+KIND_METADATA_KEYS = ("modelspec.title", "modelspec.description", "modelspec.tags", "ss_output_name",
+                      "ss_training_comment", "name", "description")
+KOHYA_TRAINING_KEYS = ("ss_network_module", "ss_training_started_at", "ss_session_id")
+LCM_SCRIPT_RANK = 64
+# Module groups of diffusers' LCM-LoRA script, in diffusers and in LDM (ComfyUI) spelling, "_" separators.
+LCM_SCRIPT_GROUPS = {
+    "attention": re.compile(r"(attn[12]_(processor_)?to_(q|k|v|out_0)|to_out_0)$"),
+    "feed-forward": re.compile(r"ff_net_(0_proj|2)$"),
+    "resnet": re.compile(r"(resnets_\d+_conv[12]|in_layers_2|out_layers_3)$"),
+    "time-embedding": re.compile(r"(time_emb_proj|emb_layers_1)$"),
+}
+
+
+def _pack_metadata_kind(metadata: dict) -> str | None:
+    """The kind the pack itself wrote: ``lcmpack.kind``, or the single accelerator of an exported mix."""
+    explicit = str(metadata.get("lcmpack.kind", "")).strip()
+    if explicit:
+        return explicit
+    try:
+        sources = json.loads(metadata.get("lcmpack.sources", "[]"))
+    except (TypeError, ValueError):
+        return None
+    found = {s.get("kind") for s in sources if isinstance(s, dict) and kinds.is_accelerator(s.get("kind", ""))
+             and float(s.get("applied_weight", s.get("weight", 0.0)) or 0.0) != 0.0}
+    return found.pop() if len(found) == 1 else None
+
+
+def kind_from_metadata(metadata: dict) -> tuple[str, str] | None:
+    """``(kind, where)`` named by the file's metadata, or None."""
+    own = _pack_metadata_kind(metadata)
+    if own is not None:
+        return own, "the pack's own metadata"
+    for key in KIND_METADATA_KEYS:
+        if key in metadata:
+            kind = kinds.kind_from_text(str(metadata[key]))
+            if kind is not None:
+                return kind, f"metadata {key} '{str(metadata[key])[:60]}'"
+    return None
+
+
+def kind_from_content(lora: LoraFile) -> tuple[str, str] | None:
+    """``("lcm", why)`` when the file has the shape of diffusers' LCM-LoRA script output (module docstring)."""
+    if any(key in lora.metadata for key in KOHYA_TRAINING_KEYS) or not lora.modules or lora.extra:
+        return None
+    parts = [(module_part(name), module) for name, module in lora.modules.items()]
+    if any(part != "unet" for (part, _), _ in parts):
+        return None
+    ranks = {module.rank for _, module in parts}
+    alphas = {round(float(module.alpha), 6) for _, module in parts}
+    if ranks != {LCM_SCRIPT_RANK} or len(alphas) != 1:
+        return None
+    inner = [name for (_, name), _ in parts]
+    groups = {group for group, pattern in LCM_SCRIPT_GROUPS.items() if any(pattern.search(n) for n in inner)}
+    if groups != set(LCM_SCRIPT_GROUPS):
+        return None
+    return "lcm", (f"content: rank {LCM_SCRIPT_RANK} with one alpha ({alphas.pop():g}) on attention, feed-forward, "
+                   "resnet and time-embedding layers of the UNet only, as diffusers' LCM-LoRA script writes it")
+
+
 def detect_kind(lora: LoraFile) -> tuple[str, str]:
-    """``(kind, evidence)``: an acceleration kind named in the file name or metadata, else "style"."""
-    sources = [("file name", lora.name)] + [(key, str(lora.metadata[key])) for key in KIND_METADATA_KEYS
-                                           if key in lora.metadata]
-    for kind, pattern in KIND_PATTERNS:
-        for where, text in sources:
-            if pattern.search(text):
-                return kind, f"kind: {kind} ({where} '{text[:60]}')"
+    """``(kind, evidence)``: metadata, then file name, then content (module docstring); else "style"."""
+    found = kind_from_metadata(lora.metadata)
+    if found is not None:
+        return found[0], f"kind: {found[0]} (decided by {found[1]})"
+    kind = kinds.kind_from_text(lora.name)
+    if kind is not None:
+        return kind, f"kind: {kind} (decided by the file name '{lora.name[:60]}')"
+    found = kind_from_content(lora)
+    if found is not None:
+        return found[0], f"kind: {found[0]} (decided by {found[1]})"
     ranks = sorted({m.rank for m in lora.modules.values()})
-    return "style", f"kind: style (no acceleration LoRA named in file name or metadata; ranks {ranks[:4]})"
+    return kinds.STYLE, (f"kind: style (no accelerator named in metadata or file name, content unlike a published "
+                         f"accelerator; ranks {ranks[:4]})")
+
+
+def with_kind(lora: LoraFile, kind: str) -> LoraFile:
+    """``lora`` with ``kind`` set by the user (the loader's ``kind`` input); "auto" keeps the detected kind."""
+    if kind in (None, "", "auto") or kind == lora.kind:
+        return lora
+    if kind != kinds.STYLE and not kinds.is_accelerator(kind):
+        raise LoraFormatError(f"kind={kind!r} is unknown; use auto, style or one of {list(kinds.KINDS)}.")
+    notes = [n for n in lora.notes if not n.startswith("kind:")]
+    notes.append(f"kind: {kind} (set by the loader's kind input; detected: {lora.kind})")
+    return replace(lora, kind=kind, notes=notes)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import kinds
 from .errors import MixError
 from .types import LoraModule, ResolvedLora
 
@@ -67,11 +68,28 @@ def check_entries(entries: Sequence[MixEntry]) -> None:
     if all(entry.weight == 0.0 for entry in entries):
         raise MixError("all LoRA weights are zero: the mix would change nothing; give at least one LoRA a "
                        "non-zero weight.")
+    _check_one_accelerator(entries)
     families = {entry.lora.family for entry in entries} - {"unknown"}
     if len(families) > 1:
         listing = ", ".join(f"{e.lora.name} ({e.lora.family})" for e in entries)
         raise MixError(f"LoRAs of different base families cannot be mixed: {listing}. LCM-LoRA combines only "
                        "with style LoRAs trained on the same base model; remove the LoRAs of the other family.")
+
+
+def accelerators(entries: Sequence[MixEntry]) -> list[MixEntry]:
+    """The entries that accelerate: role accelerator, or a file of an accelerator kind (``lora/kinds.py``), with a
+    non-zero weight."""
+    return [e for e in entries if e.weight != 0.0 and (e.role == ROLE_ACCELERATOR or kinds.is_accelerator(e.lora.kind))]
+
+
+def _check_one_accelerator(entries: Sequence[MixEntry]) -> None:
+    """Two step-distilled accelerators in one mix are refused: each is calibrated alone at its own weight, and
+    their sum is neither recipe (their samplers and timesteps also differ)."""
+    found = accelerators(entries)
+    if len(found) > 1:
+        listing = " and ".join(f"'{e.lora.name}' ({kinds.kind_name(e.lora.kind)}, {e.role})" for e in found[:2])
+        raise MixError(f"two accelerators in one stack: {listing}. Keep one accelerator and mix it with style "
+                       "LoRAs only (set the other's weight to 0 or remove it from the stack).")
 
 
 def normalize_style_weights(entries: Sequence[MixEntry], mode: str = "none", budget: float = 1.0) -> list[float]:

@@ -9,23 +9,26 @@ from __future__ import annotations
 import logging
 
 import folder_paths
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..lora.comfy_apply import ApplyResult, apply_lora
+from ..lora.detect import with_kind
 from ..lora.io import read_lora_file
+from ..lora.kinds import KINDS, STYLE
 from ..samplers.comfy_model_sampling import with_lcm_sampling
 from .common import CATEGORY_LORA, NODE_PREFIX, check_inputs, check_model_file, first_failure
 
 LOG = logging.getLogger(__name__)
 
 
-def hand_off(result: ApplyResult, node: str) -> io.NodeOutput:
-    """MODEL, CLIP, report of an applied stack; an LCM accelerator's model goes to LCM model sampling (which
-    keeps an LCM model sampling already set, its constants and prediction type, else adds the pack's)."""
+def hand_off(result: ApplyResult, node: str, notes: list[str] | None = None) -> io.NodeOutput:
+    """MODEL, CLIP, report of an applied stack (also shown on the node); an LCM accelerator's model goes to LCM
+    model sampling (which keeps an LCM model sampling already set, its constants and prediction type, else adds
+    the pack's)."""
     model = with_lcm_sampling(result.model, boundary=True) if result.lcm_sampling else result.model
-    report = result.report
+    report = "\n".join([result.report, *(notes or [])])
     LOG.info("%s:\n%s", node, report)
-    return io.NodeOutput(model, result.clip, report)
+    return io.NodeOutput(model, result.clip, report, ui=ui.PreviewText(report))
 
 
 class LCMLoraLoader(io.ComfyNode):
@@ -54,6 +57,11 @@ class LCMLoraLoader(io.ComfyNode):
                 io.Boolean.Input("allow_partial", default=False,
                                  tooltip="Apply only the matching modules when some LoRA modules match no weight "
                                          "of the model (listed in the report). Off: such a LoRA is refused."),
+                io.Combo.Input("kind", options=["auto", *KINDS, STYLE], default="auto", optional=True,
+                               tooltip="What the LoRA was distilled for. auto: from its metadata, its published file "
+                                       "name, then its content (the report says which decided). Pick the kind "
+                                       "when a renamed accelerator is detected wrongly; KSampler (LCM) samples by "
+                                       "it (docs/accelerators.md)."),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="Patched clone of the model (input unchanged)."),
@@ -70,11 +78,11 @@ class LCMLoraLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name: str, strength: float = 1.0, allow_partial: bool = False,
-                clip=None) -> io.NodeOutput:  # noqa: PLR0913 (inputs of the schema)
+                clip=None, kind: str = "auto") -> io.NodeOutput:  # noqa: PLR0913 (inputs of the schema)
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
-        lora = read_lora_file(path, name=lora_name)
-        return hand_off(apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial),
-                        "LCM-LoRA Loader")
+        lora = with_kind(read_lora_file(path, name=lora_name), kind)
+        result = apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial)
+        return hand_off(result, "LCM-LoRA Loader", notes=[n for n in lora.notes if n.startswith("kind:")])
 
 
 NODES = [LCMLoraLoader]

@@ -4,11 +4,13 @@ Thin V3 nodes; the math lives in ``samplers/`` (timestep rule, loops, ComfyUI mo
 """
 from __future__ import annotations
 
+import logging
+
 import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
-from comfy_api.latest import io
+from comfy_api.latest import io, ui
 
 from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
 from ..samplers.comfy_cond_batch import single_cond_batch
@@ -18,10 +20,11 @@ from ..samplers.comfy_model_sampling import (
     lcm_patched_clone,
     lcm_schedule,
     make_lcm_model_sampling,
-    reused_lcm_sampling,
     sampling_prediction_type,
 )
+from ..samplers.comfy_presets import plan_sampling, resolve_preset
 from ..samplers.guidance import negative_needed, uncond_readers
+from ..samplers.presets import PRESET_NAMES, choose
 from ..samplers.timesteps import (
     DEFAULT_ORIGINAL_INFERENCE_STEPS,
     LCMScheduleError,
@@ -31,12 +34,21 @@ from ..samplers.timesteps import (
 )
 from .common import CATEGORY_SAMPLING, NODE_PREFIX, check_inputs, first_failure
 
+LOG = logging.getLogger(__name__)
+
 SAMPLER_NAMES = ["lcm", "tcd"]
 GAMMA_TOOLTIP = ("TCD's gamma (stochasticity, diffusers' eta), 0..1: 0 = deterministic DDIM-like steps, 0.3 = "
                  "TCD-LoRA default, 1.0 = Hyper-SD one-step. Ignored by the lcm sampler.")
 NEGATIVE_TOOLTIP = ("Negative conditioning. Not evaluated at cfg 1.0 (its nodes, e.g. the negative text encode, do "
                     "not run): ComfyUI ignores it there. Evaluated at any other cfg, or when a model patch reads it "
                     "(SAG, PerpNeg, APG, CFGNorm, ...).")
+PRESET_OPTIONS = ["auto", "custom", *PRESET_NAMES]
+PRESET_TOOLTIP = ("Accelerator recipe (sampler, timesteps, model sampling, cfg) as its authors' diffusers setup "
+                  "gives it. auto: the one of the accelerator the pack's loader or mixer applied to this model "
+                  "(none recorded: the inputs below as they are). custom: the inputs below as they are. Inputs "
+                  "changed from their defaults still win. turbo, lightning-x0, dmd2-unet-1step and "
+                  "hyper-sd-unet-1step are for those checkpoints. The node's text says what was used and why.")
+KSAMPLER_DEFAULTS = {"sampler": "lcm", "gamma": 0.3, "cfg": 1.0, "steps": 4}
 SAMPLER_TOOLTIP = ("lcm: LCM multistep sampling (LCM-LoRA, LCM models, DMD2). tcd: Trajectory Consistency "
                    "Distillation sampling with gamma (TCD-LoRA, Hyper-SD).")
 
@@ -231,6 +243,8 @@ class KSamplerLCM(io.ComfyNode):
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="1.0 for text-to-image; below 1 for image-to-image (the LCM grid is cut from "
                                        "the top: 0.5 keeps timesteps 19..499)."),
+                io.Combo.Input("preset", options=PRESET_OPTIONS, default="auto", optional=True,
+                               tooltip=PRESET_TOOLTIP),
             ],
             outputs=[io.Latent.Output(tooltip="The sampled latent.")],
         )
@@ -244,28 +258,39 @@ class KSamplerLCM(io.ComfyNode):
 
     @classmethod
     def check_lazy_status(cls, model=None, negative=None, cfg=None, **_other) -> list[str]:
-        """Ask the executor for ``negative`` only where sampling reads it (``samplers/guidance.py``)."""
+        """Ask the executor for ``negative`` only where sampling reads it (``samplers/guidance.py``), at the cfg
+        the preset makes effective."""
+        if model is not None and cfg is not None:
+            cfg = _choice(model, _other.get("preset", "auto"), _other.get("sampler", "lcm"), _other.get("gamma", 0.3),
+                          cfg, _other.get("steps", 4)).cfg
         if negative is None and negative_needed(cfg, _foreign_options(model)):
             return ["negative"]
         return []
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed: int, steps: int, cfg: float, sampler: str,
-                gamma: float, denoise: float) -> io.NodeOutput:
-        negative = _negative_or_empty(negative, cfg, model)
-        model = reused_lcm_sampling(model, boundary=(sampler == "lcm"))
-        sigmas = lcm_schedule(model.get_model_object("model_sampling"), steps, denoise)
+                gamma: float, denoise: float, preset: str = "auto") -> io.NodeOutput:  # noqa: PLR0913 (schema)
+        choice = _choice(model, preset, sampler, gamma, cfg, steps)
+        negative = _negative_or_empty(negative, choice.cfg, model)
+        plan = plan_sampling(model, choice, denoise)
         latent = latent_image.copy()
-        samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        samples = comfy.sample.fix_empty_latent_channels(plan.model, latent["samples"])
         latent["samples"] = samples
         noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
-        callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
+        callback = latent_preview.prepare_callback(plan.model, len(plan.sigmas) - 1)
         result = comfy.sample.sample_custom(
-            model, noise, cfg, make_sampler(sampler, gamma), sigmas, positive, negative, samples,
+            plan.model, noise, choice.cfg, plan.sampler, plan.sigmas, positive, negative, samples,
             noise_mask=latent.get("noise_mask"), callback=callback,
             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
         latent["samples"] = result
-        return io.NodeOutput(latent)
+        LOG.info("%s", plan.report)
+        return io.NodeOutput(latent, ui=ui.PreviewText(plan.report))
+
+
+def _choice(model, preset: str, sampler: str, gamma: float, cfg: float, steps: int):
+    """The preset (``samplers/comfy_presets.resolve_preset``) merged with the node's inputs (``presets.choose``)."""
+    found, why = resolve_preset(model, preset or "auto")
+    return choose(found, why, sampler, float(gamma), float(cfg), int(steps), KSAMPLER_DEFAULTS)
 
 
 def _foreign_options(model) -> dict | None:

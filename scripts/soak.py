@@ -3,8 +3,8 @@
 
     .venv/bin/python scripts/soak.py [--prompts 1000] [--max-seconds 1500] [--checkpoint tiny-sd15.safetensors]
 
-Starts ``main.py`` on 127.0.0.1 (CPU, free port, temporary base directory; tests/harness/server.py) with generated
-tiny models (tests/harness: SD1.5-family checkpoint, LCM / TCD / style LoRAs, one corrupt LoRA file), then sends
+Starts ``main.py`` on 127.0.0.1 (CPU, free port, temporary base directory; devkit/server.py) with generated
+tiny models (devkit: SD1.5-family checkpoint, LCM / TCD / style LoRAs, one corrupt LoRA file), then sends
 prompts one at a time, in a fixed seeded order: 40 % LCM-LoRA loader graphs (strength, sampler, steps, seed
 varied), 25 % stack + mixer graphs, 15 % mixer graphs that also export the mix (concat or SVD, 3 file
 names, overwrite) and 20 % bad
@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import automation_example  # noqa: E402
-from harness.server import ComfyServer  # noqa: E402
+from lcm_lora_pack.devkit.server import ComfyServer  # noqa: E402
 
 LORAS = {"lcm": "soak-lcm-sd15.safetensors", "tcd": "soak-tcd-sd15.safetensors",
          "style": "soak-style-sd15.safetensors", "broken": "soak-broken.safetensors"}
@@ -49,7 +49,7 @@ BAD_CASES = ("missing-file", "out-of-range", "unknown-node", "malformed-json", "
 
 def write_models(root: Path, checkpoint: Path | None) -> Path:
     """``root/checkpoints`` and ``root/loras`` with the tiny SD1.5 checkpoint and the soak's LoRA files."""
-    from harness import loras, models
+    from lcm_lora_pack.devkit import loras, models
 
     (root / "checkpoints").mkdir(parents=True, exist_ok=True)
     target = root / "checkpoints" / CHECKPOINT

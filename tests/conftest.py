@@ -21,8 +21,8 @@ if not _IMPORT_LINK.is_symlink():
     _IMPORT_LINK.symlink_to("..", target_is_directory=True)
     importlib.invalidate_caches()
 
-from harness.server import ComfyServer  # noqa: E402
 from lcm_lora_pack.devkit import host, models, workflows  # noqa: E402  (after the link exists)
+from lcm_lora_pack.devkit.server import ComfyServer  # noqa: E402
 
 host.prepare_import()
 

@@ -90,6 +90,17 @@ def test_templates_open_from_the_template_browser(frontend, screenshots):
     assert not report.unregistered and not report.dialogs, report
 
 
+def test_node_help_panel_shows_the_packs_help_page(frontend):
+    """The Info button of a selected pack node opens the frontend's help panel with the pack's web/docs page (not
+    the fallback the frontend builds from the node's description)."""
+    frontend.load_checked(workflows.load_ui(BROKEN_SOURCE), f"{BROKEN_SOURCE}.json")
+    try:
+        text = frontend.open_node_help("LCMPack_KSamplerLCM", "LCM-LoRA Pack help")
+    finally:
+        frontend.close_dialogs()
+    assert "KSampler (LCM)" in text and "Presets" in text, text
+
+
 def test_broken_copy_with_unregistered_node_id_fails_the_check(frontend):
     broken = workflows.substitute_ui(workflows.load_ui(BROKEN_SOURCE))
     pack_nodes = [n for n in broken["nodes"] if n["type"].startswith("LCMPack_")]

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness.comfy_host import comfyui_root
+from lcm_lora_pack.devkit.host import comfyui_root
 
 REPO = Path(__file__).resolve().parents[1]
 

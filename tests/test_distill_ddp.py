@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import SD15_CKPT
-from harness.comfy_host import comfyui_root
+from lcm_lora_pack.devkit.host import comfyui_root
 from safetensors.torch import load_file
 from test_distill_train import write_images
 

@@ -14,9 +14,9 @@ import logging
 
 import pytest
 import torch
-from harness.comfy_host import prepare_import
 from harness.diffusers_unet import diffusers_kwargs, ldm_to_diffusers_names
-from harness.models import SD15_UNET_CONFIG, VEGA_UNET_CONFIG, build_unet_state_dict
+from lcm_lora_pack.devkit.host import prepare_import
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG, VEGA_UNET_CONFIG, build_unet_state_dict
 
 prepare_import()
 

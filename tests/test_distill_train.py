@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import SD15_CKPT
 from harness.diffusers_unet import diffusers_unet, lora_pipeline
-from harness.models import SD15_UNET_CONFIG
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 from lcm_lora_pack.distill.api import distill_lcm_lora, load_samples
 from lcm_lora_pack.distill.config import DistillConfig
 from lcm_lora_pack.lora.detect import detect_kind

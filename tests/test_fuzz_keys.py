@@ -201,7 +201,6 @@ def test_any_key_set_is_parsed_or_refused_with_a_typed_error(tensors, metadata, 
             pass
 
 
-@pytest.mark.xfail(reason="issue 18 bug 5 (rank-0 modules pass the reader), fixed by helper rel", strict=False)
 @examples(ci=30)
 @given(st.sampled_from(sorted(LAYOUTS)), st.lists(st.integers(0, 3), min_size=1, max_size=4))
 def test_rank_zero_modules_are_refused_at_read_time(fmt, ranks):

@@ -165,8 +165,6 @@ def test_valid_safetensors_read_back_with_their_metadata(tmp_path_factory, resid
     assert lora.metadata == metadata and lora.kind == "lcm" and len(lora.modules) == len(MODULES)
 
 
-@pytest.mark.xfail(reason="issue 18 bug 1 (a first byte 0x80 is sniffed as pickle), fixed by helper rel",
-                   strict=False)
 def test_valid_safetensors_whose_first_byte_is_0x80_keep_their_metadata(tmp_path):
     data, metadata = _safetensors_with_first_byte(0x80, 0)
     path = tmp_path / "fuzz.safetensors"

@@ -8,7 +8,6 @@ of the README's table listed by ``/object_info``, and the main example workflow 
 """
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import json
 import os
@@ -22,14 +21,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from harness import workflows
-from harness.comfy_host import PACK_FOLDER_NAME, REPO, comfyui_root
-from harness.server import free_port
 from harness.workflow_fixtures import example_models  # noqa: F401
+from lcm_lora_pack.devkit import workflows
+from lcm_lora_pack.devkit.host import PACK_FOLDER_NAME, REPO, comfyui_root
+from lcm_lora_pack.devkit.server import free_port
 from packaging.requirements import Requirement
 
-sys.path.insert(0, str(REPO / "scripts"))
-import automation_example  # noqa: E402
+AUTOMATION_SCRIPT = REPO / "scripts" / "automation_example.py"
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 EXAMPLE = "sd15_lcm_lora_4step"
@@ -119,8 +117,13 @@ def test_the_documented_install_route_works_in_a_fresh_comfyui(tmp_path, example
         listed = {node_id for node_id in object_info if node_id.startswith("LCMPack_")}
         assert listed == readme_node_ids(), (listed, log.read_text()[-3000:])
         prompt = workflows.substitute_api(workflows.load_api(EXAMPLE))
-        result = asyncio.run(automation_example.run_workflow(url, prompt, tmp_path / "images", timeout=600))
-        assert "execution_success" in result.events and len(result.images) == 1
+        workflow = tmp_path / f"{EXAMPLE}.json"
+        workflow.write_text(json.dumps(prompt))
+        done = subprocess.run([sys.executable, str(AUTOMATION_SCRIPT), str(workflow), "--server", url,
+                               "--out", str(tmp_path / "images"), "--timeout", "600"],
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert len(list((tmp_path / "images").glob("*.png"))) == 1, done.stdout[-3000:]
     finally:
         process.terminate()
         try:

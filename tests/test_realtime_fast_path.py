@@ -13,8 +13,8 @@ import logging
 import pytest
 import torch
 from conftest import SD15_CKPT
-from harness import loras
-from harness.models import SD15_UNET_CONFIG
+from lcm_lora_pack.devkit import loras
+from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 
 fp = None  # lcm_lora_pack.samplers.comfy_fast_path, imported once ComfyUI has booted
 

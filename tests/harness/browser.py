@@ -158,6 +158,23 @@ class Frontend:
         unregistered = sorted({n["type"] for n in state["nodes"] if n["errors"] or not n["registered"]})
         return LoadReport([n["type"] for n in state["nodes"]], unregistered, state["dialogs"])
 
+    def open_node_help(self, node_type: str, sentinel: str, timeout_ms: int = 30_000) -> str:
+        """Select the first ``node_type`` node, press the selection toolbox's Info button (the frontend's node help
+        panel: it fetches the pack's ``docs/<node id>.md``) and return the panel's text once ``sentinel`` shows."""
+        self.close_dialogs()
+        self.page.evaluate("""(type) => {
+            const node = app.graph.nodes.find(n => n.type === type);
+            app.canvas.deselectAll(); app.canvas.selectNode(node); app.canvas.setDirty(true, true);
+        }""", node_type)
+        # The selection toolbox floats over the canvas and keeps moving while the canvas redraws, so Playwright never
+        # sees it "stable": the click is dispatched to the button itself (its own Vue handler runs).
+        button = self.page.locator('[data-testid="info-button"]').first
+        button.wait_for(state="attached", timeout=timeout_ms)
+        button.dispatch_event("click")
+        panel = self.page.locator(".node-help-content").first
+        panel.get_by_text(sentinel).first.wait_for(timeout=timeout_ms)
+        return panel.inner_text()
+
     def fit_view(self) -> None:
         self.page.get_by_role("button", name="Fit View").click()
         self.page.wait_for_timeout(500)
