@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from lcm_lora_pack.devkit import workflows
+from lcm_lora_pack.devkit.server import ComfyServer
 
 from . import browser
-from .server import ComfyServer
 
 _SHARED: dict[str, object] = {}
 
