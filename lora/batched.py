@@ -21,6 +21,7 @@ CHUNK_BYTES = 1 << 29
 QR factors and products of a call are of the same size, so its peak memory is about 3x this (1.5 GiB)."""
 
 ORTHONORMAL_TOLERANCE = 1e-10
+CONDITION_LIMIT = 1e8  # κ up to which CholeskyQR2 in float64 keeps Q orthonormal to ~u (Fukaya et al. 2014)
 """CholeskyQR2 result accepted only if ‖QᵀQ − I‖_max is below this (float64; Householder QR reaches ~1e-15)."""
 
 Key = TypeVar("Key")
@@ -60,9 +61,18 @@ def thin_qr(matrices: torch.Tensor, cholesky: bool | None = None) -> tuple[torch
     wide = matrices.to(torch.float64)
     q1, r1, ok1 = _cholesky_qr(wide)
     q, r2, ok2 = _cholesky_qr(q1)
-    if not (ok1 and ok2 and _orthonormal(q)):
+    r = r2 @ r1
+    if not (ok1 and ok2 and _orthonormal(q) and _well_conditioned(r)):
         return torch.linalg.qr(matrices, mode="reduced")
-    return q.to(matrices.dtype), (r2 @ r1).to(matrices.dtype)
+    return q.to(matrices.dtype), r.to(matrices.dtype)
+
+
+def _well_conditioned(r: torch.Tensor, limit: float = CONDITION_LIMIT) -> bool:
+    """min|Rᵢᵢ| / max|Rᵢᵢ| ≥ 1/limit for every matrix: κ(A) ≥ max|Rᵢᵢ|/min|Rᵢᵢ|, so a smaller ratio means κ(A) is
+    past what CholeskyQR2 is proven for (≈ u^(-1/2)); such stacks (rank-deficient factors whose rounded Gram matrix
+    Cholesky still factored) take Householder, as the docstring of :func:`thin_qr` promises."""
+    diagonal = torch.diagonal(r, dim1=-2, dim2=-1).abs()
+    return bool((diagonal.amin(-1) * limit >= diagonal.amax(-1)).all().item())
 
 
 def _orthonormal(q: torch.Tensor, tolerance: float = ORTHONORMAL_TOLERANCE) -> bool:
