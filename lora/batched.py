@@ -21,8 +21,8 @@ CHUNK_BYTES = 1 << 29
 QR factors and products of a call are of the same size, so its peak memory is about 3x this (1.5 GiB)."""
 
 ORTHONORMAL_TOLERANCE = 1e-10
-CONDITION_LIMIT = 1e8  # κ up to which CholeskyQR2 in float64 keeps Q orthonormal to ~u (Fukaya et al. 2014)
 """CholeskyQR2 result accepted only if ‖QᵀQ − I‖_max is below this (float64; Householder QR reaches ~1e-15)."""
+CONDITION_LIMIT = 1e8  # κ up to which CholeskyQR2 in float64 keeps Q orthonormal to ~u (Fukaya et al. 2014)
 
 Key = TypeVar("Key")
 
