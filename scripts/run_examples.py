@@ -44,7 +44,6 @@ if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
 from harness import comfy_host, workflows  # noqa: E402
-
 from lcm_lora_pack.demo import main_job as demo_main_job  # noqa: E402
 
 LOG = logging.getLogger("run_examples")
