@@ -1,0 +1,84 @@
+"""``distill_lcm_lora``: the trainer as one Python call on a ComfyUI model + CLIP (+ VAE for image data)."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from . import checkpoints, comfy_bridge
+from .config import DistillConfig
+from .data import Sample, read_prompts_file, scan_image_folder
+from .dataset import encode_dataset
+from .errors import DistillConfigError, DistillDataError
+from .output import check_output_name, lora_metadata, write_lora
+from .trainer import DistillResult, Trainer, _world
+
+LOG = logging.getLogger(__name__)
+
+
+def load_samples(data_dir: str | Path | None = None, prompts_file: str | Path | None = None,
+                 prompts: list[str] | None = None) -> list[Sample]:
+    """Exactly one source: an image folder with captions, a prompts file, or a list of prompts."""
+    given = [x is not None for x in (data_dir, prompts_file, prompts)]
+    if sum(given) != 1:
+        raise DistillDataError("give exactly one data source: an image folder (data_dir) or prompts "
+                               f"(prompts_file / prompts); got {sum(given)}.")
+    if data_dir is not None:
+        return scan_image_folder(data_dir)
+    if prompts_file is not None:
+        return read_prompts_file(prompts_file)
+    cleaned = [p.strip() for p in prompts if p.strip()]
+    if not cleaned:
+        raise DistillDataError("the prompt list is empty; give at least one prompt.")
+    return [Sample(caption=p) for p in cleaned]
+
+
+def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, loras_dir: str | Path,
+                     output_name: str, *, vae=None, checkpoint_dir: str | Path | None = None,
+                     resume_from_checkpoint: str | None = None, cache_dir: str | Path | None = None,
+                     source_name: str = "", overwrite: bool = False,
+                     progress: Callable[[int, int, float], None] | None = None,
+                     interrupt: Callable[[], None] | None = None) -> DistillResult:
+    """Distil an LCM-LoRA from the ComfyUI ``model`` (teacher) and write it to ``loras_dir/output_name``.
+
+    Nothing is written to ``loras_dir`` unless training finishes; checkpoints go to ``checkpoint_dir`` every
+    ``config.checkpointing_steps`` steps. Under ``torchrun`` only rank 0 writes files.
+    """
+    rank, world = _world()
+    info = comfy_bridge.inspect_model(model)
+    config.world_size = world
+    config = config.resolved(info.family)
+    target = check_output_name(loras_dir, output_name, overwrite)
+    if samples and samples[0].image is not None and vae is None:
+        raise DistillConfigError("image data needs the VAE to encode the images; connect a VAE (or use prompts).")
+    with torch.inference_mode(False):
+        device = comfy_bridge.load_for_training(model)
+
+        def runner_factory():
+            comfy_bridge.load_for_training(model)
+            return comfy_bridge.UNetRunner(model, config.mixed_precision, device)
+        data = encode_dataset(samples, info, clip, vae, config, device, runner_factory, cache_dir).cloned()
+        device = comfy_bridge.load_for_training(model)
+        runner = comfy_bridge.UNetRunner(model, config.mixed_precision, device)
+        folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        trainer = Trainer(info, data, config, runner, folder)
+        if resume_from_checkpoint:
+            path = checkpoints.resolve_checkpoint(resume_from_checkpoint, folder or Path("."))
+            if path is not None:
+                trainer.load(checkpoints.load_checkpoint(path, config.fingerprint(), data.fingerprint))
+                LOG.info("resumed from %s at step %d", path, trainer.step)
+        trainer.lora.attach()
+        try:
+            with comfy_bridge.gradient_checkpointing(info.diffusion_model, config.gradient_checkpointing):
+                trainer.run(progress=progress, interrupt=interrupt)
+        finally:
+            trainer.lora.detach()
+    written = None
+    if rank == 0:
+        metadata = lora_metadata(family=info.family, prediction=info.prediction, config=config, steps=trainer.step,
+                                 losses=trainer.losses, data_fingerprint=data.fingerprint, data_mode=data.mode,
+                                 samples=len(data), source=source_name, modules=len(trainer.lora.adapters))
+        written = write_lora(trainer.lora, loras_dir, target.name, metadata, config.save_dtype, overwrite)
+    return DistillResult(path=written, steps=trainer.step, losses=trainer.losses, lora=trainer.lora)

@@ -1,0 +1,203 @@
+"""The trainer's side of ComfyUI: a MODEL (``ModelPatcher``) and CLIP/VAE turned into the recipe's tensors.
+
+* The teacher is the ComfyUI model as loaded (its patches, e.g. a style LoRA, included):
+  ``comfy.model_management.load_models_gpu`` puts it on the device, then its ``diffusion_model`` (ComfyUI's
+  ``UNetModel``) is called directly with VP inputs x_t and integer-valued timesteps, which is what diffusers'
+  ``UNet2DConditionModel`` receives in the reference scripts (same weights through ``comfy.utils.unet_to_diffusers``).
+* Schedule: ᾱ_t = 1/(1 + σ_t²) from the model's ``model_sampling`` (honours ModelSamplingDiscrete patches);
+  prediction type from ``model.model_type`` (EPS, V_PREDICTION).
+* Text: ``clip.encode_from_tokens(..., return_pooled=True)``, first 77 tokens (the scripts truncate); the
+  unconditional input is the empty prompt for SD1.x/SD2.x and zeros for the SDXL family (as the scripts do).
+* SDXL's added conditions: ``model.encode_adm`` (pooled text, original size, crop top-left, target size).
+* Latents: ``vae.encode`` then ``model.process_latent_in`` (the family's scaling factor).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import SDXL_FAMILIES
+from .errors import DistillModelError
+
+LOG = logging.getLogger(__name__)
+# ComfyUI model_config class (or a base class of it) → family
+FAMILY_CLASSES = {"SD15": "sd1.x", "SD20": "sd2.x", "SDXL": "sdxl", "SSD1B": "ssd-1b", "Segmind_Vega": "vega"}
+UNSUPPORTED_HINT = "Use an SD1.x, SD2.x, SDXL, SSD-1B or Segmind Vega checkpoint (the families LCM-LoRA covers)."
+TOKENS = 77
+
+
+@dataclass
+class TeacherInfo:
+    """What the recipe needs to know about the ComfyUI model."""
+
+    patcher: object
+    family: str
+    prediction: str
+    alphas_cumprod: torch.Tensor
+    name_map: dict[str, str] = field(repr=False)
+
+    @property
+    def diffusion_model(self) -> torch.nn.Module:
+        return self.patcher.model.diffusion_model
+
+    @property
+    def is_sdxl(self) -> bool:
+        return self.family in SDXL_FAMILIES
+
+
+def model_family(patcher) -> str:
+    config = getattr(getattr(patcher, "model", None), "model_config", None)
+    if config is None or not hasattr(patcher.model, "diffusion_model"):
+        raise DistillModelError(f"the model input is not a ComfyUI diffusion model ({type(patcher).__name__}); "
+                                "connect the MODEL output of a checkpoint loader.")
+    for cls in type(config).__mro__:
+        if cls.__name__ in FAMILY_CLASSES:
+            return FAMILY_CLASSES[cls.__name__]
+    raise DistillModelError(f"model family {type(config).__name__} is not supported for LCM distillation. "
+                            + UNSUPPORTED_HINT)
+
+
+def prediction_type(sampling) -> str:
+    """"epsilon" / "v_prediction" from the class of ComfyUI's (possibly patched) ``model_sampling`` object."""
+    import comfy.model_sampling as ms
+
+    names = {ms.EPS: "epsilon", ms.V_PREDICTION: "v_prediction"}
+    for cls in type(sampling).__mro__:
+        if cls.__module__ == ms.__name__ and cls.__name__ not in ("ModelSamplingDiscrete",):
+            if cls in names and isinstance(sampling, ms.ModelSamplingDiscrete):
+                return names[cls]
+            break
+    raise DistillModelError(f"prediction / schedule {type(sampling).__name__} is not supported; the LCD recipe needs "
+                            "an eps- or v-prediction teacher on a discrete 1000-step DDPM schedule.")
+
+
+def inspect_model(patcher) -> TeacherInfo:
+    """Family, prediction type, schedule and diffusers name map of a ComfyUI model; typed errors otherwise."""
+    import comfy.utils
+
+    family = model_family(patcher)
+    unet_config = patcher.model.model_config.unet_config
+    if unet_config.get("in_channels", 4) != 4:
+        raise DistillModelError(f"this {family} model has {unet_config['in_channels']} input channels (an inpainting "
+                                "or instruct model); distil from the plain text-to-image model. " + UNSUPPORTED_HINT)
+    sampling = patcher.get_model_object("model_sampling")
+    prediction = prediction_type(sampling)
+    sigmas = sampling.sigmas.detach().to("cpu", torch.float64)
+    if sigmas.numel() != 1000:
+        raise DistillModelError(f"the model's schedule has {sigmas.numel()} timesteps; the recipe needs 1000.")
+    name_map = comfy.utils.unet_to_diffusers(unet_config)
+    return TeacherInfo(patcher=patcher, family=family, prediction=prediction,
+                       alphas_cumprod=1.0 / (1.0 + sigmas ** 2), name_map=name_map)
+
+
+def encode_texts(clip, captions: list[str], sdxl: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Context (N, 77, D) and pooled (N, P) (SDXL only) of each caption, on the CPU in float32."""
+    contexts, pooled = [], []
+    for caption in captions:
+        cond, pool = clip.encode_from_tokens(clip.tokenize(caption), return_pooled=True)
+        contexts.append(cond[:, :TOKENS].float().cpu())
+        if sdxl:
+            pooled.append(pool.float().cpu())
+    return torch.cat(contexts), (torch.cat(pooled) if sdxl else None)
+
+
+def unconditional(clip, sdxl: bool, like_context: torch.Tensor, like_pooled: torch.Tensor | None):
+    """(1, 77, D) context and (1, P) pooled of the unconditional branch: "" (SD1.x/2.x) or zeros (SDXL)."""
+    if sdxl:
+        return torch.zeros_like(like_context[:1]), torch.zeros_like(like_pooled[:1])
+    context, _ = encode_texts(clip, [""], sdxl=False)
+    return context, None
+
+
+def sdxl_adm(patcher, pooled: torch.Tensor, original_sizes, crops, resolution: int) -> torch.Tensor:
+    """SDXL's ``y`` (N, 2816): pooled text + Fourier features of (orig h, orig w, crop top, crop left, h, w)."""
+    rows = []
+    for i in range(pooled.shape[0]):
+        (height, width), (top, left) = original_sizes[i], crops[i]
+        rows.append(patcher.model.encode_adm(pooled_output=pooled[i:i + 1], width=width, height=height, crop_w=left,
+                                             crop_h=top, target_width=resolution, target_height=resolution))
+    return torch.cat(rows).float().cpu()
+
+
+def encode_latents(vae, patcher, pixels: torch.Tensor) -> torch.Tensor:
+    """Scaled latents of pixels (N, H, W, 3) in [0, 1]: ``process_latent_in(vae.encode(pixels))``."""
+    raw = vae.encode(pixels)
+    return patcher.model.process_latent_in(raw.float().cpu())
+
+
+def load_for_training(patcher) -> torch.device:
+    """Load the model fully on ComfyUI's device and make its weights usable by autograd.
+
+    Weights created under ``torch.inference_mode`` (ComfyUI runs nodes in it) cannot be saved for backward:
+    such tensors are replaced by equal normal tensors through ``comfy.utils.set_attr_param``.
+    """
+    import comfy.model_management
+    import comfy.utils
+
+    comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+    unet = patcher.model.diffusion_model
+    with torch.inference_mode(False):
+        for name, param in list(unet.named_parameters()):
+            if param.is_inference():
+                comfy.utils.set_attr_param(unet, name, param.detach().clone())
+        for name, buffer in list(unet.named_buffers()):
+            if buffer.is_inference():
+                comfy.utils.set_attr(unet, name, buffer.detach().clone())
+    unet.requires_grad_(False)
+    return comfy.model_management.get_torch_device()
+
+
+def weight_dtype(unet: torch.nn.Module) -> torch.dtype:
+    return next(unet.parameters()).dtype
+
+
+class UNetRunner:
+    """Calls the ComfyUI ``UNetModel`` with the trainer's precision policy.
+
+    Compute dtype: the weights' dtype when they are fp16/bf16 (ComfyUI's GPU default), else the mixed-precision
+    choice; autocast runs with it unless it is fp32. Outputs are returned in float32.
+    """
+
+    def __init__(self, patcher, mixed_precision: str, device: torch.device):
+        self.unet = patcher.model.diffusion_model
+        self.device = device
+        stored = weight_dtype(self.unet)
+        requested = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+        self.compute_dtype = stored if stored in (torch.float16, torch.bfloat16) else requested
+        self.input_dtype = stored if stored != torch.float32 else torch.float32
+        self.transformer_options = dict(patcher.model_options.get("transformer_options", {}))
+
+    def autocast(self):
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, y: torch.Tensor | None):
+        cast = self.input_dtype
+        with self.autocast():
+            out = self.unet(x.to(cast), timesteps=t.float(), context=context.to(cast),
+                            y=None if y is None else y.to(cast), transformer_options=dict(self.transformer_options))
+        return out.float()
+
+
+def _checkpointed(forward, *args, **kwargs):
+    return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+@contextlib.contextmanager
+def gradient_checkpointing(unet: torch.nn.Module, enabled: bool):
+    """Recompute each UNet block in the backward pass (as core's TrainLoraNode does); restored on exit."""
+    blocks = [*getattr(unet, "input_blocks", []), getattr(unet, "middle_block", None),
+              *getattr(unet, "output_blocks", [])] if enabled else []
+    blocks = [b for b in blocks if b is not None]
+    for block in blocks:
+        block.forward = functools.partial(_checkpointed, block.forward)
+    try:
+        yield
+    finally:
+        for block in blocks:
+            del block.forward
