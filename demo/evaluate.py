@@ -99,6 +99,8 @@ def generate(model, vae, embeddings, labels: torch.Tensor, config: Config, seed:
 
 def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """Fréchet distance between Gaussians fitted to feature rows ``a`` and ``b`` (float64)."""
+    if min(len(a), len(b)) < 2:
+        return float("nan")
     a, b = a.double(), b.double()
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)

@@ -73,7 +73,7 @@ def assemble_checkpoint(target: Path, folder: Path = SHIPPED) -> Path:
     """``target`` = shipped UNet + VAE + the generated CLIP-L (float32, fingerprint-checked)."""
     tensors = load_tensors(shipped(UNET_VAE, folder))
     clip = clip_init.clip_l_state_dict()
-    clip_init.check_fingerprint(clip, shipped(FINGERPRINT, folder))
+    clip_init.check_fingerprint(clip, shipped(FINGERPRINT))  # the repository's, wherever the UNet comes from
     tensors.update(clip)
     return save_tensors(tensors, target, {"demo": "lcm-lora-pack demo family, see docs/demo_model_card.md"},
                         dtype=None)

@@ -22,14 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-from lcm_lora_pack.demo import files, world
+from lcm_lora_pack.demo import comfy_env, files, world
 
 LOG = logging.getLogger("demo_distill")
 DATA_SEED = 5
 DISTILL_SEED = 6
 # cfg 7.5 in ComfyUI's convention is w = 6.5 in the LCM script's (c + w (c - u)); the range brackets it.
-SETTINGS = {"resolution": 128, "train_batch_size": 64, "max_train_steps": 2000, "learning_rate": 2e-4,
-            "lora_rank": 32, "w_min": 3.0, "w_max": 9.0, "num_ddim_timesteps": 50, "loss_type": "huber",
+SETTINGS = {"resolution": 128, "train_batch_size": 64, "max_train_steps": 1200, "learning_rate": 3e-4,
+            "lora_rank": 32, "lora_alpha": 32.0, "w_min": 3.0, "w_max": 9.0, "num_ddim_timesteps": 50, "loss_type": "huber",
             "mixed_precision": "bf16", "seed": DISTILL_SEED}
 
 
@@ -38,7 +38,7 @@ def parse_args(argv):
     parser.add_argument("--folder", type=Path, default=files.SHIPPED, help="folder with the teacher UNet + VAE")
     parser.add_argument("--out", type=Path, required=True, help="where the LCM-LoRA and the report go")
     parser.add_argument("--work", type=Path, help="scratch folder (checkpoint, data; default OUT/work)")
-    parser.add_argument("--count", type=int, default=4096, help="training images")
+    parser.add_argument("--count", type=int, default=2048, help="training images")
     for name, value in SETTINGS.items():
         parser.add_argument(f"--{name}", type=type(value), default=value)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more trainer flags")
@@ -72,7 +72,9 @@ def main(argv=None) -> int:
     settings = {name: getattr(options, name) for name in SETTINGS}
     command = [sys.executable, "-m", "lcm_lora_pack.distill", "--checkpoint", str(checkpoint),
                "--data_dir", str(data), "--output", files.LCM_LORA, "--loras_dir", str(options.out),
-               "--summary_json", str(options.out / "distill_summary.json"), "--overwrite"]
+               "--summary_json", str(options.out / "distill_summary.json"), "--overwrite",
+               "--comfyui_path", str(comfy_env.comfyui_root()), "--output_dir", str(work / "checkpoints"),
+               "--checkpointing_steps", "1000000"]
     for name, value in settings.items():
         command += [f"--{name}", str(value)]
     command += options.extra

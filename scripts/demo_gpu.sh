@@ -25,12 +25,14 @@ else
   STAGES="teacher style"
   [ -f "$WORK/vae.safetensors" ] || STAGES="vae classifier $STAGES"
   run python scripts/demo_train.py --stages $STAGES --inputs "$INPUTS" --out "$WORK" ${TRAIN_ARGS:-}
-  cp "$WORK"/training.json "$WORK"/demo_shapes_striped_style.safetensors "$WORK"/demo_shapes_classifier.safetensors "$OUT"/
-  run python scripts/demo_distill.py --folder "$WORK" --out "$WORK" ${DISTILL_ARGS:-}
-  cp "$WORK"/demo_shapes_lcm_lora.safetensors "$WORK"/distill*.json "$OUT"/ 2>/dev/null
+  split -b 15M -d "$WORK/demo_shapes_sd15_unet_vae.safetensors" "$OUT/demo_shapes_sd15_unet_vae.safetensors.part"
+  cp "$WORK"/demo_shapes_striped_style.safetensors "$OUT"/
+  run timeout ${DISTILL_SECONDS:-200} python scripts/demo_distill.py --folder "$WORK" --out "$WORK" ${DISTILL_ARGS:-}
+  cp "$WORK"/demo_shapes_lcm_lora.safetensors "$OUT"/ 2>/dev/null
   run python scripts/demo_evaluate.py --folder "$WORK" --embeddings "$WORK/caption_embeddings.safetensors" \
       --count ${EVAL_COUNT:-512} --out "$WORK"
-  split -b 15M -d "$WORK/demo_shapes_sd15_unet_vae.safetensors" "$OUT/demo_shapes_sd15_unet_vae.safetensors.part"
+  (cd "$WORK" && tar -cf "$OUT/reports.tar" training.json quality.json quality.md distill.json distill_summary.json)
 fi
-cp "$WORK"/training.json "$WORK"/quality.json "$WORK"/quality.md "$WORK"/distill*.json "$OUT"/ 2>/dev/null
+cp "$WORK"/training.json "$WORK"/quality.json "$WORK"/quality.md "$OUT"/ 2>/dev/null
+[ "$MODE" = full ] && rm -f "$OUT"/training.json "$OUT"/quality.json "$OUT"/quality.md
 ls -la "$OUT" | tee -a "$LOG"

@@ -46,7 +46,7 @@ def parse_args(argv):
     parser.add_argument("--toy", action="store_true", help="tiny stages (seconds on a CPU)")
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--classifier-steps", type=int, default=1500)
-    parser.add_argument("--teacher-steps", type=int, default=6000)
+    parser.add_argument("--teacher-steps", type=int, default=3200)
     parser.add_argument("--teacher-batch", type=int, default=128)
     parser.add_argument("--teacher-seconds", type=float, default=1e9, help="stop the teacher early after this")
     parser.add_argument("--style-steps", type=int, default=600)
