@@ -40,8 +40,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO / "tests") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests"))
+for _path in (REPO / "tests", REPO / ".pack"):  # .pack/lcm_lora_pack: the pack's import name (provision)
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from harness import comfy_host, workflows  # noqa: E402
 from lcm_lora_pack.demo import main_job as demo_main_job  # noqa: E402
