@@ -4,7 +4,7 @@
   dtype, as ComfyUI loads it on a GPU), LoRA r64 on the script's 14 module types through forward hooks, the
   teacher = the same UNet with the LoRA off (cond + uncond in one forward), AdamW, grad clipping.
 * reference: the step of diffusers' ``train_lcm_distill_lora_sd_wds.py`` / ``_sdxl_wds.py`` as the script runs
-  it (``tests/test_distill_reference.py``): fp32 diffusers ``UNet2DConditionModel`` student wrapped by PEFT
+  it (``devkit/distill_reference.py``): fp32 diffusers ``UNet2DConditionModel`` student wrapped by PEFT
   (r64, same targets) + a second fp32 UNet as teacher, accelerate-style fp16 autocast + GradScaler, AdamW.
 
 Both arms use the same random full-size weights (``bench/synthetic.py``), random latents/text, the same
@@ -13,7 +13,7 @@ Memory: resident bytes of an arm (weights, LoRA, optimizer state, measured as th
 is built and warmed up) + the transient peak of its steps (``max_memory_allocated`` − allocated at start).
 ``--smoke``: a tiny SD1.5-shaped UNet on the CPU at 64², for the test that checks the script runs.
 
-    python -m bench.bench_distill --device cuda --families sd15,sdxl --out out/bench-distill
+    PYTHONPATH=.pack python -m lcm_lora_pack.bench.bench_distill --device cuda --families sd15,sdxl --out out/bench-distill
 """
 from __future__ import annotations
 
@@ -32,9 +32,6 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-for extra in (REPO / "tests", REPO / ".pack"):
-    if str(extra) not in sys.path:
-        sys.path.insert(0, str(extra))
 LOG = logging.getLogger("bench_distill")
 BATCH = {"sd15": 8, "sdxl": 2, "tiny-sd15": 2}
 RANK = 64
@@ -77,7 +74,7 @@ def pack_arm(family, sd, data, device, steps_total: int) -> Arm:
     from lcm_lora_pack.distill.dataset import EncodedData
     from lcm_lora_pack.distill.trainer import Trainer
 
-    from bench.synthetic import diffusers_to_comfy_unet
+    from .synthetic import diffusers_to_comfy_unet
 
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     patcher = comfy.sd.load_diffusion_model_state_dict(
@@ -107,10 +104,10 @@ def pack_arm(family, sd, data, device, steps_total: int) -> Arm:
 
 def reference_arm(family, unet, data, device) -> Arm:
     """diffusers' script step: PEFT student (fp32) + separate fp32 teacher, fp16 autocast, GradScaler, AdamW."""
+    from lcm_lora_pack.devkit.distill_reference import reference_loss, reference_scheduler
     from lcm_lora_pack.distill.lora_layers import DEFAULT_TARGETS
     from lcm_lora_pack.distill.recipe import draw_step
     from peft import LoraConfig, get_peft_model
-    from test_distill_reference import reference_loss, reference_scheduler
 
     teacher = unet
     student = get_peft_model(copy.deepcopy(unet).train(), LoraConfig(r=RANK, lora_alpha=RANK,
@@ -179,7 +176,7 @@ def _time_round(arm: Arm, device, steps: int) -> None:
 def bench_family(name: str, device, rounds: int, steps: int, warmup: int) -> list[dict]:
     from diffusers import UNet2DConditionModel
 
-    from bench.synthetic import FAMILIES, _materialise, random_state_dict
+    from .synthetic import FAMILIES, _materialise, random_state_dict
 
     family = FAMILIES[name]
     data = random_batch(family, BATCH[name])
@@ -232,7 +229,7 @@ def environment(device) -> list[str]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return [f"- device: {name}", f"- torch {torch.__version__}, diffusers {diffusers.__version__}, "
             f"peft {peft.__version__}, python {platform.python_version()}",
-            f"- command: python -m bench.bench_distill {' '.join(sys.argv[1:])}"]
+            f"- command: PYTHONPATH=.pack python -m lcm_lora_pack.bench.bench_distill {' '.join(sys.argv[1:])}"]
 
 
 def main(argv=None) -> int:

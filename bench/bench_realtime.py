@@ -3,8 +3,8 @@ core's TorchCompileModel, same process, interleaved, same weights.
 
 Usage (repository root)::
 
-    python -m bench.bench_realtime --smoke                     # CPU, tiny model, the CPU stand-in for the graph
-    python -m bench.bench_realtime --device cuda --families sd15,sdxl --batches 1,4 --out out/realtime
+    PYTHONPATH=.pack python -m lcm_lora_pack.bench.bench_realtime --smoke                     # CPU, tiny model, the CPU stand-in for the graph
+    PYTHONPATH=.pack python -m lcm_lora_pack.bench.bench_realtime --device cuda --families sd15,sdxl --batches 1,4 --out out/realtime
 
 Per family and batch: 4-step LCM sampling (``KSamplerLCM`` node calls, cfg 1) eager, with core's
 ``TorchCompileModel`` (backends of ``--core-backends``), and with the fast path in each mode of ``--modes``;
@@ -55,10 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def pack(name: str):
-    """A pack module as ``lcm_lora_pack.samplers.<name>`` (``.pack/`` holds the import link in a checkout)."""
-    link_dir = Path(__file__).resolve().parents[1] / ".pack"
-    if link_dir.is_dir() and str(link_dir) not in sys.path:
-        sys.path.append(str(link_dir))
+    """A pack module as ``lcm_lora_pack.samplers.<name>`` (run the bench with ``PYTHONPATH=.pack``)."""
     return importlib.import_module(f"lcm_lora_pack.samplers.{name}")
 
 

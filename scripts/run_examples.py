@@ -8,7 +8,11 @@ executor. Images go to ``OUT/<workflow>/``, an exported LoRA next to them, and a
 sampling steps, images per workflow) is logged and written to ``OUT/summary.md``.
 
 Models:
-* default -- tiny generated stand-ins written under the published file names (cached in
+* default -- the demo family (models/demo, docs/demo_model_card.md): a small trained SD1.5-family model, its
+  LCM-LoRA and a style LoRA. Per prompt a side-by-side sheet of five graphs (teacher 25 / 4 steps, LCM-LoRA
+  4 steps, LCM-LoRA + style, teacher + style) with seconds and the attribute classifier's verdicts, then the
+  shipped quality table: ``OUT/demo/`` (lcm_lora_pack.demo.main_job).
+* ``--stand-ins`` (or ``--generated-models DIR``) -- tiny generated stand-ins written under the published file names (cached in
   ``OUT/.generated-models``), with the documented test substitution (devkit/workflows.py: the
   SDXL checkpoint loader is swapped for a tiny-SDXL loader, latents are 64 px). Images are noise: the
   weights are random; this proves the workflows run, not what they look like.
@@ -18,7 +22,8 @@ Models:
 
 Usage::
 
-    make run                                   # generated models
+    make run                                   # the demo family
+    .venv/bin/python scripts/run_examples.py --stand-ins   # every example workflow on random stand-ins
     make run MODELS=~/ComfyUI/models           # your models
     PYTHONPATH=.pack .venv/bin/python scripts/run_examples.py --only sd15_lcm_lora_4step --out out
 """
@@ -34,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lcm_lora_pack.demo import main_job as demo_main_job
 from lcm_lora_pack.devkit import host as comfy_host
 from lcm_lora_pack.devkit import workflows
 
@@ -61,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these workflows")
     parser.add_argument("--generated-models", type=Path,
                         help="where generated stand-in models are cached (default: OUT/.generated-models)")
+    parser.add_argument("--stand-ins", action="store_true",
+                        help="run every example workflow on tiny random stand-ins instead of the demo family")
+    parser.add_argument("--demo-prompts", type=int, default=3, help="demo family: how many sheets (prompts)")
     return parser.parse_args(argv)
 
 
@@ -85,12 +94,31 @@ def prepare_base(options: argparse.Namespace, base: Path) -> None:
     """Models, input image and (for generated models) the test-only loader, before ComfyUI boots."""
     comfy_host.make_base_directory(base)
     workflows.write_example_input(base / "input")
-    if options.models is None:
+    if demo_mode(options):
+        demo_main_job.install_models(options.out / ".demo-models")
+        workflows.link_models(options.out / ".demo-models", base)
+    elif options.models is None:
         cache = options.generated_models or options.out / ".generated-models"
         LOG.info("generating tiny stand-in models in %s (cached between runs)", cache)
         workflows.write_example_models(cache)
         workflows.link_models(cache, base)
         workflows.link_testkit(base)
+
+
+def demo_mode(options: argparse.Namespace) -> bool:
+    return options.models is None and not options.stand_ins and options.generated_models is None
+
+
+def run_demo(options: argparse.Namespace) -> int:
+    """The demo family's sheets (lcm_lora_pack.demo.main_job) in a freshly booted ComfyUI."""
+    with tempfile.TemporaryDirectory(prefix="lcmpack-run-") as tmp:
+        base = Path(tmp)
+        prepare_base(options, base)
+        host = comfy_host.boot(base)
+        results = demo_main_job.run(host, options.out, demo_main_job.sheet.DEFAULT_PROMPTS[:options.demo_prompts])
+    LOG.info("\n%s", (options.out / "demo" / "summary.md").read_text())
+    LOG.info("sheets: %s/demo/sheet_*.png   summary: %s", options.out, options.out / "demo" / "summary.md")
+    return 1 if demo_main_job.failed(results) else 0
 
 
 def check_models_folder(models: Path) -> None:
@@ -175,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         LOG.error("unknown workflows %s; available: %s", unknown, names)
         return 2
+    if demo_mode(options):
+        return run_demo(options)
     generated = options.models is None
     if not generated:
         options.models = options.models.expanduser().resolve()

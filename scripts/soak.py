@@ -32,12 +32,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "scripts"))
+import automation_example  # scripts/ is this script's own folder, first on sys.path
+from lcm_lora_pack.devkit.server import ComfyServer
 
-import automation_example  # noqa: E402
-from lcm_lora_pack.devkit.server import ComfyServer  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 LORAS = {"lcm": "soak-lcm-sd15.safetensors", "tcd": "soak-tcd-sd15.safetensors",
          "style": "soak-style-sd15.safetensors", "broken": "soak-broken.safetensors"}

@@ -20,13 +20,13 @@ from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG, VEGA_UNET_CONFIG, buil
 
 prepare_import()
 
+from lcm_lora_pack.devkit.distill_reference import reference_loss, reference_scheduler  # noqa: E402
 from lcm_lora_pack.distill import comfy_bridge  # noqa: E402
 from lcm_lora_pack.distill.config import DistillConfig  # noqa: E402
 from lcm_lora_pack.distill.dataset import EncodedData  # noqa: E402
 from lcm_lora_pack.distill.lora_layers import DEFAULT_TARGETS  # noqa: E402
 from lcm_lora_pack.distill.recipe import draw_step  # noqa: E402
 from lcm_lora_pack.distill.trainer import Trainer  # noqa: E402
-from test_distill_reference import reference_loss, reference_scheduler  # noqa: E402
 
 # An SDXL-family UNet small enough for CPU: SDXL's conditioning (context 2048, ADM 2816 = pooled 1280 + 6×256
 # time ids, linear projections, 64-channel heads) on two levels with a middle transformer.

@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from lcm_lora_pack.devkit.host import subprocess_env
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 def test_realtime_bench_smoke(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "bench.bench_realtime", "--smoke", "--out", str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, timeout=1200)
+    run = subprocess.run([sys.executable, "-m", "lcm_lora_pack.bench.bench_realtime", "--smoke", "--out", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=1200, env=subprocess_env())
     assert run.returncode == 0, run.stderr[-4000:]
     assert "BENCH TABLES WRITTEN" in run.stdout and "0 failed sections" in run.stdout, run.stdout[-4000:]
     report = (tmp_path / "bench_report.md").read_text()

@@ -1,0 +1,15 @@
+"""The demo model family: a small, real, trained SD1.5-family model that runs everywhere (CPU included).
+
+Everything is made in code from seeds, without downloads:
+
+* :mod:`.world` -- the procedural captioned image world (coloured shapes on coloured backgrounds, plus a
+  striped style marked by a trigger phrase) that every model here is trained and evaluated on;
+* :mod:`.clip_init` -- the full-shape CLIP-L text encoder ComfyUI's ``CLIPTextEncode`` runs, generated
+  per tensor from a seed and checked against a stored fingerprint (it is never shipped);
+* :mod:`.nets`, :mod:`.train` -- ComfyUI's own TAESD and one-level SD1.5 UNet classes set up for training,
+  the attribute classifier and a kohya-format LoRA for the style;
+* :mod:`.files` -- where the shipped files live and how the full checkpoint is assembled at set-up;
+* :mod:`.evaluate`, :mod:`.sheet` -- the quality numbers and the main job's side-by-side sheets.
+
+docs/demo_model_card.md says what was trained, how, and how well it came out.
+"""

@@ -1,0 +1,186 @@
+"""Quality numbers of the demo family: attribute accuracy and a Fréchet distance in the classifier's
+feature space, per sampling configuration, through ComfyUI's own samplers and the pack's LCM path.
+
+Generation mirrors the workflows: the teacher runs core ``comfy.sample.sample`` (DPM++ 2M / Karras or DDIM,
+cfg 7.5, negative = the empty prompt); the LCM-LoRA runs what ``LCMPack_KSamplerLCM`` runs (the pack's LCM
+model sampling, its LCM grid and its exact LCM loop, cfg 1). LoRAs are applied by the pack's loader
+(``lora.comfy_apply.apply_lora``). Conditioning is the stored ``CLIPTextEncode`` output of each caption
+(``caption_embeddings.safetensors``), batched over prompts.
+
+Fréchet distance (Heusel et al. 2017, arXiv 1706.08500) between Gaussians fitted to the classifier's
+128-wide features of generated images and of real images of the same prompts:
+``|mu_g - mu_r|^2 + tr(S_g + S_r - 2 (S_g^1/2 S_r S_g^1/2)^1/2)``, computed in float64 with symmetric
+eigendecompositions. Accuracy is "joint": shape, fill and background all classified as the prompt says.
+Style rate: the share classified as striped.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from . import comfy_env, world
+
+LOG = logging.getLogger(__name__)
+TEACHER_CFG = 7.5
+LCM_CFG = 1.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """One row of the quality table."""
+
+    name: str
+    label: str
+    steps: int
+    lcm: bool = False
+    style: bool = False
+    sampler: str = "dpmpp_2m"
+    scheduler: str = "karras"
+
+    @property
+    def cfg(self) -> float:
+        return LCM_CFG if self.lcm else TEACHER_CFG
+
+
+CONFIGS = (
+    Config("teacher_50", "teacher, DPM++ 2M Karras, 50 steps, cfg 7.5", 50),
+    Config("teacher_25", "teacher, DPM++ 2M Karras, 25 steps, cfg 7.5", 25),
+    Config("teacher_4_dpmpp", "teacher, DPM++ 2M Karras, 4 steps, cfg 7.5", 4),
+    Config("teacher_4_ddim", "teacher, DDIM (ddim_uniform), 4 steps, cfg 7.5", 4, sampler="ddim",
+           scheduler="ddim_uniform"),
+    Config("lcm_1", "LCM-LoRA, LCM, 1 step, cfg 1", 1, lcm=True),
+    Config("lcm_2", "LCM-LoRA, LCM, 2 steps, cfg 1", 2, lcm=True),
+    Config("lcm_4", "LCM-LoRA, LCM, 4 steps, cfg 1", 4, lcm=True),
+    Config("lcm_8", "LCM-LoRA, LCM, 8 steps, cfg 1", 8, lcm=True),
+    Config("lcm_style_4", "LCM-LoRA + style LoRA, LCM, 4 steps, cfg 1", 4, lcm=True, style=True),
+    Config("teacher_style_25", "teacher + style LoRA, DPM++ 2M Karras, 25 steps, cfg 7.5", 25, style=True),
+)
+
+
+def conditioning(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[list, list]:
+    """ComfyUI conditioning lists (positive, negative) for a batch of prompts: one tensor row per prompt."""
+    positive = embeddings[world.caption_index(labels.cpu())]
+    negative = embeddings[0:1].expand(len(labels), -1, -1)
+    return [[positive, {}]], [[negative, {}]]
+
+
+def lcm_sample(model, noise, latent, positive, negative, steps: int, seed: int) -> torch.Tensor:
+    """What ``LCMPack_KSamplerLCM`` (sampler lcm, cfg 1, denoise 1) does with these inputs."""
+    import comfy.sample
+    import comfy.samplers
+    from lcm_lora_pack.samplers.comfy_k_diffusion import sample_lcm_exact
+    from lcm_lora_pack.samplers.comfy_model_sampling import lcm_schedule, reused_lcm_sampling
+
+    model = reused_lcm_sampling(model, boundary=True)
+    sigmas = lcm_schedule(model.get_model_object("model_sampling"), steps, 1.0)
+    return comfy.sample.sample_custom(model, noise, LCM_CFG, comfy.samplers.KSAMPLER(sample_lcm_exact), sigmas,
+                                      positive, [], latent, disable_pbar=True, seed=seed)
+
+
+def generate(model, vae, embeddings, labels: torch.Tensor, config: Config, seed: int) -> torch.Tensor:
+    """Images ``[N, 3, H, W]`` in [0, 1] of ``labels`` under ``config`` (noise from ``seed`` as KSampler draws it)."""
+    import comfy.sample
+
+    positive, negative = conditioning(embeddings, labels)
+    size = world.RESOLUTION // 8
+    latent = torch.zeros(len(labels), 4, size, size)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    if config.lcm:
+        samples = lcm_sample(model, noise, latent, positive, negative, config.steps, seed)
+    else:
+        samples = comfy.sample.sample(model, noise, config.steps, config.cfg, config.sampler, config.scheduler,
+                                      positive, negative, latent, denoise=1.0, disable_pbar=True, seed=seed)
+    images = vae.decode(samples)  # [N, H, W, 3] in [0, 1]
+    return images.movedim(-1, 1).float().cpu().clamp(0, 1)
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to feature rows ``a`` and ``b`` (float64)."""
+    if min(len(a), len(b)) < 2:
+        return float("nan")
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    values, vectors = torch.linalg.eigh(cov_a)
+    root_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    middle = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp(min=0).sqrt().sum()
+    return ((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * middle).item()
+
+
+def load_models(unet_vae_path, lcm_lora_path, style_lora_path):
+    """``{"teacher", "lcm", "style", "lcm_style"}`` ModelPatchers and the VAE, LoRAs applied by the pack's loader."""
+    comfy_env.prepare()
+    import comfy.sd
+    from lcm_lora_pack.lora.comfy_apply import apply_lora
+    from lcm_lora_pack.lora.io import read_lora_file
+
+    teacher, _, vae, _ = comfy.sd.load_checkpoint_guess_config(str(unet_vae_path), output_vae=True, output_clip=False)
+    models = {"teacher": teacher}
+    style = read_lora_file(style_lora_path) if style_lora_path else None
+    if style is not None:
+        models["style"] = apply_lora(teacher, None, style).model
+    if lcm_lora_path:
+        models["lcm"] = apply_lora(teacher, None, read_lora_file(lcm_lora_path)).model
+        if style is not None:
+            models["lcm_style"] = apply_lora(models["lcm"], None, style).model
+    return models, vae
+
+
+def model_for(models: dict, config: Config):
+    key = ("lcm_style" if config.style else "lcm") if config.lcm else ("style" if config.style else "teacher")
+    return models.get(key)
+
+
+@torch.no_grad()
+def classify(classifier, images: torch.Tensor, chunk: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predicted labels [N, 4], features [N, 128])`` on the classifier's device, returned on the CPU."""
+    device = next(classifier.parameters()).device
+    predicted, features = [], []
+    for i in range(0, len(images), chunk):
+        batch = images[i:i + chunk].to(device)
+        predicted.append(classifier.predict(batch).cpu())
+        features.append(classifier.features(batch).float().cpu())
+    return torch.cat(predicted), torch.cat(features)
+
+
+@torch.no_grad()
+def evaluate(models, vae, embeddings, classifier, count: int, seed: int, configs=CONFIGS,
+             chunk: int = 256) -> dict:
+    """Every config on the same ``count`` prompts (plain or striped per config) and the same noise seeds."""
+    from .train import accuracy_report
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = world.random_labels(count, generator, styled=False)
+    results = {"count": count, "seed": seed, "rows": {}}
+    real_features = {}
+    for flag in (False, True):
+        flagged = labels.clone()
+        flagged[:, 3] = int(flag)
+        images = world.render(flagged, torch.Generator().manual_seed(seed + 1 + int(flag)))
+        predicted, real_features[flag] = classify(classifier, images)
+        results["rows"]["real_striped" if flag else "real"] = {
+            "label": "real images of the same prompts" + (" (striped)" if flag else ""),
+            "accuracy": accuracy_report(predicted, flagged), "style_rate": (predicted[:, 3] == 1).float().mean().item()}
+    for config in configs:
+        model = model_for(models, config)
+        if model is None:
+            LOG.warning("skipping %s: its LoRA is missing", config.name)
+            continue
+        prompt_labels = labels.clone()
+        prompt_labels[:, 3] = int(config.style)
+        start = time.perf_counter()
+        images = torch.cat([generate(model, vae, embeddings, prompt_labels[i:i + chunk], config, seed + 17 + i)
+                            for i in range(0, count, chunk)])
+        seconds = time.perf_counter() - start
+        predicted, features = classify(classifier, images)
+        row = {"label": config.label, "steps": config.steps, "seconds": round(seconds, 2),
+               "accuracy": accuracy_report(predicted, prompt_labels),
+               "frechet": frechet_distance(features, real_features[config.style]),
+               "style_rate": (predicted[:, 3] == 1).float().mean().item()}
+        results["rows"][config.name] = row
+        LOG.info("%s: joint %.3f, Fréchet %.3f, style rate %.3f (%.1f s)", config.name, row["accuracy"]["joint"],
+                 row["frechet"], row["style_rate"], seconds)
+    return results
