@@ -54,9 +54,9 @@ def images(tmp_path_factory):
 def trained(comfy, sd15, images, tmp_path_factory):
     model, clip, vae = sd15
     loras = comfy.base / "models" / "loras"
-    result = distill_lcm_lora(model, clip, images, tiny_config(max_train_steps=8, validation_draws=2), loras,
-                              "distilled_sd15", vae=vae, checkpoint_dir=tmp_path_factory.mktemp("distill-run"),
-                              source_name=SD15_CKPT)
+    config = tiny_config(max_train_steps=8, validation_draws=2, learning_rate=1e-4)  # the recipe's default lr
+    result = distill_lcm_lora(model, clip, images, config, loras, "distilled_sd15", vae=vae,
+                              checkpoint_dir=tmp_path_factory.mktemp("distill-run"), source_name=SD15_CKPT)
     return result
 
 
