@@ -107,7 +107,7 @@ def test_core_loraloader_and_diffusers_merge_it_equally(comfy, sd15, trained):
     unet = diffusers_unet(SD15_UNET_CONFIG, base)
     pipeline = lora_pipeline(unet)
     pipeline.load_lora_weights(str(trained.path))
-    pipeline.fuse_lora()
+    pipeline.fuse_lora(components=["unet"])
     fused = unet.state_dict()
     to_diffusers = {ldm: d for d, ldm in comfy_utils.unet_to_diffusers(SD15_UNET_CONFIG).items()}
     worst = 0.0
