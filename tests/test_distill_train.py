@@ -108,6 +108,7 @@ def test_core_loraloader_and_diffusers_merge_it_equally(comfy, sd15, trained):
     pipeline = lora_pipeline(unet)
     pipeline.load_lora_weights(str(trained.path))
     pipeline.fuse_lora(components=["unet"])
+    unet.unload_lora()  # fused weights stay; PEFT's base_layer wrappers go (plain parameter names)
     fused = unet.state_dict()
     to_diffusers = {ldm: d for d, ldm in comfy_utils.unet_to_diffusers(SD15_UNET_CONFIG).items()}
     worst = 0.0
