@@ -2,8 +2,8 @@
 
 Both runs go through ``python -m lcm_lora_pack.distill`` (ComfyUI booted headless in each process, the tiny
 SD1.5-family checkpoint loaded the ComfyUI way). Each step draws the global batch from the same seeded stream
-and DDP averages the gradients, so the LoRAs agree up to fp32 summation order: every tensor within 1e-4
-relative (Frobenius), the per-step losses within 1e-4 relative.
+and DDP averages the gradients, so the runs agree up to fp32 summation order: per-step losses within 1e-4
+relative, every LoRA tensor within 1e-3 relative (Frobenius; see LORA_TOLERANCE).
 """
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ from safetensors.torch import load_file
 from test_distill_train import write_images
 
 REPO = Path(__file__).resolve().parents[1]
-TOLERANCE = 1e-4
+TOLERANCE = 1e-4        # per-step losses
+# LoRA tensors after 2 AdamW steps: Adam divides each gradient element by its own RMS, so fp32 summation-order
+# differences in small gradient elements pass into the update undamped (measured: 1.3e-4 on proj_in's B).
+LORA_TOLERANCE = 1e-3
 
 
 def _free_port() -> int:
@@ -75,7 +78,7 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(model_s
     assert ours.keys() == theirs.keys()
     moved = 0
     for key in theirs:
-        assert (ours[key] - theirs[key]).norm() <= TOLERANCE * theirs[key].norm() + 1e-12, key
+        assert (ours[key] - theirs[key]).norm() <= LORA_TOLERANCE * theirs[key].norm() + 1e-12, key
         moved += int(key.endswith("lora_up.weight") and bool(theirs[key].abs().max() > 0))
     assert moved > 0, "the LoRA did not train"
     assert torch.isfinite(torch.cat([t.flatten() for t in ours.values()])).all()
