@@ -182,8 +182,8 @@ def bench_family(name: str, device, rounds: int, steps: int, warmup: int) -> lis
     data = random_batch(family, BATCH[name])
     with torch.device("meta"):
         meta = UNet2DConditionModel(**family.unet_config)
+    before = _allocated(device)  # the reference's teacher *is* these weights: counted in its resident bytes
     sd = random_state_dict(meta, device, torch.float32, seed=0)
-    before = _allocated(device)
     reference = reference_arm(family, _materialise(meta, sd).to(device), data, device)
     _warm(reference, device, warmup, before)
     before = _allocated(device)

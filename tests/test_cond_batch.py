@@ -27,7 +27,7 @@ def core(comfy):
     """ComfyUI's modules (importable once the host has booted) and the pack's module under test."""
     names = ["comfy.model_management", "comfy.patcher_extension", "comfy.sample", "comfy.samplers"]
     modules = {name.split(".")[-1]: importlib.import_module(name) for name in names}
-    globals()["comfy_cond_batch"] = importlib.import_module("samplers.comfy_cond_batch")
+    globals()["comfy_cond_batch"] = importlib.import_module("lcm_lora_pack.samplers.comfy_cond_batch")
     globals()["cm"] = SimpleNamespace(**modules)
     return cm
 

@@ -54,9 +54,9 @@ def images(tmp_path_factory):
 def trained(comfy, sd15, images, tmp_path_factory):
     model, clip, vae = sd15
     loras = comfy.base / "models" / "loras"
-    result = distill_lcm_lora(model, clip, images, tiny_config(max_train_steps=8, validation_draws=2), loras,
-                              "distilled_sd15", vae=vae, checkpoint_dir=tmp_path_factory.mktemp("distill-run"),
-                              source_name=SD15_CKPT)
+    config = tiny_config(max_train_steps=8, validation_draws=2, learning_rate=1e-4)  # the recipe's default lr
+    result = distill_lcm_lora(model, clip, images, config, loras, "distilled_sd15", vae=vae,
+                              checkpoint_dir=tmp_path_factory.mktemp("distill-run"), source_name=SD15_CKPT)
     return result
 
 
@@ -107,7 +107,8 @@ def test_core_loraloader_and_diffusers_merge_it_equally(comfy, sd15, trained):
     unet = diffusers_unet(SD15_UNET_CONFIG, base)
     pipeline = lora_pipeline(unet)
     pipeline.load_lora_weights(str(trained.path))
-    pipeline.fuse_lora()
+    pipeline.fuse_lora(components=["unet"])
+    unet.unload_lora()  # fused weights stay; PEFT's base_layer wrappers go (plain parameter names)
     fused = unet.state_dict()
     to_diffusers = {ldm: d for d, ldm in comfy_utils.unet_to_diffusers(SD15_UNET_CONFIG).items()}
     worst = 0.0
