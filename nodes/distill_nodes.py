@@ -18,7 +18,7 @@ from ..distill.api import distill_lcm_lora, load_samples
 from ..distill.config import DistillConfig
 from ..distill.errors import DistillDataError
 from ..distill.plot import loss_curve_image
-from .common import CATEGORY_ROOT, NODE_PREFIX
+from .common import CATEGORY_ROOT, NODE_PREFIX, check_inputs, run_every_time
 
 LOG = logging.getLogger(__name__)
 CATEGORY_DISTILL = f"{CATEGORY_ROOT}/distill"
@@ -95,6 +95,16 @@ class DistillLCMLoRA(io.ComfyNode):
             ],
             is_output_node=True,
         )
+
+    fingerprint_inputs = classmethod(run_every_time)  # trains and writes a file: runs on every queue
+
+    @classmethod
+    def validate_inputs(cls, learning_rate: float | None = None, lora_alpha: float | None = None,
+                        w_min: float | None = None, w_max: float | None = None, huber_c: float | None = None,
+                        loss_type: str | None = None, mixed_precision: str | None = None) -> bool | str:
+        # No **kwargs: with them ComfyUI skips its own checks of every input. NaN/Inf pass core's min/max.
+        return check_inputs(cls, learning_rate=learning_rate, lora_alpha=lora_alpha, w_min=w_min, w_max=w_max,
+                            huber_c=huber_c, loss_type=loss_type, mixed_precision=mixed_precision)
 
     @classmethod
     def execute(cls, model, clip, output_name: str, data_dir: str, prompts: str, vae=None, resume: bool = False,

@@ -108,8 +108,8 @@ class _PureNoiseKSampler(comfy.samplers.KSAMPLER):
 @torch.no_grad()
 def sample_ddim_trailing(model, x, sigmas, extra_args=None, callback=None, disable=None, land_sigmas=None):
     """DDIM (η = 0) with diffusers' landing timesteps (``ddim_sampler.ddim_loop``)."""
-    _, _, _, denoise = _parts(model, x, extra_args, lambda *_: None)
-    return ddim_loop(denoise, x, sigmas, land_sigmas, callback, disable)
+    _, _, _, denoise, explain = _parts(model, x, extra_args, lambda *_: None)
+    return ddim_loop(denoise, x, sigmas, land_sigmas, callback, disable, explain)
 
 
 def ddim_land_sigmas(model_sampling, timesteps: list[int], steps: int, model_config=None) -> torch.Tensor:

@@ -17,16 +17,21 @@ from __future__ import annotations
 import torch
 from tqdm.auto import trange
 
+from ..errors import SamplingError
+from .finite import FiniteWatch
 from .lcm_sampler import Denoiser, _report
 
 
 @torch.no_grad()
 def ddim_loop(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, land_sigmas: torch.Tensor,
-              callback=None, disable: bool | None = None) -> torch.Tensor:
-    """DDIM (η = 0) over ``sigmas`` (last 0); ``land_sigmas[i]`` is σ at step i's landing timestep."""
+              callback=None, disable: bool | None = None, explain=None) -> torch.Tensor:
+    """DDIM (η = 0) over ``sigmas`` (last 0); ``land_sigmas[i]`` is σ at step i's landing timestep.
+
+    A non-finite step raises :class:`~samplers.finite.NonFiniteSamplingError` (cause from ``explain()``)."""
     if len(land_sigmas) != len(sigmas) - 1:
-        raise ValueError(f"{len(land_sigmas)} landing sigmas for {len(sigmas) - 1} DDIM steps; give one per step.")
+        raise SamplingError(f"{len(land_sigmas)} landing sigmas for {len(sigmas) - 1} DDIM steps; give one per step.")
     is_last = [not positive for positive in (sigmas[1:] > 0).tolist()]
+    watch = FiniteWatch(x, explain, "DDIM sampling")
     for i in trange(len(sigmas) - 1, disable=disable):
         sigma = sigmas[i]
         denoised = denoise(x, sigma)
@@ -35,4 +40,6 @@ def ddim_loop(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, land_sig
         land = land_sigmas[i].to(x)
         x_vp = (denoised + land * eps) / (1.0 + land ** 2) ** 0.5
         x = x_vp if is_last[i] else x_vp * (1.0 + sigmas[i + 1].to(x) ** 2) ** 0.5
+        watch.see(i, x)
+    watch.check(len(sigmas) - 1)
     return x

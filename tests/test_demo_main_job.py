@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lcm_lora_pack.devkit.host import subprocess_env
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -15,7 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_main_job_writes_the_sheet_and_the_quality_table(tmp_path):
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "run_examples.py"), "--out", str(out),
-                           "--demo-prompts", "1"], capture_output=True, text=True, timeout=1800, cwd=REPO)
+                           "--demo-prompts", "1"], capture_output=True, text=True, timeout=1800, cwd=REPO,
+                          env=subprocess_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     demo = out / "demo"
     sheets = sorted(demo.glob("sheet_*.png"))

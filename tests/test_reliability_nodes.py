@@ -96,13 +96,25 @@ def _graphs():
             **inputs}}
         return graph
 
+    def distill(**inputs):
+        graph = _base()
+        graph["distill"] = {"class_type": "LCMPack_DistillLCMLoRA", "inputs": {
+            "model": ["ckpt", 0], "clip": ["ckpt", 1], "output_name": "rel-never-trained", "data_dir": "",
+            "prompts": "a cat", "max_train_steps": 1, "train_batch_size": 1, "learning_rate": 1e-4, "lora_rank": 4,
+            "lora_alpha": 4.0, "resolution": 64, "w_min": 3.0, "w_max": 15.0, "num_ddim_timesteps": 50,
+            "loss_type": "huber", "huber_c": 0.001, "mixed_precision": "no", "gradient_checkpointing": False,
+            "seed": 0, "checkpointing_steps": 500, "resume": False, "center_crop": False, "random_flip": False,
+            **inputs}}
+        return graph
+
     stack_to_export = export  # the stack is checked in a graph whose output is the export
     return {"LCMPack_LCMLoraLoader": (loader, "lora"), "LCMPack_ModelSamplingLCM": (patch, "patch"),
             "LCMPack_KSamplerLCM": (_sample_graph, "sample"),
             "LCMPack_LCMSampler": (lambda **i: custom("sampler", **i), "sampler"),
             "LCMPack_LCMScheduler": (lambda **i: custom("sigmas", **i), "sigmas"),
             "LCMPack_LoraStack": (lambda **i: _restack(stack_to_export(), **i), "stack"),
-            "LCMPack_LoraMixer": (mixer, "mix"), "LCMPack_LoraExport": (export, "export")}
+            "LCMPack_LoraMixer": (mixer, "mix"), "LCMPack_LoraExport": (export, "export"),
+            "LCMPack_DistillLCMLoRA": (distill, "distill")}
 
 
 def _restack(graph, **inputs):
