@@ -86,15 +86,16 @@ def test_pack_loader_applies_it_as_lcm(comfy, sd15, trained):
 
 
 def _core_merged(comfy, model, clip, name) -> dict[str, torch.Tensor]:
+    """Core ``LoraLoader``'s patches merged by core's own ``comfy.lora.calculate_weight`` (what ComfyUI does when
+    it loads the patched model), without touching the shared model's weights."""
+    import comfy.lora as core_lora
+
     patched = comfy.run_node("LoraLoader", model=model, clip=clip, lora_name=name, strength_model=1.0,
                              strength_clip=1.0)[0]
-    patched.patch_model()
-    try:
-        return {k.removeprefix("diffusion_model."): v.detach().clone()
-                for k, v in patched.model.diffusion_model.state_dict(prefix="diffusion_model.").items()}, \
-            sorted(k.removeprefix("diffusion_model.") for k in patched.patches)
-    finally:
-        patched.unpatch_model()
+    weights = patched.model.diffusion_model.state_dict(prefix="diffusion_model.")
+    merged = {key.removeprefix("diffusion_model."): core_lora.calculate_weight(
+        patches, weights[key].detach().clone().float(), key) for key, patches in patched.patches.items()}
+    return merged, sorted(merged)
 
 
 def test_core_loraloader_and_diffusers_merge_it_equally(comfy, sd15, trained):

@@ -28,7 +28,11 @@ def ldm_to_diffusers_names(unet_config: dict) -> dict[str, str]:
     prepare_import()
     import comfy.utils
 
-    return {ldm: diff for diff, ldm in comfy.utils.unet_to_diffusers(unet_config).items()}
+    # ComfyUI's table maps label_emb.* both to class_embedding.* and add_embedding.* and keeps it in a set, so
+    # which one an inversion keeps changes with PYTHONHASHSEED: pick by the model (SDXL's ADM is add_embedding).
+    wanted = "add_embedding." if unet_config.get("num_classes") == "sequential" else "class_embedding."
+    return {ldm: diff for diff, ldm in comfy.utils.unet_to_diffusers(unet_config).items()
+            if not diff.startswith(("add_embedding.", "class_embedding.")) or diff.startswith(wanted)}
 
 
 def diffusers_unet(unet_config: dict, ldm_sd: dict[str, torch.Tensor]):
