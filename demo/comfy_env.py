@@ -10,37 +10,28 @@ so the UNet is trained on exactly the conditioning a workflow feeds it.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+from ..devkit import host
+
 LOG = logging.getLogger(__name__)
 
 
 def comfyui_root() -> Path:
-    root = Path(os.environ.get("COMFYUI_PATH") or REPO / ".comfyui" / "ComfyUI").resolve()
-    if not (root / "comfy").is_dir():
-        raise RuntimeError(f"no ComfyUI at {root}: run `make setup` (or set COMFYUI_PATH to a ComfyUI folder)")
-    return root
+    """The ComfyUI tree the demo runs on (``$COMFYUI_PATH`` or the provisioned one): the shared host's rule."""
+    return host.comfyui_root()
 
 
 def prepare(cpu: bool | None = None) -> None:
-    """Make ``import comfy.*`` work; ``cpu`` None means: the CPU only when CUDA is unavailable."""
+    """Make ``import comfy.*`` work through the shared host (``devkit/host.py``); ``cpu`` None means: the CPU
+    only when CUDA is unavailable."""
     if "comfy.model_management" in sys.modules:
         return
-    root = comfyui_root()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    import comfy.options
-
-    comfy.options.enable_args_parsing(False)
-    from comfy.cli_args import args
-
-    args.cpu = (not torch.cuda.is_available()) if cpu is None else cpu
-    args.disable_api_nodes = True
+    use_cpu = (not torch.cuda.is_available()) if cpu is None else cpu
+    host.prepare_import("cpu" if use_cpu else "cuda")
 
 
 def text_encoder(clip_state_dict: dict[str, torch.Tensor], prefix: str = "cond_stage_model.transformer."):
