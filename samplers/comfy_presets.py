@@ -35,6 +35,7 @@ from .comfy_model_sampling import (
     training_sigmas,
 )
 from .ddim_sampler import ddim_loop
+from .lcm_sampler import seeded_noise_sampler
 from .presets import (
     KIND_PRESETS,
     PRESETS,
@@ -112,6 +113,17 @@ def sample_ddim_trailing(model, x, sigmas, extra_args=None, callback=None, disab
     return ddim_loop(denoise, x, sigmas, land_sigmas, callback, disable, explain)
 
 
+@torch.no_grad()
+def sample_euler_ancestral_seeded(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """Core's ``sample_euler_ancestral`` (η 1) with the pack's noise rule: a generator seeded with the sampler's
+    seed, as the pack's LCM/TCD loops draw it. Core's own default noise differs between hosts (0.8.0 adds 1 to the
+    seed on the CPU), so a preset samples the same on every ComfyUI version."""
+    seed = (extra_args or {}).get("seed")
+    return comfy.k_diffusion.sampling.sample_euler_ancestral(model, x, sigmas, extra_args=extra_args,
+                                                             callback=callback, disable=disable,
+                                                             noise_sampler=seeded_noise_sampler(x, seed))
+
+
 def ddim_land_sigmas(model_sampling, timesteps: list[int], steps: int, model_config=None) -> torch.Tensor:
     """σ at each DDIM step's landing timestep (``presets.ddim_landing_timesteps``), from the full schedule."""
     table = training_sigmas(model_sampling, model_config)
@@ -133,7 +145,7 @@ def make_preset_sampler(sampler: str, gamma: float = 0.3, land_sigmas: torch.Ten
     if sampler == "euler":
         return _TrailingEulerKSampler(comfy.k_diffusion.sampling.sample_euler)
     if sampler == "euler_ancestral":
-        return _TrailingEulerKSampler(comfy.k_diffusion.sampling.sample_euler_ancestral)
+        return _TrailingEulerKSampler(sample_euler_ancestral_seeded)
     raise ValueError(f"sampler={sampler!r} is not one of lcm, tcd, ddim, euler, euler_ancestral.")
 
 
