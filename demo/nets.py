@@ -12,17 +12,11 @@ import math
 import torch
 from torch import nn
 
+from ..devkit.models import SD15_UNET_CONFIG
 from . import comfy_env, world
 
 # A one-level SD1.5-family UNet (ComfyUI detects SD1.5 from model_channels 320, context_dim 768 and the
-# conv transformer projections; depth is not checked). 25.8 M parameters.
-SD15_UNET_CONFIG = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-    "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
-    "num_res_blocks": [1], "transformer_depth": [1], "channel_mult": [1], "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8, "num_head_channels": -1,
-    "transformer_depth_output": [1, 1], "use_temporal_attention": False, "use_temporal_resblock": False,
-}
+# conv transformer projections; depth is not checked). 25.8 M parameters: the tests' config, devkit/models.py.
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 SD15_LATENT_SCALE = 0.18215  # comfy.latent_formats.SD15.scale_factor
