@@ -8,8 +8,8 @@ with one report line saying why (:func:`fallback_reason`).
 
 What runs. ``fast_path.lcm_fixed_loop`` on static buffers with ``BaseModel.apply_model`` as the denoiser, i.e.
 what ComfyUI's ``KSAMPLER.sample`` + LCM sampler + ``CFGGuider`` at cfg 1 + the pack's direct single-conditioning
-step (``comfy_cond_batch``) compute, with the fresh noise of every step pre-drawn from the same seeded generator
-into a static buffer. Mode ``cuda_graph`` captures the eager kernels (same kernels as eager: same latent);
+step (``comfy_cond_batch``) compute, with the fresh noise of every step pre-drawn into a static buffer by the
+eager sampler's own noise-sampler function (:data:`NOISE_SAMPLERS`; core's seeding rule differs by version). Mode ``cuda_graph`` captures the eager kernels (same kernels as eager: same latent);
 ``compile_cuda_graph`` first compiles the diffusion model with ``torch.compile`` (inductor, fixed shapes; swapped
 in during ``apply_model`` by core's own ``apply_torch_compile_factory`` wrapper, as ``TorchCompileModel`` does)
 and captures the compiled kernels (fp16 tolerance).
@@ -50,6 +50,7 @@ from .fast_path import (
     tensor_slots,
     timed_capture,
 )
+from .lcm_sampler import seeded_noise_sampler
 
 LOG = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def _function_id(function) -> tuple:
 # Sampler functions run on the fast path, matched by module and name: ComfyUI imports the pack under its folder
 # name, tests and scripts under ``lcm_lora_pack``, so the same function can exist as two objects.
 LCM_SAMPLERS = {_function_id(sample_lcm_exact): "pack lcm", _function_id(k_sampling.sample_lcm): "core lcm"}
+# The noise-sampler factory each of them draws its fresh noise with (core's varies by version: 0.8.0 seeds + 1).
+NOISE_SAMPLERS = {"pack lcm": seeded_noise_sampler, "core lcm": k_sampling.default_noise_sampler}
 # model_options entries that change what a step computes beyond one apply_model call.
 FOREIGN_OPTIONS = ("sampler_cfg_function", "sampler_post_cfg_function", "sampler_pre_cfg_function",
                    "model_function_wrapper", "denoise_mask_function", "context_handler", "disable_cfg1_optimization")
@@ -273,7 +276,8 @@ def _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image) -> Ca
     sigma_list = sigmas.tolist()  # one device read: the plan's branches
     plan = lcm_plan(sigma_list, sampler.max_denoise(guider, sigmas))
     tensors, constants, index, cond = _cond_inputs(guider, extra_args.get("model_options", {}), noise.shape[0])
-    step_noise = draw_step_noise(noise.shape, noise.dtype, noise.device, extra_args.get("seed"), plan.noise_draws)
+    step_noise = draw_step_noise(noise.shape, noise.dtype, noise.device, extra_args.get("seed"), plan.noise_draws,
+                                 NOISE_SAMPLERS[lcm_sampler_kind(sampler.sampler_function)])
     latent = latent_image if latent_image is not None else torch.zeros_like(noise)
     values = {"noise": noise, "latent_image": latent, "sigmas": sigmas, "step_noise": step_noise,
               **{f"cond.{name}": value for name, value in tensors.items()}}

@@ -28,9 +28,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .lcm_sampler import seeded_noise_sampler
+
 LOG = logging.getLogger(__name__)
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# (x, seed) -> draw(sigma, sigma_next): the noise-sampler factories of ComfyUI and the pack.
+NoiseSamplerFactory = Callable[[torch.Tensor, "int | None"], Callable]
 
 
 class FastPathUnavailable(RuntimeError):
@@ -126,15 +130,17 @@ def lcm_fixed_loop(denoise: Denoiser, noise_scaling: NoiseScaling, inverse_noise
     return outputs
 
 
-def draw_step_noise(shape, dtype, device, seed: int | None, draws: int) -> torch.Tensor:
-    """The fresh noise of every re-noising step, drawn in the order the eager loop draws it: a generator on
-    ``device`` seeded with ``seed`` (ComfyUI's ``default_noise_sampler`` and the pack's ``seeded_noise_sampler``),
-    or the global generator for ``seed=None``. Shape ``(draws, *shape)``; ``draws=0`` gives one unused row."""
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(int(seed))
-    rows = [torch.randn(shape, dtype=dtype, device=device, generator=generator) for _ in range(draws)]
+def draw_step_noise(shape, dtype, device, seed: int | None, draws: int,
+                    make_noise_sampler: NoiseSamplerFactory | None = None) -> torch.Tensor:
+    """The fresh noise of every re-noising step, drawn in the order the eager loop draws it, by the eager
+    sampler's own noise-sampler factory ``make_noise_sampler(x, seed)`` (ComfyUI's ``default_noise_sampler`` for
+    core's ``lcm``; the default, a generator on ``device`` seeded with ``seed``, is the pack's
+    ``seeded_noise_sampler``; ``seed=None`` draws from the global generator). The factory matters: ComfyUI 0.8.0
+    seeds its CPU generator with ``seed + 1``, 0.3.75 with ``seed``. Shape ``(draws, *shape)``; ``draws=0``
+    gives one unused row."""
+    template = torch.empty(shape, dtype=dtype, device=device)
+    draw = (make_noise_sampler or seeded_noise_sampler)(template, seed)
+    rows = [draw(None, None) for _ in range(draws)]
     return torch.stack(rows) if rows else torch.zeros((1, *shape), dtype=dtype, device=device)
 
 

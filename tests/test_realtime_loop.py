@@ -60,6 +60,20 @@ def test_pre_drawn_noise_is_the_eager_sequence():
     assert fast_path.draw_step_noise(x.shape, x.dtype, "cpu", 9, 0).shape == (1, 1, 4, 8, 8)
 
 
+def test_pre_drawn_noise_follows_the_eager_samplers_own_factory():
+    """Core's ``default_noise_sampler`` seeds its CPU generator with seed + 1 on ComfyUI 0.8.0: the pre-drawn noise
+    must come from whatever factory the eager sampler uses, not from a copy of one version's rule."""
+    def shifted(x, seed):
+        return seeded_noise_sampler(x, seed + 1)
+
+    x = torch.zeros(1, 4, 8, 8)
+    draw = shifted(x, 9)
+    expected = torch.stack([draw(None, None) for _ in range(2)])
+    got = fast_path.draw_step_noise(x.shape, x.dtype, "cpu", 9, 2, shifted)
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, fast_path.draw_step_noise(x.shape, x.dtype, "cpu", 9, 2))
+
+
 def test_static_buffers_keep_their_addresses_and_refuse_other_shapes():
     buffers = fast_path.StaticBuffers({"a": torch.zeros(2, 3)}, "cpu")
     address = buffers["a"].data_ptr()
