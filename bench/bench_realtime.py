@@ -149,6 +149,24 @@ def sampling_arms(ctx: BenchContext, fam: Family, batch: int, modes, core_backen
     return arms, fast
 
 
+def add_replay_arms(ctx: BenchContext, arms: dict, fast: dict, notes: dict) -> dict[str, str]:
+    """For each fast-path model captured by its first call: an arm that replays the captured loop alone, without
+    ComfyUI around it (node, guider, conditioning, noise, buffer loads). The fast-path arm minus this arm is the
+    host work per call; the rest of the fast-path time is the graph itself. Returns replay arm -> fast-path arm.
+    CUDA only: a graph replays without Python, while the CPU stand-in re-runs ``apply_model``, which needs the
+    sampling context ComfyUI sets up around a sampler call (its current patcher and hooks)."""
+    replays = {}
+    for mode, model in fast.items() if ctx.device.startswith("cuda") else ():
+        fast_name = f"fast path {mode} → KSamplerLCM"
+        state = fast_module(model).fast_path_state(model)
+        entries = list(state.cache.entries.values()) if state and fast_name in arms else []
+        if entries:
+            name = f"fast path {mode}: captured loop replay alone"
+            arms[name], notes[name] = entries[-1].captured.replay, "no ComfyUI call around it"
+            replays[name] = fast_name
+    return replays
+
+
 def section(ctx: BenchContext, fam: Family, batch: int, args) -> None:
     modes = [m for m in args.modes.split(",") if m]
     core_backends = [b for b in args.core_backends.split(",") if b]
@@ -173,6 +191,7 @@ def section(ctx: BenchContext, fam: Family, batch: int, args) -> None:
             LOG.exception("arm %s failed", name)
             failed[name] = timing.ArmResult(name, error=f"{type(error).__name__}: {error}")
             del arms[name]
+    replays = add_replay_arms(ctx, arms, fast, notes)
     reference = outputs.get("eager: ModelSamplingLCM → KSamplerLCM")
     reference_image = outputs.get("eager KSamplerLCM + VAEDecode")
     for name, out in outputs.items():
@@ -181,6 +200,10 @@ def section(ctx: BenchContext, fam: Family, batch: int, args) -> None:
         if ref is not None and "eager" not in name:
             notes[name] += "; " + difference(value, ref["samples"] if isinstance(ref, dict) else ref)
     results = timing.interleave(arms, ctx.device, ctx.repeats, ctx.warmup, peak=False)
+    for replay_name, fast_name in replays.items():
+        if results[replay_name].seconds and results[fast_name].seconds:
+            host_ms = (results[fast_name].median - results[replay_name].median) * 1e3
+            notes[replay_name] += f"; host work per call (fast-path arm − this) {host_ms:.2f} ms"
     results.update(failed)
     ctx.report("realtime", timing.table(f"{fam.name}: 4-step LCM, batch {batch}, "
                                         f"{fam.models.family.image_size}², cfg 1, {ctx.dtype}", results,
