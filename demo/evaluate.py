@@ -147,6 +147,33 @@ def classify(classifier, images: torch.Tensor, chunk: int = 512) -> tuple[torch.
 
 
 @torch.no_grad()
+def floor_rows(vae, classifier, labels: torch.Tensor, seed: int, real_features: torch.Tensor) -> dict:
+    """Where a perfect generator's Fréchet distance would land, against the same real reference set:
+
+    * ``real_redraw`` -- a second draw of real images of the same prompts (other jitter): the estimate's own
+      floor at this many samples in a 128-wide feature space (the distance is biased upwards at finite N);
+    * ``real_vae`` -- that second draw through the VAE round trip (encode, decode): the floor of any image this
+      VAE decodes, which is what every sampled image is.
+    """
+    from .train import accuracy_report
+
+    plain = labels.clone()
+    plain[:, 3] = 0
+    redraw = world.render(plain, torch.Generator().manual_seed(seed + 101))
+    roundtrip = vae.decode(vae.encode(redraw.movedim(1, -1))).movedim(-1, 1).float().cpu().clamp(0, 1)
+    rows = {}
+    for name, label, images in (
+            ("real_redraw", "real images of the same prompts, a second draw (the Fréchet floor at this N)", redraw),
+            ("real_vae", "that second draw through the VAE round trip (the floor of decoded images)", roundtrip)):
+        predicted, features = classify(classifier, images)
+        rows[name] = {"label": label, "accuracy": accuracy_report(predicted, plain),
+                      "frechet": frechet_distance(features, real_features),
+                      "style_rate": (predicted[:, 3] == 1).float().mean().item()}
+        LOG.info("%s: joint %.3f, Fréchet %.3f", name, rows[name]["accuracy"]["joint"], rows[name]["frechet"])
+    return rows
+
+
+@torch.no_grad()
 def evaluate(models, vae, embeddings, classifier, count: int, seed: int, configs=CONFIGS,
              chunk: int = 256) -> dict:
     """Every config on the same ``count`` prompts (plain or striped per config) and the same noise seeds."""
@@ -164,6 +191,7 @@ def evaluate(models, vae, embeddings, classifier, count: int, seed: int, configs
         results["rows"]["real_striped" if flag else "real"] = {
             "label": "real images of the same prompts" + (" (striped)" if flag else ""),
             "accuracy": accuracy_report(predicted, flagged), "style_rate": (predicted[:, 3] == 1).float().mean().item()}
+    results["rows"].update(floor_rows(vae, classifier, labels, seed, real_features[False]))
     for config in configs:
         model = model_for(models, config)
         if model is None:

@@ -78,3 +78,22 @@ def test_lcm_lora_4_steps_and_teacher_25_steps_draw_the_prompt(loaded):
         images = evaluate.generate(patched, vae, embeddings, labels, config, seed=42)
         assert images.shape == (1, 3, world.RESOLUTION, world.RESOLUTION)
         assert classifier.predict(images)[0].tolist() == list(PROMPT.labels), config.name
+
+
+def test_frechet_floor_rows_sit_far_below_a_wrong_prompt_set(loaded):
+    """The floor rows (a second real draw, and it through the VAE) are classified as their prompts and sit far
+    below a set of the wrong distribution (every image one prompt): the reference the sampled rows are read
+    against."""
+    _, _, vae = loaded
+    classifier = files.load_classifier()
+    labels = world.random_labels(64, torch.Generator().manual_seed(3))
+    reference = world.render(labels, torch.Generator().manual_seed(4))
+    _, real_features = evaluate.classify(classifier, reference)
+    rows = evaluate.floor_rows(vae, classifier, labels, 5, real_features)
+    wrong = world.render(labels[:1].repeat(len(labels), 1), torch.Generator().manual_seed(6))  # one prompt only
+    _, wrong_features = evaluate.classify(classifier, wrong)
+    wrong_distance = evaluate.frechet_distance(wrong_features, real_features)
+    assert set(rows) == {"real_redraw", "real_vae"}
+    for row in rows.values():
+        assert row["accuracy"]["joint"] == 1.0, row
+        assert 0.0 <= row["frechet"] < 0.5 * wrong_distance, (row, wrong_distance)
