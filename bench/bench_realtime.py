@@ -44,6 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--core-backends", default="cudagraphs", help="TorchCompileModel backends (or empty)")
     parser.add_argument("--decode-families", default="sd15", help="families with the sampling + decode rows")
     parser.add_argument("--lora-family", default="sd15", help="family of the LoRA re-capture part ('' = skip)")
+    parser.add_argument("--profile-host", type=int, default=0, metavar="N",
+                        help="cProfile N calls of each fast-path arm after timing (where the host work goes)")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("out/realtime"))
@@ -167,6 +169,29 @@ def add_replay_arms(ctx: BenchContext, arms: dict, fast: dict, notes: dict) -> d
     return replays
 
 
+def profile_host(ctx: BenchContext, fam: Family, batch: int, arms: dict, calls: int, top: int = 30) -> None:
+    """cProfile ``calls`` calls of each arm: the functions by cumulative time per call. The captured replay is
+    one line (``Captured.replay``); everything else is the host work the replay-alone arm leaves out, blocking
+    device reads and copies included (they show as the builtins that wait)."""
+    import cProfile
+    import io
+    import pstats
+
+    for name, fn in arms.items():
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(calls):
+            fn()
+        timing.synchronize(ctx.device)
+        profiler.disable()
+        stream = io.StringIO()
+        stats = pstats.Stats(profiler, stream=stream)
+        stats.sort_stats("cumulative").print_stats(top)
+        stats.sort_stats("tottime").print_stats(top // 2)  # the builtins that wait (syncs, copies) come first
+        ctx.report("realtime-profile", f"### {fam.name} batch {batch}: cProfile of {name}, {calls} calls "
+                   f"(divide by {calls} for per call)\n\n```\n{stream.getvalue().strip()}\n```\n")
+
+
 def section(ctx: BenchContext, fam: Family, batch: int, args) -> None:
     modes = [m for m in args.modes.split(",") if m]
     core_backends = [b for b in args.core_backends.split(",") if b]
@@ -205,6 +230,9 @@ def section(ctx: BenchContext, fam: Family, batch: int, args) -> None:
             host_ms = (results[fast_name].median - results[replay_name].median) * 1e3
             notes[replay_name] += f"; host work per call (fast-path arm − this) {host_ms:.2f} ms"
     results.update(failed)
+    if args.profile_host:
+        names = [f"fast path {mode} → KSamplerLCM" for mode in fast]
+        profile_host(ctx, fam, batch, {name: arms[name] for name in names if name in arms}, args.profile_host)
     ctx.report("realtime", timing.table(f"{fam.name}: 4-step LCM, batch {batch}, "
                                         f"{fam.models.family.image_size}², cfg 1, {ctx.dtype}", results,
                                         reference="eager: ModelSamplingLCM → KSamplerLCM", notes=notes),

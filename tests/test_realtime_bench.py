@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_realtime_bench_smoke(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "lcm_lora_pack.bench.bench_realtime", "--smoke", "--out", str(tmp_path)],
+    run = subprocess.run([sys.executable, "-m", "lcm_lora_pack.bench.bench_realtime", "--smoke", "--profile-host", "2",
+                          "--out", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=1200, env=subprocess_env())
     assert run.returncode == 0, run.stderr[-4000:]
     assert "BENCH TABLES WRITTEN" in run.stdout and "0 failed sections" in run.stdout, run.stdout[-4000:]
@@ -25,5 +26,6 @@ def test_realtime_bench_smoke(tmp_path):
         assert arm in rows and "FAILED" not in rows[arm], arm
     for arm in ("fast path cuda_graph → KSamplerLCM", "fast path cuda_graph + FastVAEDecode cuda_graph"):
         assert "vs eager: max abs 0, rel L2 0 " in rows[arm] + " ", rows[arm]
+    assert "cProfile of fast path cuda_graph → KSamplerLCM, 2 calls" in report and "run_fast_path" in report
     assert "calls on the fast path" in report and ", eager 0" in report
     assert "- device:" in report and "- command:" in report
