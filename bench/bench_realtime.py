@@ -101,6 +101,11 @@ def fast_module(model, name: str = "comfy_fast_path"):
     return sys.modules[f"{package}.{name}"]
 
 
+def fast_arm(mode: str) -> str:
+    """Name of the fast-path sampling arm of ``mode`` (the tables' row)."""
+    return f"fast path {mode} → KSamplerLCM"
+
+
 def fast_model(ctx: BenchContext, model, mode: str):
     """The fast path on ``model``: the node on CUDA; on the CPU (smoke) the module with the CPU stand-in."""
     if ctx.device.startswith("cuda"):
@@ -147,7 +152,7 @@ def sampling_arms(ctx: BenchContext, fam: Family, batch: int, modes, core_backen
     fast = {}
     for mode in modes:
         fast[mode] = fast_model(ctx, fam.lcm_copy(), mode)
-        arms[f"fast path {mode} → KSamplerLCM"] = sampler(ctx, fast[mode], fam, batch)
+        arms[fast_arm(mode)] = sampler(ctx, fast[mode], fam, batch)
     return arms, fast
 
 
@@ -159,7 +164,7 @@ def add_replay_arms(ctx: BenchContext, arms: dict, fast: dict, notes: dict) -> d
     sampling context ComfyUI sets up around a sampler call (its current patcher and hooks)."""
     replays = {}
     for mode, model in fast.items() if ctx.device.startswith("cuda") else ():
-        fast_name = f"fast path {mode} → KSamplerLCM"
+        fast_name = fast_arm(mode)
         state = fast_module(model).fast_path_state(model)
         entries = list(state.cache.entries.values()) if state and fast_name in arms else []
         if entries:
@@ -170,9 +175,9 @@ def add_replay_arms(ctx: BenchContext, arms: dict, fast: dict, notes: dict) -> d
 
 
 def profile_host(ctx: BenchContext, fam: Family, batch: int, arms: dict, calls: int, top: int = 30) -> None:
-    """cProfile ``calls`` calls of each arm: the functions by cumulative time per call. The captured replay is
-    one line (``Captured.replay``); everything else is the host work the replay-alone arm leaves out, blocking
-    device reads and copies included (they show as the builtins that wait)."""
+    """cProfile ``calls`` calls of each arm: the functions by cumulative time, then by own time (totals over the
+    calls). The captured replay is one line (``Captured.replay``); everything else is the host work the
+    replay-alone arm leaves out, blocking device reads and copies included (they show as the builtins that wait)."""
     import cProfile
     import io
     import pstats
@@ -205,7 +210,7 @@ def section(ctx: BenchContext, fam: Family, batch: int, args) -> None:
             core_sample = arms[f"core TorchCompileModel({backend}) → KSamplerLCM"]
             arms[f"core TorchCompileModel({backend}) + VAEDecode"] = lambda s=core_sample: decode(s())
         for mode in modes:
-            fast_decode, fast_sample = decoder(ctx, fam, mode), arms[f"fast path {mode} → KSamplerLCM"]
+            fast_decode, fast_sample = decoder(ctx, fam, mode), arms[fast_arm(mode)]
             arms[f"fast path {mode} + FastVAEDecode {mode}"] = lambda s=fast_sample, d=fast_decode: d(s())
     notes, outputs, failed = {}, {}, {}
     for name, fn in list(arms.items()):
@@ -231,8 +236,8 @@ def section(ctx: BenchContext, fam: Family, batch: int, args) -> None:
             notes[replay_name] += f"; host work per call (fast-path arm − this) {host_ms:.2f} ms"
     results.update(failed)
     if args.profile_host:
-        names = [f"fast path {mode} → KSamplerLCM" for mode in fast]
-        profile_host(ctx, fam, batch, {name: arms[name] for name in names if name in arms}, args.profile_host)
+        profile_host(ctx, fam, batch, {fast_arm(m): arms[fast_arm(m)] for m in fast if fast_arm(m) in arms},
+                     args.profile_host)
     ctx.report("realtime", timing.table(f"{fam.name}: 4-step LCM, batch {batch}, "
                                         f"{fam.models.family.image_size}², cfg 1, {ctx.dtype}", results,
                                         reference="eager: ModelSamplingLCM → KSamplerLCM", notes=notes),

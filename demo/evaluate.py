@@ -146,6 +146,15 @@ def classify(classifier, images: torch.Tensor, chunk: int = 512) -> tuple[torch.
     return torch.cat(predicted), torch.cat(features)
 
 
+def score(classifier, images: torch.Tensor, labels: torch.Tensor, real_features: torch.Tensor) -> dict:
+    """A row's numbers: attribute accuracy against ``labels``, Fréchet distance to ``real_features``, style rate."""
+    from .train import accuracy_report
+
+    predicted, features = classify(classifier, images)
+    return {"accuracy": accuracy_report(predicted, labels), "frechet": frechet_distance(features, real_features),
+            "style_rate": (predicted[:, 3] == 1).float().mean().item()}
+
+
 @torch.no_grad()
 def floor_rows(vae, classifier, labels: torch.Tensor, seed: int, real_features: torch.Tensor) -> dict:
     """Where a perfect generator's Fréchet distance would land, against the same real reference set:
@@ -155,8 +164,6 @@ def floor_rows(vae, classifier, labels: torch.Tensor, seed: int, real_features: 
     * ``real_vae`` -- that second draw through the VAE round trip (encode, decode): the floor of any image this
       VAE decodes, which is what every sampled image is.
     """
-    from .train import accuracy_report
-
     plain = labels.clone()
     plain[:, 3] = 0
     redraw = world.render(plain, torch.Generator().manual_seed(seed + 101))
@@ -165,10 +172,7 @@ def floor_rows(vae, classifier, labels: torch.Tensor, seed: int, real_features: 
     for name, label, images in (
             ("real_redraw", "real images of the same prompts, a second draw (the Fréchet floor at this N)", redraw),
             ("real_vae", "that second draw through the VAE round trip (the floor of decoded images)", roundtrip)):
-        predicted, features = classify(classifier, images)
-        rows[name] = {"label": label, "accuracy": accuracy_report(predicted, plain),
-                      "frechet": frechet_distance(features, real_features),
-                      "style_rate": (predicted[:, 3] == 1).float().mean().item()}
+        rows[name] = {"label": label, **score(classifier, images, plain, real_features)}
         LOG.info("%s: joint %.3f, Fréchet %.3f", name, rows[name]["accuracy"]["joint"], rows[name]["frechet"])
     return rows
 
@@ -203,11 +207,8 @@ def evaluate(models, vae, embeddings, classifier, count: int, seed: int, configs
         images = torch.cat([generate(model, vae, embeddings, prompt_labels[i:i + chunk], config, seed + 17 + i)
                             for i in range(0, count, chunk)])
         seconds = time.perf_counter() - start
-        predicted, features = classify(classifier, images)
         row = {"label": config.label, "steps": config.steps, "seconds": round(seconds, 2),
-               "accuracy": accuracy_report(predicted, prompt_labels),
-               "frechet": frechet_distance(features, real_features[config.style]),
-               "style_rate": (predicted[:, 3] == 1).float().mean().item()}
+               **score(classifier, images, prompt_labels, real_features[config.style])}
         results["rows"][config.name] = row
         LOG.info("%s: joint %.3f, Fréchet %.3f, style rate %.3f (%.1f s)", config.name, row["accuracy"]["joint"],
                  row["frechet"], row["style_rate"], seconds)

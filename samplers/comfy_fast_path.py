@@ -9,10 +9,11 @@ with one report line saying why (:func:`fallback_reason`).
 What runs. ``fast_path.lcm_fixed_loop`` on static buffers with ``BaseModel.apply_model`` as the denoiser, i.e.
 what ComfyUI's ``KSAMPLER.sample`` + LCM sampler + ``CFGGuider`` at cfg 1 + the pack's direct single-conditioning
 step (``comfy_cond_batch``) compute, with the fresh noise of every step pre-drawn into a static buffer by the
-eager sampler's own noise-sampler function (:data:`NOISE_SAMPLERS`; core's seeding rule differs by version). Mode ``cuda_graph`` captures the eager kernels (same kernels as eager: same latent);
-``compile_cuda_graph`` first compiles the diffusion model with ``torch.compile`` (inductor, fixed shapes; swapped
-in during ``apply_model`` by core's own ``apply_torch_compile_factory`` wrapper, as ``TorchCompileModel`` does)
-and captures the compiled kernels (fp16 tolerance).
+eager sampler's own noise-sampler function (:data:`NOISE_SAMPLERS`; core's seeding rule differs by version).
+Mode ``cuda_graph`` captures the eager kernels (same kernels as eager: same latent); ``compile_cuda_graph`` first
+compiles the diffusion model with ``torch.compile`` (inductor, fixed shapes; swapped in during ``apply_model`` by
+core's own ``apply_torch_compile_factory`` wrapper, as ``TorchCompileModel`` does) and captures the compiled
+kernels (fp16 tolerance).
 
 State. Kept per ``BaseModel`` (the object every clone of a loaded checkpoint shares, weakly): compiled modules
 survive LoRA strength changes (parameters are graph inputs, not constants), graphs are re-captured only when

@@ -131,7 +131,7 @@ def lcm_fixed_loop(denoise: Denoiser, noise_scaling: NoiseScaling, inverse_noise
 
 
 def draw_step_noise(shape, dtype, device, seed: int | None, draws: int,
-                    make_noise_sampler: NoiseSamplerFactory | None = None) -> torch.Tensor:
+                    make_noise_sampler: NoiseSamplerFactory = seeded_noise_sampler) -> torch.Tensor:
     """The fresh noise of every re-noising step, drawn in the order the eager loop draws it, by the eager
     sampler's own noise-sampler factory ``make_noise_sampler(x, seed)`` (ComfyUI's ``default_noise_sampler`` for
     core's ``lcm``; the default, a generator on ``device`` seeded with ``seed``, is the pack's
@@ -139,7 +139,7 @@ def draw_step_noise(shape, dtype, device, seed: int | None, draws: int,
     seeds its CPU generator with ``seed + 1``, 0.3.75 with ``seed``. Shape ``(draws, *shape)``; ``draws=0``
     gives one unused row."""
     template = torch.empty(shape, dtype=dtype, device=device)
-    draw = (make_noise_sampler or seeded_noise_sampler)(template, seed)
+    draw = make_noise_sampler(template, seed)
     rows = [draw(None, None) for _ in range(draws)]
     return torch.stack(rows) if rows else torch.zeros((1, *shape), dtype=dtype, device=device)
 

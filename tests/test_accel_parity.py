@@ -19,6 +19,7 @@ from diffusers import (
     LCMScheduler,
     TCDScheduler,
 )
+from harness.fake_unet import SHAPE, fake_unet, pack_denoiser
 from lcm_lora_pack.devkit.host import prepare_import
 
 prepare_import()
@@ -35,29 +36,15 @@ from lcm_lora_pack.samplers.presets import PRESETS, PresetError, preset_for_kind
 BASE_CONFIG = {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
                "set_alpha_to_one": False, "steps_offset": 1, "clip_sample": False}
 DIFFUSERS_PREDICTION = {"eps": "epsilon", "v_prediction": "v_prediction", "x0": "sample"}
-SHAPE = (2, 4, 8, 8)
 SEED = 1234
 TOLERANCE = 1e-5
-
-
-def fake_unet(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    weight = torch.linspace(-1.0, 1.0, SHAPE[1]).view(1, -1, 1, 1)
-    return torch.tanh(0.8 * x_t + weight * (t.float().view(-1, 1, 1, 1) / 1000.0)) + 0.1 * torch.sin(3 * x_t)
-
-
-def _denoiser(sampling):
-    def denoise(x, sigma):
-        sigma = sigma.reshape(-1)[:1].expand(x.shape[0])
-        x_t = sampling.calculate_input(sigma, x)
-        return sampling.calculate_denoised(sigma, fake_unet(x_t, sampling.timestep(sigma).float()), x)
-    return denoise
 
 
 class _Wrapped:
     """What core's k-diffusion samplers call: ``model(x, sigma)`` plus ``inner_model.inner_model.model_sampling``."""
 
     def __init__(self, sampling):
-        self.denoise = _denoiser(sampling)
+        self.denoise = pack_denoiser(sampling)
         self.inner_model = type("Inner", (), {"inner_model": type("Base", (), {"model_sampling": sampling})()})()
 
     def __call__(self, x, sigma, **_):
@@ -123,7 +110,7 @@ def test_ddim_trailing_presets_equal_diffusers_ddim_trailing(name, steps, streng
     assert timesteps == reference_steps.tolist()
     sigmas = schedule_sigmas(sampling, timesteps)
     x = _pack_start(noise, init, sigmas, strength)
-    ours = ddim_loop(_denoiser(sampling), x, sigmas, ddim_land_sigmas(sampling, timesteps, steps), disable=True)
+    ours = ddim_loop(pack_denoiser(sampling), x, sigmas, ddim_land_sigmas(sampling, timesteps, steps), disable=True)
     _assert_close(ours, reference)
 
 
@@ -183,7 +170,7 @@ def test_fixed_timestep_presets_equal_diffusers_lcm_with_custom_timesteps(name, 
     timesteps = preset_timesteps(preset, preset.steps, strength)
     assert timesteps == scheduler.timesteps.tolist()
     sigmas = schedule_sigmas(sampling, timesteps)
-    ours = lcm_loop(_denoiser(sampling), _pack_start(noise, init, sigmas, strength), sigmas,
+    ours = lcm_loop(pack_denoiser(sampling), _pack_start(noise, init, sigmas, strength), sigmas,
                     _popping_noise(), sampling.noise_scaling, disable=True)
     _assert_close(ours, reference)
 
@@ -201,7 +188,7 @@ def test_lcm_grid_presets_equal_diffusers_lcm_scheduler(name, steps, strength, p
     timesteps = preset_timesteps(PRESETS[name], steps, strength)
     assert timesteps == scheduler.timesteps.tolist()
     sigmas = schedule_sigmas(sampling, timesteps)
-    ours = lcm_loop(_denoiser(sampling), _pack_start(noise, init, sigmas, strength), sigmas, _popping_noise(),
+    ours = lcm_loop(pack_denoiser(sampling), _pack_start(noise, init, sigmas, strength), sigmas, _popping_noise(),
                     sampling.noise_scaling, disable=True)
     _assert_close(ours, reference)
 
@@ -224,7 +211,7 @@ def test_tcd_presets_equal_diffusers_tcd_scheduler(name, steps, strength, predic
     def timestep_of(sigma):
         return int(sampling.timestep(sigma.reshape(1)).item())
 
-    ours = tcd_loop(_denoiser(sampling), _pack_start(noise, init, sigmas, strength), sigmas, _popping_noise(),
+    ours = tcd_loop(pack_denoiser(sampling), _pack_start(noise, init, sigmas, strength), sigmas, _popping_noise(),
                     sampling.noise_scaling, timestep_of, sampling.train_sigmas, preset.gamma, disable=True)
     _assert_close(ours, reference)
 

@@ -10,30 +10,15 @@ from __future__ import annotations
 import pytest
 import torch
 from diffusers import LCMScheduler, TCDScheduler
+from harness.fake_unet import SHAPE, fake_unet, pack_denoiser
 from lcm_lora_pack.samplers.comfy_model_sampling import make_lcm_model_sampling, schedule_sigmas
 from lcm_lora_pack.samplers.lcm_sampler import lcm_loop, tcd_loop
 from lcm_lora_pack.samplers.timesteps import lcm_timesteps
 
 SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
 DIFFUSERS_PREDICTION = {"eps": "epsilon", "v_prediction": "v_prediction"}
-SHAPE = (2, 4, 8, 8)
 SEED = 1234
 TOLERANCE = 1e-5
-
-
-def fake_unet(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """A deterministic, nonlinear stand-in for a UNet's eps / v output (depends on x_t and t)."""
-    weight = torch.linspace(-1.0, 1.0, SHAPE[1]).view(1, -1, 1, 1)
-    return torch.tanh(0.8 * x_t + weight * (t.float().view(-1, 1, 1, 1) / 1000.0)) + 0.1 * torch.sin(3 * x_t)
-
-
-def _pack_denoiser(model_sampling):
-    def denoise(x, sigma):
-        sigma = sigma.reshape(1).expand(x.shape[0])
-        x_t = model_sampling.calculate_input(sigma, x)
-        output = fake_unet(x_t, model_sampling.timestep(sigma).float())
-        return model_sampling.calculate_denoised(sigma, output, x)
-    return denoise
 
 
 def _popping_noise_sampler(count):
@@ -87,7 +72,7 @@ def test_lcm_equals_diffusers_lcm_scheduler(prediction, original_steps, strength
     assert timesteps == scheduler.timesteps.tolist()
     sigmas = schedule_sigmas(model_sampling, timesteps)
     x = _pack_start(sigmas, noise, init, strength)
-    ours = lcm_loop(_pack_denoiser(model_sampling), x, sigmas, _popping_noise_sampler(steps),
+    ours = lcm_loop(pack_denoiser(model_sampling), x, sigmas, _popping_noise_sampler(steps),
                     model_sampling.noise_scaling, disable=True)
     _assert_close(ours, reference)
 
@@ -110,7 +95,7 @@ def test_tcd_equals_diffusers_tcd_scheduler(prediction, gamma, original_steps, s
         return int(model_sampling.timestep(sigma.reshape(1)).item())
 
     x = _pack_start(sigmas, noise, init, strength)
-    ours = tcd_loop(_pack_denoiser(model_sampling), x, sigmas, _popping_noise_sampler(steps),
+    ours = tcd_loop(pack_denoiser(model_sampling), x, sigmas, _popping_noise_sampler(steps),
                     model_sampling.noise_scaling, timestep_of, model_sampling.train_sigmas, gamma, disable=True)
     _assert_close(ours, reference)
 
@@ -119,7 +104,7 @@ def test_tcd_rejects_gamma_outside_unit_interval():
     model_sampling = make_lcm_model_sampling(None, "eps", 50, boundary=False)
     sigmas = schedule_sigmas(model_sampling, [999])
     with pytest.raises(ValueError, match=r"gamma=1.5 is outside \[0, 1\]"):
-        tcd_loop(_pack_denoiser(model_sampling), torch.zeros(SHAPE), sigmas, _popping_noise_sampler(1),
+        tcd_loop(pack_denoiser(model_sampling), torch.zeros(SHAPE), sigmas, _popping_noise_sampler(1),
                  model_sampling.noise_scaling, lambda s: 0, model_sampling.train_sigmas, 1.5, disable=True)
 
 
