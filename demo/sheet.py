@@ -117,7 +117,7 @@ class CachedRunner:
         self.execution = execution
         self.stub = _Stub()
         self.executor = execution.PromptExecutor(self.stub, cache_type=execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0})
+                                                 cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
 
     def run(self, prompt: dict) -> dict:
         ok, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))

@@ -131,7 +131,7 @@ class ComfyHost:
             raise PromptFailed(f"prompt invalid: {error} {node_errors}", {"error": error, "node_errors": node_errors})
         stub = ServerStub()
         executor = self.execution.PromptExecutor(stub, cache_type=self.execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0})
+                                                 cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
         # A client id makes the executor send its messages (execution_error included) to the stub.
         executor.execute(prompt, str(uuid.uuid4()), {"client_id": "harness"},
                          outputs if outputs is not None else good_outputs)

@@ -13,7 +13,6 @@ import latent_preview
 from comfy_api.latest import io, ui
 
 from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
-from ..samplers.comfy_cond_batch import single_cond_batch
 from ..samplers.comfy_k_diffusion import sample_lcm_exact, sample_tcd
 from ..samplers.comfy_model_sampling import (
     check_lcm_capable,
@@ -263,7 +262,7 @@ class KSamplerLCM(io.ComfyNode):
         if model is not None and cfg is not None:
             cfg = _choice(model, _other.get("preset", "auto"), _other.get("sampler", "lcm"), _other.get("gamma", 0.3),
                           cfg, _other.get("steps", 4)).cfg
-        if negative is None and negative_needed(cfg, _foreign_options(model)):
+        if negative is None and negative_needed(cfg, getattr(model, "model_options", None)):
             return ["negative"]
         return []
 
@@ -293,21 +292,12 @@ def _choice(model, preset: str, sampler: str, gamma: float, cfg: float, steps: i
     return choose(found, why, sampler, float(gamma), float(cfg), int(steps), KSAMPLER_DEFAULTS)
 
 
-def _foreign_options(model) -> dict | None:
-    """The model's ``model_options`` without the pack's own calc-cond-batch function: it hands the conds to core
-    unchanged (or runs the single positive directly), so it never reads the negative at cfg 1."""
-    options = getattr(model, "model_options", None)
-    if options is None or options.get("sampler_calc_cond_batch_function") is not single_cond_batch:
-        return options
-    return {key: value for key, value in options.items() if key != "sampler_calc_cond_batch_function"}
-
-
 def _negative_or_empty(negative, cfg: float, model) -> list:
     """The negative conditioning, or ``[]`` where it was not evaluated (cfg 1: core never reads it, and an empty
     list takes core's exact path -- the sampled latent is bit-identical to the one with the real negative)."""
     if negative is not None:
         return negative
-    options = _foreign_options(model)
+    options = getattr(model, "model_options", None)
     if negative_needed(cfg, options):
         readers = ", ".join(uncond_readers(options)) or "none"
         raise ValueError(f"KSamplerLCM got no negative conditioning at cfg={cfg} (model options reading it: "

@@ -1,20 +1,12 @@
-"""A direct path for ComfyUI's per-step conditioning batch when there is a single plain conditioning.
+"""Which conditioning batches the opt-in real-time path (``comfy_fast_path``) may run as one direct model call.
 
-Why. LCM samples at cfg 1: each step runs the model once on one positive conditioning. ComfyUI's
-``comfy.samplers.calc_cond_batch`` is written for the general case (areas, masks, several conds, cond +
-uncond batching sized by a free-memory query, hooks) and spends ~1 ms of host time per step on it — a
-``cudaMemGetInfo`` + ``memory_stats`` query, zero/one-filled accumulators, a mask of ones, concatenations and
-divisions by one — while an eager SD1.5 UNet step is ~21 ms of host time (docs/performance.md).
-
-What. :func:`single_cond_batch` is installed through ComfyUI's public hook
-``ModelPatcher.set_model_sampler_calc_cond_batch_function`` (``model_options["sampler_calc_cond_batch_function"]``,
-read by ``comfy.samplers.sampling_function``). When the step has exactly one conditioning entry with no area,
-mask, strength, timestep range, ControlNet, GLIGEN or hooks, and the model options carry no context windows,
-model-function wrapper or calc-cond-batch wrappers, it calls ``BaseModel.apply_model`` directly with the same
-inputs and the same ``transformer_options`` core builds; everything else goes to core's
-``comfy.samplers.calc_cond_batch`` unchanged. Core's result for that case is ``(0 + out·1) / (1e-37 + 1)`` =
-``out`` exactly in float32, so the direct path is bit-identical (tests/test_cond_batch.py compares both on a
-real model, including the ``transformer_options`` the diffusion model receives).
+The pack never installs a ``sampler_calc_cond_batch_function`` on a model: loaders, the mixer and LCM model
+sampling change weights and the model-sampling object only, and core batches the conditioning as it always does
+(issue 29: a copy of core's private ``_calc_cond_batch`` broke core's own KSampler on ComfyUI 0.33, whose
+``prepare_state`` gained an argument). Only ``LCM Fast Path``, which the user adds to ask for speed, replays the
+step as one captured model call; it asks :func:`single_plain_cond` whether the step has exactly one conditioning
+entry with no area, mask, strength, timestep range, ControlNet, GLIGEN or hooks, and model options with no
+context windows, model-function wrapper or calc-cond-batch wrappers. Anything else falls back to core.
 """
 from __future__ import annotations
 
@@ -59,39 +51,3 @@ def _transformer_options(model, model_options: dict, index: int, cond: dict, tim
     options["uuids"] = [cond["uuid"]]
     options["sigmas"] = timestep
     return options
-
-
-def direct_cond_batch(model, conds: list, x: torch.Tensor, timestep: torch.Tensor, model_options: dict,
-                      index: int, cond: dict) -> list:
-    """One model call for the single plain conditioning ``conds[index]``; zeros for the other entries (as core)."""
-    model.current_patcher.prepare_state(timestep)
-    conditioning = {name: value.process_cond(batch_size=x.shape[0], area=None)
-                    for name, value in cond["model_conds"].items()}
-    inputs = comfy.samplers.cond_cat([conditioning])
-    inputs["transformer_options"] = _transformer_options(model, model_options, index, cond, timestep)
-    output = model.apply_model(x, timestep, **inputs).to(x.dtype)
-    return [output if i == index else torch.zeros_like(x) for i in range(len(conds))]
-
-
-def single_cond_batch(args: dict) -> list:
-    """``sampler_calc_cond_batch_function``: the direct path when it applies, core's ``calc_cond_batch`` otherwise."""
-    conds, x, timestep = args["conds"], args["input"], args["sigma"]
-    model, model_options = args["model"], args["model_options"]
-    single = single_plain_cond(conds, model_options)
-    if single is None:
-        return comfy.samplers.calc_cond_batch(model, conds, x, timestep, model_options)
-    return direct_cond_batch(model, conds, x, timestep, model_options, *single)
-
-
-def has_cond_batch_function(model_patcher) -> bool:
-    """Whether the model already carries a calc-cond-batch function (ours or another node's)."""
-    return "sampler_calc_cond_batch_function" in model_patcher.model_options
-
-
-def install_single_cond_batch(model_patcher) -> bool:
-    """Install :func:`single_cond_batch` on ``model_patcher`` (a clone the caller owns) unless another node already
-    set a calc-cond-batch function (that one is kept: it may do more than batching). Returns True if installed."""
-    if has_cond_batch_function(model_patcher):
-        return False
-    model_patcher.set_model_sampler_calc_cond_batch_function(single_cond_batch)
-    return True

@@ -32,7 +32,7 @@ import comfy.samplers
 import torch
 from comfy.k_diffusion import sampling as k_sampling
 
-from .comfy_cond_batch import _transformer_options, single_cond_batch, single_plain_cond
+from .comfy_cond_batch import _transformer_options, single_plain_cond
 from .comfy_k_diffusion import sample_lcm_exact
 from .fast_path import (
     CacheEntry,
@@ -173,8 +173,7 @@ def fallback_reason(sampler, guider, extra_args: dict, noise: torch.Tensor, deno
         return f"cfg={guider.cfg} (fast path: cfg 1, one model call per step)"
     model_options = extra_args.get("model_options", {})
     foreign = [name for name in FOREIGN_OPTIONS if model_options.get(name)]
-    calc = model_options.get("sampler_calc_cond_batch_function")
-    if calc is not None and _function_id(calc) != _function_id(single_cond_batch):
+    if model_options.get("sampler_calc_cond_batch_function") is not None:
         foreign.append("sampler_calc_cond_batch_function")
     foreign += _foreign_wrappers(model_options) + _patch_entries(model_options)
     if extensions.get_all_callbacks(extensions.CallbacksMP.ON_PREPARE_STATE, guider.model_patcher.model_options,

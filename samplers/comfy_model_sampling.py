@@ -22,7 +22,6 @@ import torch
 from ..errors import SamplingError
 from .boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
 from .comfy_clone_cache import reused_clone
-from .comfy_cond_batch import has_cond_batch_function, install_single_cond_batch
 from .timesteps import DEFAULT_ORIGINAL_INFERENCE_STEPS, check_custom_timesteps, lcm_timesteps
 
 LOG = logging.getLogger(__name__)
@@ -241,9 +240,8 @@ def needs_lcm_patch(model_sampling, boundary: bool = True) -> bool:
 
 
 def _ready(model_patcher, boundary: bool) -> bool:
-    """True when the model needs neither the sampling patch nor the single-cond batch path."""
-    return (not needs_lcm_patch(model_patcher.get_model_object("model_sampling"), boundary)
-            and has_cond_batch_function(model_patcher))
+    """True when the model already has the sampling it needs."""
+    return not needs_lcm_patch(model_patcher.get_model_object("model_sampling"), boundary)
 
 
 def reused_lcm_sampling(model_patcher, boundary: bool = True):
@@ -259,12 +257,10 @@ def reused_lcm_sampling(model_patcher, boundary: bool = True):
 
 
 def lcm_patched_clone(model_patcher, sampling=None):
-    """A clone with ``sampling`` (if given) as its model sampling and the single-cond batch path installed
-    (``comfy_cond_batch``; kept off when another node set a calc-cond-batch function)."""
+    """A clone with ``sampling`` (if given) as its model sampling; nothing else about how core samples changes."""
     patched = model_patcher.clone()
     if sampling is not None:
         patched.add_object_patch("model_sampling", sampling)
-    install_single_cond_batch(patched)
     return patched
 
 
@@ -273,12 +269,12 @@ def with_lcm_sampling(model_patcher, boundary: bool = True):
 
     LCM needs the consistency boundary: a model without the pack's or core's LCM sampling gets the pack's with
     its grid constants (or the defaults). TCD needs the plain x̂₀: a boundary-patched model gets the same grid
-    without the boundary; a plain discrete model keeps its sampling. The clone also gets the single-cond batch
-    path. The input model is never mutated; a model that needs nothing is returned as is.
+    without the boundary; a plain discrete model keeps its sampling. The input model is never mutated; a model that
+    needs nothing is returned as is.
     """
     model_sampling = model_patcher.get_model_object("model_sampling")
     if not needs_lcm_patch(model_sampling, boundary):
-        return model_patcher if has_cond_batch_function(model_patcher) else lcm_patched_clone(model_patcher)
+        return model_patcher
     info = lcm_sampling_info(model_sampling)
     return lcm_patched_clone(model_patcher, make_lcm_model_sampling(
         model_patcher.model.model_config, sampling_prediction_type(model_sampling),

@@ -8,8 +8,9 @@ Steps (each skipped when already done, so a second run is fast and changes nothi
    its ``extra_model_paths.yaml`` removed) into ``<repo>/.comfyui/ComfyUI`` -- or the checkout named by
    ``COMFYUI_PATH``; with ``LCMPACK_COMFYUI_SOURCE`` also set (``make test COMFY=0.8.0``), a writable copy of
    that (possibly read-only) ComfyUI tree is made at ``COMFYUI_PATH`` first;
-3. ComfyUI's ``requirements.txt`` (torch/torchvision/torchaudio excluded: torch is pinned in step 1) and
-   the pack with its ``test`` extra;
+3. ComfyUI's ``requirements.txt`` (torch and torchvision excluded: torch is pinned in step 1; torchaudio
+   pinned to a release that imports with that torch, since ComfyUI 0.33's ``comfy/sd.py`` imports it at start-up)
+   and the pack with its ``test`` extra;
 4. the pack linked into ``custom_nodes/lcm-lora-pack``.
 
 A step that fails leaves nothing that looks finished: ComfyUI is unpacked into a temporary folder and
@@ -40,7 +41,10 @@ COMFY_VERSION = "0.3.75"
 TORCH_SPEC = "torch==2.13.0"
 PACK_LINK_NAME = "lcm-lora-pack"
 PACK_IMPORT_NAME = "lcm_lora_pack"
-SKIPPED_REQUIREMENTS = {"torch", "torchvision", "torchaudio"}
+SKIPPED_REQUIREMENTS = {"torch", "torchvision"}
+# Requirements whose unpinned spelling would let pip replace the pinned torch: torchaudio 2.11.1 declares
+# torch>=2.11 and imports with the pinned torch (ComfyUI >= 0.16 imports it when it starts).
+PINNED_REQUIREMENTS = {"torchaudio": "torchaudio==2.11.1"}
 
 
 class ProvisionError(RuntimeError):
@@ -194,7 +198,7 @@ def requirements_without_torch(comfy_root: Path, into: Path) -> Path:
         name = line.split("#")[0].strip()
         bare = name.split("=")[0].split(">")[0].split("<")[0].split("~")[0].strip().lower()
         if bare and bare not in SKIPPED_REQUIREMENTS:
-            lines.append(name)
+            lines.append(PINNED_REQUIREMENTS.get(bare, name))
     lines.append("requests")
     out = into / "comfy-requirements.txt"
     out.write_text("\n".join(lines) + "\n")
@@ -215,7 +219,8 @@ def pack_requirements() -> list[str]:
 
 def install_requirements(python: Path, comfy_root: Path) -> None:
     inputs = (comfy_root / "requirements.txt").read_bytes() + (REPO / "pyproject.toml").read_bytes()
-    stamp_value = hashlib.sha256(inputs + str(comfy_root).encode()).hexdigest()
+    # The stamp depends on what is installed, not on where the tree is: worktrees of the pack share a venv.
+    stamp_value = hashlib.sha256(inputs + repr(sorted(PINNED_REQUIREMENTS.items())).encode()).hexdigest()
     stamp = venv_dir() / ".lcmpack-requirements"
     if stamp.exists() and stamp.read_text().strip() == stamp_value:
         LOG.info("requirements already installed (stamp %s)", stamp_value[:12])
