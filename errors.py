@@ -7,7 +7,7 @@ It is a ``ValueError`` (bad input: a file, a value, a combination of nodes), so 
 * mixing: ``lora.errors.MixError``; export: ``lora.errors.ExportError`` with ``RankError`` (SVD rank) and
   ``ExportPathError`` (file name / folder);
 * sampling: :class:`SamplingError` with ``samplers.timesteps.LCMScheduleError`` (the LCM grid) and
-  ``samplers.comfy_model_sampling.LCMSetupError`` (model sampling).
+  ``host.comfy_model_sampling.LCMSetupError`` (model sampling).
 
 ComfyUI shows the class name and the message to the user, so every message names the value and the fix.
 Tests that run the nodes inside ComfyUI compare errors by class name: ComfyUI imports the pack under its own

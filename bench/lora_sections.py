@@ -21,13 +21,13 @@ from .sampling_sections import parity, unet_step_arms
 
 APPLY_FUNCTIONS = (
     ("lora/io.py", "read_lora_file"), ("lora/io.py", "_sha256"), ("lora/io.py", "read_tensors"),
-    ("lora/formats.py", "parse_modules"), ("lora/resolve.py", "resolve"), ("lora/comfy_apply.py", "build_patches"),
+    ("lora/formats.py", "parse_modules"), ("lora/resolve.py", "resolve"), ("host/comfy_apply.py", "build_patches"),
     ("comfy/utils.py", "load_torch_file"), ("comfy/lora.py", "load_lora"), ("comfy/lora.py", "model_lora_keys_unet"),
     ("model_patcher.py", "add_patches"), ("model_management.py", "load_models_gpu"),
     ("model_patcher.py", "patch_weight_to_device"), ("model_patcher.py", "unpatch_model"),
 )
 EXPORT_FUNCTIONS = (
-    ("lora/comfy_apply.py", "plan_stack"), ("lora/io.py", "read_lora_file"), ("lora/io.py", "_sha256"),
+    ("host/comfy_apply.py", "plan_stack"), ("lora/io.py", "read_lora_file"), ("lora/io.py", "_sha256"),
     ("lora/export.py", "build_export"), ("lora/mix.py", "concat_mix"), ("lora/svd.py", "reduce_modules"),
     ("lora/svd.py", "core_svd"), ("lora/export.py", "measure_concat"), ("lora/batched.py", "difference_norms_sq"),
     ("lora/export.py", "module_tensors"), ("lora/safe_write.py", "atomic_save_safetensors"),

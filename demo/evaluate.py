@@ -4,7 +4,7 @@ feature space, per sampling configuration, through ComfyUI's own samplers and th
 Generation mirrors the workflows: the teacher runs core ``comfy.sample.sample`` (DPM++ 2M / Karras or DDIM,
 cfg 7.5, negative = the empty prompt); the LCM-LoRA runs what ``LCMPack_KSamplerLCM`` runs (the pack's LCM
 model sampling, its LCM grid and its exact LCM loop, cfg 1). LoRAs are applied by the pack's loader
-(``lora.comfy_apply.apply_lora``). Conditioning is the stored ``CLIPTextEncode`` output of each caption
+(``host.comfy_apply.apply_lora``). Conditioning is the stored ``CLIPTextEncode`` output of each caption
 (``caption_embeddings.safetensors``), batched over prompts.
 
 Fréchet distance (Heusel et al. 2017, arXiv 1706.08500) between Gaussians fitted to the classifier's
@@ -71,8 +71,8 @@ def lcm_sample(model, noise, latent, positive, negative, steps: int, seed: int) 
     """What ``LCMPack_KSamplerLCM`` (sampler lcm, cfg 1, denoise 1) does with these inputs."""
     import comfy.sample
     import comfy.samplers
-    from lcm_lora_pack.samplers.comfy_k_diffusion import sample_lcm_exact
-    from lcm_lora_pack.samplers.comfy_model_sampling import lcm_schedule, reused_lcm_sampling
+    from lcm_lora_pack.host.comfy_k_diffusion import sample_lcm_exact
+    from lcm_lora_pack.host.comfy_model_sampling import lcm_schedule, reused_lcm_sampling
 
     model = reused_lcm_sampling(model, boundary=True)
     sigmas = lcm_schedule(model.get_model_object("model_sampling"), steps, 1.0)
@@ -114,7 +114,7 @@ def load_models(unet_vae_path, lcm_lora_path, style_lora_path):
     """``{"teacher", "lcm", "style", "lcm_style"}`` ModelPatchers and the VAE, LoRAs applied by the pack's loader."""
     comfy_env.prepare()
     import comfy.sd
-    from lcm_lora_pack.lora.comfy_apply import apply_lora
+    from lcm_lora_pack.host.comfy_apply import apply_lora
     from lcm_lora_pack.lora.io import read_lora_file
 
     teacher, _, vae, _ = comfy.sd.load_checkpoint_guess_config(str(unet_vae_path), output_vae=True, output_clip=False)

@@ -5,8 +5,6 @@ Pure torch (no ComfyUI import): ``io`` (safe reading, cache), ``formats`` / ``de
 the one "already applied" policy), ``mix`` / ``svd`` / ``batched`` / ``export`` (τ' = Σ λᵢ τᵢ, SVD, the merged
 file), ``safe_write``, ``types``, ``errors``.
 
-ComfyUI bridges, named ``comfy_*``: ``comfy_apply`` (the one apply path: checks, core's key maps and adapters,
-``ModelPatcher.add_patches``, the report; it imports comfy only inside functions) and ``comfy_mixed_adapter``
-(the mixed layers' ``comfy.weight_adapter`` class; imports comfy at import time, so only ``comfy_apply`` imports
-it, lazily).
+Everything that speaks ComfyUI's objects (the apply path ``comfy_apply``, the mixed layers' adapter
+``comfy_mixed_adapter``) lives in ``host/``, the one layer between this pure package and the nodes.
 """

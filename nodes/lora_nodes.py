@@ -1,7 +1,7 @@
 """LCM-LoRA loader node: one node makes an SD1.x / SD2.x / SDXL / SSD-1B / Vega model fast, safely.
 
 Thin: reading, detection, the checks, patching and the report live in ``lora/`` (``lora.io``; the one apply
-path ``lora.comfy_apply.apply_stack``, called with a stack of one); this node finds the file and hands an
+path ``host.comfy_apply.apply_stack``, called with a stack of one); this node finds the file and hands an
 LCM-LoRA's model to LCM model sampling.
 """
 from __future__ import annotations
@@ -11,11 +11,11 @@ import logging
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..lora.comfy_apply import ApplyResult, apply_lora
+from ..host.comfy_apply import ApplyResult, apply_lora
+from ..host.comfy_model_sampling import with_lcm_sampling
 from ..lora.detect import with_kind
 from ..lora.io import read_lora_file
 from ..lora.kinds import KINDS, STYLE
-from ..samplers.comfy_model_sampling import with_lcm_sampling
 from .common import CATEGORY_LORA, NODE_PREFIX, check_inputs, check_model_file, first_failure
 
 LOG = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """LoRA mixing nodes: a chainable LoRA stack, the mixer (τ' = Σ λᵢ τᵢ in one clone) and the merged export.
 
 The checks, the patching and the reports live in ``lora/``: the mixer applies its stack through the pack's one
-apply path (``lora.comfy_apply.apply_stack``, which the loader calls with a stack of one), the export checks
+apply path (``host.comfy_apply.apply_stack``, which the loader calls with a stack of one), the export checks
 the stack the same way (``plan_stack``) and writes ``lora.export.build_export``'s result. This module finds the
 stack's files in ``models/loras`` and hands an LCM accelerator's model to LCM model sampling.
 """
@@ -11,8 +11,8 @@ import logging
 
 from comfy_api.latest import io, ui
 
+from ..host.comfy_apply import StackLora, apply_stack, export_device, plan_stack
 from ..lora import mix
-from ..lora.comfy_apply import StackLora, apply_stack, export_device, plan_stack
 from ..lora.export import DEFAULT_SAVE_DTYPE, MODES, SAVE_DTYPES, build_export, export_report, kohya_names
 from ..lora.io import read_lora_file
 from ..lora.safe_write import atomic_save_safetensors

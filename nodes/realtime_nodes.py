@@ -1,14 +1,14 @@
 """Real-time nodes: the LCM fast path on a MODEL (whole 4-step loop as one CUDA graph) and a fast VAE decode.
 
-Thin V3 nodes; the mechanism lives in ``samplers/fast_path.py`` (pure torch), ``samplers/comfy_fast_path.py``
-(the sampler hook) and ``samplers/comfy_fast_vae.py`` (the decode); docs/realtime.md explains when each runs.
+Thin V3 nodes; the mechanism lives in ``samplers/fast_path.py`` (pure torch), ``host/comfy_fast_path.py``
+(the sampler hook) and ``host/comfy_fast_vae.py`` (the decode); docs/realtime.md explains when each runs.
 """
 from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..samplers.comfy_fast_path import MODES, FastPathSettings, with_fast_path
-from ..samplers.comfy_fast_vae import fast_vae_decode
+from ..host.comfy_fast_path import MODES, FastPathSettings, with_fast_path
+from ..host.comfy_fast_vae import fast_vae_decode
 from .common import CATEGORY_SAMPLING, NODE_PREFIX
 
 MODE_TOOLTIP = ("compile_cuda_graph: torch.compile the UNet (first call ~40 s on SD1.5, once per shape) and "

@@ -12,16 +12,16 @@ import comfy.utils
 import latent_preview
 from comfy_api.latest import io, ui
 
-from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
-from ..samplers.comfy_k_diffusion import sample_lcm_exact, sample_tcd
-from ..samplers.comfy_model_sampling import (
+from ..host.comfy_k_diffusion import sample_lcm_exact, sample_tcd
+from ..host.comfy_model_sampling import (
     check_lcm_capable,
     lcm_patched_clone,
     lcm_schedule,
     make_lcm_model_sampling,
     sampling_prediction_type,
 )
-from ..samplers.comfy_presets import plan_sampling, resolve_preset
+from ..host.comfy_presets import plan_sampling, resolve_preset
+from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
 from ..samplers.guidance import negative_needed, uncond_readers
 from ..samplers.presets import PRESET_NAMES, choose
 from ..samplers.timesteps import (
@@ -287,7 +287,7 @@ class KSamplerLCM(io.ComfyNode):
 
 
 def _choice(model, preset: str, sampler: str, gamma: float, cfg: float, steps: int):
-    """The preset (``samplers/comfy_presets.resolve_preset``) merged with the node's inputs (``presets.choose``)."""
+    """The preset (``host/comfy_presets.resolve_preset``) merged with the node's inputs (``presets.choose``)."""
     found, why = resolve_preset(model, preset or "auto")
     return choose(found, why, sampler, float(gamma), float(cfg), int(steps), KSAMPLER_DEFAULTS)
 

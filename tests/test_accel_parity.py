@@ -25,8 +25,8 @@ from lcm_lora_pack.devkit.host import prepare_import
 prepare_import()
 
 import comfy.k_diffusion.sampling as k_sampling  # noqa: E402
-from lcm_lora_pack.samplers.comfy_model_sampling import make_lcm_model_sampling, schedule_sigmas  # noqa: E402
-from lcm_lora_pack.samplers.comfy_presets import ddim_land_sigmas, make_preset_sampling  # noqa: E402
+from lcm_lora_pack.host.comfy_model_sampling import make_lcm_model_sampling, schedule_sigmas  # noqa: E402
+from lcm_lora_pack.host.comfy_presets import ddim_land_sigmas, make_preset_sampling  # noqa: E402
 from lcm_lora_pack.samplers.ddim_sampler import ddim_loop  # noqa: E402
 from lcm_lora_pack.samplers.lcm_sampler import lcm_loop, tcd_loop  # noqa: E402
 from lcm_lora_pack.samplers.presets import PRESETS, PresetError, preset_for_kind, preset_timesteps  # noqa: E402

@@ -28,7 +28,7 @@ def core(comfy):
     """ComfyUI's modules (importable once the host has booted) and the pack's module under test."""
     names = ["comfy.model_management", "comfy.patcher_extension", "comfy.sample", "comfy.samplers"]
     modules = {name.split(".")[-1]: importlib.import_module(name) for name in names}
-    globals()["comfy_cond_batch"] = importlib.import_module("lcm_lora_pack.samplers.comfy_cond_batch")
+    globals()["comfy_cond_batch"] = importlib.import_module("lcm_lora_pack.host.comfy_cond_batch")
     globals()["cm"] = SimpleNamespace(**modules)
     return cm
 
@@ -138,7 +138,7 @@ def test_the_lcm_grid_is_computed_once_per_sampling_object_and_arguments(comfy, 
     import sys
 
     (pack_sampling,) = [m for name, m in list(sys.modules.items())
-                        if name.endswith(".samplers.comfy_model_sampling") and not name.startswith("lcm_lora_pack.")]
+                        if name.endswith(".host.comfy_model_sampling") and not name.startswith("lcm_lora_pack.")]
     computed = []
     real = pack_sampling.schedule_sigmas
 

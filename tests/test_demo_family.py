@@ -36,7 +36,7 @@ def test_shipped_checkpoint_loads_with_core_loader_as_sd15(loaded):
 
 @pytest.mark.parametrize(("name", "kind"), [(files.LCM_LORA, "lcm"), (files.STYLE_LORA, "style")])
 def test_demo_loras_are_detected_and_cover_the_model(loaded, name, kind):
-    from lcm_lora_pack.lora.comfy_apply import apply_lora
+    from lcm_lora_pack.host.comfy_apply import apply_lora
     from lcm_lora_pack.lora.io import read_lora_file
 
     lora = read_lora_file(files.SHIPPED / name)
@@ -65,7 +65,7 @@ def _embeddings(clip, scene: world.Scene) -> torch.Tensor:
 
 
 def test_lcm_lora_4_steps_and_teacher_25_steps_draw_the_prompt(loaded):
-    from lcm_lora_pack.lora.comfy_apply import apply_lora
+    from lcm_lora_pack.host.comfy_apply import apply_lora
     from lcm_lora_pack.lora.io import read_lora_file
 
     model, clip, vae = loaded

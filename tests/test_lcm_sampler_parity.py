@@ -11,7 +11,7 @@ import pytest
 import torch
 from diffusers import LCMScheduler, TCDScheduler
 from harness.fake_unet import SHAPE, fake_unet, pack_denoiser
-from lcm_lora_pack.samplers.comfy_model_sampling import make_lcm_model_sampling, schedule_sigmas
+from lcm_lora_pack.host.comfy_model_sampling import make_lcm_model_sampling, schedule_sigmas
 from lcm_lora_pack.samplers.lcm_sampler import lcm_loop, tcd_loop
 from lcm_lora_pack.samplers.timesteps import lcm_timesteps
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import SD15_CKPT
 from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
-from lcm_lora_pack.lora.comfy_apply import apply_lora
+from lcm_lora_pack.host.comfy_apply import apply_lora
 from lcm_lora_pack.lora.io import read_lora_file
 
 LOG = logging.getLogger(__name__)

@@ -16,13 +16,13 @@ from conftest import SD15_CKPT
 from lcm_lora_pack.devkit import loras
 from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 
-fp = None  # lcm_lora_pack.samplers.comfy_fast_path, imported once ComfyUI has booted
+fp = None  # lcm_lora_pack.host.comfy_fast_path, imported once ComfyUI has booted
 
 
 @pytest.fixture(scope="module", autouse=True)
 def fast_path_module(comfy):
     global fp
-    fp = importlib.import_module("lcm_lora_pack.samplers.comfy_fast_path")
+    fp = importlib.import_module("lcm_lora_pack.host.comfy_fast_path")
     return fp
 
 
@@ -146,7 +146,7 @@ def test_node_gives_a_clone_with_the_hook_and_leaves_the_input(comfy, lcm_model)
 
 
 def test_fast_vae_decode_equals_vae_decode(comfy, sd15):
-    fast_vae = importlib.import_module("lcm_lora_pack.samplers.comfy_fast_vae")
+    fast_vae = importlib.import_module("lcm_lora_pack.host.comfy_fast_vae")
     vae = sd15[2]
     latent = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     (expected,) = comfy.run_node("VAEDecode", vae=vae, samples={"samples": latent})

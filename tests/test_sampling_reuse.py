@@ -59,7 +59,7 @@ def _loaded_patcher(base_model):
 def _pack_clone_cache():
     """The pack's ``comfy_clone_cache`` module as ComfyUI imported it (under the pack's mangled name)."""
     (module,) = [m for name, m in list(sys.modules.items())
-                 if name.endswith(".samplers.comfy_clone_cache") and not name.startswith("lcm_lora_pack.")]
+                 if name.endswith(".host.comfy_clone_cache") and not name.startswith("lcm_lora_pack.")]
     return module
 
 

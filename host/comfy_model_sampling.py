@@ -20,9 +20,9 @@ import comfy.model_sampling
 import torch
 
 from ..errors import SamplingError
-from .boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
+from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
+from ..samplers.timesteps import DEFAULT_ORIGINAL_INFERENCE_STEPS, check_custom_timesteps, lcm_timesteps
 from .comfy_clone_cache import reused_clone
-from .timesteps import DEFAULT_ORIGINAL_INFERENCE_STEPS, check_custom_timesteps, lcm_timesteps
 
 LOG = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import comfy.model_management as model_management
 import torch
 
-from .fast_path import (
+from ..samplers.fast_path import (
     CacheEntry,
     CaptureCache,
     CaptureEvent,

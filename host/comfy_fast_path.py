@@ -32,9 +32,7 @@ import comfy.samplers
 import torch
 from comfy.k_diffusion import sampling as k_sampling
 
-from .comfy_cond_batch import _transformer_options, single_plain_cond
-from .comfy_k_diffusion import sample_lcm_exact
-from .fast_path import (
+from ..samplers.fast_path import (
     CacheEntry,
     CaptureCache,
     CaptureEvent,
@@ -51,7 +49,9 @@ from .fast_path import (
     tensor_slots,
     timed_capture,
 )
-from .lcm_sampler import seeded_noise_sampler
+from ..samplers.lcm_sampler import seeded_noise_sampler
+from .comfy_cond_batch import _transformer_options, single_plain_cond
+from .comfy_k_diffusion import sample_lcm_exact
 
 LOG = logging.getLogger(__name__)
 

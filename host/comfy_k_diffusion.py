@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from ..samplers.lcm_sampler import check_gamma, lcm_loop, seeded_noise_sampler, tcd_loop
 from .comfy_finite import explain_non_finite
 from .comfy_model_sampling import training_sigmas
-from .lcm_sampler import check_gamma, lcm_loop, seeded_noise_sampler, tcd_loop
 
 
 def _parts(model, x, extra_args, noise_sampler):

@@ -20,6 +20,18 @@ import comfy.samplers
 import torch
 
 from ..lora import applied, kinds
+from ..samplers.ddim_sampler import ddim_loop
+from ..samplers.lcm_sampler import seeded_noise_sampler
+from ..samplers.presets import (
+    KIND_PRESETS,
+    PRESETS,
+    Choice,
+    Preset,
+    PresetError,
+    ddim_landing_timesteps,
+    preset_for_kind,
+    preset_timesteps,
+)
 from .comfy_clone_cache import reused_clone
 from .comfy_k_diffusion import _parts, sample_lcm_exact, sample_tcd
 from .comfy_model_sampling import (
@@ -33,18 +45,6 @@ from .comfy_model_sampling import (
     sampling_prediction_type,
     schedule_sigmas,
     training_sigmas,
-)
-from .ddim_sampler import ddim_loop
-from .lcm_sampler import seeded_noise_sampler
-from .presets import (
-    KIND_PRESETS,
-    PRESETS,
-    Choice,
-    Preset,
-    PresetError,
-    ddim_landing_timesteps,
-    preset_for_kind,
-    preset_timesteps,
 )
 
 

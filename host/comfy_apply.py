@@ -17,7 +17,7 @@ weighted sum τ' = Σ λᵢ τᵢ of such updates, so it is merged exactly like 
 
 Patches: a stack of one gets core's own ``LoRAAdapter`` built from the resolved tensors (what core's
 ``LoraLoader`` builds for the same file, at strength λ); a larger stack gets one
-:class:`~lora.comfy_mixed_adapter.MixedLoRAAdapter` per mixed layer (per-term scales λᵢ·αᵢ/rᵢ, which core's
+:class:`~host.comfy_mixed_adapter.MixedLoRAAdapter` per mixed layer (per-term scales λᵢ·αᵢ/rᵢ, which core's
 adapter cannot hold). Adapters only core knows (LoHa, LoKr, DoRA, LoCon, diffs) are parsed by core
 (``comfy.lora.load_lora``) from the file's own tensors, at their LoRA's λ.
 
@@ -30,11 +30,11 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import applied, mix
-from .errors import LoraCoverageError, LoraFamilyMismatch
-from .kinds import KIND_NAMES, SAMPLER_ADVICE, is_accelerator, style_weight_advice
-from .resolve import resolve
-from .types import LoraFile, ResolvedLora
+from ..lora import applied, mix
+from ..lora.errors import LoraCoverageError, LoraFamilyMismatch
+from ..lora.kinds import KIND_NAMES, SAMPLER_ADVICE, is_accelerator, style_weight_advice
+from ..lora.resolve import resolve
+from ..lora.types import LoraFile, ResolvedLora
 
 LOG = logging.getLogger(__name__)
 # ComfyUI model_config class name → family (subclasses are looked up along the MRO).

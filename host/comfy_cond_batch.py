@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import comfy.patcher_extension
 import comfy.samplers
-import torch
 
 # Keys of a processed conditioning that core's get_area_and_mult / _calc_cond_batch act on.
 SPECIAL_COND_KEYS = frozenset({"default", "timestep_start", "timestep_end", "area", "mask", "control", "gligen",

@@ -27,7 +27,7 @@ import torch
 from comfy import model_management
 from comfy.weight_adapter import WeightAdapterBase
 
-from .mix import MixedFactors
+from ..lora.mix import MixedFactors
 
 LOG = logging.getLogger(__name__)
 
