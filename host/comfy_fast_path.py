@@ -19,6 +19,13 @@ State. Kept per ``BaseModel`` (the object every clone of a loaded checkpoint sha
 survive LoRA strength changes (parameters are graph inputs, not constants), graphs are re-captured only when
 the key changes -- shapes, schedule, conditioning shapes, or the *addresses* of the weights and sampling tables
 (a graph reads them by address; ComfyUI re-patching a LoRA replaces the weight tensors).
+
+Never worse than core. The path does not capture where a capture cannot be trusted, and says why: under
+ComfyUI's default CUDA allocator ``cudaMallocAsync`` (a failed capture there ends the process;
+``capture_allocator_reason``) and under Dynamic VRAM (ComfyUI 0.16+ default on GPUs: the LoRA-patched weights are
+rebuilt at every use, so a graph's weight addresses never hold and every call would re-capture;
+:func:`dynamic_vram`). A failed compile or capture releases everything it allocated (``CaptureFailed``) before
+the path captures the eager UNet or hands the call to ComfyUI.
 """
 from __future__ import annotations
 
@@ -36,10 +43,13 @@ from ..samplers.fast_path import (
     CacheEntry,
     CaptureCache,
     CaptureEvent,
+    CaptureFailed,
     CudaGraphBackend,
     EagerReplayBackend,
     FastPathUnavailable,
     StaticBuffers,
+    capture_allocator_reason,
+    describe,
     draw_step_noise,
     lcm_fixed_loop,
     lcm_plan,
@@ -142,6 +152,19 @@ def lcm_sampler_kind(function) -> str | None:
     return LCM_SAMPLERS.get(_function_id(function))
 
 
+DYNAMIC_VRAM_REASON = ("ComfyUI runs this model with Dynamic VRAM (it rebuilds the LoRA-patched weights at every "
+                       "use, so a captured graph's weight addresses never hold and every call would re-capture): "
+                       "start ComfyUI with --disable-dynamic-vram to use the captured path")
+
+
+def dynamic_vram(patcher) -> bool:
+    """Whether ComfyUI loads ``patcher`` with Dynamic VRAM: core ``ModelPatcher.is_dynamic()`` (ComfyUI 0.16+,
+    checked on 0.33.0: ``ModelPatcherDynamic`` answers True, plain ``ModelPatcher`` False; the VAE's and
+    CLIP's patchers answer the same way). Hosts without the method (0.8.0, 0.3.75) never load dynamically."""
+    is_dynamic = getattr(patcher, "is_dynamic", None)
+    return bool(is_dynamic()) if callable(is_dynamic) else False
+
+
 def _foreign_wrappers(model_options: dict) -> list[str]:
     names = []
     for kind in FOREIGN_WRAPPERS:
@@ -183,8 +206,12 @@ def fallback_reason(sampler, guider, extra_args: dict, noise: torch.Tensor, deno
         return f"model patches the fast path does not replay: {', '.join(foreign)}"
     if noise.ndim != 4 or noise.is_nested:
         return f"latent of shape {tuple(noise.shape)} (fast path: 4-D image latents)"
+    if settings.backend == "cuda_graph" and (allocator := capture_allocator_reason()):
+        return allocator
     if settings.backend == "cuda_graph" and noise.device.type != "cuda":
         return f"device {noise.device} is not CUDA (CUDA graphs need a CUDA device)"
+    if dynamic_vram(guider.model_patcher):
+        return DYNAMIC_VRAM_REASON
     if getattr(guider.inner_model, "model_lowvram", False):
         return "the model is only partly on the GPU (low VRAM mode)"
     if single_plain_cond([guider.conds.get("positive"), None], model_options) is None:
@@ -313,24 +340,29 @@ def _capture(state, settings, base_model, extra_args, call: CallInputs, token, s
     model_options = extra_args["model_options"]
     names = [name for name in call.values if name.startswith("cond.")]
     model_sampling = base_model.model_sampling
-    backend = CudaGraphBackend() if settings.backend == "cuda_graph" else EagerReplayBackend()
     try:
-        captured, seconds = _capture_with_compile_fallback(state, settings, backend, base_model, model_options,
-                                                           call, buffers, names)
-    except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
-        message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+        captured, seconds, compiled = _capture_with_compile_fallback(state, settings, base_model, model_options,
+                                                                     call, buffers, names)
+    except CaptureFailed as error:  # everything the attempt allocated is released already
+        message = str(error)
         state.cache.failed[(token, shape_key)] = message
         state.cache.record(CaptureEvent("failed", message, 0.0, shape_key))
-        raise FastPathUnavailable(f"capture failed: {message}") from error
+        raise FastPathUnavailable(f"capture failed: {message}") from None
     entry = CacheEntry(captured, buffers, keep_alive=(model_sampling, model_options))
-    compiled = "compiled UNet" if settings.mode == "compile_cuda_graph" and not state.compile_failed else "eager UNet"
-    detail = f"{reason}; {compiled}, {backend.name}, batch {call.values['noise'].shape[0]}, {call.plan.steps} steps"
+    detail = (f"{reason}; {'compiled' if compiled else 'eager'} UNet, {settings.backend}, batch "
+              f"{call.values['noise'].shape[0]}, {call.plan.steps} steps")
     state.cache.put(token, shape_key, entry, CaptureEvent(kind, detail, seconds, shape_key))
     return entry
 
 
-def _capture_with_compile_fallback(state, settings, backend, base_model, model_options, call, buffers, names):
-    """Capture the loop with the compiled UNet; if compiling fails, say so and capture the eager UNet."""
+def _new_backend(settings: FastPathSettings):
+    return CudaGraphBackend() if settings.backend == "cuda_graph" else EagerReplayBackend()
+
+
+def _capture_with_compile_fallback(state, settings, base_model, model_options, call, buffers, names):
+    """(captured, seconds, compiled?): the loop captured with the compiled UNet; if compiling or that capture
+    fails, the attempt is released, the compiled module dropped, the failure reported, and the eager UNet
+    captured on a fresh backend. A failure of the eager capture raises :class:`CaptureFailed` (released too)."""
     def loop(compile_wrapper):
         denoise = _denoiser(base_model, model_options, call.index, call.cond, buffers, names, call.constants,
                             compile_wrapper)
@@ -338,15 +370,23 @@ def _capture_with_compile_fallback(state, settings, backend, base_model, model_o
         return lambda: lcm_fixed_loop(denoise, sampling.noise_scaling, sampling.inverse_noise_scaling, buffers,
                                       call.plan)
 
-    wrapper = _compile_wrapper(state, base_model, settings)
-    if wrapper is None:
-        return timed_capture(backend, loop(None), settings.warmup)
-    try:
-        return timed_capture(backend, loop(wrapper), settings.warmup)
-    except Exception as error:  # noqa: BLE001  (torch.compile raises many types; the eager graph still works)
-        state.compile_failed = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-        LOG.warning("LCM fast path: torch.compile failed (%s); capturing the eager UNet instead", state.compile_failed)
-        return timed_capture(backend, loop(None), settings.warmup)
+    if settings.mode == "compile_cuda_graph" and not state.compile_failed:
+        try:
+            wrapper = _compile_wrapper(state, base_model, settings)
+        except Exception as error:  # noqa: BLE001  (torch.compile and core's helper raise many types)
+            state.compile_failed = describe(error)
+        else:
+            try:
+                captured, seconds = timed_capture(_new_backend(settings), loop(wrapper), settings.warmup)
+                return captured, seconds, True
+            except CaptureFailed as error:
+                state.compile_failed = str(error)
+        wrapper = None
+        state.compiled.clear()  # the compiled module and what it holds go with the failed attempt
+        LOG.warning("LCM fast path: torch.compile failed (%s), released; capturing the eager UNet instead",
+                    state.compile_failed)
+    captured, seconds = timed_capture(_new_backend(settings), loop(None), settings.warmup)
+    return captured, seconds, False
 
 
 def settings_from(model_patcher) -> FastPathSettings | None:

@@ -5,7 +5,9 @@ the VAE's dtype, ``first_stage_model.decode``, ``process_output`` (clamp((x + 1)
 channels moved last, on the VAE's output device. The graph covers the decode and ``process_output``; the copy to
 the output device and the batch split core makes when memory is short are outside it (a batch that core would
 split, tiled decoding, partial loading or a non-CUDA device fall back to ``VAE.decode`` with a report line).
-State per decoder module (weakly), re-captured when the shape or the weights' addresses change.
+State per decoder module (weakly), re-captured when the shape or the weights' addresses change. As the
+sampler's fast path, it does not capture under ComfyUI's default ``cudaMallocAsync`` allocator or under Dynamic
+VRAM (each says why), and a failed compile or capture is released before the eager decoder is captured.
 """
 from __future__ import annotations
 
@@ -20,16 +22,19 @@ from ..samplers.fast_path import (
     CacheEntry,
     CaptureCache,
     CaptureEvent,
+    CaptureFailed,
     CudaGraphBackend,
     EagerReplayBackend,
     FastPathUnavailable,
     StaticBuffers,
+    capture_allocator_reason,
     pointer_token,
     report_once,
     signature,
     tensor_slots,
     timed_capture,
 )
+from .comfy_fast_path import dynamic_vram
 
 LOG = logging.getLogger(__name__)
 
@@ -55,8 +60,13 @@ def _reason(vae, samples: torch.Tensor, backend: str, mode: str) -> str | None:
         return "switched off (mode off)"
     if samples.ndim != 4 or samples.is_nested:
         return f"latent of shape {tuple(samples.shape)} (fast decode: 4-D image latents)"
+    if backend == "cuda_graph" and (allocator := capture_allocator_reason()):
+        return allocator
     if backend == "cuda_graph" and torch.device(vae.device).type != "cuda":
         return f"VAE device {vae.device} is not CUDA"
+    if dynamic_vram(vae.patcher):
+        return ("ComfyUI runs the VAE with Dynamic VRAM (its weights are staged at every use, so a captured "
+                "graph's addresses never hold): start ComfyUI with --disable-dynamic-vram to use the captured decode")
     if getattr(vae.patcher.model, "model_lowvram", False):
         return "the VAE is only partly on the GPU (low VRAM mode)"
     memory = vae.memory_used_decode(samples.shape, vae.vae_dtype)
@@ -81,25 +91,36 @@ def _decode_fn(state: DecoderState, vae, mode: str):
 
 def _capture(state: DecoderState, vae, latent: torch.Tensor, mode: str, backend_name: str, token, key):
     kind, reason = state.cache.reason_for(token, key)
+    if state.cache.failed.get((token, key)):
+        raise FastPathUnavailable(f"capture failed before for this shape: {state.cache.failed[(token, key)]}")
     buffers = StaticBuffers({"samples": latent}, latent.device)
     buffers.load({"samples": latent})
-    backend = CudaGraphBackend() if backend_name == "cuda_graph" else EagerReplayBackend()
 
     def run(decode):
         return lambda: {"image": vae.process_output(decode(buffers["samples"]).float())}
 
-    try:
-        captured, seconds = timed_capture(backend, run(_decode_fn(state, vae, mode)), 2)
-    except Exception as error:  # noqa: BLE001  (compile errors are of many types; retry with the eager decoder)
-        if mode != "compile_cuda_graph" or state.compile_failed:
-            raise FastPathUnavailable(f"capture failed: {type(error).__name__}: {error}") from error
-        state.compile_failed = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-        LOG.warning("LCM fast decode: torch.compile failed (%s); capturing the eager decoder", state.compile_failed)
-        captured, seconds = timed_capture(backend, run(vae.first_stage_model.decode), 2)
-    compiled = "compiled decoder" if mode == "compile_cuda_graph" and not state.compile_failed else "eager decoder"
+    def new_backend():
+        return CudaGraphBackend() if backend_name == "cuda_graph" else EagerReplayBackend()
+
+    compiled = mode == "compile_cuda_graph" and state.compile_failed is None
+    if compiled:
+        try:
+            captured, seconds = timed_capture(new_backend(), run(_decode_fn(state, vae, mode)), 2)
+        except CaptureFailed as error:  # released already; drop the compiled decoder too
+            state.compile_failed, state.compiled, compiled = str(error), None, False
+            LOG.warning("LCM fast decode: torch.compile failed (%s), released; capturing the eager decoder",
+                        state.compile_failed)
+    if not compiled:
+        try:
+            captured, seconds = timed_capture(new_backend(), run(vae.first_stage_model.decode), 2)
+        except CaptureFailed as error:
+            message = state.cache.failed[(token, key)] = str(error)
+            state.cache.record(CaptureEvent("failed", f"VAE decode: {message}", 0.0, key))
+            raise FastPathUnavailable(f"capture failed: {message}") from None
     entry = CacheEntry(captured, buffers)
-    state.cache.put(token, key, entry, CaptureEvent(kind, f"VAE decode: {reason}; {compiled}, {backend.name}, "
-                                                          f"latent {tuple(latent.shape)}", seconds, key))
+    state.cache.put(token, key, entry, CaptureEvent(kind, f"VAE decode: {reason}; {'compiled' if compiled else 'eager'}"
+                                                          f" decoder, {backend_name}, latent {tuple(latent.shape)}",
+                                                    seconds, key))
     return entry
 
 

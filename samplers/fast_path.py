@@ -20,6 +20,7 @@ report shows: capture, re-capture and why, seconds).
 """
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import OrderedDict
@@ -39,6 +40,40 @@ NoiseSamplerFactory = Callable[[torch.Tensor, "int | None"], Callable]
 
 class FastPathUnavailable(RuntimeError):
     """The fast path cannot run this call; the message says why (the caller falls back to eager)."""
+
+
+class CaptureFailed(FastPathUnavailable):
+    """A capture or its warm-up (where ``torch.compile`` compiles) raised. Raised only after everything the
+    attempt allocated was released, and without the original exception attached: its traceback's frames hold
+    the tensors of the failed capture, so keeping it would keep them alive."""
+
+
+# PyTorch CUDA allocators under which a failed capture can be released (its private pool freed with the graph).
+CAPTURE_SAFE_ALLOCATORS = ("native",)
+
+
+def describe(error: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters): a report line's view of an error."""
+    lines = str(error).splitlines()
+    return f"{type(error).__name__}: {(lines[0] if lines else '')[:200]}"
+
+
+def capture_allocator_reason() -> str | None:
+    """Why a CUDA graph must not be captured under the running CUDA allocator (None: it may).
+
+    ComfyUI's ``cuda_malloc.py`` sets ``PYTORCH_CUDA_ALLOC_CONF=backend:cudaMallocAsync`` by default (torch 2.x
+    on CUDA; always from CUDA 13 builds) unless started with ``--disable-cuda-malloc``. Under that allocator a
+    capture that fails part-way leaves captured allocations whose later free throws inside a destructor
+    (``CUDAMallocAsyncAllocator.cpp`` ``free_impl``): ``std::terminate`` ends the whole server (seen on an H100,
+    ComfyUI 0.3.75, issue 29). PyTorch's native caching allocator captures into a private pool that
+    ``CUDAGraph.reset`` releases, so a failed capture is recoverable there. ``torch.cuda.get_allocator_backend``
+    reads the same setting (the environment, before CUDA starts) on every build, CPU-only ones included."""
+    backend = torch.cuda.get_allocator_backend()
+    if backend in CAPTURE_SAFE_ALLOCATORS:
+        return None
+    return (f"PyTorch's CUDA allocator is {backend} (ComfyUI's default: PYTORCH_CUDA_ALLOC_CONF=backend:{backend}); "
+            "a CUDA graph whose capture fails under it cannot be released and ends the server process: start "
+            "ComfyUI with --disable-cuda-malloc to use the captured path")
 
 
 @dataclass(frozen=True)
@@ -156,35 +191,78 @@ class Captured:
         return self.outputs
 
 
+def guarded_capture(record: Callable[[], Captured], release: Callable[[], None]) -> Captured:
+    """``record()``; if it raises, ``release()`` and raise :class:`CaptureFailed` with the error's description.
+
+    The release runs after the ``except`` block has ended: by then the exception, its traceback and the frames
+    holding the failed attempt's tensors are gone, so the release frees them too. The raised error carries no
+    cause or context for the same reason."""
+    failure = None
+    try:
+        return record()
+    except Exception as error:  # noqa: BLE001  (capture, compile and CUDA errors come in many types)
+        failure = describe(error)
+    release()
+    raise CaptureFailed(failure)
+
+
 class CudaGraphBackend:
     """One ``torch.cuda.CUDAGraph`` of the whole function, after ``warmup`` eager runs on a side stream (the
-    runs that compile, autotune and load kernels; none of that may happen during capture)."""
+    runs that compile, autotune and load kernels; none of that may happen during capture). A failed warm-up or
+    capture releases the graph, its private memory pool and the attempt's tensors before it raises
+    :class:`CaptureFailed`."""
 
     name = "cuda_graph"
 
+    def __init__(self):
+        self.graph = None
+        self.releases = 0
+
     def capture(self, fn: Callable[[], dict], warmup: int = 2) -> Captured:
+        self.graph = torch.cuda.CUDAGraph()
+        return guarded_capture(lambda: self._record(fn, warmup), self.release)
+
+    def _record(self, fn: Callable[[], dict], warmup: int) -> Captured:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(max(1, warmup)):
                 fn()
         torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(self.graph):
             outputs = fn()
-        return Captured(graph.replay, outputs)
+        return Captured(self.graph.replay, outputs)
+
+    def release(self) -> None:
+        """Free a failed attempt: the graph and its private pool, then every block the attempt left cached."""
+        self.releases += 1
+        graph, self.graph = self.graph, None
+        if graph is not None:
+            try:
+                graph.reset()
+            except RuntimeError as error:  # a graph whose capture never ended has nothing to reset
+                LOG.debug("CUDA graph reset after a failed capture: %s", describe(error))
+            del graph
+        gc.collect()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
 
 
 class EagerReplayBackend:
     """Stand-in for a CUDA graph where none exists (CPU): replay re-runs the function on the same static buffers
-    and copies its results into the static outputs -- a graph's contract, with the Python re-executed."""
+    and copies its results into the static outputs -- a graph's contract, with the Python re-executed. A failed
+    capture is released the same way (nothing of the attempt stays referenced)."""
 
     name = "eager_replay"
 
     def __init__(self):
         self.runs = 0
+        self.releases = 0
 
     def capture(self, fn: Callable[[], dict], warmup: int = 2) -> Captured:
+        return guarded_capture(lambda: self._record(fn, warmup), self.release)
+
+    def _record(self, fn: Callable[[], dict], warmup: int) -> Captured:
         for _ in range(warmup):
             fn()
         outputs = {name: value.clone() for name, value in fn().items()}
@@ -195,6 +273,10 @@ class EagerReplayBackend:
                 outputs[name].copy_(value)
 
         return Captured(replay, outputs)
+
+    def release(self) -> None:
+        self.releases += 1
+        gc.collect()
 
 
 @dataclass
