@@ -1,0 +1,256 @@
+"""The real-time nodes through a real ComfyUI ``main.py`` server on the GPU, with ComfyUI's own allocator settings
+(issue 29 item 0: the server must survive every mode; item 3: both VRAM modes).
+
+One server per configuration (``--config``): ``default`` (what ``python main.py`` does: Dynamic VRAM where the
+host has it, ``cudaMallocAsync``), ``no-dynamic`` (``--disable-dynamic-vram``), ``no-cuda-malloc``
+(``--disable-cuda-malloc``: PyTorch's native allocator), ``native-static`` (both flags). The client queues, over
+HTTP as a live client does, the same graph with a new seed each time -- full-size random SD1.5 checkpoint
+(fp16), ``LCMPack_LCMLoraLoader`` → [``LCMPack_LCMFastPath``] → ``LCMPack_KSamplerLCM`` (4 steps, cfg 1, 512²)
+→ ``VAEDecode`` / ``LCMPack_FastVAEDecode`` → ``PreviewImage`` -- in three arms: eager, ``cuda_graph``,
+``compile_cuda_graph``; times POST → image bytes back (``/history`` + ``/view``), compares each image with the
+eager arm's for the same seed, checks the server is alive after every job, and keeps the pack's report lines
+and any fatal line from the server log.
+
+    COMFYUI_PATH=/path/to/ComfyUI PYTHONPATH=.pack python -m lcm_lora_pack.bench.device.bench_server_realtime \\
+        --config default --base /tmp/rt-base --json out/server-default.json
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+CONFIGS = {"default": [], "no-dynamic": ["--disable-dynamic-vram"], "no-cuda-malloc": ["--disable-cuda-malloc"],
+           "native-static": ["--disable-cuda-malloc", "--disable-dynamic-vram"]}
+ARMS = {"eager": (None, "VAEDecode"), "cuda_graph": ("cuda_graph", "cuda_graph"),
+        "compile_cuda_graph": ("compile_cuda_graph", "compile_cuda_graph")}
+CKPT, LORA = "rt-sd15-random.safetensors", "rt-sd15-lcm.safetensors"
+FATAL = ("terminate called", "Segmentation fault", "CUDA error", "AcceleratorError", "Aborted", "Traceback")
+
+
+SMOKE = {"on": False}  # --smoke: CPU server, the devkit's tiny SD1.5-family checkpoint, 64² (checks the script)
+
+
+def prepare_smoke(base: Path) -> None:
+    from lcm_lora_pack.devkit import loras
+    from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG, write_sd15_checkpoint
+
+    write_sd15_checkpoint(base / "models/checkpoints" / CKPT)
+    loras.make_kohya_lora(SD15_UNET_CONFIG, base / "models/loras" / LORA, rank=4, alpha=4, kind="lcm")
+
+
+def prepare(base: Path, pack: Path) -> None:
+    """Base directory with the pack linked, a full-size random SD1.5 checkpoint (UNet + SD VAE + CLIP-L, fp16)
+    and an LCM-LoRA-shaped file (rank 64, kohya keys). Built in this process, before any server starts."""
+    for sub in ("models/checkpoints", "models/loras", "custom_nodes", "input", "output", "temp", "user", "web"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    (base / "web" / "index.html").write_text("<html></html>")
+    link = base / "custom_nodes" / "lcm-lora-pack"
+    if not link.exists():
+        link.symlink_to(pack.resolve(), target_is_directory=True)
+    if (base / "models/checkpoints" / CKPT).exists():
+        return
+    if SMOKE["on"]:
+        return prepare_smoke(base)
+    import torch
+    from lcm_lora_pack.devkit.host import prepare_import
+    from lcm_lora_pack.devkit.models import build_clip_l_state_dict
+    from safetensors.torch import save_file
+
+    prepare_import("cuda")
+    import comfy.diffusers_convert
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from lcm_lora_pack.bench import lora_files, synthetic
+
+    family = synthetic.FAMILIES["sd15"]
+    with torch.device("meta"):
+        unet_meta = UNet2DConditionModel(**family.unet_config)
+        vae_meta = AutoencoderKL(**synthetic.SD_VAE)
+    unet = synthetic.random_state_dict(unet_meta, "cuda", torch.float16, 0)
+    checkpoint = {"model.diffusion_model." + k: v.cpu()
+                  for k, v in synthetic.diffusers_to_comfy_unet(unet, family.unet_config).items()}
+    vae = synthetic.random_state_dict(vae_meta, "cuda", torch.float16, 1)
+    checkpoint.update({"first_stage_model." + k: v.cpu().contiguous()
+                       for k, v in comfy.diffusers_convert.convert_vae_state_dict(vae).items()})
+    checkpoint.update({k: (v.half() if v.is_floating_point() else v) for k, v in build_clip_l_state_dict(2).items()})
+    save_file(checkpoint, str(base / "models/checkpoints" / CKPT))
+    lora = lora_files.lora_state_dict(unet_meta, lora_files.LCM_TARGETS, 64, 8.0, 11, "cuda")
+    lora_files.write_lora(base / "models/loras" / LORA, lora)
+
+
+def graph(arm: str, seed: int) -> dict:
+    fast_mode, decode = ARMS[arm]
+    model = ["2", 0]
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "2": {"class_type": "LCMPack_LCMLoraLoader", "inputs": {"model": ["1", 0], "lora_name": LORA,
+                                                                "strength": 1.0, "allow_partial": False}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a live painting", "clip": ["1", 1]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64 if SMOKE["on"] else 512,
+                                                          "height": 64 if SMOKE["on"] else 512, "batch_size": 1}},
+        "7": {"class_type": "LCMPack_KSamplerLCM", "inputs": {
+            "model": model, "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["5", 0], "seed": seed,
+            "steps": 4, "cfg": 1.0, "sampler": "lcm", "gamma": 0.3, "denoise": 1.0}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+    if fast_mode:
+        prompt["6"] = {"class_type": "LCMPack_LCMFastPath", "inputs": {"model": ["2", 0], "mode": fast_mode}}
+        prompt["7"]["inputs"]["model"] = ["6", 0]
+    if decode == "VAEDecode":
+        prompt["8"] = {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}}
+    else:
+        prompt["8"] = {"class_type": "LCMPack_FastVAEDecode",
+                       "inputs": {"samples": ["7", 0], "vae": ["1", 2], "mode": decode}}
+    return prompt
+
+
+class Client:
+    def __init__(self, port: int):
+        self.url = f"http://127.0.0.1:{port}"
+        self.client_id = uuid.uuid4().hex
+
+    def get(self, path: str, timeout: float = 10.0) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            return response.read()
+
+    def alive(self) -> bool:
+        try:
+            self.get("/system_stats", timeout=5)
+            return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def run(self, prompt: dict, timeout: float = 540.0) -> tuple[float, bytes | None, str]:
+        """(seconds POST → image bytes, image bytes or None, status)."""
+        body = json.dumps({"prompt": prompt, "client_id": self.client_id}).encode()
+        start = time.perf_counter()
+        request = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            prompt_id = json.loads(response.read())["prompt_id"]
+        while time.perf_counter() - start < timeout:
+            history = json.loads(self.get(f"/history/{prompt_id}"))
+            if prompt_id in history:
+                entry = history[prompt_id]
+                status = entry.get("status", {}).get("status_str", "?")
+                images = entry.get("outputs", {}).get("9", {}).get("images", [])
+                if not images:
+                    return time.perf_counter() - start, None, f"{status}: {json.dumps(entry.get('status'))[:300]}"
+                image = images[0]
+                data = self.get(f"/view?filename={image['filename']}&subfolder={image['subfolder']}"
+                                f"&type={image['type']}")
+                return time.perf_counter() - start, data, status
+            time.sleep(0.002)
+        return time.perf_counter() - start, None, "timeout"
+
+
+def max_pixel_diff(a: bytes, b: bytes) -> int:
+    import numpy as np
+    from PIL import Image
+
+    first, second = (np.asarray(Image.open(io.BytesIO(x)).convert("RGB"), dtype=np.int16) for x in (a, b))
+    return int(np.abs(first - second).max())
+
+
+def start_server(comfy: Path, base: Path, port: int, flags: list[str], log: Path) -> subprocess.Popen:
+    command = [sys.executable, str(comfy / "main.py"), "--listen", "127.0.0.1", "--port", str(port),
+               "--base-directory", str(base), "--front-end-root", str(base / "web"), "--disable-auto-launch",
+               *flags]
+    handle = log.open("w")
+    server = subprocess.Popen(command, cwd=comfy, stdout=handle, stderr=subprocess.STDOUT, env=dict(os.environ))
+    client = Client(port)
+    deadline = time.time() + 240
+    while time.time() < deadline and server.poll() is None and not client.alive():
+        time.sleep(0.5)
+    return server
+
+
+def log_lines(log: Path) -> tuple[list[str], list[str]]:
+    text = log.read_text(errors="replace").splitlines()
+    pack = list(dict.fromkeys(line.strip() for line in text if "LCM fast" in line))
+    fatal = [line.strip() for line in text if any(mark in line for mark in FATAL)]
+    return pack, fatal
+
+
+def run_arm(client: Client, arm: str, seeds: list[int], eager_images: dict) -> dict:
+    first_s, image, status = client.run(graph(arm, seeds[0]))
+    result = {"arm": arm, "first_s": round(first_s, 3), "status": status, "times_ms": [], "max_pixel_diff": None}
+    images = {seeds[0]: image}
+    for seed in seeds[1:]:
+        if not client.alive():
+            break
+        seconds, image, status = client.run(graph(arm, seed))
+        result["times_ms"].append(round(seconds * 1e3, 1))
+        result["status"] = status if status != "success" else result["status"]
+        images[seed] = image
+    result["alive_after"] = client.alive()
+    if arm == "eager":
+        eager_images.update(images)
+    elif all(images.get(s) and eager_images.get(s) for s in seeds):
+        result["max_pixel_diff"] = max(max_pixel_diff(images[s], eager_images[s]) for s in seeds)
+    times = result["times_ms"]
+    result["median_ms"] = statistics.median(times) if times else None
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", choices=tuple(CONFIGS), default="default")
+    parser.add_argument("--base", type=Path, default=Path("/tmp/rt-base"))
+    parser.add_argument("--pack", type=Path, default=Path(__file__).resolve().parents[2])
+    parser.add_argument("--port", type=int, default=8199)
+    parser.add_argument("--calls", type=int, default=6, help="jobs per arm (the first, with capture, timed apart)")
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--prepare-only", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--smoke", action="store_true", help="CPU server, tiny checkpoint, 64² (checks the script)")
+    args = parser.parse_args(argv)
+    SMOKE["on"] = args.smoke
+    if args.prepare_only:
+        prepare(args.base, args.pack)
+        return 0
+    comfy = Path(os.environ["COMFYUI_PATH"])
+    log = args.base / f"server-{args.config}.log"
+    flags = CONFIGS[args.config] + (["--cpu"] if args.smoke else [])
+    server = start_server(comfy, args.base, args.port, flags, log)
+    client, results, eager_images = Client(args.port), [], {}
+    seeds = list(range(100, 100 + args.calls))
+    try:
+        if not client.alive():
+            raise RuntimeError(f"server did not start (rc {server.poll()})")
+        for arm in [a for a in args.arms.split(",") if a]:
+            results.append(run_arm(client, arm, seeds, eager_images))
+            print("ARM", args.config, json.dumps(results[-1]), flush=True)
+            if not results[-1]["alive_after"]:
+                break
+    except Exception as error:  # noqa: BLE001  (the report must still say what happened to the server)
+        results.append({"error": f"{type(error).__name__}: {error}"})
+    finally:
+        survived = server.poll() is None
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    pack_lines, fatal = log_lines(log)
+    summary = {"config": args.config, "flags": CONFIGS[args.config], "server_survived": survived,
+               "server_rc": None if survived else server.returncode, "arms": results, "pack_lines": pack_lines[:20],
+               "fatal_lines": fatal[:20]}
+    print("SERVER", json.dumps(summary), flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The device calls of the Dynamic VRAM / real-time server bench (BENCHMARKS.md "Dynamic VRAM and the real-time
+# server"). Run from the repository root on the device: bench/device/run_realtime_device.sh PAYLOAD STAGE
+#   inprocess: bench_dynamic_vram.py on 0.33.0 (Dynamic VRAM on, then --disable-dynamic-vram) and on 0.8.0
+#   server:    bench_server_realtime.py on 0.33.0, one main.py per config (default, no-dynamic, no-cuda-malloc,
+#              native-static)
+#   sdxl:      bench_dynamic_vram.py on 0.33.0, SDXL, both VRAM modes
+# Results (JSON, logs) go to $OUT (or out/device); the tables print last.
+set -uo pipefail
+payload="$1"; stage="$2"; out="${OUT:-out/device}"; mkdir -p "$out"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+py() { python3 -m "lcm_lora_pack.bench.device.$1" "${@:2}"; }
+case "$stage" in
+  inprocess)
+    source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0
+    py bench_dynamic_vram --vram dynamic --fast-modes cuda_graph,compile_cuda_graph --json "$out/033-dynamic.json" 2>&1 | tee "$out/033-dynamic.log" | grep -E "^(ROW|HEADER)|Error|error" | grep -v "^.*WARNING"
+    py bench_dynamic_vram --vram disabled --fast-modes cuda_graph,compile_cuda_graph --json "$out/033-disabled.json" 2>&1 | tee "$out/033-disabled.log" | grep -E "^(ROW|HEADER)|Error|error" | grep -v "^.*WARNING"
+    source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.8.0
+    py bench_dynamic_vram --vram dynamic --fast-modes cuda_graph --json "$out/080.json" 2>&1 | tee "$out/080.log" | grep -E "^(ROW|HEADER)|Error|error" | grep -v "^.*WARNING"
+    ;;
+  server)
+    source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0
+    py bench_server_realtime --prepare-only --base /tmp/rt-base
+    for config in ${CONFIGS:-default no-dynamic no-cuda-malloc native-static}; do
+      py bench_server_realtime --config "$config" --base /tmp/rt-base --json "$out/server-$config.json" 2>&1 | grep -E "^(ARM|SERVER)"
+      cp /tmp/rt-base/server-$config.log "$out/" 2>/dev/null
+    done
+    ;;
+  sdxl)
+    source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0
+    for vram in dynamic disabled; do
+      py bench_dynamic_vram --vram $vram --families sdxl --fast-modes cuda_graph --json "$out/033-sdxl-$vram.json" 2>&1 | grep -E "^(ROW|HEADER)"
+    done
+    ;;
+esac

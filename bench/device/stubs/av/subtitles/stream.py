@@ -1,1 +1,0 @@
-from .. import _Missing as SubtitleStream  # noqa
