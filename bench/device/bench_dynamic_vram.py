@@ -69,9 +69,43 @@ def boot(vram: str):
 
     if vram == "disabled" and hasattr(args, "disable_dynamic_vram"):
         args.disable_dynamic_vram = True
+    if vram == "dynamic" and DEVICE == "cuda":
+        start_dynamic_vram(args)
     from lcm_lora_pack.bench.host import boot as bench_boot
 
     return bench_boot(DEVICE)
+
+
+def start_dynamic_vram(args) -> bool:
+    """What ComfyUI's ``main.py`` does at start-up to turn Dynamic VRAM on (0.33.0 main.py: ``comfy_aimdo.control``
+    init, then ``init_devices``, ``CoreModelPatcher = ModelPatcherDynamic``, ``aimdo_enabled``); a booted-in-process
+    ComfyUI does not run main.py, so without this its models load with the plain ModelPatcher. Hosts without
+    Dynamic VRAM (0.8.0, 0.3.75): nothing to do."""
+    import comfy.cli_args
+
+    enables = getattr(comfy.cli_args, "enables_dynamic_vram", None)
+    if not callable(enables) or not enables():
+        return False
+    import comfy_aimdo.control
+
+    try:
+        comfy_aimdo.control.init(simple_vram_headroom=None, nvml_pressure=True)
+    except TypeError:
+        comfy_aimdo.control.init()
+    import comfy.memory_management
+    import comfy.model_management
+    import comfy.model_patcher
+
+    devices = comfy.model_management.get_all_torch_devices()
+    try:
+        ready = comfy_aimdo.control.init_devices((d.index, int(args.vram_headroom * 1024 ** 3)) for d in devices)
+    except TypeError:
+        ready = comfy_aimdo.control.init_devices(d.index for d in devices)
+    if ready:
+        comfy.model_patcher.CoreModelPatcher = comfy.model_patcher.ModelPatcherDynamic
+        comfy.memory_management.aimdo_enabled = True
+    LOG.warning("Dynamic VRAM %s (as main.py starts it)", "on" if ready else "NOT available")
+    return bool(ready)
 
 
 def write_loras(unet, folder: Path, family: str) -> dict[str, tuple[str, dict, dict, int, float]]:
@@ -262,9 +296,10 @@ def fast_path_rows(fam: Family, rows: list, modes: list[str], lines: FastPathLin
             first = sample(fast)
             first_s = time.perf_counter() - start
             diff = float((first.float() - eager.float()).abs().max())
+            relative = rel(first, eager)
             ms = median_ms(lambda: sample(fast))
             report = "; ".join(dict.fromkeys(lines.lines)) or "(no report line)"
-            return f"{ms:.1f} ms (first call {first_s:.2f} s), max |Δ| vs eager {diff:.2e}; {report[:400]}"
+            return f"{ms:.1f} ms (first call {first_s:.2f} s), max |Δ| vs eager {diff:.2e} (rel. L2 {relative:.1e}); {report[:400]}"
 
         row(rows, fam.name, f"LCMFastPath {mode} → KSamplerLCM", measure)
 
@@ -280,7 +315,7 @@ def main(argv=None) -> int:
     global DEVICE, DTYPE
     if args.smoke:
         DEVICE, DTYPE, args.families = "cpu", torch.float32, "tiny-sd15"
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     lines = FastPathLines()
     logging.getLogger().addHandler(lines)
     host = boot(args.vram)

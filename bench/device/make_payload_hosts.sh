@@ -21,7 +21,8 @@ for v in "${versions[@]}"; do
      --exclude=./user --exclude=./output -cf - .) | (cd "$out/comfy/$v" && tar -xf -)
 done
 for spec in comfy-aimdo==0.4.13 diffusers==0.42.1 torchsde trampoline pydantic pydantic-core pydantic-settings \
-            annotated-types typing-inspection python-dotenv spandrel alembic sqlalchemy mako simpleeval blake3; do
+            annotated-types typing-inspection python-dotenv spandrel alembic sqlalchemy mako simpleeval blake3 \
+            kornia kornia-rs; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$out/whl" "$spec" 2>/dev/null

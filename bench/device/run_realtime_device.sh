@@ -4,6 +4,8 @@
 #   inprocess: bench_dynamic_vram.py on 0.33.0 (Dynamic VRAM on, then --disable-dynamic-vram) and on 0.8.0
 #   server:    bench_server_realtime.py on 0.33.0, one main.py per config (default, no-dynamic, no-cuda-malloc,
 #              native-static)
+#   dynamic:   bench_dynamic_vram.py on 0.33.0 with Dynamic VRAM started as main.py does (SD1.5, SDXL), and
+#              SDXL with --disable-dynamic-vram
 #   sdxl:      bench_dynamic_vram.py on 0.33.0, SDXL, both VRAM modes
 # Results (JSON, logs) go to $OUT (or out/device); the tables print last.
 set -uo pipefail
@@ -25,6 +27,11 @@ case "$stage" in
       py bench_server_realtime --config "$config" --base /tmp/rt-base --json "$out/server-$config.json" 2>&1 | grep -E "^(ARM|SERVER)"
       cp /tmp/rt-base/server-$config.log "$out/" 2>/dev/null
     done
+    ;;
+  dynamic)
+    source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0
+    py bench_dynamic_vram --vram dynamic --families sd15,sdxl --fast-modes cuda_graph --json "$out/033-dynamic-aimdo.json" 2>&1 | tee "$out/033-dynamic-aimdo.log" | grep -E "^(ROW|HEADER)|Dynamic VRAM"
+    py bench_dynamic_vram --vram disabled --families sdxl --fast-modes cuda_graph --json "$out/033-sdxl-disabled.json" 2>&1 | tee "$out/033-sdxl-disabled.log" | grep -E "^(ROW|HEADER)"
     ;;
   sdxl)
     source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0

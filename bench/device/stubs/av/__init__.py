@@ -7,7 +7,14 @@ import sys
 import types
 
 
-class _Missing:
+class _MissingType(type):
+    def __getattr__(cls, name):  # enum-like constants (``av.video.reformatter.ColorTrc.ARIB_STD_B67``)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return cls
+
+
+class _Missing(metaclass=_MissingType):
     def __init__(self, *a, **k):
         raise RuntimeError("PyAV is stubbed on the device payload")
 
@@ -15,6 +22,8 @@ class _Missing:
 def _attribute(prefix):
     """Lower-case names are submodules (``av.error``), the rest the stand-in class (``av.VideoFrame``)."""
     def getattr_(name):
+        if name.startswith("__"):  # __file__, __version__, ...: absent, as on a module that has none
+            raise AttributeError(name)
         if name.islower() and not name.startswith("_"):
             import importlib
 
