@@ -33,7 +33,21 @@ CONFIGS = {"default": [], "no-dynamic": ["--disable-dynamic-vram"], "no-cuda-mal
            "native-static": ["--disable-cuda-malloc", "--disable-dynamic-vram"]}
 ARMS = {"eager": (None, "VAEDecode"), "cuda_graph": ("cuda_graph", "cuda_graph"),
         "compile_cuda_graph": ("compile_cuda_graph", "compile_cuda_graph")}
-CKPT, LORA = "rt-sd15-random.safetensors", "rt-sd15-lcm.safetensors"
+CKPT, LORA, STYLE = "rt-sd15-random.safetensors", "rt-sd15-lcm.safetensors", "rt-sd15-style.safetensors"
+# LoRA application through the server (core KSampler euler, 4 steps, cfg 1: core sampling, only the LoRA path
+# differs): the pack's loader (kind style: weights only) and mixer against core's LoraLoaderModelOnly.
+PARITY = {
+    "core LoraLoaderModelOnly 1.0": [("core", LORA, 1.0)],
+    "pack LCMLoraLoader 1.0": [("pack", LORA, 1.0)],
+    "core LoraLoaderModelOnly 0.5": [("core", LORA, 0.5)],
+    "pack LCMLoraLoader 0.5": [("pack", LORA, 0.5)],
+    "core LoraLoaderModelOnly ×2 (1.0, 0.8)": [("core", LORA, 1.0), ("core", STYLE, 0.8)],
+    "pack LoraStack ×2 → LoraMixer (1.0, 0.8)": [("mix", LORA, 1.0), ("mix", STYLE, 0.8)],
+}
+PAIRS = (("pack LCMLoraLoader 1.0", "core LoraLoaderModelOnly 1.0"),
+         ("pack LCMLoraLoader 0.5", "core LoraLoaderModelOnly 0.5"),
+         ("pack LCMLoraLoader 0.5", "pack LCMLoraLoader 1.0"),
+         ("pack LoraStack ×2 → LoraMixer (1.0, 0.8)", "core LoraLoaderModelOnly ×2 (1.0, 0.8)"))
 FATAL = ("terminate called", "Segmentation fault", "CUDA error", "AcceleratorError", "Aborted", "Traceback")
 
 
@@ -46,6 +60,7 @@ def prepare_smoke(base: Path) -> None:
 
     write_sd15_checkpoint(base / "models/checkpoints" / CKPT)
     loras.make_kohya_lora(SD15_UNET_CONFIG, base / "models/loras" / LORA, rank=4, alpha=4, kind="lcm")
+    loras.make_kohya_lora(SD15_UNET_CONFIG, base / "models/loras" / STYLE, rank=4, alpha=4, seed=3)
 
 
 def prepare(base: Path, pack: Path) -> None:
@@ -85,6 +100,8 @@ def prepare(base: Path, pack: Path) -> None:
     save_file(checkpoint, str(base / "models/checkpoints" / CKPT))
     lora = lora_files.lora_state_dict(unet_meta, lora_files.LCM_TARGETS, 64, 8.0, 11, "cuda")
     lora_files.write_lora(base / "models/loras" / LORA, lora)
+    style = lora_files.lora_state_dict(unet_meta, lora_files.STYLE_TARGETS, 32, 16.0, 12, "cuda")
+    lora_files.write_lora(base / "models/loras" / STYLE, style)
 
 
 def graph(arm: str, seed: int) -> dict:
@@ -112,6 +129,54 @@ def graph(arm: str, seed: int) -> dict:
         prompt["8"] = {"class_type": "LCMPack_FastVAEDecode",
                        "inputs": {"samples": ["7", 0], "vae": ["1", 2], "mode": decode}}
     return prompt
+
+
+def parity_graph(chain: list[tuple[str, str, float]], seed: int) -> dict:
+    """Checkpoint → the chain's LoRA nodes → core KSampler (euler, 4 steps, cfg 1) → VAEDecode → PreviewImage."""
+    side = 64 if SMOKE["on"] else 512
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a live painting", "clip": ["1", 1]}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": 1}},
+    }
+    model, stack = ["1", 0], None
+    for index, (how, name, strength) in enumerate(chain):
+        node = f"2{index}"
+        if how == "core":
+            prompt[node] = {"class_type": "LoraLoaderModelOnly",
+                            "inputs": {"model": model, "lora_name": name, "strength_model": strength}}
+            model = [node, 0]
+        elif how == "pack":
+            prompt[node] = {"class_type": "LCMPack_LCMLoraLoader", "inputs": {
+                "model": model, "lora_name": name, "strength": strength, "allow_partial": False, "kind": "style"}}
+            model = [node, 0]
+        else:
+            inputs = {"lora_name": name, "weight": strength, "role": "style"}
+            if stack is not None:
+                inputs["stack"] = stack
+            prompt[node] = {"class_type": "LCMPack_LoraStack", "inputs": inputs}
+            stack = [node, 0]
+    if stack is not None:
+        prompt["29"] = {"class_type": "LCMPack_LoraMixer", "inputs": {
+            "model": model, "stack": stack, "style_normalization": "none", "allow_partial": False}}
+        model = ["29", 0]
+    prompt["7"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["5", 0], "seed": seed,
+        "steps": 4, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
+    prompt["8"] = {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}}
+    prompt["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
+    return prompt
+
+
+def run_parity(client: Client, seed: int = 7) -> dict:
+    """Each chain once (same seed); max pixel difference of each pair (0-255) and job statuses."""
+    images, statuses = {}, {}
+    for name, chain in PARITY.items():
+        _, images[name], statuses[name] = client.run(parity_graph(chain, seed))
+    diffs = {f"{a} vs {b}": (max_pixel_diff(images[a], images[b]) if images[a] and images[b] else None)
+             for a, b in PAIRS}
+    return {"parity_max_pixel_diff": diffs, "statuses": statuses, "alive_after": client.alive()}
 
 
 class Client:
@@ -211,6 +276,7 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=6, help="jobs per arm (the first, with capture, timed apart)")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--prepare-only", action="store_true")
+    parser.add_argument("--parity", action="store_true", help="first run the LoRA parity graphs (pack vs core)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--smoke", action="store_true", help="CPU server, tiny checkpoint, 64² (checks the script)")
     args = parser.parse_args(argv)
@@ -227,6 +293,9 @@ def main(argv=None) -> int:
     try:
         if not client.alive():
             raise RuntimeError(f"server did not start (rc {server.poll()})")
+        if args.parity:
+            results.append(run_parity(client))
+            print("PARITY", args.config, json.dumps(results[-1]), flush=True)
         for arm in [a for a in args.arms.split(",") if a]:
             results.append(run_arm(client, arm, seeds, eager_images))
             print("ARM", args.config, json.dumps(results[-1]), flush=True)

@@ -24,7 +24,7 @@ case "$stage" in
     source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0
     py bench_server_realtime --prepare-only --base /tmp/rt-base
     for config in ${CONFIGS:-default no-dynamic no-cuda-malloc native-static}; do
-      py bench_server_realtime --config "$config" --base /tmp/rt-base --json "$out/server-$config.json" 2>&1 | grep -E "^(ARM|SERVER)"
+      py bench_server_realtime --config "$config" --base /tmp/rt-base --json "$out/server-$config.json" ${SERVER_ARGS:-} 2>&1 | grep -E "^(ARM|SERVER|PARITY)"
       cp /tmp/rt-base/server-$config.log "$out/" 2>/dev/null
     done
     ;;
