@@ -17,6 +17,7 @@ from conftest import SD15_CKPT
 from lcm_lora_pack.devkit import loras
 from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 from lcm_lora_pack.host import contract
+from lcm_lora_pack.host.comfy_model_sampling import lcm_sampling_info, with_lcm_sampling
 
 REPO = Path(__file__).resolve().parents[1]
 PRODUCT = ["host", "nodes", "lora", "samplers", "distill", "__init__.py", "errors.py"]
@@ -180,7 +181,8 @@ def test_core_lcm_sampling_classes_in_another_module_keep_the_image(comfy, sd15,
         monkeypatch.setattr(namespace[name], "__module__", "comfy.model_sampling_lcm")
     got = sample(comfy, sd15, model=core_lcm)
     assert torch.equal(got.result[0]["samples"], expected.result[0]["samples"])
-    assert "LCM grid + boundary" in report_of(got)
+    sampling = core_lcm.get_model_object("model_sampling")
+    assert lcm_sampling_info(sampling).source == "core" and with_lcm_sampling(core_lcm) is core_lcm
 
 
 def test_core_lcm_sampling_classes_gone_is_a_pack_error_naming_the_contact(comfy, sd15, monkeypatch):
