@@ -102,6 +102,7 @@ class ModelState:
 
 
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # BaseModel -> ModelState
+_UNKEYED_STATE = ModelState(CaptureCache(capacity=1))  # fallbacks of a guider without its model (contract.py)
 
 
 def model_state(base_model, capacity: int = 4) -> ModelState:
@@ -153,6 +154,9 @@ def fallback_reason(sampler, guider, extra_args: dict, noise: torch.Tensor, deno
     function = getattr(sampler, "sampler_function", None)
     if lcm_sampler_kind(function) is None:
         return f"sampler {getattr(function, '__name__', type(sampler).__name__)} is not LCM (fast path: lcm only)"
+    mismatch = contract.guider_mismatch(guider)
+    if mismatch is not None:
+        return mismatch
     if sampler.extra_options or sampler.inpaint_options:
         return "sampler options set"
     if denoise_mask is not None:
@@ -187,7 +191,8 @@ def fast_sampler_sample(executor, guider, sigmas, extra_args, callback, noise, l
     """``SAMPLER_SAMPLE`` wrapper: the fast path where :func:`fallback_reason` allows it, else ComfyUI's call."""
     model_options = extra_args.get("model_options", {})
     settings = model_options.get(OPTION_KEY) or FastPathSettings()
-    state = model_state(guider.inner_model, settings.capacity)
+    base_model = getattr(guider, "inner_model", None)
+    state = model_state(base_model, settings.capacity) if base_model is not None else _UNKEYED_STATE
     sampler = contract.wrapped_sampler(executor)
     reason = (fallback_reason(sampler, guider, extra_args, noise, denoise_mask, settings) if sampler is not None
               else contract.line("wrapped_sampler", "the wrapper executor has no class_obj", "running core's sampler"))
@@ -216,8 +221,7 @@ def _cond_inputs(guider, model_options: dict, batch: int) -> tuple[dict, dict, i
     """The conditioning tensors of the step (as ``comfy_cond_batch.direct_cond_batch`` builds them), the
     non-tensor entries, and (index, cond) of the single plain conditioning."""
     index, cond = single_plain_cond([guider.conds.get("positive"), None], model_options)
-    processed = {name: value.process_cond(batch_size=batch, area=None) for name, value in cond["model_conds"].items()}
-    inputs = comfy.samplers.cond_cat([processed])
+    inputs = contract.cond_inputs(cond, batch)
     tensors = {name: value for name, value in inputs.items() if torch.is_tensor(value)}
     constants = {name: value for name, value in inputs.items() if not torch.is_tensor(value)}
     for name, value in constants.items():

@@ -400,3 +400,36 @@ def step_transformer_options(base_model, model_options: dict, index: int, cond: 
     options["uuids"] = [cond["uuid"]]
     options["sigmas"] = timestep
     return options
+
+
+def guider_mismatch(guider) -> str | None:
+    """None when the guider has what the fast path reads of core's ``CFGGuider`` (``comfy/samplers.py``:
+    ``conds`` by name, ``inner_model`` the ``BaseModel`` with ``diffusion_model``, ``apply_model`` and
+    ``model_sampling``, ``model_patcher``; ``comfy.samplers.cond_cat``), checked on 0.3.75, 0.8.0, 0.33.0; else
+    the report line (core's sampler runs)."""
+    base_model = getattr(guider, "inner_model", None)
+    missing = [name for name in ("conds", "inner_model", "model_patcher") if not hasattr(guider, name)]
+    missing += [f"inner_model.{name}" for name in ("diffusion_model", "apply_model", "model_sampling")
+                if base_model is not None and not hasattr(base_model, name)]
+    if not isinstance(getattr(guider, "conds", None), dict):
+        missing.append("conds (a dict)")
+    if _resolve("comfy.samplers", "cond_cat") is None:
+        missing.append("comfy.samplers.cond_cat")
+    if not missing:
+        return None
+    return line("guider_parts", f"the sampler's guider has no {', '.join(dict.fromkeys(missing))}",
+                "running core's sampler")
+
+
+def cond_inputs(cond: dict, batch: int) -> dict:
+    """The model inputs of one conditioning entry as core's ``_calc_cond_batch`` builds them for a batch of it:
+    ``process_cond(batch_size=, area=None)`` of each ``model_conds`` value, joined by ``comfy.samplers.cond_cat``
+    (checked on 0.3.75, 0.8.0, 0.33.0). :class:`ContactMismatch` when an entry has another layout."""
+    conds = cond.get("model_conds")
+    process = [getattr(value, "process_cond", None) for value in (conds or {}).values()]
+    cond_cat = _resolve("comfy.samplers", "cond_cat")
+    if not isinstance(conds, dict) or cond_cat is None or not all(p and _binds(p, batch_size=batch, area=None)
+                                                                   for p in process):
+        raise ContactMismatch(line("cond_inputs", "a conditioning's model_conds / process_cond(batch_size=, area=) "
+                                   "/ comfy.samplers.cond_cat differ", "running core's sampler"))
+    return cond_cat([{name: value.process_cond(batch_size=batch, area=None) for name, value in conds.items()}])

@@ -237,6 +237,52 @@ def test_changed_sampler_internals_raise_the_fallback_signal(monkeypatch):
     with pytest.raises(contract.ContactMismatch, match="torch_compile_wrapper"):
         contract.torch_compile_wrapper({})
     assert "first_stage_model" in contract.vae_decode_mismatch(types.SimpleNamespace())
+    assert "guider_parts" in contract.guider_mismatch(types.SimpleNamespace(conds=[], inner_model=None))
+    with pytest.raises(contract.ContactMismatch, match="cond_inputs"):
+        contract.cond_inputs({"model_conds": {"c_crossattn": torch.zeros(1)}}, 1)
+    with pytest.raises(contract.ContactMismatch, match="step_transformer_options"):
+        contract.step_transformer_options(types.SimpleNamespace(), {}, 0, {"uuid": 1}, torch.ones(1))
+
+
+def test_changed_wrapper_layout_is_read_through_core(monkeypatch):
+    """Another layout of the wrappers dict: core's own get_all_wrappers decides (a wrapper named ``kind:?``)."""
+    import comfy.patcher_extension as extensions
+
+    kind = extensions.WrappersMP.APPLY_MODEL
+    assert contract.wrapper_names({"transformer_options": {"wrappers": {kind: {"k": [print]}}}}, [kind]) == [
+        f"{kind}:k"]
+    monkeypatch.setattr(extensions, "get_all_wrappers", lambda *args, **kwargs: [print])
+    assert contract.wrapper_names({"transformer_options": {"wrappers": [(kind, print)]}}, [kind]) == [f"{kind}:?"]
+
+
+def test_changed_core_samplers_and_classes(sd15, monkeypatch):
+    """Core's Euler gone: the presets that run it raise a pack error naming it; a sampler model without
+    inner_model.inner_model: a pack error; core's model-sampling and model-config classes in another module are
+    still recognised (by identity: the distillation teacher's prediction type, the model family)."""
+    import comfy.k_diffusion.sampling as k_sampling
+    import comfy.model_sampling as model_sampling
+    import comfy.supported_models as supported_models
+    from lcm_lora_pack.distill.comfy_bridge import prediction_type
+    from lcm_lora_pack.host.comfy_apply import model_family
+
+    monkeypatch.delattr(k_sampling, "sample_euler")
+    with pytest.raises(ValueError, match="core_k_sampler"):
+        contract.require_core_k_sampler("sample_euler")
+    with pytest.raises(ValueError, match="sampler_base_model"):
+        contract.sampler_base_model(types.SimpleNamespace(inner_model=None))
+    for cls in (model_sampling.EPS, model_sampling.ModelSamplingDiscrete, supported_models.SD15):
+        monkeypatch.setattr(cls, "__module__", "comfy.moved_elsewhere")
+    assert prediction_type(sd15.model.get_model_object("model_sampling")) == "epsilon"
+    assert model_family(sd15.model) == "sd1.x"
+
+
+def test_load_lora_with_a_new_required_argument_is_a_pack_error_naming_it(monkeypatch):
+    import comfy.lora as comfy_lora
+
+    load = comfy_lora.load_lora
+    monkeypatch.setattr(comfy_lora, "load_lora", lambda lora, to_load, log_missing=True, *, device: load(lora, to_load))
+    with pytest.raises(ValueError, match="core_lora_patches"):
+        contract.core_lora_patches({}, {})
 
 
 # ---- LoRA -------------------------------------------------------------------------------------------------
