@@ -136,6 +136,8 @@ def make_preset_sampler(sampler: str, gamma: float = 0.3, land_sigmas: torch.Ten
 
     ``pure_noise_start``: text-to-image from VP noise even when the first timestep is below σ_max (LCM only).
     """
+    if sampler in ("euler", "euler_ancestral") or sampler == "lcm" and pure_noise_start:
+        contract.check_max_denoise_override()  # the subclasses below answer max_denoise themselves
     if sampler == "lcm":
         return (_PureNoiseKSampler if pure_noise_start else comfy.samplers.KSAMPLER)(sample_lcm_exact)
     if sampler == "tcd":

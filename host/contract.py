@@ -127,6 +127,22 @@ def sampler_max_denoise(sampler, guider, sigmas) -> bool:
     return bool(method(guider, sigmas))
 
 
+def check_max_denoise_override() -> None:
+    """The pack's KSAMPLER subclasses set the start-noise rule by overriding ``max_denoise(model_wrap, sigmas)``;
+    core's ``KSAMPLER.sample`` must still call it (``comfy/samplers.py``: ``noise_scaling(…, self.max_denoise(
+    model_wrap, sigmas))``; checked on 0.3.75, 0.8.0, 0.33.0). Otherwise the override would be silently ignored
+    (another start noise: another image), so a pack error naming the contact."""
+    import comfy.samplers
+
+    sample = getattr(getattr(comfy.samplers, "KSAMPLER", None), "sample", None)
+    names = getattr(getattr(sample, "__code__", None), "co_names", ())
+    method = getattr(getattr(comfy.samplers, "KSAMPLER", None), "max_denoise", None)
+    if "max_denoise" not in names or _parameters(method)[1:] != ("model_wrap", "sigmas"):
+        raise ContactError(f"{LINE_PREFIX} max_denoise_override: core's KSAMPLER.sample no longer calls "
+                           f"max_denoise(model_wrap, sigmas) (checked: {CHECKED}); the preset's start noise cannot "
+                           "be set. Use preset custom with the lcm or tcd sampler.")
+
+
 def sampler_base_model(k_model):
     """The ``BaseModel`` behind the denoiser a k-diffusion sampler function receives: ``model.inner_model``
     (``KSamplerX0Inpaint`` → ``CFGGuider``) ``.inner_model`` (``BaseModel``), as ``comfy/samplers.py``
@@ -201,13 +217,18 @@ def torch_compile_wrapper(compiled_modules: dict):
 # ---- model sampling and model configs ---------------------------------------------------------------------
 
 
-def _node_globals(node_id: str) -> dict:
-    """The module namespace of core node ``node_id``'s function (``nodes.NODE_CLASS_MAPPINGS``): the very
-    objects core's node uses, whatever module they are defined in."""
+def _node_globals(node_id: str, *names: str) -> dict:
+    """The module namespace of core node ``node_id``'s function (``nodes.NODE_CLASS_MAPPINGS``; a V1 node's
+    ``FUNCTION`` or a V3 node's ``execute``) that holds ``names``: the very objects core's node uses, whatever
+    module they are defined in. Empty when none does."""
     mappings = getattr(sys.modules.get("nodes"), "NODE_CLASS_MAPPINGS", None) or {}
     node = mappings.get(node_id)
-    function = getattr(node, str(getattr(node, "FUNCTION", "execute")), None)
-    return getattr(getattr(function, "__func__", function), "__globals__", {})
+    for attribute in (str(getattr(node, "FUNCTION", "execute")), "execute", "define_schema"):
+        function = getattr(node, attribute, None)
+        namespace = getattr(getattr(function, "__func__", function), "__globals__", {})
+        if all(name in namespace for name in names):
+            return namespace
+    return {}
 
 
 def core_lcm_sampling(model_sampling) -> tuple[int, bool] | None:
@@ -216,7 +237,7 @@ def core_lcm_sampling(model_sampling) -> tuple[int, bool] | None:
     ``comfy_extras/nodes_model_advanced.py``, found by identity in the namespace of core's ModelSamplingDiscrete
     node; checked on 0.3.75, 0.8.0, 0.33.0), else None. When those classes cannot be found and the object
     looks distilled (``original_timesteps``), a pack error: treating it as plain would change the image."""
-    namespace = _node_globals("ModelSamplingDiscrete")
+    namespace = _node_globals("ModelSamplingDiscrete", "ModelSamplingDiscreteDistilled", "LCM")
     distilled, lcm = namespace.get("ModelSamplingDiscreteDistilled"), namespace.get("LCM")
     if not (isinstance(distilled, type) and isinstance(lcm, type)):
         if hasattr(model_sampling, "original_timesteps"):

@@ -268,6 +268,11 @@ def test_changed_core_samplers_and_classes(sd15, monkeypatch):
     monkeypatch.delattr(k_sampling, "sample_euler")
     with pytest.raises(ValueError, match="core_k_sampler"):
         contract.require_core_k_sampler("sample_euler")
+    import comfy.samplers as samplers
+
+    monkeypatch.setattr(samplers.KSAMPLER, "max_denoise", lambda self, model_wrap, sigmas, new_required: True)
+    with pytest.raises(ValueError, match="max_denoise_override"):
+        contract.check_max_denoise_override()
     with pytest.raises(ValueError, match="sampler_base_model"):
         contract.sampler_base_model(types.SimpleNamespace(inner_model=None))
     for cls in (model_sampling.EPS, model_sampling.ModelSamplingDiscrete, supported_models.SD15):
