@@ -13,6 +13,12 @@ function here. Each docstring names the core code it mirrors and the versions it
 Contacts are resolved at use, never at import, so a missing symbol costs one feature, not the pack. The pack's
 own functions are recognised by a marker attribute (:func:`mark`), core's by identity (``is``), never by module
 name strings. Report lines start with :data:`LINE_PREFIX`.
+
+Treated as public (the documented extension points every custom-node pack builds on, used directly): the
+``ModelPatcher`` methods (clone, add_patches, add_object_patch, get_model_object, wrappers and callbacks of
+``comfy.patcher_extension``), ``comfy.samplers.KSAMPLER`` / ``CFGGuider`` to build samplers and guiders, the
+``comfy.model_sampling`` classes to subclass, ``comfy.sample.prepare_noise`` / ``fix_empty_latent_channels``,
+``comfy.model_management``'s device and loading functions, ``folder_paths`` and ``comfy_api.latest``.
 """
 from __future__ import annotations
 
