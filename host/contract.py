@@ -382,13 +382,20 @@ VAE_DECODE_PARTS = ("first_stage_model", "process_output", "memory_used_decode",
 
 def vae_decode_mismatch(vae) -> str | None:
     """None when ``vae`` has the parts of ``comfy.sd.VAE.decode`` the fast decode replays (:data:`VAE_DECODE_PARTS`,
-    ``first_stage_model.decode``; checked on 0.3.75, 0.8.0, 0.33.0), else the report line (core's ``VAE.decode``)."""
+    ``first_stage_model.decode``; checked on 0.3.75, 0.8.0, 0.33.0), else the report line (core's ``VAE.decode``).
+    0.33's decoders that write into a preallocated buffer (``comfy_has_chunked_io``) and an output dtype other than
+    float32 (``VAE.vae_output_dtype()``) take another path in core: they fall back too."""
     missing = [name for name in VAE_DECODE_PARTS if not hasattr(vae, name)]
     if not missing and not callable(getattr(vae.first_stage_model, "decode", None)):
         missing = ["first_stage_model.decode"]
-    if not missing:
-        return None
-    return line("vae_decode_parts", f"the VAE has no {', '.join(missing)}", "running ComfyUI's VAE.decode")
+    if missing:
+        return line("vae_decode_parts", f"the VAE has no {', '.join(missing)}", "running ComfyUI's VAE.decode")
+    output_dtype = getattr(vae, "vae_output_dtype", None)
+    if getattr(vae.first_stage_model, "comfy_has_chunked_io", False) or (
+            callable(output_dtype) and output_dtype() != torch.float32):
+        return line("vae_decode_parts", "the VAE decodes into a preallocated buffer or to a dtype other than "
+                    "float32", "running ComfyUI's VAE.decode")
+    return None
 
 
 def wrapper_names(model_options: dict, kinds) -> list[str]:

@@ -237,6 +237,9 @@ def test_changed_sampler_internals_raise_the_fallback_signal(monkeypatch):
     with pytest.raises(contract.ContactMismatch, match="torch_compile_wrapper"):
         contract.torch_compile_wrapper({})
     assert "first_stage_model" in contract.vae_decode_mismatch(types.SimpleNamespace())
+    chunked = types.SimpleNamespace(**dict.fromkeys(contract.VAE_DECODE_PARTS[1:]), first_stage_model=types.
+                                    SimpleNamespace(decode=print, comfy_has_chunked_io=True))
+    assert "preallocated" in contract.vae_decode_mismatch(chunked)
     assert "guider_parts" in contract.guider_mismatch(types.SimpleNamespace(conds=[], inner_model=None))
     with pytest.raises(contract.ContactMismatch, match="cond_inputs"):
         contract.cond_inputs({"model_conds": {"c_crossattn": torch.zeros(1)}}, 1)
