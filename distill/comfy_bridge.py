@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..host import contract
 from .config import SDXL_FAMILIES
 from .errors import DistillModelError
 
@@ -54,9 +55,9 @@ def model_family(patcher) -> str:
     if config is None or not hasattr(patcher.model, "diffusion_model"):
         raise DistillModelError(f"the model input is not a ComfyUI diffusion model ({type(patcher).__name__}); "
                                 "connect the MODEL output of a checkpoint loader.")
-    for cls in type(config).__mro__:
-        if cls.__name__ in FAMILY_CLASSES:
-            return FAMILY_CLASSES[cls.__name__]
+    family = contract.config_family(config, FAMILY_CLASSES)  # core's model-config classes by identity
+    if family is not None:
+        return family
     raise DistillModelError(f"model family {type(config).__name__} is not supported for LCM distillation. "
                             + UNSUPPORTED_HINT)
 
@@ -66,8 +67,9 @@ def prediction_type(sampling) -> str:
     import comfy.model_sampling as ms
 
     names = {ms.EPS: "epsilon", ms.V_PREDICTION: "v_prediction"}
+    core = contract.core_sampling_classes() - {ms.ModelSamplingDiscrete}  # by identity, not module name
     for cls in type(sampling).__mro__:
-        if cls.__module__ == ms.__name__ and cls.__name__ not in ("ModelSamplingDiscrete",):
+        if cls in core:
             if cls in names and isinstance(sampling, ms.ModelSamplingDiscrete):
                 return names[cls]
             break
