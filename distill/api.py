@@ -12,7 +12,8 @@ from . import checkpoints, comfy_bridge
 from .config import DistillConfig
 from .data import Sample, read_prompts_file, scan_image_folder
 from .dataset import encode_dataset
-from .errors import DistillConfigError, DistillDataError
+from .errors import DistillCheckpointError, DistillConfigError, DistillDataError
+from .lora_layers import DEFAULT_TARGETS, matches_target, select_targets
 from .output import check_output_name, lora_metadata, write_lora
 from .trainer import DistillResult, Trainer, _world
 
@@ -36,6 +37,26 @@ def load_samples(data_dir: str | Path | None = None, prompts_file: str | Path | 
     return [Sample(caption=p) for p in cleaned]
 
 
+def _check_targets(info, targets: tuple[str, ...]) -> None:
+    """Every ``lora_target_modules`` entry names at least one Linear/Conv2d module of the UNet."""
+    found = select_targets(info.diffusion_model, info.name_map, targets)
+    unknown = [t for t in targets if not any(matches_target(name, (t,)) for name in found)]
+    if unknown:
+        raise DistillConfigError(f"lora_target_modules {unknown} match no Linear/Conv2d module of this {info.family} "
+                                 f"UNet; use diffusers module names such as {', '.join(DEFAULT_TARGETS[:6])} (the "
+                                 "default list).")
+
+
+def _resume(trainer: Trainer, path: Path, state: dict) -> None:
+    """Load a checkpoint's state; one from another LoRA shape or an older format is refused by name."""
+    try:
+        trainer.load(state)
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        raise DistillCheckpointError(f"checkpoint {path.name} does not fit this run ({type(error).__name__}: "
+                                     "other LoRA modules, rank or optimizer state); resume with the settings it was "
+                                     "made with, or delete it to start anew.") from error
+
+
 def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, loras_dir: str | Path,
                      output_name: str, *, vae=None, checkpoint_dir: str | Path | None = None,
                      resume_from_checkpoint: str | None = None, cache_dir: str | Path | None = None,
@@ -54,6 +75,7 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
     target = check_output_name(loras_dir, output_name, overwrite)
     if samples and samples[0].image is not None and vae is None:
         raise DistillConfigError("image data needs the VAE to encode the images; connect a VAE (or use prompts).")
+    _check_targets(info, config.lora_target_modules)
     with torch.inference_mode(False):
         device = comfy_bridge.load_for_training(model)
 
@@ -68,7 +90,7 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
         if resume_from_checkpoint:
             path = checkpoints.resolve_checkpoint(resume_from_checkpoint, folder or Path("."))
             if path is not None:
-                trainer.load(checkpoints.load_checkpoint(path, config.fingerprint(), data.fingerprint))
+                _resume(trainer, path, checkpoints.load_checkpoint(path, config.fingerprint(), data.fingerprint))
                 LOG.info("resumed from %s at step %d", path, trainer.step)
         trainer.lora.attach()
         try:
