@@ -38,9 +38,12 @@ def load_samples(data_dir: str | Path | None = None, prompts_file: str | Path | 
 
 
 def _check_targets(info, targets: tuple[str, ...]) -> None:
-    """Every ``lora_target_modules`` entry names at least one Linear/Conv2d module of the UNet."""
+    """Every ``lora_target_modules`` entry outside the reference list names a Linear/Conv2d module of the UNet
+    (the reference list's entries may be absent, e.g. ``downsamplers.0.conv`` in a one-level UNet), and the
+    list selects at least one module."""
     found = select_targets(info.diffusion_model, info.name_map, targets)
-    unknown = [t for t in targets if not any(matches_target(name, (t,)) for name in found)]
+    unknown = [t for t in targets if not any(matches_target(name, (t,)) for name in found)
+               and (t not in DEFAULT_TARGETS or not found)]
     if unknown:
         raise DistillConfigError(f"lora_target_modules {unknown} match no Linear/Conv2d module of this {info.family} "
                                  f"UNet; use diffusers module names such as {', '.join(DEFAULT_TARGETS[:6])} (the "
