@@ -33,6 +33,8 @@ import torch
 from .detect import detect_family, detect_kind
 from .errors import LoraFileError
 from .formats import parse_modules
+from .kinds import STYLE, is_accelerator
+from .metadata import bounded_fields, read_pack_metadata
 from .types import LoraFile
 
 LOG = logging.getLogger(__name__)
@@ -269,7 +271,8 @@ def largest_scale(sha256: str) -> tuple[str, float, int] | None:
 
 def parse_lora_file(path: Path, display: str) -> LoraFile:
     """Read, hash, validate and classify ``path`` without the cache (what :func:`read_lora_file` caches)."""
-    tensors, metadata = read_tensors(path)
+    tensors, raw_metadata = read_tensors(path)
+    metadata, metadata_notes = bounded_fields(raw_metadata)
     parsed = parse_modules(tensors, metadata, display,
                            adapter_config_loader=lambda: read_adapter_config(path))
     lora = LoraFile(name=display, sha256=_sha256(path), format=parsed.format, family="unknown", kind="style",
@@ -278,7 +281,8 @@ def parse_lora_file(path: Path, display: str) -> LoraFile:
     _remember_largest_scale(lora)
     lora.family, family_note = detect_family(lora)
     lora.kind, kind_note = detect_kind(lora)
-    lora.notes += [family_note, kind_note]
+    lora.notes += [*metadata_notes, *read_pack_metadata(metadata, is_accelerator, STYLE).notes, family_note,
+                   kind_note]
     LOG.info("read LoRA %s: format %s, family %s, kind %s, %d modules", display, lora.format, lora.family,
              lora.kind, len(lora.modules))
     return lora

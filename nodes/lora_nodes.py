@@ -82,7 +82,7 @@ class LCMLoraLoader(io.ComfyNode):
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
         lora = with_kind(read_lora_file(path, name=lora_name), kind)
         result = apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial)
-        return hand_off(result, "LCM-LoRA Loader", notes=[n for n in lora.notes if n.startswith("kind:")])
+        return hand_off(result, "LCM-LoRA Loader", notes=[n for n in lora.notes if n.startswith(("kind:", "metadata"))])
 
 
 NODES = [LCMLoraLoader]

@@ -14,8 +14,13 @@ from lcm_lora_pack.distill import cli
 from lcm_lora_pack.distill.api import distill_lcm_lora, load_samples
 from lcm_lora_pack.distill.config import DistillConfig
 from lcm_lora_pack.distill.data import MAX_CAPTION_FILE_BYTES, MAX_PROMPT_CHARS, bounded_text
-from lcm_lora_pack.distill.errors import (DistillCheckpointError, DistillConfigError, DistillDataError,
-                                          DistillLossError, DistillModelError)
+from lcm_lora_pack.distill.errors import (
+    DistillCheckpointError,
+    DistillConfigError,
+    DistillDataError,
+    DistillLossError,
+    DistillModelError,
+)
 from lcm_lora_pack.distill.trainer import Trainer
 from lcm_lora_pack.errors import LCMPackError
 from lcm_lora_pack.lora.safe_write import ExportPathError
