@@ -79,7 +79,8 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
     if samples and samples[0].image is not None and vae is None:
         raise DistillConfigError("image data needs the VAE to encode the images; connect a VAE (or use prompts).")
     _check_targets(info, config.lora_target_modules)
-    with torch.inference_mode(False):
+    # The UNet is shared by every clone of the checkpoint: hooks and wrappers never outlive the run.
+    with torch.inference_mode(False), comfy_bridge.unet_restored(info.diffusion_model):
         device = comfy_bridge.load_for_training(model)
 
         def runner_factory():
@@ -95,8 +96,8 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
             if path is not None:
                 _resume(trainer, path, checkpoints.load_checkpoint(path, config.fingerprint(), data.fingerprint))
                 LOG.info("resumed from %s at step %d", path, trainer.step)
-        trainer.lora.attach()
         try:
+            trainer.lora.attach()
             before = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
             with comfy_bridge.gradient_checkpointing(info.diffusion_model, config.gradient_checkpointing):
                 trainer.run(progress=progress, interrupt=interrupt)

@@ -72,9 +72,11 @@ class LCMLoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name: str | None = None, strength: float | None = None) -> bool | str:
+    def validate_inputs(cls, lora_name: str | None = None, strength: float | None = None,
+                        kind: str | None = None) -> bool | str:
         # No **kwargs here: with them ComfyUI skips its own min/max/combo checks of every input.
-        return first_failure(check_model_file("loras", "lora_name", lora_name), check_inputs(cls, strength=strength))
+        return first_failure(check_model_file("loras", "lora_name", lora_name),
+                             check_inputs(cls, strength=strength, kind=kind))
 
     @classmethod
     def execute(cls, model, lora_name: str, strength: float = 1.0, allow_partial: bool = False,

@@ -233,3 +233,53 @@ def test_cli_checks_output_dir_and_summary_json_before_training(tmp_path, caplog
     assert cli.main(_cli_args(tmp_path, "--summary_json", str(tmp_path / "missing" / "s.json"))) == 2
     assert "--summary_json" in caplog.text and "does not exist" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def _sample(comfy, model, clip) -> torch.Tensor:
+    (positive,) = comfy.run_node("CLIPTextEncode", clip=clip, text="a red cube")
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    return comfy.run_node("KSampler", model=model, seed=1, steps=2, cfg=2.0, sampler_name="euler",
+                          scheduler="simple", positive=positive, negative=positive, latent_image=latent,
+                          denoise=1.0)[0]["samples"]
+
+
+def _leftovers(unet) -> list[str]:
+    """Forward hooks and per-instance forward overrides left on the UNet's modules."""
+    return [name for name, module in unet.named_modules()
+            if module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__]
+
+
+def test_the_users_model_is_unchanged_after_a_failed_and_an_interrupted_run(comfy, sd15, tmp_path, monkeypatch):
+    import comfy.model_management as mm
+    from lcm_lora_pack.distill.lora_layers import LoraSet
+
+    model, clip, _ = sd15
+    unet = model.model.diffusion_model
+    before, baseline = _sample(comfy, model, clip), _leftovers(unet)
+    samples = load_samples(prompts=["a cube"])
+    config = tiny_config(max_train_steps=3, gradient_checkpointing=True, teacher_sampling_steps=1)
+
+    calls = {"n": 0}
+
+    def interrupt_after_one_step():
+        calls["n"] += 1
+        if calls["n"] == 2:  # mid-run: hooks attached, blocks wrapped for gradient checkpointing
+            raise mm.InterruptProcessingException()
+    with pytest.raises(mm.InterruptProcessingException):
+        distill_lcm_lora(model, clip, samples, config, tmp_path, "interrupted", checkpoint_dir=tmp_path / "a",
+                         interrupt=interrupt_after_one_step)
+    assert _leftovers(unet) == baseline
+    assert torch.equal(_sample(comfy, model, clip), before)
+
+    original_hook = LoraSet._hook
+
+    def hook_fails_halfway(self, adapter):  # attaching fails after some hooks are on the shared UNet
+        if len(self._handles) == 3:
+            raise RuntimeError("simulated failure while attaching the LoRA")
+        return original_hook(self, adapter)
+    monkeypatch.setattr(LoraSet, "_hook", hook_fails_halfway)
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        distill_lcm_lora(model, clip, samples, config, tmp_path, "failed", checkpoint_dir=tmp_path / "b")
+    assert _leftovers(unet) == baseline
+    assert torch.equal(_sample(comfy, model, clip), before)
+    assert not list(tmp_path.glob("*.safetensors"))
