@@ -1,17 +1,14 @@
 """The validating metadata reader (lora/metadata.py; issue 22 items 4 and 5) and what it changes for loading.
 
 Malformed ``lcmpack.sources`` and ``lcmpack.kind`` are ignored with a report line, never an exception; known kinds
-match case-insensitively; an unknown kind leaves detection to the file name and content. A hypothesis fuzz
-(random JSON and strings up to 1 MB) checks the reader never raises and bounds what it keeps.
+match case-insensitively; an unknown kind leaves detection to the file name and content. The fuzz of the reader
+is tests/test_fuzz_metadata.py.
 """
 from __future__ import annotations
 
 import json
 
 import pytest
-from fuzzing import examples, no_hang
-from hypothesis import given
-from hypothesis import strategies as st
 from lcm_lora_pack.devkit import loras
 from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 from lcm_lora_pack.lora import kinds
@@ -105,27 +102,3 @@ def test_a_bogus_kind_file_does_not_block_a_real_lcm_lora(comfy, comfy_loras):
                             lora_name="lcm-lora-sdv1-5.safetensors")
     assert "not a kind the pack knows" in first[2]
     assert "Kind: bogus" not in first[2] and "LCM" in second[2]
-
-
-JSON = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=50),
-                    lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=12), inner,
-                                                                                max_size=8), max_leaves=40)
-SOURCE = st.fixed_dictionaries({}, optional={"kind": JSON | st.sampled_from(["lcm", "LCM", "tcd", "bogus"]),
-                                             "weight": JSON, "applied_weight": JSON, "name": JSON})
-VALUE = (st.text(max_size=200) | JSON.map(json.dumps) | st.lists(SOURCE, max_size=6).map(json.dumps)
-         | st.integers(0, 1_000_000).map(lambda n: "hypersd" * (n // 7)) | JSON)
-METADATA = st.dictionaries(st.sampled_from(["lcmpack.kind", "lcmpack.sources", "modelspec.title", "ss_output_name"])
-                           | st.text(max_size=20) | st.integers(), VALUE, max_size=6) | JSON
-
-
-@examples(60)
-@given(METADATA)
-def test_fuzz_the_reader_never_raises_and_bounds_what_it_keeps(metadata):
-    with no_hang(30):
-        found = _read(metadata)
-        kept, notes = bounded_fields(metadata)
-    assert found.kind is None or found.kind == kinds.STYLE or kinds.is_accelerator(found.kind)
-    assert found.sources_kind is None or kinds.is_accelerator(found.sources_kind)
-    assert all(isinstance(k, str) and isinstance(v, str) and len(v) <= FIELD_LIMIT for k, v in kept.items())
-    assert sum(len(v) for v in kept.values()) <= TOTAL_LIMIT
-    assert all(len(note) < 400 for note in [*found.notes, *notes])
