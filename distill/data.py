@@ -65,9 +65,13 @@ def confine(given: str, roots: list[Path]) -> Path:
     """The folder ``given`` names (relative to ``roots[0]``, ``~`` expanded), resolved with symlinks followed;
     refused unless it lies inside one of ``roots`` (also resolved). The error names only ``given``."""
     resolved_roots = [Path(r).resolve() for r in roots]
-    candidate = (resolved_roots[0] / Path(given.strip()).expanduser()).resolve()
+    try:
+        candidate = (resolved_roots[0] / Path(given.strip()).expanduser()).resolve()
+    except (OSError, ValueError, RuntimeError) as error:  # NUL byte, name too long, symlink loop
+        raise DistillDataError(f"data_dir {given.strip()[:200]!r} is not a usable folder name "
+                               f"({type(error).__name__}); give a folder inside ComfyUI's input folder.") from error
     if not any(candidate.is_relative_to(root) for root in resolved_roots):
-        raise DistillDataError(f"data_dir {given.strip()!r} is outside ComfyUI's input folder; put the images and "
+        raise DistillDataError(f"data_dir {given.strip()[:200]!r} is outside ComfyUI's input folder; put the images and "
                                "captions in a folder inside ComfyUI's input folder and give its relative name (the "
                                f"server owner can allow more folders with {ALLOWED_ROOTS_ENV}).")
     return candidate

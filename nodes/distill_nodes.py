@@ -31,7 +31,7 @@ def _image_samples(data_dir: str) -> list:
     allows in ``$LCMPACK_DISTILL_DATA_ROOTS``), checked after resolving symlinks; errors name only ``data_dir``."""
     roots = allowed_roots(folder_paths.get_input_directory())
     folder = confine(data_dir, roots)
-    return scan_image_folder(folder, label=data_dir.strip(), roots=roots)
+    return scan_image_folder(folder, label=data_dir.strip()[:200], roots=roots)
 
 
 def _run_folder(output_name: str) -> Path:
