@@ -60,6 +60,23 @@ def _resume(trainer: Trainer, path: Path, state: dict) -> None:
                                      "made with, or delete it to start anew.") from error
 
 
+def _train(trainer: Trainer, info, config: DistillConfig, progress, interrupt) -> tuple:
+    """Run the loop with the LoRA attached; ``(before, after)`` validation losses (None without validation).
+
+    The UNet is shared by every clone of the checkpoint: the LoRA hooks and checkpointing wrappers never outlive
+    the run, whatever ends it (ComfyUI's own loading happens before, so its state is left alone)."""
+    with comfy_bridge.unet_restored(info.diffusion_model):
+        try:
+            trainer.lora.attach()
+            before = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
+            with comfy_bridge.gradient_checkpointing(info.diffusion_model, config.gradient_checkpointing):
+                trainer.run(progress=progress, interrupt=interrupt)
+            after = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
+        finally:
+            trainer.lora.detach()
+    return before, after
+
+
 def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, loras_dir: str | Path,
                      output_name: str, *, vae=None, checkpoint_dir: str | Path | None = None,
                      resume_from_checkpoint: str | None = None, cache_dir: str | Path | None = None,
@@ -79,8 +96,7 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
     if samples and samples[0].image is not None and vae is None:
         raise DistillConfigError("image data needs the VAE to encode the images; connect a VAE (or use prompts).")
     _check_targets(info, config.lora_target_modules)
-    # The UNet is shared by every clone of the checkpoint: hooks and wrappers never outlive the run.
-    with torch.inference_mode(False), comfy_bridge.unet_restored(info.diffusion_model):
+    with torch.inference_mode(False):
         device = comfy_bridge.load_for_training(model)
 
         def runner_factory():
@@ -96,14 +112,7 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
             if path is not None:
                 _resume(trainer, path, checkpoints.load_checkpoint(path, config.fingerprint(), data.fingerprint))
                 LOG.info("resumed from %s at step %d", path, trainer.step)
-        try:
-            trainer.lora.attach()
-            before = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
-            with comfy_bridge.gradient_checkpointing(info.diffusion_model, config.gradient_checkpointing):
-                trainer.run(progress=progress, interrupt=interrupt)
-            after = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
-        finally:
-            trainer.lora.detach()
+        before, after = _train(trainer, info, config, progress, interrupt)
     written = None
     if rank == 0:
         metadata = lora_metadata(family=info.family, prediction=info.prediction, config=config, steps=trainer.step,
