@@ -149,14 +149,21 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, metadata
 
 
+ADAPTER_CONFIG_LIMIT = 1024 * 1024  # bytes of an adapter_config.json read (PEFT writes a few KiB)
+
+
 def read_adapter_config(path: Path) -> dict | None:
     """The PEFT ``adapter_config.json`` beside ``path`` (``<stem>.adapter_config.json`` first), if any."""
     for pattern in ADAPTER_CONFIG_NAMES:
         candidate = path.with_name(pattern.format(stem=path.stem))
         if candidate.is_file():
+            if candidate.stat().st_size > ADAPTER_CONFIG_LIMIT:
+                raise LoraFileError(f"'{candidate.name}' next to LoRA '{path.name}' is larger than "
+                                    f"{ADAPTER_CONFIG_LIMIT // 1024} KiB, too big for a PEFT adapter config; fix or "
+                                    "remove it.")
             try:
                 config = json.loads(candidate.read_text())
-            except (OSError, ValueError) as error:
+            except (OSError, ValueError, RecursionError) as error:
                 raise LoraFileError(f"'{candidate.name}' next to LoRA '{path.name}' is not valid JSON ({error}); "
                                     "fix or remove it.") from error
             if not isinstance(config, dict):

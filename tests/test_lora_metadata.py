@@ -102,3 +102,13 @@ def test_a_bogus_kind_file_does_not_block_a_real_lcm_lora(comfy, comfy_loras):
                             lora_name="lcm-lora-sdv1-5.safetensors")
     assert "not a kind the pack knows" in first[2]
     assert "Kind: bogus" not in first[2] and "LCM" in second[2]
+
+
+def test_an_oversized_adapter_config_is_refused_by_name(tmp_path):
+    from lcm_lora_pack.lora.errors import LoraFileError
+    from lcm_lora_pack.lora.io import ADAPTER_CONFIG_LIMIT, read_adapter_config
+
+    lora = tmp_path / "peft.safetensors"
+    (tmp_path / "adapter_config.json").write_text('{"r": 4, "pad": "' + "x" * ADAPTER_CONFIG_LIMIT + '"}')
+    with pytest.raises(LoraFileError, match="adapter_config.json' next to LoRA 'peft.safetensors' is larger than"):
+        read_adapter_config(lora)
