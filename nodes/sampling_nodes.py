@@ -249,10 +249,12 @@ class KSamplerLCM(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, steps: int | None = None, denoise: float | None = None, gamma: float | None = None,
-                        cfg: float | None = None, sampler: str | None = None) -> bool | str:
+                        cfg: float | None = None, sampler: str | None = None,
+                        preset: str | None = None) -> bool | str:
         # Named inputs lose core's min/max/combo checks: check_inputs re-checks each once (finite, in range).
         return first_failure(check_gamma_input(gamma), check_schedule_inputs(steps, denoise),
-                             check_inputs(cls, steps=steps, denoise=denoise, gamma=gamma, cfg=cfg, sampler=sampler))
+                             check_inputs(cls, steps=steps, denoise=denoise, gamma=gamma, cfg=cfg, sampler=sampler,
+                                          preset=preset))
 
     @classmethod
     def check_lazy_status(cls, model=None, negative=None, cfg=None, **_other) -> list[str]:
