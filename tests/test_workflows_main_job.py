@@ -29,6 +29,7 @@ def _rows(summary: str) -> dict[str, list[str]]:
     return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
 
 
+@pytest.mark.timeout(2400)  # every example workflow in a subprocess: ~5 min on 2 idle cores, far more when shared
 def test_main_job_runs_every_example_on_generated_models(example_models, tmp_path):  # noqa: F811
     out = tmp_path / "out"
     done = _run("--out", str(out), "--generated-models", str(example_models))
