@@ -9,14 +9,16 @@ context) and the transformer layout:
 * text-encoder-only LoRAs: hidden 768 (CLIP-L) → SD1.x, 1024 (OpenCLIP-H) → SD2.x, 1280 or a second
   encoder (``lora_te2_`` / ``text_encoder_2.``) → SDXL family.
 
-Kind (what it was distilled for; the kinds and their sources are in ``kinds.py``), decided by the first
+Kind (what it was distilled for; the kinds and their sources are in ``accelerators/registry.py``), decided by the first
 signal that names one, in this order:
 
 1. metadata: the pack's own (``lcmpack.kind``, or the accelerator recorded in an exported mix's
    ``lcmpack.sources``), then modelspec (``modelspec.title``/``description``/``tags``) and kohya
    (``ss_output_name``, ``ss_training_comment``) text;
-2. the file name (the authors' published names, ``kinds.NAME_PATTERNS``);
-3. the content (``kind_from_content``): the shape the authors' training script gives a file. Only the
+2. the file name (the authors' published names: the registry's name rules, linear-time and bounded,
+   ``accelerators/match.py``);
+3. the content (``kind_from_content``): a registry record's content signature, the shape the authors' training
+   script gives a file. Only the
    LCM-LoRAs have a published recipe precise enough: diffusers' ``train_lcm_distill_lora_sd_wds.py`` (and its
    SDXL twin) puts one ``LoraConfig(r=64, lora_alpha=…)`` on ``to_q/to_k/to_v/to_out.0, proj_in/proj_out,
    ff.net.0.proj/ff.net.2, conv1/conv2/conv_shortcut, down/upsamplers, time_emb_proj`` of the UNet and nothing
@@ -30,6 +32,8 @@ import json
 import re
 from dataclasses import replace
 
+from .. import accelerators
+from ..accelerators import ContentSignature
 from . import kinds
 from .errors import LoraFormatError
 from .formats import module_names, peft_component
@@ -114,15 +118,9 @@ def detect_family(lora: LoraFile) -> tuple[str, str]:
 
 KIND_METADATA_KEYS = ("modelspec.title", "modelspec.description", "modelspec.tags", "ss_output_name",
                       "ss_training_comment", "name", "description")
-KOHYA_TRAINING_KEYS = ("ss_network_module", "ss_training_started_at", "ss_session_id")
-LCM_SCRIPT_RANK = 64
-# Module groups of diffusers' LCM-LoRA script, in diffusers and in LDM (ComfyUI) spelling, "_" separators.
-LCM_SCRIPT_GROUPS = {
-    "attention": re.compile(r"(attn[12]_(processor_)?to_(q|k|v|out_0)|to_out_0)$"),
-    "feed-forward": re.compile(r"ff_net_(0_proj|2)$"),
-    "resnet": re.compile(r"(resnets_\d+_conv[12]|in_layers_2|out_layers_3)$"),
-    "time-embedding": re.compile(r"(time_emb_proj|emb_layers_1)$"),
-}
+# What name detection reads of the metadata: each field's first ``accelerators.FIELD_LIMIT`` characters, and at
+# most this many characters over all fields (issue 22, item 6: a 1 MB title costs what its first KiB costs).
+METADATA_TEXT_LIMIT = 8 * 1024
 
 
 def _pack_metadata_kind(metadata: dict) -> str | None:
@@ -140,35 +138,45 @@ def _pack_metadata_kind(metadata: dict) -> str | None:
 
 
 def kind_from_metadata(metadata: dict) -> tuple[str, str] | None:
-    """``(kind, where)`` named by the file's metadata, or None."""
+    """``(kind, where)`` named by the file's metadata, or None. Reads bounded text (:data:`METADATA_TEXT_LIMIT`)."""
     own = _pack_metadata_kind(metadata)
     if own is not None:
         return own, "the pack's own metadata"
+    budget = METADATA_TEXT_LIMIT
     for key in KIND_METADATA_KEYS:
-        if key in metadata:
-            kind = kinds.kind_from_text(str(metadata[key]))
+        if key in metadata and budget > 0:
+            value = metadata[key]
+            text = (value if isinstance(value, str) else str(value)[:accelerators.FIELD_LIMIT])[
+                :min(accelerators.FIELD_LIMIT, budget)]
+            budget -= len(text)
+            kind = kinds.kind_from_text(text)
             if kind is not None:
-                return kind, f"metadata {key} '{str(metadata[key])[:60]}'"
+                return kind, f"metadata {key} '{text[:60]}'"
     return None
 
 
-def kind_from_content(lora: LoraFile) -> tuple[str, str] | None:
-    """``("lcm", why)`` when the file has the shape of diffusers' LCM-LoRA script output (module docstring)."""
-    if any(key in lora.metadata for key in KOHYA_TRAINING_KEYS) or not lora.modules or lora.extra:
-        return None
+def _signature_holds(signature: ContentSignature, lora: LoraFile) -> bool:
+    """Whether ``lora`` has the shape ``signature`` describes (``accelerators.records.ContentSignature``)."""
+    if any(key in lora.metadata for key in signature.refuse_metadata) or not lora.modules or lora.extra:
+        return False
     parts = [(module_part(name), module) for name, module in lora.modules.items()]
-    if any(part != "unet" for (part, _), _ in parts):
-        return None
-    ranks = {module.rank for _, module in parts}
+    if signature.unet_only and any(part != "unet" for (part, _), _ in parts):
+        return False
     alphas = {round(float(module.alpha), 6) for _, module in parts}
-    if ranks != {LCM_SCRIPT_RANK} or len(alphas) != 1:
-        return None
+    if {module.rank for _, module in parts} != {signature.rank} or (signature.one_alpha and len(alphas) != 1):
+        return False
     inner = [name for (_, name), _ in parts]
-    groups = {group for group, pattern in LCM_SCRIPT_GROUPS.items() if any(pattern.search(n) for n in inner)}
-    if groups != set(LCM_SCRIPT_GROUPS):
-        return None
-    return "lcm", (f"content: rank {LCM_SCRIPT_RANK} with one alpha ({alphas.pop():g}) on attention, feed-forward, "
-                   "resnet and time-embedding layers of the UNet only, as diffusers' LCM-LoRA script writes it")
+    return all(any(re.search(pattern, n) for n in inner) for pattern in signature.groups.values())
+
+
+def kind_from_content(lora: LoraFile) -> tuple[str, str] | None:
+    """``(kind, why)`` of the first registry record whose content signature the file has (today: LCM-LoRA, the
+    shape of diffusers' LCM-LoRA script output; module docstring)."""
+    for record in accelerators.records():
+        if record.content is not None and _signature_holds(record.content, lora):
+            alpha = next(iter(lora.modules.values())).alpha
+            return record.kind, f"content: {record.content.description} (alpha {float(alpha):g})"
+    return None
 
 
 def detect_kind(lora: LoraFile) -> tuple[str, str]:
@@ -192,7 +200,7 @@ def with_kind(lora: LoraFile, kind: str) -> LoraFile:
     if kind in (None, "", "auto") or kind == lora.kind:
         return lora
     if kind != kinds.STYLE and not kinds.is_accelerator(kind):
-        raise LoraFormatError(f"kind={kind!r} is unknown; use auto, style or one of {list(kinds.KINDS)}.")
+        raise LoraFormatError(f"kind={kind!r} is unknown; use auto or one of {list(kinds.known_kinds())}.")
     notes = [n for n in lora.notes if not n.startswith("kind:")]
     notes.append(f"kind: {kind} (set by the loader's kind input; detected: {lora.kind})")
     return replace(lora, kind=kind, notes=notes)

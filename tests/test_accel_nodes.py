@@ -45,6 +45,12 @@ CARDS = {
     "hyper-sd-unet-1step": (lambda: LCMScheduler.from_config(BASE_CONFIG), {}, 1, 1.0, False),
     "turbo": (lambda: EulerAncestralDiscreteScheduler.from_config(BASE_CONFIG, timestep_spacing="trailing"), {}, 2,
               1.0, True),
+    "pcm": (lambda: DDIMScheduler.from_config(BASE_CONFIG, timestep_spacing="trailing"), {}, 4, 1.0, True),
+    "pcm-normalcfg": (lambda: DDIMScheduler.from_config(BASE_CONFIG, timestep_spacing="trailing"), {}, 4, 3.0, True),
+    "pcm-lcmlike": (lambda: LCMScheduler.from_config(BASE_CONFIG), {}, 4, 1.0, True),
+    "animatelcm": (lambda: LCMScheduler.from_config(BASE_CONFIG, beta_schedule="linear"), {}, 4, 1.5, True),
+    "animatediff-lightning": (lambda: EulerDiscreteScheduler.from_config(BASE_CONFIG, timestep_spacing="trailing",
+                                                                         beta_schedule="linear"), {}, 4, 1.0, True),
 }
 FIXED = {"dmd2": [999, 749, 499, 249], "dmd2-unet-1step": [399], "hyper-sd-unet-1step": [800]}
 
@@ -186,11 +192,12 @@ def test_kind_input_overrides_detection_and_explicit_inputs_still_win(comfy, sd1
     assert "preset lightning" in sampled and "cfg 1.5 from the node's input" in sampled and "cfg 1.5," in sampled
 
 
-def test_pcm_has_no_preset_and_samples_with_the_inputs(comfy, sd15, accelerator_files):
+def test_pcm_auto_samples_ddim_trailing_at_the_files_step_count(comfy, sd15, accelerator_files):
     model, report, _ = _load(comfy, sd15, "pcm_sd15_smallcfg_4step_converted.safetensors")
-    assert "kind: pcm" in report and "no preset" in report
+    assert "kind: pcm" in report and "DDIM trailing" in report
     _, sampled = _run(comfy, model, torch.zeros(1, 4, 8, 8), "auto")
-    assert "is PCM, which has no preset" in sampled
+    assert "preset pcm (auto: pcm_sd15_smallcfg_4step_converted" in sampled, sampled
+    assert "sampler ddim" in sampled and "timesteps [999, 749, 499, 249]" in sampled, sampled
 
 
 def _stack(comfy, *items):
