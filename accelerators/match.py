@@ -1,6 +1,7 @@
 """Linear-time, bounded matching of accelerator names (file names, titles, descriptions): no regex backtracking.
 
-A text is cut to :data:`FIELD_LIMIT` characters, lower-cased and split once into letter runs and digit runs
+A text is cut to :data:`FIELD_LIMIT` characters, lower-cased and split once into letter runs and digit runs (a
+file extension, the last token, is dropped)
 (``"Hyper-SD15-8steps-CFG"`` → ``hyper sd 15 8 steps cfg``) by a single-character-class scan; every rule is then a
 set of checks on those tokens or on their concatenation (``hypersd158stepscfg``), each linear in the text. So a
 crafted 1 MB ``modelspec.title`` costs what its first :data:`FIELD_LIMIT` characters cost (issue 22, item 6: the
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 FIELD_LIMIT = 1024  # characters of one name/metadata field that detection reads
 TOKEN = re.compile(r"[a-z]+|[0-9]+")  # one character class per token: each character is read once
 MAX_STEP_DIGITS = 2
+EXTENSIONS = ("safetensors", "ckpt", "pt", "pth", "bin")  # a file name's last token, dropped
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class Tokens:
     @classmethod
     def of(cls, text: str) -> Tokens:
         words = tuple(TOKEN.findall(str(text)[:FIELD_LIMIT].lower()))
+        if words and words[-1] in EXTENSIONS:
+            words = words[:-1]
         return cls(words, "".join(words))
 
 

@@ -152,7 +152,8 @@ def accelerator_files(comfy):
     cfg = models.SD15_UNET_CONFIG
     names = ["sdxl_lightning_8step_lora.safetensors", "Hyper-SD15-2steps-lora.safetensors",
              "dmd2_sdxl_4step_lora_fp16.safetensors", "TCD-SD15-LoRA.safetensors", "renamed-accel.safetensors",
-             "pcm_sd15_smallcfg_4step_converted.safetensors", "watercolor-style.safetensors"]
+             "pcm_sd15_smallcfg_4step_converted.safetensors", "watercolor-style.safetensors",
+             "AnimateLCM_sd15_t2v_lora.safetensors"]
     for seed, name in enumerate(names):
         make_kohya_lora(cfg, folder / name, rank=4, seed=40 + seed, targets="attention")
     make_kohya_lora(cfg, folder / "pytorch_lora_weights.safetensors", rank=64, alpha=8.0, seed=60, targets="lcm-full")
@@ -198,6 +199,20 @@ def test_pcm_auto_samples_ddim_trailing_at_the_files_step_count(comfy, sd15, acc
     _, sampled = _run(comfy, model, torch.zeros(1, 4, 8, 8), "auto")
     assert "preset pcm (auto: pcm_sd15_smallcfg_4step_converted" in sampled, sampled
     assert "sampler ddim" in sampled and "timesteps [999, 749, 499, 249]" in sampled, sampled
+
+
+def test_animatelcm_auto_samples_lcm_on_linear_betas_and_names_the_authors_strength(comfy, sd15, accelerator_files):
+    model, report, _ = _load(comfy, sd15, "AnimateLCM_sd15_t2v_lora.safetensors")
+    assert "kind: animatelcm (decided by the file name" in report, report
+    assert "Strength: the authors apply AnimateLCM at 0.8" in report and "is applied at 1." in report, report
+    _, sampled = _run(comfy, model, torch.zeros(1, 4, 8, 8), "auto")
+    assert "preset animatelcm (auto: AnimateLCM_sd15_t2v_lora" in sampled, sampled
+    assert "linear betas" in sampled and "cfg 1.5," in sampled and "timesteps [999, 759, 499, 259]" in sampled
+
+
+def test_a_cfg_outside_the_authors_range_is_named_on_the_node(comfy, sd15):
+    _, sampled = _run(comfy, sd15, torch.zeros(1, 4, 8, 8), "hyper-sd-cfg", steps=8, cfg=1.8)
+    assert "warning: cfg 1.8 is outside the 5-8 its authors give for hyper-sd-cfg" in sampled, sampled
 
 
 def _stack(comfy, *items):
