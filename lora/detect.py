@@ -82,6 +82,17 @@ def _sdxl_variant(unet_names: list[str]) -> tuple[str, str]:
     return "sdxl", "no transformer blocks covered: SDXL family assumed (depth unknown)"
 
 
+def _detection_only_advice(lora: LoraFile) -> str:
+    """For an accelerator of a family the loader does not patch (FLUX, SD3, Qwen-Image, Wan: detection only in the
+    registry), what it is and how its authors sample it with core's nodes."""
+    found = kind_from_metadata(lora.metadata)
+    kind = found[0] if found is not None else kinds.kind_from_text(lora.name)
+    record = accelerators.get(kind) if kind else None
+    if record is None or record.loadable:
+        return ""
+    return f" It is {record.title} ({', '.join(record.families)}): {record.advice}"
+
+
 def detect_family(lora: LoraFile) -> tuple[str, str]:
     """``(family, evidence)`` of a LoRA from shapes; raises ``LoraFormatError`` for unknown architectures."""
     names = module_names(lora.modules, lora.extra)
@@ -93,7 +104,8 @@ def detect_family(lora: LoraFile) -> tuple[str, str]:
         example = names[0]
         raise LoraFormatError(f"LoRA '{lora.name}' is for an unknown architecture (module names like '{example}' "
                               "are not an SD1.x/SD2.x/SDXL UNet or CLIP text encoder; Flux, SD3 and video-model "
-                              "LoRAs are not supported). Use a LoRA made for your Stable Diffusion model.")
+                              "LoRAs are not supported). Use a LoRA made for your Stable Diffusion model."
+                              + _detection_only_advice(lora))
     for module, lora_module in lora.modules.items():
         part, inner = module_part(module)
         if part == "unet" and re.search(r"attn2_(processor_)?to_[kv]$", inner):
