@@ -117,8 +117,9 @@ def help_presets_table() -> str:
 
 
 def loader_kinds() -> list[str]:
-    """The loader's ``kind`` options after ``auto`` (the loadable kinds, then style)."""
-    return [record.kind for record in records() if record.loadable] + ["style"]
+    """The loader's ``kind`` options after ``auto``: the loadable kinds alphabetically (registry order is detection
+    order), then style."""
+    return sorted(record.kind for record in records() if record.loadable) + ["style"]
 
 
 def help_kinds_text() -> str:

@@ -42,7 +42,7 @@ GAMMA_TOOLTIP = ("TCD's gamma (stochasticity, diffusers' eta), 0..1: 0 = determi
 NEGATIVE_TOOLTIP = ("Negative conditioning. Not evaluated at cfg 1.0 (its nodes, e.g. the negative text encode, do "
                     "not run): ComfyUI ignores it there. Evaluated at any other cfg, or when a model patch reads it "
                     "(SAG, PerpNeg, APG, CFGNorm, ...).")
-PRESET_OPTIONS = ["auto", "custom", *PRESET_NAMES]
+PRESET_OPTIONS = ["auto", "custom", *sorted(PRESET_NAMES)]  # alphabetical: registry order is detection order
 PRESET_TOOLTIP = preset_tooltip()  # generated from the registry (accelerators/render.py)
 KSAMPLER_DEFAULTS = {"sampler": "lcm", "gamma": 0.3, "cfg": 1.0, "steps": 4}
 SAMPLER_TOOLTIP = ("lcm: LCM multistep sampling (LCM-LoRA, LCM models, DMD2). tcd: Trajectory Consistency "
