@@ -228,11 +228,11 @@ _ANIMATELCM = Accelerator(
     "animatelcm", "AnimateLCM", ("sd1.x",), "lora", rules("animatelcm", "==sd15lorabeta"),
     ("AnimateLCM_sd15_t2v_lora.safetensors", "sd15_lora_beta.safetensors"),
     (Recipe("animatelcm", "lcm", "lcm-grid", "lcm", 1.5,
-            "diffusers' AnimateDiff docs (Using AnimateLCM) and wangfuyun/AnimateLCM card: "
-            "LCMScheduler.from_config(…, beta_schedule='linear'), 4-8 steps, guidance_scale 1-2 (1.5 in the "
-            "example), the LoRA at 0.8 with the AnimateLCM motion module", beta_schedule="linear",
+            "diffusers' AnimateDiff docs (Using AnimateLCM): LCMScheduler.from_config(…, beta_schedule='linear'), "
+            "6 steps, guidance_scale 1.5, sd15_lora_beta at 1.0; wangfuyun/AnimateLCM card's example (as its users "
+            "quote it): the same scheduler, 6 steps, guidance_scale 2.0, the LoRA at 0.8", beta_schedule="linear",
             cfg_range=(1.0, 2.0), strength=0.8,
-            note="in AnimateDiff-Evolved (d8d163c, animatediff/utils_model.py) the beta schedule equal to these "
+            note="strength 0.8 is the card's example, 1.0 diffusers' docs; in AnimateDiff-Evolved (d8d163c, animatediff/utils_model.py) the beta schedule equal to these "
                  "linear betas is 'lcm >> sqrt_linear'; its plain 'lcm' uses ComfyUI's 'linear' (diffusers' "
                  "scaled_linear)"),),
     "AnimateLCM LoRA: use it with the AnimateLCM motion module (AnimateDiff-Evolved); KSampler (LCM) preset auto "

@@ -317,8 +317,8 @@ def _strength_lines(plan: StackPlan) -> list[str]:
     for entry, weight in zip(plan.entries, plan.weights, strict=True):
         recipe = accelerators.recipe_for(entry.lora.kind, entry.lora.name)
         if recipe is not None and weight != 0.0 and abs(weight - recipe.strength) > 1e-6:
-            lines.append(f"Strength: the authors apply {kind_name(entry.lora.kind)} at {recipe.strength:g} "
-                         f"({recipe.source.split(':')[0]}); '{entry.lora.name}' is applied at {weight:g}.")
+            lines.append(f"Strength: the {kind_name(entry.lora.kind)} recipe applies it at {recipe.strength:g} "
+                         f"(docs/accelerators.md); '{entry.lora.name}' is applied at {weight:g}.")
     return lines
 
 

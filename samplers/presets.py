@@ -55,13 +55,6 @@ def steps_from_name(text: str) -> int | None:
     return accelerators.steps_from_name(text)
 
 
-def kind_preset(kind: str) -> str | None:
-    """The name of the default preset a model records through its LoRA kind (None: the kind has no preset)."""
-    record = accelerators.get(kind)
-    default = None if record is None else record.recipe_for(accelerators.Tokens.of(""))
-    return None if default is None or default.runs_on != "ksampler-lcm" else default.name
-
-
 def preset_for_kind(kind: str, file_name: str = "") -> Preset | None:
     """The preset of an accelerator kind that its published file name selects (a variant: PCM's NormalCFG or
     LCM-like), with the step count the name carries for a trailing recipe; None: no preset."""

@@ -204,7 +204,7 @@ def test_pcm_auto_samples_ddim_trailing_at_the_files_step_count(comfy, sd15, acc
 def test_animatelcm_auto_samples_lcm_on_linear_betas_and_names_the_authors_strength(comfy, sd15, accelerator_files):
     model, report, _ = _load(comfy, sd15, "AnimateLCM_sd15_t2v_lora.safetensors")
     assert "kind: animatelcm (decided by the file name" in report, report
-    assert "Strength: the authors apply AnimateLCM at 0.8" in report and "is applied at 1." in report, report
+    assert "Strength: the AnimateLCM recipe applies it at 0.8" in report and "is applied at 1." in report, report
     _, sampled = _run(comfy, model, torch.zeros(1, 4, 8, 8), "auto")
     assert "preset animatelcm (auto: AnimateLCM_sd15_t2v_lora" in sampled, sampled
     assert "linear betas" in sampled and "cfg 1.5," in sampled and "timesteps [999, 759, 499, 259]" in sampled
