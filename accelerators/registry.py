@@ -291,10 +291,13 @@ def loadable_kinds() -> tuple[str, ...]:
     return tuple(record.kind for record in ACCELERATORS if record.loadable)
 
 
-def detect_name(text: str) -> Accelerator | None:
-    """The first record whose name rule matches ``text`` (bounded, linear: ``match.py``)."""
+def detect_name(text: str, loadable_only: bool = False) -> Accelerator | None:
+    """The first record whose name rule matches ``text`` (bounded, linear: ``match.py``). ``loadable_only``: None
+    when that record is not a LoRA the pack's loader applies (a Qwen-Image-Lightning name on an SD LoRA does not make
+    it SDXL-Lightning, the next record that would match)."""
     tokens = Tokens.of(text)
-    return next((record for record in ACCELERATORS if record.name_matches(tokens)), None)
+    found = next((record for record in ACCELERATORS if record.name_matches(tokens)), None)
+    return None if found is None or (loadable_only and not found.loadable) else found
 
 
 def recipes() -> dict[str, Recipe]:

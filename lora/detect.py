@@ -16,10 +16,10 @@ signal that names one, in this order:
    ``lcmpack.sources``), then modelspec (``modelspec.title``/``description``/``tags``) and kohya
    (``ss_output_name``, ``ss_training_comment``) text;
 2. the file name (the authors' published names: the registry's name rules, linear-time and bounded,
-   ``accelerators/match.py``);
-3. the content (``kind_from_content``): a registry record's content signature, the shape the authors' training
-   script gives a file. Only the
-   LCM-LoRAs have a published recipe precise enough: diffusers' ``train_lcm_distill_lora_sd_wds.py`` (and its
+   ``accelerators/match.py``; only kinds of LoRAs the loader applies: a FLUX accelerator's name on an SD LoRA
+   does not make it one);
+3. the content (``kind_from_content``): a registry record's content signature, the shape the authors'
+   training script gives a file. Only the LCM-LoRAs have a published recipe precise enough: diffusers' ``train_lcm_distill_lora_sd_wds.py`` (and its
    SDXL twin) puts one ``LoraConfig(r=64, lora_alpha=…)`` on ``to_q/to_k/to_v/to_out.0, proj_in/proj_out,
    ff.net.0.proj/ff.net.2, conv1/conv2/conv_shortcut, down/upsamplers, time_emb_proj`` of the UNet and nothing
    else. A file trained by kohya's scripts (``ss_network_module`` in its metadata) is never matched by content.
@@ -85,7 +85,7 @@ def _sdxl_variant(unet_names: list[str]) -> tuple[str, str]:
 def _detection_only_advice(lora: LoraFile) -> str:
     """For an accelerator of a family the loader does not patch (FLUX, SD3, Qwen-Image, Wan: detection only in the
     registry), what it is and how its authors sample it with core's nodes."""
-    found = kind_from_metadata(lora.metadata)
+    found = kind_from_metadata(lora.metadata, loadable_only=False)
     kind = found[0] if found is not None else kinds.kind_from_text(lora.name)
     record = accelerators.get(kind) if kind else None
     if record is None or record.loadable:
@@ -149,8 +149,9 @@ def _pack_metadata_kind(metadata: dict) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def kind_from_metadata(metadata: dict) -> tuple[str, str] | None:
-    """``(kind, where)`` named by the file's metadata, or None. Reads bounded text (:data:`METADATA_TEXT_LIMIT`)."""
+def kind_from_metadata(metadata: dict, loadable_only: bool = True) -> tuple[str, str] | None:
+    """``(kind, where)`` named by the file's metadata, or None. Reads bounded text (:data:`METADATA_TEXT_LIMIT`).
+    ``loadable_only``: only kinds of LoRAs the loader applies (False: FLUX, SD3, ... too, to name a refused file)."""
     own = _pack_metadata_kind(metadata)
     if own is not None:
         return own, "the pack's own metadata"
@@ -161,7 +162,7 @@ def kind_from_metadata(metadata: dict) -> tuple[str, str] | None:
             text = (value if isinstance(value, str) else str(value)[:accelerators.FIELD_LIMIT])[
                 :min(accelerators.FIELD_LIMIT, budget)]
             budget -= len(text)
-            kind = kinds.kind_from_text(text)
+            kind = kinds.kind_from_text(text, loadable_only)
             if kind is not None:
                 return kind, f"metadata {key} '{text[:60]}'"
     return None
@@ -196,7 +197,7 @@ def detect_kind(lora: LoraFile) -> tuple[str, str]:
     found = kind_from_metadata(lora.metadata)
     if found is not None:
         return found[0], f"kind: {found[0]} (decided by {found[1]})"
-    kind = kinds.kind_from_text(lora.name)
+    kind = kinds.kind_from_text(lora.name, loadable_only=True)
     if kind is not None:
         return kind, f"kind: {kind} (decided by the file name '{lora.name[:60]}')"
     found = kind_from_content(lora)

@@ -34,9 +34,10 @@ def is_accelerator(kind: str) -> bool:
     return accelerators.get(kind) is not None
 
 
-def kind_from_text(text: str) -> str | None:
-    """The accelerator kind a file name or a title names, if any (first matching record; linear, bounded)."""
-    record = accelerators.detect_name(text)
+def kind_from_text(text: str, loadable_only: bool = False) -> str | None:
+    """The accelerator kind a file name or a title names, if any (first matching record; linear, bounded).
+    ``loadable_only``: only kinds of LoRAs the loader applies (for a file already read as an SD-family LoRA)."""
+    record = accelerators.detect_name(text, loadable_only)
     return None if record is None else record.kind
 
 

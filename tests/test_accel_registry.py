@@ -128,3 +128,13 @@ def test_recipes_are_frozen_records():
     recipe = presets.presets()["lcm"]
     with pytest.raises(dataclasses.FrozenInstanceError):
         recipe.cfg = 2.0
+
+
+@pytest.mark.parametrize("name", ["Qwen-Image-Lightning-8steps-V1.1.safetensors",
+                                  "animatediff_lightning_4step_comfyui.safetensors",
+                                  "Hyper-FLUX.1-dev-8steps-lora.safetensors"])
+def test_a_name_of_a_kind_the_loader_does_not_apply_leaves_an_sd_lora_a_style_lora(tmp_path, name):
+    """First match wins, then applicability: such a name on an SD1.5 LoRA is not the next record (SDXL-Lightning,
+    Hyper-SD) but no accelerator."""
+    assert kinds.kind_from_text(name) not in (None, "lightning", "hyper-sd")
+    assert read_lora_file(make_kohya_lora(SD15_UNET_CONFIG, tmp_path / name, rank=4)).kind == "style"
