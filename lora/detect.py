@@ -28,7 +28,6 @@ Otherwise "style". The evidence string says which signal decided.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 
@@ -37,6 +36,7 @@ from ..accelerators import ContentSignature
 from . import kinds
 from .errors import LoraFormatError
 from .formats import module_names, peft_component
+from .metadata import read_pack_metadata
 from .types import LoraFile
 
 FAMILIES = ("sd1.x", "sd2.x", "sdxl", "ssd-1b", "vega")
@@ -136,17 +136,10 @@ METADATA_TEXT_LIMIT = 8 * 1024
 
 
 def _pack_metadata_kind(metadata: dict) -> str | None:
-    """The kind the pack itself wrote: ``lcmpack.kind``, or the single accelerator of an exported mix."""
-    explicit = str(metadata.get("lcmpack.kind", "")).strip()
-    if explicit:
-        return explicit
-    try:
-        sources = json.loads(metadata.get("lcmpack.sources", "[]"))
-    except (TypeError, ValueError):
-        return None
-    found = {s.get("kind") for s in sources if isinstance(s, dict) and kinds.is_accelerator(s.get("kind", ""))
-             and float(s.get("applied_weight", s.get("weight", 0.0)) or 0.0) != 0.0}
-    return found.pop() if len(found) == 1 else None
+    """The kind the pack itself wrote: ``lcmpack.kind``, or the single accelerator of an exported mix (read by
+    the validating reader ``lora/metadata.py``: malformed or unknown values are ignored)."""
+    own = read_pack_metadata(metadata, kinds.is_loadable, kinds.STYLE)
+    return own.kind or own.sources_kind
 
 
 def kind_from_metadata(metadata: dict, loadable_only: bool = True) -> tuple[str, str] | None:
@@ -212,7 +205,7 @@ def with_kind(lora: LoraFile, kind: str) -> LoraFile:
     """``lora`` with ``kind`` set by the user (the loader's ``kind`` input); "auto" keeps the detected kind."""
     if kind in (None, "", "auto") or kind == lora.kind:
         return lora
-    if kind != kinds.STYLE and not kinds.is_accelerator(kind):
+    if kind != kinds.STYLE and not kinds.is_loadable(kind):
         raise LoraFormatError(f"kind={kind!r} is unknown; use auto or one of {list(kinds.known_kinds())}.")
     notes = [n for n in lora.notes if not n.startswith("kind:")]
     notes.append(f"kind: {kind} (set by the loader's kind input; detected: {lora.kind})")

@@ -34,6 +34,12 @@ def is_accelerator(kind: str) -> bool:
     return accelerators.get(kind) is not None
 
 
+def is_loadable(kind: str) -> bool:
+    """A kind a LoRA the loader applies may carry (``lcmpack.kind``, the loader's ``kind`` input)."""
+    record = accelerators.get(kind)
+    return record is not None and record.loadable
+
+
 def kind_from_text(text: str, loadable_only: bool = False) -> str | None:
     """The accelerator kind a file name or a title names, if any (first matching record; linear, bounded).
     ``loadable_only``: only kinds of LoRAs the loader applies (for a file already read as an SD-family LoRA)."""
