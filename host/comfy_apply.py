@@ -30,9 +30,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .. import accelerators
 from ..lora import applied, mix
 from ..lora.errors import LoraCoverageError, LoraFamilyMismatch
-from ..lora.kinds import KIND_NAMES, SAMPLER_ADVICE, is_accelerator, style_weight_advice
+from ..lora.kinds import is_accelerator, kind_name, sampler_advice, style_weight_advice
 from ..lora.resolve import resolve
 from ..lora.types import LoraFile, ResolvedLora
 from . import contract
@@ -63,7 +64,7 @@ def needed_lora(kind: str, family: str) -> str:
     """Which LoRA the user needs for ``family`` (the published LCM-LoRA name where one exists)."""
     if kind == "lcm":
         return LCM_LORA_FOR.get(family, f"an LCM-LoRA trained for {FAMILY_NAMES.get(family, family)}")
-    return _with_article(f"{KIND_NAMES.get(kind, kind)} LoRA made for {FAMILY_NAMES.get(family, family)}")
+    return _with_article(f"{kind_name(kind)} LoRA made for {FAMILY_NAMES.get(family, family)}")
 
 
 def check_family(lora: LoraFile, family: str) -> None:
@@ -72,7 +73,7 @@ def check_family(lora: LoraFile, family: str) -> None:
         return
     lora_family = FAMILY_NAMES[lora.family]
     raise LoraFamilyMismatch(
-        f"LoRA '{lora.name}' is {_with_article(f'{lora_family} {KIND_NAMES.get(lora.kind, lora.kind)} LoRA')} but "
+        f"LoRA '{lora.name}' is {_with_article(f'{lora_family} {kind_name(lora.kind)} LoRA')} but "
         f"the model is {FAMILY_NAMES.get(family, family)}: its layers do not fit this model. Use "
         f"{needed_lora(lora.kind, family)} instead (or load {_with_article(lora_family)} model). Nothing was patched.")
 
@@ -251,7 +252,7 @@ def patch_clone(model, clip, plan: StackPlan, groups: list[tuple[float, dict]]) 
         if weight != 0.0:
             lora = entry.lora
             applied.record_applied(new_model.model_options, lora.name, lora.sha256, lora.kind, lora.family, weight,
-                                   content_sha256=lora.content_sha256)
+                                   content_sha256=lora.content_sha256, largest=applied.largest_scale(lora.modules))
     return new_model, new_clip, done
 
 
@@ -289,10 +290,10 @@ def _entry_lines(entry: mix.MixEntry, weight: float) -> list[str]:
 
 def _advice(plan: StackPlan) -> str:
     if wants_lcm_sampling(plan):
-        return SAMPLER_ADVICE["lcm"]
+        return sampler_advice("lcm")
     kinds = [e.lora.kind for e, w in zip(plan.entries, plan.weights, strict=True)
              if applied.is_acceleration(e.lora.kind, e.role) and w != 0.0]
-    return SAMPLER_ADVICE.get(kinds[0], SAMPLER_ADVICE["style"]) if kinds else SAMPLER_ADVICE["style"]
+    return sampler_advice(kinds[0] if kinds else "style")
 
 
 def stack_report(plan: StackPlan, patched: int) -> list[str]:
@@ -311,7 +312,18 @@ def stack_report(plan: StackPlan, patched: int) -> list[str]:
              f"Family: LoRA {FAMILY_NAMES.get(family, family)}, model {FAMILY_NAMES.get(plan.family, plan.family)}"]
     for entry, weight in zip(plan.entries, plan.weights, strict=True):
         lines += _entry_lines(entry, weight)
-    return lines + _style_weight_lines(plan) + [_advice(plan)]
+    return lines + _style_weight_lines(plan) + _strength_lines(plan) + [_advice(plan)]
+
+
+def _strength_lines(plan: StackPlan) -> list[str]:
+    """An accelerator applied at another strength than its authors' (the registry's recipe: AnimateLCM 0.8)."""
+    lines = []
+    for entry, weight in zip(plan.entries, plan.weights, strict=True):
+        recipe = accelerators.recipe_for(entry.lora.kind, entry.lora.name)
+        if recipe is not None and weight != 0.0 and abs(weight - recipe.strength) > 1e-6:
+            lines.append(f"Strength: the {kind_name(entry.lora.kind)} recipe applies it at {recipe.strength:g} "
+                         f"(docs/accelerators.md); '{entry.lora.name}' is applied at {weight:g}.")
+    return lines
 
 
 def _style_weight_lines(plan: StackPlan) -> list[str]:
@@ -320,7 +332,7 @@ def _style_weight_lines(plan: StackPlan) -> list[str]:
              if (e.role == mix.ROLE_ACCELERATOR or is_accelerator(e.lora.kind)) and w != 0.0]
     if not kinds or len(plan.entries) < 2:
         return []
-    return [f"Style weights with {KIND_NAMES.get(kinds[0], kinds[0])}: {style_weight_advice(kinds[0])}"]
+    return [f"Style weights with {kind_name(kinds[0])}: {style_weight_advice(kinds[0])}"]
 
 
 def apply_stack(model, clip, stack: Sequence[StackLora], allow_partial: bool = False, normalization: str = "none",

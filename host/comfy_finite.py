@@ -3,7 +3,7 @@
 Called only after a step came out NaN/Inf (never on the fast path). It looks, in this order, at what can make a
 step non-finite: the input latent, cfg, the model sampling's tables (LCM Model Sampling's ``sigma_data`` /
 ``timestep_scaling``), the LoRAs this pack applied (a non-finite strength; the largest alpha/rank, e.g. alpha
-1e30), and the merged weights the model runs with; it names every cause it finds.
+1e30, as the model's record holds it), and the merged weights the model runs with; it names every cause it finds.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import math
 import torch
 
 from ..lora.applied import applied_loras
-from ..lora.io import largest_scale
 
 SAMPLING_TABLES = ("sigmas", "boundary_c_skip", "boundary_c_out")
 
@@ -44,9 +43,9 @@ def _lora_causes(model_options: dict) -> list[str]:
             causes.append(f"the LoRA '{entry['name']}' was applied at strength {entry['strength']}: give a finite "
                           "strength (1.0 for LCM-LoRA)")
             continue
-        largest = largest_scale(entry.get("sha256", ""))
-        if largest is not None:
-            module, alpha, rank = largest
+        largest = entry.get("largest")  # recorded on the model at apply time (lora.applied.record_applied)
+        if largest:
+            module, alpha, rank = largest["module"], largest["alpha"], largest["rank"]
             scaled.append((abs(entry["strength"] * alpha / rank), entry, module, alpha, rank))
     if scaled:
         size, entry, module, alpha, rank = max(scaled, key=lambda item: item[0])

@@ -18,18 +18,18 @@ import comfy.model_sampling
 import comfy.samplers
 import torch
 
+from .. import accelerators
 from ..lora import applied, kinds
 from ..samplers.ddim_sampler import ddim_loop
 from ..samplers.lcm_sampler import seeded_noise_sampler
 from ..samplers.presets import (
-    KIND_PRESETS,
-    PRESETS,
     Choice,
     Preset,
     PresetError,
     ddim_landing_timesteps,
     preset_for_kind,
     preset_timesteps,
+    presets,
 )
 from . import contract
 from .comfy_clone_cache import reused_clone
@@ -41,17 +41,43 @@ from .comfy_model_sampling import (
     lcm_patched_clone,
     lcm_sampling_info,
     lcm_schedule,
+    make_lcm_model_sampling,
     reused_lcm_sampling,
     sampling_prediction_type,
     schedule_sigmas,
     training_sigmas,
 )
 
+# diffusers' beta schedule names → ComfyUI's ``make_beta_schedule`` names (diffusers' "linear" is linspace(β₀, β₁),
+# ComfyUI's "sqrt_linear"; ComfyUI's "linear" is diffusers' "scaled_linear").
+BETA_SCHEDULES = {"linear": "sqrt_linear", "scaled_linear": "linear"}
 
-def make_preset_sampling(model_config, kind: str, prediction_type: str = "eps", zsnr: bool = False, device=None):
+
+class _SamplingSettings:
+    """A model config seen by ``ModelSamplingDiscrete`` (which reads only ``sampling_settings``) with another beta
+    schedule: the recipe's (AnimateLCM, AnimateDiff-Lightning: diffusers' ``beta_schedule="linear"``)."""
+
+    def __init__(self, model_config, beta_schedule: str):
+        settings = dict(getattr(model_config, "sampling_settings", None) or {})
+        settings["beta_schedule"] = BETA_SCHEDULES[beta_schedule]
+        self.sampling_settings = settings
+
+
+def with_beta_schedule(model_config, beta_schedule: str = "model"):
+    """``model_config`` as the model sampling of a recipe reads it ("model": unchanged)."""
+    return model_config if beta_schedule == "model" else _SamplingSettings(model_config, beta_schedule)
+
+
+def make_preset_sampling(model_config, kind: str, prediction_type: str = "eps", zsnr: bool = False, device=None,
+                         beta_schedule: str = "model"):
     """Full 1000-step discrete sampling for ``kind`` "discrete" (the model's own prediction), "x0" (prediction
     type sample: SDXL-Lightning's 1-step UNet) or "lcm-full" (the LCM boundary condition on the full schedule:
-    diffusers' ``LCMScheduler`` with custom timesteps, DMD2)."""
+    diffusers' ``LCMScheduler`` with custom timesteps, DMD2); "lcm" / "tcd": the LCM grid with / without the
+    boundary. ``beta_schedule``: the recipe's (:func:`with_beta_schedule`)."""
+    model_config = with_beta_schedule(model_config, beta_schedule)
+    if kind in ("lcm", "tcd"):
+        return make_lcm_model_sampling(model_config, prediction_type, zsnr=zsnr, boundary=(kind == "lcm"),
+                                       device=device)
     if kind == "x0":
         bases = (comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.X0)
     elif kind == "lcm-full":
@@ -59,27 +85,31 @@ def make_preset_sampling(model_config, kind: str, prediction_type: str = "eps", 
     elif kind == "discrete":
         bases = (comfy.model_sampling.ModelSamplingDiscrete, PREDICTION_TYPES[prediction_type])
     else:
-        raise ValueError(f"model sampling {kind!r} is not built here (lcm/tcd use comfy_model_sampling).")
+        raise ValueError(f"model sampling {kind!r} is not one of lcm, tcd, discrete, x0, lcm-full.")
     sampling = type(f"PresetSampling_{kind.replace('-', '_')}", bases, {})(model_config, zsnr=zsnr)
     return sampling if device is None else sampling.to(device)
 
 
-def prepare_model(model_patcher, preset: Preset):
-    """The model with the preset's model sampling (a reused clone; the input is never mutated)."""
-    if preset.model_sampling in ("lcm", "tcd"):
-        return reused_lcm_sampling(model_patcher, boundary=(preset.model_sampling == "lcm"))
+def prepare_model(model_patcher, preset: Preset, sampler: str | None = None):
+    """The model with the preset's model sampling (a reused clone; the input is never mutated). ``sampler``: the
+    sampler chosen (an LCM-grid recipe run with tcd gets the grid without the boundary)."""
+    kind = preset.model_sampling
+    if kind in ("lcm", "tcd") and sampler in ("lcm", "tcd"):
+        kind = sampler
+    if kind in ("lcm", "tcd") and preset.beta_schedule == "model":
+        return reused_lcm_sampling(model_patcher, boundary=(kind == "lcm"))
     current = model_patcher.get_model_object("model_sampling")
     check_lcm_capable(current)
-    if preset.model_sampling == "discrete" and lcm_sampling_info(current).source == "none":
+    if kind == "discrete" and preset.beta_schedule == "model" and lcm_sampling_info(current).source == "none":
         return model_patcher
 
     def make(model):
-        sampling = make_preset_sampling(model.model.model_config, preset.model_sampling,
-                                        sampling_prediction_type(current), bool(getattr(current, "zsnr", False)),
-                                        device=model.load_device)
+        sampling = make_preset_sampling(model.model.model_config, kind, sampling_prediction_type(current),
+                                        bool(getattr(current, "zsnr", False)), device=model.load_device,
+                                        beta_schedule=preset.beta_schedule)
         return lcm_patched_clone(model, sampling)
 
-    return reused_clone(model_patcher, ("preset_sampling", preset.model_sampling), make)
+    return reused_clone(model_patcher, ("preset_sampling", kind, preset.beta_schedule), make)
 
 
 def preset_schedule(model_sampling, preset: Preset, steps: int, denoise: float) -> tuple[torch.Tensor, list[int]]:
@@ -165,11 +195,14 @@ def resolve_preset(model_patcher, name: str) -> tuple[Preset | None, str]:
             return None, (f"preset auto: {record['name']} is {kinds.kind_name(record['kind'])}, which has no preset "
                           "(docs/accelerators.md)")
         return preset, f"auto: {record['name']} ({kinds.kind_name(record['kind'])}) recorded by the loader/mixer"
-    if name not in PRESETS:
-        raise PresetError(f"preset {name!r} is unknown; use auto, custom or one of {list(PRESETS)}.")
-    if record is not None and KIND_PRESETS.get(record["kind"]) == name:
-        return preset_for_kind(record["kind"], record["name"]), f"chosen on the node, for {record['name']}"
-    return PRESETS[name], "chosen on the node"
+    known = presets()
+    if name not in known:
+        raise PresetError(f"preset {name!r} is unknown; use auto, custom or one of {list(known)}.")
+    if record is not None and accelerators.recipe_kind(name) == record["kind"]:
+        chosen = preset_for_kind(record["kind"], record["name"])
+        if chosen is not None and chosen.name == name:
+            return chosen, f"chosen on the node, for {record['name']}"
+    return known[name], "chosen on the node"
 
 
 @dataclass(frozen=True)
@@ -185,19 +218,22 @@ class SamplingPlan:
 def plan_sampling(model_patcher, choice: Choice, denoise: float) -> SamplingPlan:
     """Model sampling, sigmas and sampler for ``choice`` (no preset: the node's LCM/TCD path as it always was)."""
     preset = choice.preset
-    if preset is None or choice.sampler in ("lcm", "tcd") and preset.model_sampling in ("lcm", "tcd"):
+    if preset is None or (choice.sampler in ("lcm", "tcd") and preset.model_sampling in ("lcm", "tcd")
+                          and preset.beta_schedule == "model"):
         boundary = choice.sampler == "lcm"
         model = reused_lcm_sampling(model_patcher, boundary=boundary)
         sampling = model.get_model_object("model_sampling")
         sigmas = lcm_schedule(sampling, choice.steps, denoise)
         sampling_name = "LCM grid + boundary" if boundary else "LCM grid (TCD: no boundary)"
     else:
-        model = prepare_model(model_patcher, preset)
+        model = prepare_model(model_patcher, preset, choice.sampler)
         sampling = model.get_model_object("model_sampling")
         sigmas, _ = preset_schedule(sampling, preset, choice.steps, denoise)
         sampling_name = {"discrete": "the model's 1000-step discrete sampling", "x0": "discrete, x0 prediction",
                          "lcm-full": "LCM boundary on the 1000-step schedule", "lcm": "LCM grid + boundary",
                          "tcd": "LCM grid (TCD: no boundary)"}[preset.model_sampling]
+        if preset.beta_schedule != "model":
+            sampling_name += f", {preset.beta_schedule} betas (the recipe's, not the checkpoint's)"
     timesteps = sampling.timestep(sigmas[:-1].to(sampling.sigmas.device)).long().tolist()
     land = None
     if choice.sampler == "ddim":

@@ -16,21 +16,31 @@ PACK_OPTIONS_KEY = "lcm_lora_pack"
 
 
 def applied_loras(model_options: dict) -> list[dict]:
-    """Entries ``{"name", "sha256", "content_sha256", "kind", "family", "strength"}``, oldest first.
+    """Entries ``{"name", "sha256", "content_sha256", "kind", "family", "strength", "largest"}``, oldest first.
 
     ``sha256`` is the file hash (``LoraFile.sha256``); ``content_sha256`` the tensor hash
     (``LoraFile.content_sha256``, may be empty), which also recognises a re-saved copy of the same LoRA.
+    ``largest``: ``{"module", "alpha", "rank"}`` of the file's largest scale alpha/rank (None: no modules), recorded
+    at apply time so that a NaN during sampling can name the LoRA and its alpha from the model alone.
     """
     return list(model_options.get(PACK_OPTIONS_KEY, {}).get("applied", []))
 
 
+def largest_scale(modules: dict) -> dict | None:
+    """``{"module", "alpha", "rank"}`` of the module with the largest ``|alpha / rank|`` (None: no modules)."""
+    if not modules:
+        return None
+    module, largest = max(modules.items(), key=lambda item: abs(item[1].scale))
+    return {"module": module, "alpha": float(largest.alpha), "rank": int(largest.rank)}
+
+
 def record_applied(model_options: dict, name: str, sha256: str, kind: str, family: str, strength: float,
-                   content_sha256: str = "") -> None:
+                   content_sha256: str = "", largest: dict | None = None) -> None:
     """Append an entry to the (already cloned) model's record."""
     pack = model_options.setdefault(PACK_OPTIONS_KEY, {})
     pack["applied"] = applied_loras(model_options) + [
         {"name": name, "sha256": sha256, "content_sha256": content_sha256, "kind": kind, "family": family,
-         "strength": float(strength)}]
+         "strength": float(strength), "largest": largest}]
 
 
 def _digests(lora) -> set[str]:

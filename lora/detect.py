@@ -9,15 +9,17 @@ context) and the transformer layout:
 * text-encoder-only LoRAs: hidden 768 (CLIP-L) → SD1.x, 1024 (OpenCLIP-H) → SD2.x, 1280 or a second
   encoder (``lora_te2_`` / ``text_encoder_2.``) → SDXL family.
 
-Kind (what it was distilled for; the kinds and their sources are in ``kinds.py``), decided by the first
+Kind (what it was distilled for; the kinds and their sources are in ``accelerators/registry.py``), decided by the first
 signal that names one, in this order:
 
 1. metadata: the pack's own (``lcmpack.kind``, or the accelerator recorded in an exported mix's
    ``lcmpack.sources``), then modelspec (``modelspec.title``/``description``/``tags``) and kohya
    (``ss_output_name``, ``ss_training_comment``) text;
-2. the file name (the authors' published names, ``kinds.NAME_PATTERNS``);
-3. the content (``kind_from_content``): the shape the authors' training script gives a file. Only the
-   LCM-LoRAs have a published recipe precise enough: diffusers' ``train_lcm_distill_lora_sd_wds.py`` (and its
+2. the file name (the authors' published names: the registry's name rules, linear-time and bounded,
+   ``accelerators/match.py``; only kinds of LoRAs the loader applies: a FLUX accelerator's name on an SD LoRA
+   does not make it one);
+3. the content (``kind_from_content``): a registry record's content signature, the shape the authors'
+   training script gives a file. Only the LCM-LoRAs have a published recipe precise enough: diffusers' ``train_lcm_distill_lora_sd_wds.py`` (and its
    SDXL twin) puts one ``LoraConfig(r=64, lora_alpha=…)`` on ``to_q/to_k/to_v/to_out.0, proj_in/proj_out,
    ff.net.0.proj/ff.net.2, conv1/conv2/conv_shortcut, down/upsamplers, time_emb_proj`` of the UNet and nothing
    else. A file trained by kohya's scripts (``ss_network_module`` in its metadata) is never matched by content.
@@ -29,6 +31,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from .. import accelerators
+from ..accelerators import ContentSignature
 from . import kinds
 from .errors import LoraFormatError
 from .formats import module_names, peft_component
@@ -78,6 +82,17 @@ def _sdxl_variant(unet_names: list[str]) -> tuple[str, str]:
     return "sdxl", "no transformer blocks covered: SDXL family assumed (depth unknown)"
 
 
+def _detection_only_advice(lora: LoraFile) -> str:
+    """For an accelerator of a family the loader does not patch (FLUX, SD3, Qwen-Image, Wan: detection only in the
+    registry), what it is and how its authors sample it with core's nodes."""
+    found = kind_from_metadata(lora.metadata, loadable_only=False)
+    kind = found[0] if found is not None else kinds.kind_from_text(lora.name)
+    record = accelerators.get(kind) if kind else None
+    if record is None or record.loadable:
+        return ""
+    return f" It is {record.title} ({', '.join(record.families)}): {record.advice}"
+
+
 def detect_family(lora: LoraFile) -> tuple[str, str]:
     """``(family, evidence)`` of a LoRA from shapes; raises ``LoraFormatError`` for unknown architectures."""
     names = module_names(lora.modules, lora.extra)
@@ -89,7 +104,8 @@ def detect_family(lora: LoraFile) -> tuple[str, str]:
         example = names[0]
         raise LoraFormatError(f"LoRA '{lora.name}' is for an unknown architecture (module names like '{example}' "
                               "are not an SD1.x/SD2.x/SDXL UNet or CLIP text encoder; Flux, SD3 and video-model "
-                              "LoRAs are not supported). Use a LoRA made for your Stable Diffusion model.")
+                              "LoRAs are not supported). Use a LoRA made for your Stable Diffusion model."
+                              + _detection_only_advice(lora))
     for module, lora_module in lora.modules.items():
         part, inner = module_part(module)
         if part == "unet" and re.search(r"attn2_(processor_)?to_[kv]$", inner):
@@ -114,54 +130,59 @@ def detect_family(lora: LoraFile) -> tuple[str, str]:
 
 KIND_METADATA_KEYS = ("modelspec.title", "modelspec.description", "modelspec.tags", "ss_output_name",
                       "ss_training_comment", "name", "description")
-KOHYA_TRAINING_KEYS = ("ss_network_module", "ss_training_started_at", "ss_session_id")
-LCM_SCRIPT_RANK = 64
-# Module groups of diffusers' LCM-LoRA script, in diffusers and in LDM (ComfyUI) spelling, "_" separators.
-LCM_SCRIPT_GROUPS = {
-    "attention": re.compile(r"(attn[12]_(processor_)?to_(q|k|v|out_0)|to_out_0)$"),
-    "feed-forward": re.compile(r"ff_net_(0_proj|2)$"),
-    "resnet": re.compile(r"(resnets_\d+_conv[12]|in_layers_2|out_layers_3)$"),
-    "time-embedding": re.compile(r"(time_emb_proj|emb_layers_1)$"),
-}
+# What name detection reads of the metadata: each field's first ``accelerators.FIELD_LIMIT`` characters, and at
+# most this many characters over all fields (issue 22, item 6: a 1 MB title costs what its first KiB costs).
+METADATA_TEXT_LIMIT = 8 * 1024
 
 
 def _pack_metadata_kind(metadata: dict) -> str | None:
     """The kind the pack itself wrote: ``lcmpack.kind``, or the single accelerator of an exported mix (read by
     the validating reader ``lora/metadata.py``: malformed or unknown values are ignored)."""
-    own = read_pack_metadata(metadata, kinds.is_accelerator, kinds.STYLE)
+    own = read_pack_metadata(metadata, kinds.is_loadable, kinds.STYLE)
     return own.kind or own.sources_kind
 
 
-def kind_from_metadata(metadata: dict) -> tuple[str, str] | None:
-    """``(kind, where)`` named by the file's metadata, or None."""
+def kind_from_metadata(metadata: dict, loadable_only: bool = True) -> tuple[str, str] | None:
+    """``(kind, where)`` named by the file's metadata, or None. Reads bounded text (:data:`METADATA_TEXT_LIMIT`).
+    ``loadable_only``: only kinds of LoRAs the loader applies (False: FLUX, SD3, ... too, to name a refused file)."""
     own = _pack_metadata_kind(metadata)
     if own is not None:
         return own, "the pack's own metadata"
+    budget = METADATA_TEXT_LIMIT
     for key in KIND_METADATA_KEYS:
-        if key in metadata:
-            kind = kinds.kind_from_text(str(metadata[key]))
+        if key in metadata and budget > 0:
+            value = metadata[key]
+            text = (value if isinstance(value, str) else str(value)[:accelerators.FIELD_LIMIT])[
+                :min(accelerators.FIELD_LIMIT, budget)]
+            budget -= len(text)
+            kind = kinds.kind_from_text(text, loadable_only)
             if kind is not None:
-                return kind, f"metadata {key} '{str(metadata[key])[:60]}'"
+                return kind, f"metadata {key} '{text[:60]}'"
     return None
 
 
-def kind_from_content(lora: LoraFile) -> tuple[str, str] | None:
-    """``("lcm", why)`` when the file has the shape of diffusers' LCM-LoRA script output (module docstring)."""
-    if any(key in lora.metadata for key in KOHYA_TRAINING_KEYS) or not lora.modules or lora.extra:
-        return None
+def _signature_holds(signature: ContentSignature, lora: LoraFile) -> bool:
+    """Whether ``lora`` has the shape ``signature`` describes (``accelerators.records.ContentSignature``)."""
+    if any(key in lora.metadata for key in signature.refuse_metadata) or not lora.modules or lora.extra:
+        return False
     parts = [(module_part(name), module) for name, module in lora.modules.items()]
-    if any(part != "unet" for (part, _), _ in parts):
-        return None
-    ranks = {module.rank for _, module in parts}
+    if signature.unet_only and any(part != "unet" for (part, _), _ in parts):
+        return False
     alphas = {round(float(module.alpha), 6) for _, module in parts}
-    if ranks != {LCM_SCRIPT_RANK} or len(alphas) != 1:
-        return None
+    if {module.rank for _, module in parts} != {signature.rank} or (signature.one_alpha and len(alphas) != 1):
+        return False
     inner = [name for (_, name), _ in parts]
-    groups = {group for group, pattern in LCM_SCRIPT_GROUPS.items() if any(pattern.search(n) for n in inner)}
-    if groups != set(LCM_SCRIPT_GROUPS):
-        return None
-    return "lcm", (f"content: rank {LCM_SCRIPT_RANK} with one alpha ({alphas.pop():g}) on attention, feed-forward, "
-                   "resnet and time-embedding layers of the UNet only, as diffusers' LCM-LoRA script writes it")
+    return all(any(re.search(pattern, n) for n in inner) for pattern in signature.groups.values())
+
+
+def kind_from_content(lora: LoraFile) -> tuple[str, str] | None:
+    """``(kind, why)`` of the first registry record whose content signature the file has (today: LCM-LoRA, the
+    shape of diffusers' LCM-LoRA script output; module docstring)."""
+    for record in accelerators.records():
+        if record.content is not None and _signature_holds(record.content, lora):
+            alpha = next(iter(lora.modules.values())).alpha
+            return record.kind, f"content: {record.content.description} (alpha {float(alpha):g})"
+    return None
 
 
 def detect_kind(lora: LoraFile) -> tuple[str, str]:
@@ -169,7 +190,7 @@ def detect_kind(lora: LoraFile) -> tuple[str, str]:
     found = kind_from_metadata(lora.metadata)
     if found is not None:
         return found[0], f"kind: {found[0]} (decided by {found[1]})"
-    kind = kinds.kind_from_text(lora.name)
+    kind = kinds.kind_from_text(lora.name, loadable_only=True)
     if kind is not None:
         return kind, f"kind: {kind} (decided by the file name '{lora.name[:60]}')"
     found = kind_from_content(lora)
@@ -184,8 +205,8 @@ def with_kind(lora: LoraFile, kind: str) -> LoraFile:
     """``lora`` with ``kind`` set by the user (the loader's ``kind`` input); "auto" keeps the detected kind."""
     if kind in (None, "", "auto") or kind == lora.kind:
         return lora
-    if kind != kinds.STYLE and not kinds.is_accelerator(kind):
-        raise LoraFormatError(f"kind={kind!r} is unknown; use auto, style or one of {list(kinds.KINDS)}.")
+    if kind != kinds.STYLE and not kinds.is_loadable(kind):
+        raise LoraFormatError(f"kind={kind!r} is unknown; use auto or one of {list(kinds.known_kinds())}.")
     notes = [n for n in lora.notes if not n.startswith("kind:")]
     notes.append(f"kind: {kind} (set by the loader's kind input; detected: {lora.kind})")
     return replace(lora, kind=kind, notes=notes)

@@ -45,10 +45,6 @@ SAFETENSORS_MIN_SIZE = 10  # 8-byte length + "{}"
 SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors library refuses larger headers
 
 _CACHE: OrderedDict[tuple, LoraFile] = OrderedDict()
-# sha256 → (module, alpha, rank) of the file's largest scale alpha/rank: a few bytes per file, kept after the
-# tensors leave the cache, so that a NaN during sampling can name the LoRA and its alpha (:func:`largest_scale`).
-_LARGEST_SCALE: OrderedDict[str, tuple[str, float, int]] = OrderedDict()
-LARGEST_SCALE_ENTRIES = 256
 _CACHE_LOCK = threading.Lock()
 
 
@@ -259,23 +255,6 @@ def read_lora_file(path: str | os.PathLike, name: str | None = None) -> LoraFile
     return _fresh_copy(lora)
 
 
-def _remember_largest_scale(lora: LoraFile) -> None:
-    if not lora.modules:
-        return
-    module, largest = max(lora.modules.items(), key=lambda item: abs(item[1].scale))
-    with _CACHE_LOCK:
-        _LARGEST_SCALE[lora.sha256] = (module, float(largest.alpha), largest.rank)
-        _LARGEST_SCALE.move_to_end(lora.sha256)
-        while len(_LARGEST_SCALE) > LARGEST_SCALE_ENTRIES:
-            _LARGEST_SCALE.popitem(last=False)
-
-
-def largest_scale(sha256: str) -> tuple[str, float, int] | None:
-    """``(module, alpha, rank)`` of the largest alpha/rank of a file read in this process, by its sha256."""
-    with _CACHE_LOCK:
-        return _LARGEST_SCALE.get(sha256)
-
-
 def parse_lora_file(path: Path, display: str) -> LoraFile:
     """Read, hash, validate and classify ``path`` without the cache (what :func:`read_lora_file` caches)."""
     tensors, raw_metadata = read_tensors(path)
@@ -285,7 +264,6 @@ def parse_lora_file(path: Path, display: str) -> LoraFile:
     lora = LoraFile(name=display, sha256=_sha256(path), format=parsed.format, family="unknown", kind="style",
                     modules=parsed.modules, extra=parsed.extra, metadata=metadata, notes=list(parsed.notes),
                     path=str(path), content_sha256=content_digest(tensors))
-    _remember_largest_scale(lora)
     lora.family, family_note = detect_family(lora)
     lora.kind, kind_note = detect_kind(lora)
     lora.notes += [*metadata_notes, *read_pack_metadata(metadata, is_accelerator, STYLE).notes, family_note,

@@ -11,11 +11,11 @@ import logging
 import folder_paths
 from comfy_api.latest import io, ui
 
+from ..accelerators.render import kind_tooltip, loader_kinds
 from ..host.comfy_apply import ApplyResult, apply_lora
 from ..host.comfy_model_sampling import with_lcm_sampling
 from ..lora.detect import with_kind
 from ..lora.io import read_lora_file
-from ..lora.kinds import KINDS, STYLE
 from .common import CATEGORY_LORA, NODE_PREFIX, check_inputs, check_model_file, first_failure
 
 LOG = logging.getLogger(__name__)
@@ -57,11 +57,8 @@ class LCMLoraLoader(io.ComfyNode):
                 io.Boolean.Input("allow_partial", default=False,
                                  tooltip="Apply only the matching modules when some LoRA modules match no weight "
                                          "of the model (listed in the report). Off: such a LoRA is refused."),
-                io.Combo.Input("kind", options=["auto", *KINDS, STYLE], default="auto", optional=True,
-                               tooltip="What the LoRA was distilled for. auto: from its metadata, its published file "
-                                       "name, then its content (the report says which decided). Pick the kind "
-                                       "when a renamed accelerator is detected wrongly; KSampler (LCM) samples by "
-                                       "it (docs/accelerators.md)."),
+                io.Combo.Input("kind", options=["auto", *loader_kinds()], default="auto", optional=True,
+                               tooltip=kind_tooltip()),
             ],
             outputs=[
                 io.Model.Output(display_name="MODEL", tooltip="Patched clone of the model (input unchanged)."),

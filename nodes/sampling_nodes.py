@@ -10,6 +10,7 @@ import comfy.sample
 import comfy.samplers
 from comfy_api.latest import io, ui
 
+from ..accelerators.render import preset_tooltip
 from ..host import contract
 from ..host.comfy_k_diffusion import sample_lcm_exact, sample_tcd
 from ..host.comfy_model_sampling import (
@@ -40,12 +41,8 @@ GAMMA_TOOLTIP = ("TCD's gamma (stochasticity, diffusers' eta), 0..1: 0 = determi
 NEGATIVE_TOOLTIP = ("Negative conditioning. Not evaluated at cfg 1.0 (its nodes, e.g. the negative text encode, do "
                     "not run): ComfyUI ignores it there. Evaluated at any other cfg, or when a model patch reads it "
                     "(SAG, PerpNeg, APG, CFGNorm, ...).")
-PRESET_OPTIONS = ["auto", "custom", *PRESET_NAMES]
-PRESET_TOOLTIP = ("Accelerator recipe (sampler, timesteps, model sampling, cfg) as its authors' diffusers setup "
-                  "gives it. auto: the one of the accelerator the pack's loader or mixer applied to this model "
-                  "(none recorded: the inputs below as they are). custom: the inputs below as they are. Inputs "
-                  "changed from their defaults still win. turbo, lightning-x0, dmd2-unet-1step and "
-                  "hyper-sd-unet-1step are for those checkpoints. The node's text says what was used and why.")
+PRESET_OPTIONS = ["auto", "custom", *sorted(PRESET_NAMES)]  # alphabetical: registry order is detection order
+PRESET_TOOLTIP = preset_tooltip()  # generated from the registry (accelerators/render.py)
 KSAMPLER_DEFAULTS = {"sampler": "lcm", "gamma": 0.3, "cfg": 1.0, "steps": 4}
 SAMPLER_TOOLTIP = ("lcm: LCM multistep sampling (LCM-LoRA, LCM models, DMD2). tcd: Trajectory Consistency "
                    "Distillation sampling with gamma (TCD-LoRA, Hyper-SD).")

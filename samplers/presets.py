@@ -1,7 +1,7 @@
 """Sampling presets of the step-distilled accelerators, as their authors' diffusers setups specify (pure).
 
-A :class:`Preset` names the sampler, the timestep rule, the model sampling and the cfg of one recipe. Each
-cites the card it follows; ``guidance_scale=0`` there (no classifier-free guidance) is ComfyUI's cfg 1.0.
+A :class:`Preset` is one recipe of the accelerator registry (``accelerators/registry.py``): the sampler, the timestep
+rule, the model sampling and the cfg. Each cites the card it follows; ``guidance_scale=0`` there (no classifier-free guidance) is ComfyUI's cfg 1.0.
 diffusers' scheduler configs come from the base pipelines (``from_config(pipe.scheduler.config, …)``):
 SD1.5/SDXL's ``beta_schedule="scaled_linear"``, 0.00085-0.012, ``set_alpha_to_one=False``.
 
@@ -19,11 +19,12 @@ always the next listed timestep (n = 12: 916 → 833 while the next timestep is 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .. import accelerators
+from ..accelerators import Recipe
 from .timesteps import LCMScheduleError, check_custom_timesteps, lcm_timesteps
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -35,82 +36,31 @@ class PresetError(ValueError):
     """A preset cannot be used as asked (steps, denoise, kind); the message names the value and the fix."""
 
 
-@dataclass(frozen=True)
-class Preset:
-    """One recipe. ``steps``: the step count the file was distilled for (None: any; the node's steps are used)."""
-
-    name: str
-    sampler: str
-    schedule: str  # "lcm-grid" | "trailing" | "fixed"
-    model_sampling: str  # see MODEL_SAMPLINGS
-    cfg: float
-    source: str
-    gamma: float = 0.3
-    steps: int | None = None
-    timesteps: tuple[int, ...] = ()
-    img2img: bool = True
-    note: str = ""
+# A preset is one recipe of the registry (``accelerators.records.Recipe``: sampler, timestep rule, model sampling,
+# cfg, source, gamma, steps, timesteps, img2img, beta schedule, ...).
+Preset = Recipe
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("lcm", "lcm", "lcm-grid", "lcm", 1.0,
-           "latent-consistency/lcm-lora-sdv1-5 / -sdxl cards: LCMScheduler, 4-8 steps, guidance_scale 1-2"),
-    Preset("flash", "lcm", "lcm-grid", "lcm", 1.0,
-           "jasperai/flash-sd, flash-sdxl cards: LCMScheduler (its timestep_spacing='trailing' is not read by "
-           "LCMScheduler.set_timesteps), 4 steps, guidance_scale 0"),
-    Preset("tcd", "tcd", "lcm-grid", "tcd", 1.0,
-           "h1t/TCD-SD15-LoRA, TCD-SDXL-LoRA cards: TCDScheduler, eta (gamma) 0.3, 4 steps, guidance_scale 0",
-           gamma=0.3),
-    Preset("hyper-sd-unified", "tcd", "lcm-grid", "tcd", 1.0,
-           "ByteDance/Hyper-SD card, unified LoRA (Hyper-SD*-1step-lora): TCDScheduler, eta 1.0, 1-8 steps, "
-           "guidance_scale 0", gamma=1.0),
-    Preset("hyper-sd", "ddim", "trailing", "discrete", 1.0,
-           "ByteDance/Hyper-SD card, n-step LoRAs: DDIMScheduler(timestep_spacing='trailing'), the file's step "
-           "count, guidance_scale 0"),
-    Preset("hyper-sd-cfg", "ddim", "trailing", "discrete", 5.0,
-           "ByteDance/Hyper-SD CFG-preserved LoRAs (8/12 steps): DDIMScheduler trailing at the file's step count; "
-           "cfg 5 from the card's 5-8 range", note="the cfg range is from the team's notes of the card"),
-    Preset("lightning", "euler", "trailing", "discrete", 1.0,
-           "ByteDance/SDXL-Lightning card: EulerDiscreteScheduler(timestep_spacing='trailing'), the file's step "
-           "count, guidance_scale 0"),
-    Preset("lightning-x0", "euler", "trailing", "x0", 1.0,
-           "ByteDance/SDXL-Lightning card, 1-step UNet (sdxl_lightning_1step_unet_x0): EulerDiscreteScheduler "
-           "trailing with prediction_type='sample', 1 step, guidance_scale 0", steps=1,
-           img2img=False),
-    Preset("dmd2", "lcm", "fixed", "lcm-full", 1.0,
-           "tianweiy/DMD2 card, 4-step LoRA/UNet: LCMScheduler with timesteps [999, 749, 499, 249], "
-           "guidance_scale 0", steps=4, timesteps=(999, 749, 499, 249), img2img=False,
-           note="text-to-image only: the card shows no image-to-image, and diffusers' LCMScheduler with custom "
-                "timesteps and strength < 1 re-noises its last step (num_inference_steps is not reset)"),
-    Preset("dmd2-unet-1step", "lcm", "fixed", "lcm-full", 1.0,
-           "tianweiy/DMD2 card, 1-step UNet: LCMScheduler with timesteps [399], guidance_scale 0",
-           steps=1, timesteps=(399,), img2img=False),
-    Preset("hyper-sd-unet-1step", "lcm", "fixed", "lcm-full", 1.0,
-           "ByteDance/Hyper-SD card, 1-step SDXL UNet: LCMScheduler with timesteps [800], guidance_scale 0",
-           steps=1, timesteps=(800,), img2img=False),
-    Preset("turbo", "euler_ancestral", "trailing", "discrete", 1.0,
-           "stabilityai/sdxl-turbo card and diffusers' SDXL-Turbo docs: EulerAncestralDiscreteScheduler with "
-           "timestep_spacing='trailing', 1-4 steps, guidance_scale 0"),
-)}
-# Presets a model records through its LoRA kind; the others (checkpoints) are picked by name on the KSampler.
-KIND_PRESETS = {kind: kind for kind in ("lcm", "flash", "tcd", "hyper-sd-unified", "hyper-sd", "hyper-sd-cfg",
-                                        "lightning", "dmd2")}
+def presets() -> dict[str, Preset]:
+    """Every preset KSampler (LCM) runs, by name, read from the registry now."""
+    return accelerators.recipes()
+
+
+PRESETS: dict[str, Preset] = presets()
 PRESET_NAMES = tuple(PRESETS)
-STEPS_IN_NAME = re.compile(r"(?:^|[^0-9])(\d{1,2})[-_ ]?steps?(?:[^a-z]|$)", re.I)
 
 
 def steps_from_name(text: str) -> int | None:
     """The step count a published name carries ("Hyper-SDXL-8steps-lora" → 8, "sdxl_lightning_4step" → 4)."""
-    match = STEPS_IN_NAME.search(text)
-    return int(match[1]) if match else None
+    return accelerators.steps_from_name(text)
 
 
 def preset_for_kind(kind: str, file_name: str = "") -> Preset | None:
-    """The preset of an accelerator kind, with the step count its published file name carries; None: no preset."""
-    name = KIND_PRESETS.get(kind)
-    if name is None:
+    """The preset of an accelerator kind that its published file name selects (a variant: PCM's NormalCFG or
+    LCM-like), with the step count the name carries for a trailing recipe; None: no preset."""
+    preset = accelerators.recipe_for(kind, file_name)
+    if preset is None or preset.runs_on != "ksampler-lcm":
         return None
-    preset = PRESETS[name]
     steps = steps_from_name(file_name) if preset.steps is None and preset.schedule == "trailing" else None
     return replace(preset, steps=steps) if steps else preset
 
@@ -191,6 +141,10 @@ def choose(preset: Preset | None, why: str, sampler: str, gamma: float, cfg: flo
     chosen_gamma = pick("gamma", gamma, preset.gamma if chosen_sampler == "tcd" else None)
     chosen_cfg = pick("cfg", cfg, preset.cfg)
     chosen_steps = pick("steps", steps, preset.steps)
+    if preset.cfg_range and not preset.cfg_range[0] <= chosen_cfg <= preset.cfg_range[1]:
+        low, high = preset.cfg_range
+        reasons.append(f"warning: cfg {chosen_cfg:g} is outside the {low:g}-{high:g} its authors give for "
+                       f"{preset.name}")
     if preset.steps is not None and chosen_steps != preset.steps and preset.schedule != "fixed":
         reasons.append(f"warning: the file was distilled for {preset.steps} steps; sampling {chosen_steps}")
     return Choice(preset, chosen_sampler, float(chosen_gamma), float(chosen_cfg), int(chosen_steps), tuple(reasons))

@@ -45,6 +45,12 @@ CARDS = {
     "hyper-sd-unet-1step": (lambda: LCMScheduler.from_config(BASE_CONFIG), {}, 1, 1.0, False),
     "turbo": (lambda: EulerAncestralDiscreteScheduler.from_config(BASE_CONFIG, timestep_spacing="trailing"), {}, 2,
               1.0, True),
+    "pcm": (lambda: DDIMScheduler.from_config(BASE_CONFIG, timestep_spacing="trailing"), {}, 4, 1.0, True),
+    "pcm-normalcfg": (lambda: DDIMScheduler.from_config(BASE_CONFIG, timestep_spacing="trailing"), {}, 4, 3.0, True),
+    "pcm-lcmlike": (lambda: LCMScheduler.from_config(BASE_CONFIG), {}, 4, 1.0, True),
+    "animatelcm": (lambda: LCMScheduler.from_config(BASE_CONFIG, beta_schedule="linear"), {}, 4, 1.5, True),
+    "animatediff-lightning": (lambda: EulerDiscreteScheduler.from_config(BASE_CONFIG, timestep_spacing="trailing",
+                                                                         beta_schedule="linear"), {}, 4, 1.0, True),
 }
 FIXED = {"dmd2": [999, 749, 499, 249], "dmd2-unet-1step": [399], "hyper-sd-unet-1step": [800]}
 
@@ -146,7 +152,8 @@ def accelerator_files(comfy):
     cfg = models.SD15_UNET_CONFIG
     names = ["sdxl_lightning_8step_lora.safetensors", "Hyper-SD15-2steps-lora.safetensors",
              "dmd2_sdxl_4step_lora_fp16.safetensors", "TCD-SD15-LoRA.safetensors", "renamed-accel.safetensors",
-             "pcm_sd15_smallcfg_4step_converted.safetensors", "watercolor-style.safetensors"]
+             "pcm_sd15_smallcfg_4step_converted.safetensors", "watercolor-style.safetensors",
+             "AnimateLCM_sd15_t2v_lora.safetensors"]
     for seed, name in enumerate(names):
         make_kohya_lora(cfg, folder / name, rank=4, seed=40 + seed, targets="attention")
     make_kohya_lora(cfg, folder / "pytorch_lora_weights.safetensors", rank=64, alpha=8.0, seed=60, targets="lcm-full")
@@ -186,11 +193,26 @@ def test_kind_input_overrides_detection_and_explicit_inputs_still_win(comfy, sd1
     assert "preset lightning" in sampled and "cfg 1.5 from the node's input" in sampled and "cfg 1.5," in sampled
 
 
-def test_pcm_has_no_preset_and_samples_with_the_inputs(comfy, sd15, accelerator_files):
+def test_pcm_auto_samples_ddim_trailing_at_the_files_step_count(comfy, sd15, accelerator_files):
     model, report, _ = _load(comfy, sd15, "pcm_sd15_smallcfg_4step_converted.safetensors")
-    assert "kind: pcm" in report and "no preset" in report
+    assert "kind: pcm" in report and "DDIM trailing" in report
     _, sampled = _run(comfy, model, torch.zeros(1, 4, 8, 8), "auto")
-    assert "is PCM, which has no preset" in sampled
+    assert "preset pcm (auto: pcm_sd15_smallcfg_4step_converted" in sampled, sampled
+    assert "sampler ddim" in sampled and "timesteps [999, 749, 499, 249]" in sampled, sampled
+
+
+def test_animatelcm_auto_samples_lcm_on_linear_betas_and_names_the_authors_strength(comfy, sd15, accelerator_files):
+    model, report, _ = _load(comfy, sd15, "AnimateLCM_sd15_t2v_lora.safetensors")
+    assert "kind: animatelcm (decided by the file name" in report, report
+    assert "Strength: the AnimateLCM recipe applies it at 0.8" in report and "is applied at 1." in report, report
+    _, sampled = _run(comfy, model, torch.zeros(1, 4, 8, 8), "auto")
+    assert "preset animatelcm (auto: AnimateLCM_sd15_t2v_lora" in sampled, sampled
+    assert "linear betas" in sampled and "cfg 1.5," in sampled and "timesteps [999, 759, 499, 259]" in sampled
+
+
+def test_a_cfg_outside_the_authors_range_is_named_on_the_node(comfy, sd15):
+    _, sampled = _run(comfy, sd15, torch.zeros(1, 4, 8, 8), "hyper-sd-cfg", steps=8, cfg=1.8)
+    assert "warning: cfg 1.8 is outside the 5-8 its authors give for hyper-sd-cfg" in sampled, sampled
 
 
 def _stack(comfy, *items):

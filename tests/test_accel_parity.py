@@ -94,7 +94,9 @@ def _pack_start(noise, init, sigmas, strength, max_denoise=True):
 @pytest.mark.parametrize("prediction", ["eps", "v_prediction"])
 @pytest.mark.parametrize("strength", [1.0, 0.5])
 @pytest.mark.parametrize("name, steps", [("hyper-sd", 1), ("hyper-sd", 2), ("hyper-sd", 4), ("hyper-sd", 8),
-                                         ("hyper-sd-cfg", 8), ("hyper-sd-cfg", 12), ("hyper-sd", 6)])
+                                         ("hyper-sd-cfg", 8), ("hyper-sd-cfg", 12), ("hyper-sd", 6), ("pcm", 2),
+                                         ("pcm", 4), ("pcm", 8), ("pcm", 16), ("pcm-normalcfg", 8),
+                                         ("pcm-normalcfg", 16)])
 def test_ddim_trailing_presets_equal_diffusers_ddim_trailing(name, steps, strength, prediction):
     if steps * strength < 1:
         pytest.skip("strength keeps no step")
@@ -177,7 +179,7 @@ def test_fixed_timestep_presets_equal_diffusers_lcm_with_custom_timesteps(name, 
 
 @pytest.mark.parametrize("prediction", ["eps", "v_prediction"])
 @pytest.mark.parametrize("strength", [1.0, 0.5])
-@pytest.mark.parametrize("name, steps", [("lcm", 4), ("lcm", 8), ("flash", 4), ("flash", 2)])
+@pytest.mark.parametrize("name, steps", [("lcm", 4), ("lcm", 8), ("flash", 4), ("flash", 2), ("pcm-lcmlike", 4)])
 def test_lcm_grid_presets_equal_diffusers_lcm_scheduler(name, steps, strength, prediction):
     scheduler = LCMScheduler.from_config(BASE_CONFIG, timestep_spacing="trailing",
                                          prediction_type=DIFFUSERS_PREDICTION[prediction])
@@ -216,6 +218,61 @@ def test_tcd_presets_equal_diffusers_tcd_scheduler(name, steps, strength, predic
     _assert_close(ours, reference)
 
 
+def _linear_betas_run(preset, steps, strength, prediction, beta_schedule):
+    """The pack's side of a linear-beta recipe (AnimateLCM: LCM grid; AnimateDiff-Lightning: Euler trailing)."""
+    noise, init = _inputs()
+    sampling = make_preset_sampling(None, preset.model_sampling, prediction, beta_schedule=beta_schedule)
+    timesteps = preset_timesteps(preset, steps, strength)
+    sigmas = schedule_sigmas(sampling, timesteps)
+    if preset.sampler == "euler":
+        x = _pack_start(noise, init, sigmas, strength, max_denoise=False)
+        return k_sampling.sample_euler(_Wrapped(sampling), x, sigmas, disable=True), timesteps
+    return lcm_loop(pack_denoiser(sampling), _pack_start(noise, init, sigmas, strength), sigmas, _popping_noise(),
+                    sampling.noise_scaling, disable=True), timesteps
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v_prediction"])
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+@pytest.mark.parametrize("steps", [4, 6, 8])
+def test_animatelcm_equals_diffusers_lcm_with_linear_betas(steps, strength, prediction):
+    """AnimateLCM: ``LCMScheduler.from_config(pipe.scheduler.config, beta_schedule="linear")`` (diffusers'
+    AnimateDiff docs). The same run on the checkpoint's scaled-linear betas is far from it (the betas matter)."""
+    preset = PRESETS["animatelcm"]
+    assert preset.beta_schedule == "linear" and preset.sampler == "lcm"
+    scheduler = LCMScheduler.from_config(BASE_CONFIG, beta_schedule="linear",
+                                         prediction_type=DIFFUSERS_PREDICTION[prediction])
+    scheduler.set_timesteps(steps, strength=strength)
+    noise, init = _inputs()
+    reference = _diffusers_run(scheduler, noise, init, strength, {})
+    ours, timesteps = _linear_betas_run(preset, steps, strength, prediction, "linear")
+    assert timesteps == scheduler.timesteps.tolist()
+    _assert_close(ours, reference)
+    wrong, _ = _linear_betas_run(preset, steps, strength, prediction, "model")
+    assert ((wrong - reference).norm() / reference.norm()).item() > 100 * TOLERANCE
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v_prediction"])
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+@pytest.mark.parametrize("steps", [1, 2, 4, 8])
+def test_animatediff_lightning_equals_diffusers_euler_trailing_linear_betas(steps, strength, prediction):
+    """AnimateDiff-Lightning: ``EulerDiscreteScheduler.from_config(…, timestep_spacing="trailing",
+    beta_schedule="linear")``, guidance 1 (ByteDance/AnimateDiff-Lightning card)."""
+    if steps * strength < 1:
+        pytest.skip("strength keeps no step")
+    preset = PRESETS["animatediff-lightning"]
+    scheduler = EulerDiscreteScheduler.from_config(BASE_CONFIG, timestep_spacing="trailing", beta_schedule="linear",
+                                                   prediction_type=DIFFUSERS_PREDICTION[prediction])
+    scheduler.set_timesteps(steps)
+    reference_steps = scheduler.timesteps if strength == 1.0 else _img2img_timesteps(scheduler, steps, strength)
+    if strength < 1.0:
+        scheduler.set_begin_index(steps - len(reference_steps))
+    noise, init = _inputs()
+    reference = _diffusers_run(scheduler, noise, init, strength, {}, reference_steps)
+    ours, timesteps = _linear_betas_run(preset, steps, strength, prediction, "linear")
+    assert timesteps == [int(t) for t in reference_steps.tolist()]
+    _assert_close(ours, reference)
+
+
 @pytest.mark.parametrize("name", ["dmd2", "dmd2-unet-1step", "hyper-sd-unet-1step", "lightning-x0"])
 def test_text_to_image_only_presets_refuse_denoise_below_one(name):
     with pytest.raises(PresetError, match="text-to-image recipe"):
@@ -229,7 +286,8 @@ def test_fixed_timestep_presets_refuse_another_step_count():
 
 def test_every_preset_has_a_parity_test_above():
     tested = {"hyper-sd", "hyper-sd-cfg", "lightning", "turbo", "lightning-x0", "dmd2", "dmd2-unet-1step",
-              "hyper-sd-unet-1step", "lcm", "flash", "tcd", "hyper-sd-unified"}
+              "hyper-sd-unet-1step", "lcm", "flash", "tcd", "hyper-sd-unified", "pcm", "pcm-normalcfg", "pcm-lcmlike",
+              "animatelcm", "animatediff-lightning"}
     assert tested == set(PRESETS)
 
 
@@ -242,5 +300,17 @@ def test_presets_take_the_step_count_of_the_published_file(kind, file_name, step
     assert preset_for_kind(kind, file_name).steps == steps
 
 
-def test_pcm_has_no_preset():
-    assert preset_for_kind("pcm", "pcm_sdxl_smallcfg_4step_converted.safetensors") is None
+@pytest.mark.parametrize("file_name, preset, steps, cfg", [
+    ("pcm_sd15_smallcfg_2step_converted.safetensors", "pcm", 2, 1.0),
+    ("pcm_sdxl_smallcfg_16step_converted.safetensors", "pcm", 16, 1.0),
+    ("pcm_sdxl_normalcfg_8step_converted.safetensors", "pcm-normalcfg", 8, 3.0),
+    ("pcm_sd15_lcmlike_lora_converted.safetensors", "pcm-lcmlike", None, 1.0)])
+def test_pcm_takes_its_variant_and_step_count_from_the_published_name(file_name, preset, steps, cfg):
+    chosen = preset_for_kind("pcm", file_name)
+    assert (chosen.name, chosen.steps, chosen.cfg) == (preset, steps, cfg)
+
+
+@pytest.mark.parametrize("file_name, steps", [("animatediff_lightning_1step_comfyui.safetensors", 1),
+                                              ("animatediff_lightning_8step_diffusers.safetensors", 8)])
+def test_animatediff_lightning_takes_the_step_count_of_its_motion_module(file_name, steps):
+    assert preset_for_kind("animatediff-lightning", file_name).steps == steps

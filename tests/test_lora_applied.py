@@ -25,3 +25,24 @@ def test_no_acceleration_recorded():
     options: dict = {}
     applied.record_applied(options, "style.safetensors", "f", "style", "sdxl", 1.0)
     assert applied.find_acceleration(options) is None and applied.applied_loras({}) == []
+
+
+def test_the_largest_scale_travels_with_the_model_and_names_the_nan_cause():
+    """The record on the model (not a process-global table keyed by file hash) carries the largest alpha/rank:
+    the NaN explanation reads it from the model's options alone (issue 25)."""
+    import torch
+    from lcm_lora_pack.devkit.host import prepare_import
+    from lcm_lora_pack.lora.types import LoraModule
+
+    prepare_import()
+    from lcm_lora_pack.host.comfy_finite import _lora_causes
+
+    modules = {"lora_unet_a": LoraModule(torch.zeros(4, 8), torch.zeros(8, 4), alpha=4.0),
+               "lora_unet_b": LoraModule(torch.zeros(4, 8), torch.zeros(8, 4), alpha=1e30)}
+    options: dict = {}
+    applied.record_applied(options, "huge.safetensors", "never-read-in-this-process", "style", "sd1.x", 1.0,
+                           largest=applied.largest_scale(modules))
+    cloned = copy.deepcopy(options)
+    assert applied.applied_loras(cloned)[0]["largest"] == {"module": "lora_unet_b", "alpha": 1e30, "rank": 4}
+    causes = _lora_causes(cloned)
+    assert len(causes) == 1 and "'huge.safetensors' has alpha 1e+30 at rank 4 in module 'lora_unet_b'" in causes[0]

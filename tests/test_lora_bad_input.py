@@ -115,6 +115,16 @@ def test_unknown_architecture(tmp_path):
     _expect(LoraFormatError, path, "unknown architecture")
 
 
+def test_a_flux_accelerator_is_refused_with_its_authors_recipe(tmp_path):
+    """FLUX/SD3/Qwen/Wan accelerators are detection-only (docs/accelerators.md): the refusal says what the file is
+    and how its authors sample it with core's nodes."""
+    tensors = {"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.randn(4, 3072),
+               "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.randn(3072, 4)}
+    path = loras.save_lora(tensors, tmp_path / "Hyper-FLUX.1-dev-8steps-lora.safetensors")
+    _expect(LoraFormatError, path, "unknown architecture", "It is Hyper-FLUX (flux)", "LoRA strength 0.125",
+            "FluxGuidance 3.5")
+
+
 def test_peft_transformer_lora_is_unknown_architecture(tmp_path):
     tensors = {"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": torch.randn(4, 3072),
                "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": torch.randn(3072, 4)}

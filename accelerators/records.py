@@ -1,0 +1,132 @@
+"""The shape of one accelerator record (pure data: no torch, no ComfyUI).
+
+One :class:`Accelerator` per kind holds everything the pack knows about it: how it is recognised (published
+names, a content signature), how its authors sample it (:class:`Recipe`, one or more: a variant is chosen by the
+file name), what to mix it with, and where that comes from (:class:`Source`) and where users get the file
+(:class:`Download`). ``accelerators.registry.ACCELERATORS`` is the one list of records.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .match import NameRule, Tokens
+
+# Families the pack's LoRA loader patches (lora/detect.py measures them); records of other families are detected
+# by name only (the loader refuses their module layout before the kind is asked).
+SD_FAMILIES = ("sd1.x", "sd2.x", "sdxl", "ssd-1b", "vega")
+FORMS = ("lora", "motion-module", "checkpoint")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One sampling recipe, as its authors' diffusers setup gives it (``guidance_scale=0`` there is cfg 1 here).
+
+    ``sampler`` lcm | tcd | ddim | euler | euler_ancestral; ``schedule`` lcm-grid | trailing | fixed (the timestep
+    rules of ``samplers/presets.py``); ``model_sampling`` lcm | tcd | discrete | lcm-full | x0; ``beta_schedule``
+    "model" (the checkpoint's own) or diffusers' "linear" (``linspace(β₀, β₁)``: ComfyUI's ``sqrt_linear``), which
+    AnimateLCM and AnimateDiff-Lightning use. ``steps``: the step count it was distilled for (None: any; a trailing
+    recipe then takes the count its published file name carries). ``when``: the name rule that selects this variant
+    of a record (None: the default). ``runs_on``: "ksampler-lcm" (a preset of **KSampler (LCM)**) or "core"
+    (advice for core's KSampler: the families the pack's sampler does not drive).
+    """
+
+    name: str
+    sampler: str
+    schedule: str
+    model_sampling: str
+    cfg: float
+    source: str
+    gamma: float = 0.3
+    steps: int | None = None
+    timesteps: tuple[int, ...] = ()
+    img2img: bool = True
+    note: str = ""
+    cfg_range: tuple[float, float] | None = None
+    beta_schedule: str = "model"
+    shift: float | None = None
+    guidance: float | None = None
+    strength: float = 1.0
+    when: NameRule | None = None
+    checkpoint: bool = False
+    runs_on: str = "ksampler-lcm"
+    scheduler: str = ""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a record's facts come from: the authors' card / README / code, and when it was read."""
+
+    url: str
+    date: str
+    what: str = ""
+
+
+@dataclass(frozen=True)
+class Download:
+    """Where the authors publish a file: repository, file name (size / sha256 where the card gives them)."""
+
+    repo: str
+    file: str
+    directory: str = "loras"
+    size: str = ""
+    sha256: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo}/resolve/main/{self.file}"
+
+
+@dataclass(frozen=True)
+class ContentSignature:
+    """What the authors' training script writes, precisely enough to recognise a renamed file (LCM-LoRA only).
+
+    ``rank``: every module's rank; ``one_alpha``: one alpha for every module; ``unet_only``; ``groups``: module-name
+    suffix patterns (``_`` separators; anchored ``…$`` regexes, linear) that must each match some module; files with
+    any of ``refuse_metadata`` keys (kohya's training metadata) never match.
+    """
+
+    rank: int
+    groups: dict[str, str]
+    one_alpha: bool = True
+    unet_only: bool = True
+    refuse_metadata: tuple[str, ...] = ("ss_network_module", "ss_training_started_at", "ss_session_id")
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """One accelerator kind (module docstring). ``names``: first record of the registry with a matching rule wins."""
+
+    kind: str
+    title: str
+    families: tuple[str, ...]
+    form: str
+    names: tuple[NameRule, ...]
+    published: tuple[str, ...]
+    recipes: tuple[Recipe, ...]
+    advice: str
+    sources: tuple[Source, ...]
+    downloads: tuple[Download, ...] = ()
+    content: ContentSignature | None = None
+    style_weight: str = ""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def loadable(self) -> bool:
+        """The pack's LoRA loader handles it (a LoRA of a family the loader patches)."""
+        return self.form == "lora" and any(f in SD_FAMILIES for f in self.families)
+
+    def name_matches(self, tokens: Tokens) -> bool:
+        return any(rule.matches(tokens) for rule in self.names)
+
+    def presets(self) -> tuple[Recipe, ...]:
+        """Its recipes that KSampler (LCM) runs."""
+        return tuple(r for r in self.recipes if r.runs_on == "ksampler-lcm")
+
+    def recipe_for(self, tokens: Tokens) -> Recipe | None:
+        """The variant its file name selects (the first with a matching ``when``), else the default (no ``when``,
+        not a checkpoint recipe)."""
+        for recipe in self.recipes:
+            if recipe.when is not None and recipe.when.matches(tokens):
+                return recipe
+        return next((r for r in self.recipes if r.when is None and not r.checkpoint), None)
