@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from lcm_lora_pack.devkit import compose_models, workflows
-from lcm_lora_pack.devkit.loras import make_kohya_lora
+from lcm_lora_pack.devkit.loras import kohya_state_dict, make_kohya_lora, save_lora
 from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 from lcm_lora_pack.devkit.server import ComfyServer
 from safetensors.torch import load_file
@@ -59,7 +59,8 @@ def compose_models_dir(tmp_path_factory, model_store) -> Path:
         make_kohya_lora(SD15_UNET_CONFIG, root / "loras" / LCM_LORA, rank=8, seed=11, kind="lcm",
                         targets="lcm-full")
         make_kohya_lora(SD15_UNET_CONFIG, root / "loras" / STYLE_LORA, rank=4, seed=21)
-        make_kohya_lora(SD15_UNET_CONFIG, root / "loras" / HOOK_LORA, rank=4, seed=31, naming="ldm")
+        save_lora(kohya_state_dict(SD15_UNET_CONFIG, rank=4, seed=31, naming="ldm", up_scale=2.0),
+                  root / "loras" / HOOK_LORA)  # ldm naming, and strong enough to see past the LCM-LoRA
         _SHARED["models"] = root
     return _SHARED["models"]
 
@@ -80,7 +81,7 @@ def compose_server(tmp_path_factory, compose_models_dir):
 def run(server: ComfyServer, prompt: dict) -> dict:
     """POST ``prompt``, wait for it; the history entry (any outcome)."""
     status, payload = server.post_prompt(prompt)
-    assert status == 200, payload
+    assert status == 200 and not payload.get("node_errors"), payload  # ComfyUI runs the valid outputs only
     return server.wait_history(payload["prompt_id"])
 
 
@@ -176,3 +177,40 @@ def apply_controlnet(graph: dict, strength: float, positive=("pos", 0), negative
         "positive": list(positive), "negative": list(negative), "control_net": ["cnet", 0], "image": list(hint),
         "strength": strength, "start_percent": 0.0, "end_percent": 1.0}}
     return (key, 0), (key, 1)
+
+
+def samplers_custom(graph: dict, key: str, model=("lora", 0), positive=("pos", 0), negative=("neg", 0),
+                    latent=("empty", 0), cfg: float = 1.0, steps: int = 2, seed: int = 3,
+                    denoise: float = 1.0) -> dict:
+    """Core's ``SamplerCustom`` with the pack's LCM sampler and scheduler (core's own route: the real negative is
+    always evaluated and handed to core), saved as ``save_<key>``; same noise as :func:`ksampler_lcm`."""
+    graph[f"{key}_sampler"] = {"class_type": "LCMPack_LCMSampler", "inputs": {"sampler": "lcm", "gamma": 0.3}}
+    graph[f"{key}_sigmas"] = {"class_type": "LCMPack_LCMScheduler", "inputs": {
+        "model": list(model), "steps": steps, "denoise": denoise, "original_inference_steps": 0}}
+    graph[key] = {"class_type": "SamplerCustom", "inputs": {
+        "model": list(model), "add_noise": True, "noise_seed": seed, "cfg": cfg, "positive": list(positive),
+        "negative": list(negative), "sampler": [f"{key}_sampler", 0], "sigmas": [f"{key}_sigmas", 0],
+        "latent_image": list(latent)}}
+    return save_latent(graph, key)
+
+
+def fast_path(graph: dict, model=("lora", 0)) -> tuple[str, int]:
+    """``LCM Fast Path`` on ``model`` in its default mode (on the CPU it falls back to core with a log line)."""
+    graph["fast"] = {"class_type": "LCMPack_LCMFastPath", "inputs": {"model": list(model),
+                                                                     "mode": "compile_cuda_graph"}}
+    return ("fast", 0)
+
+
+def encoded_image(graph: dict) -> tuple[str, int]:
+    """The control image VAE-encoded (a non-empty latent to inpaint), saved as ``save_source``."""
+    if "hint" not in graph:
+        graph["hint"] = {"class_type": "LoadImage", "inputs": {"image": CONTROL_IMAGE}}
+    graph["source"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["hint", 0], "vae": ["ckpt", 2]}}
+    save_latent(graph, "source")
+    return ("source", 0)
+
+
+def mask(graph: dict) -> tuple[str, int]:
+    """The right half of the image as a MASK."""
+    graph["mask"] = {"class_type": "LoadImageMask", "inputs": {"image": MASK_IMAGE, "channel": "red"}}
+    return ("mask", 0)
