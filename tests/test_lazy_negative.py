@@ -160,3 +160,21 @@ def test_lazy_flag_is_in_the_node_schema(comfy):
     spec = comfy.node_class(NODE).INPUT_TYPES()["required"]["negative"]
     assert spec[0] == "CONDITIONING" and spec[1].get("lazy") is True
     assert "not evaluated at cfg 1.0" in spec[1]["tooltip"].lower()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What core copies from the positive onto the negative (issue 29.4)
+# ---------------------------------------------------------------------------------------------------------
+
+def test_an_old_node_controlnet_or_a_gligen_box_in_the_positive_needs_the_negative():
+    from lcm_lora_pack.samplers.guidance import positive_copies_to_negative
+
+    control = object()
+    assert positive_copies_to_negative([[None, {"control": control, "control_apply_to_uncond": True}]]) == ["control"]
+    assert positive_copies_to_negative([[None, {"gligen": ("position", None, [])}]]) == ["gligen"]
+    # the new ControlNet node (applied to both conditionings), an area entry, nothing, or no positive: not needed
+    assert positive_copies_to_negative([[None, {"control": control, "control_apply_to_uncond": False}]]) == []
+    assert positive_copies_to_negative([[None, {"control": control, "control_apply_to_uncond": True,
+                                                "area": (8, 8, 0, 0)}]]) == []
+    assert positive_copies_to_negative([[None, {}]]) == []
+    assert positive_copies_to_negative(None) == []
