@@ -109,5 +109,6 @@ def test_broken_copy_with_unregistered_node_id_fails_the_check(frontend):
     with pytest.raises(browser.FrontendReportedError) as failure:
         frontend.load_checked(broken, f"{BROKEN_SOURCE}-broken.json")
     assert UNREGISTERED in str(failure.value)
-    assert any(UNREGISTERED in dialog and "missing" in dialog.lower() for dialog in frontend.state()["dialogs"])
+    state = frontend.state()  # the user is told: a dialog (frontends before 1.49) or a banner (1.49 and later)
+    assert any(UNREGISTERED in text and "missing" in text.lower() for text in state["dialogs"] + state["notices"])
     frontend.close_dialogs()

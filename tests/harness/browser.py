@@ -40,6 +40,8 @@ GRAPH_STATE_JS = """() => ({
     nodes: app.graph.nodes.map(n => ({id: n.id, type: n.type, errors: !!n.has_errors,
                                        registered: !!LiteGraph.registered_node_types[n.type]})),
     dialogs: Array.from(document.querySelectorAll('[role=dialog]')).map(d => d.innerText.trim()),
+    // Frontends >= 1.49 report missing nodes in a banner, not a dialog: the visible lines that say so.
+    notices: document.body.innerText.split('\\n').map(l => l.trim()).filter(l => /^missing node/i.test(l)),
     nodeErrors: app.lastNodeErrors || {},
     executionError: app.lastExecutionError ? JSON.stringify(app.lastExecutionError) : null,
 })"""
@@ -196,7 +198,7 @@ class Frontend:
         Fails on validation errors, execution errors or an error dialog. Returns the prompt's history entry.
         """
         before = set(self._fetch("/api/history"))
-        self.page.get_by_role("button", name="Run", exact=True).click()
+        self._run_button().click()
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             state = self.state()
@@ -214,6 +216,14 @@ class Frontend:
                 return entry
             self.page.wait_for_timeout(500)
         raise FrontendReportedError(f"no output image after {timeout_s} s; console: {self.console[-10:]}")
+
+    def _run_button(self):
+        """The frontend's Run (queue) button: its test id where the frontend has one (1.49 adds a second button
+        named "Run", the queue-mode menu), else the one button named Run (older frontends)."""
+        queue = self.page.get_by_test_id("queue-button")
+        if queue.count():
+            return queue.first
+        return self.page.get_by_role("button", name="Run", exact=True)
 
     def _fetch(self, path: str):
         return self.page.evaluate("(path) => fetch(path).then(r => r.json())", path)
