@@ -15,6 +15,7 @@ from harness.compose_fixtures import (
     base_graph,
     compose_models_dir,  # noqa: F401
     compose_server,  # noqa: F401
+    fast_path,
     ksampler_lcm,
     run_latents,
 )
@@ -28,14 +29,17 @@ def test_old_controlnet_apply_with_ksampler_lcm_at_cfg_one(route, compose_server
     ControlNet onto every negative entry before sampling and divided by zero when KSampler (LCM) handed it an
     empty negative. Now the negative is evaluated there, and the result equals ``ControlNetApplyAdvanced``'s (at
     cfg 1 the unconditional batch is never run, so only the positive's ControlNet counts) and differs from the
-    graph without a ControlNet."""
+    graph without a ControlNet. ``LCM Fast Path`` falls back with a ControlNet (and on the CPU) to the same
+    result."""
     graph = base_graph(route)
     ksampler_lcm(graph, "plain")
     ksampler_lcm(graph, "old", positive=apply_controlnet_old(graph, 1.0, key="apply_old"))
     positive, negative = apply_controlnet(graph, 1.0, key="apply_new")
     ksampler_lcm(graph, "new", positive=positive, negative=negative)
+    ksampler_lcm(graph, "new_fast", model=fast_path(graph), positive=positive, negative=negative)
     latents = run_latents(compose_server, graph)
     assert torch.equal(latents["save_old"], latents["save_new"])
+    assert torch.equal(latents["save_new_fast"], latents["save_new"])  # the fast path falls back to core
     assert (latents["save_old"] - latents["save_plain"]).abs().max() > 1e-2
 
 

@@ -8,6 +8,7 @@ outputs are compared as latents (exact), not as 8-bit images.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ CONTROL_IMAGE = "control.png"
 MASK_IMAGE = "mask.png"
 SIZE = 64  # pixels; latents are 8x8
 LORA_ROUTES = ("loader", "mixer")
+WAIT_S = 900
 
 _SHARED: dict[str, object] = {}
 
@@ -69,7 +71,9 @@ def compose_models_dir(tmp_path_factory, model_store) -> Path:
 def compose_server(tmp_path_factory, compose_models_dir):
     """A real ComfyUI server with the pack, the test-only nodes, the composition models and input images."""
     if "server" not in _SHARED:
-        server = ComfyServer(base=tmp_path_factory.mktemp("compose-server"), model_store=compose_models_dir)
+        # fp32 everywhere: on the CPU, ComfyUI's default fp16 text encoder is most of a prompt's time.
+        server = ComfyServer(base=tmp_path_factory.mktemp("compose-server"), model_store=compose_models_dir,
+                             extra_args=("--force-fp32",))
         workflows.link_testkit(server.base)
         _write_images(server.base / "input")
         server.start()
@@ -82,7 +86,17 @@ def run(server: ComfyServer, prompt: dict) -> dict:
     """POST ``prompt``, wait for it; the history entry (any outcome)."""
     status, payload = server.post_prompt(prompt)
     assert status == 200 and not payload.get("node_errors"), payload  # ComfyUI runs the valid outputs only
-    return server.wait_history(payload["prompt_id"])
+    prompt_id = payload["prompt_id"]
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            entry = server.get_json(f"/history/{prompt_id}").get(prompt_id)
+        except (TimeoutError, OSError):  # a starved CPU can keep the server from answering one poll in time
+            entry = None
+        if entry and entry.get("status", {}).get("completed") is not None:
+            return entry
+        time.sleep(0.5)
+    raise AssertionError(f"prompt {prompt_id} not finished in {WAIT_S} s:\n{server.log_tail()}")
 
 
 def execution_errors(history: dict) -> list[dict]:
