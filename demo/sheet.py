@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..devkit.host import EXECUTOR_CACHE_ARGS
 from . import files, world
 
 LOG = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class CachedRunner:
         self.execution = execution
         self.stub = _Stub()
         self.executor = execution.PromptExecutor(self.stub, cache_type=execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+                                                 cache_args=dict(EXECUTOR_CACHE_ARGS))
 
     def run(self, prompt: dict) -> dict:
         ok, error, outputs, node_errors = asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))

@@ -33,6 +33,9 @@ IMPORT_NAME = "lcm_lora_pack"
 # `.pack/lcm_lora_pack` -> the repository: the folder to put on PYTHONPATH (made by scripts/provision.py).
 IMPORT_ROOT = REPO / ".pack"
 PACK_FOLDER_NAME = "lcm-lora-pack"
+# PromptExecutor's cache arguments for an in-process executor with no cache: every key any supported ComfyUI reads
+# (0.33 added "ram_inactive"; older hosts ignore keys they do not know).
+EXECUTOR_CACHE_ARGS = {"lru": 0, "ram": 0, "ram_inactive": 0}
 PACK_PREFIX = "LCMPack_"
 LOG = logging.getLogger(__name__)
 
@@ -131,7 +134,7 @@ class ComfyHost:
             raise PromptFailed(f"prompt invalid: {error} {node_errors}", {"error": error, "node_errors": node_errors})
         stub = ServerStub()
         executor = self.execution.PromptExecutor(stub, cache_type=self.execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+                                                 cache_args=dict(EXECUTOR_CACHE_ARGS))
         # A client id makes the executor send its messages (execution_error included) to the stub.
         executor.execute(prompt, str(uuid.uuid4()), {"client_id": "harness"},
                          outputs if outputs is not None else good_outputs)

@@ -12,7 +12,8 @@ from . import checkpoints, comfy_bridge
 from .config import DistillConfig
 from .data import Sample, read_prompts_file, scan_image_folder
 from .dataset import encode_dataset
-from .errors import DistillConfigError, DistillDataError
+from .errors import DistillCheckpointError, DistillConfigError, DistillDataError
+from .lora_layers import DEFAULT_TARGETS, matches_target, select_targets
 from .output import check_output_name, lora_metadata, write_lora
 from .trainer import DistillResult, Trainer, _world
 
@@ -36,6 +37,46 @@ def load_samples(data_dir: str | Path | None = None, prompts_file: str | Path | 
     return [Sample(caption=p) for p in cleaned]
 
 
+def _check_targets(info, targets: tuple[str, ...]) -> None:
+    """Every ``lora_target_modules`` entry outside the reference list names a Linear/Conv2d module of the UNet
+    (the reference list's entries may be absent, e.g. ``downsamplers.0.conv`` in a one-level UNet), and the
+    list selects at least one module."""
+    found = select_targets(info.diffusion_model, info.name_map, targets)
+    unknown = [t for t in targets if not any(matches_target(name, (t,)) for name in found)
+               and (t not in DEFAULT_TARGETS or not found)]
+    if unknown:
+        raise DistillConfigError(f"lora_target_modules {unknown} match no Linear/Conv2d module of this {info.family} "
+                                 f"UNet; use diffusers module names such as {', '.join(DEFAULT_TARGETS[:6])} (the "
+                                 "default list).")
+
+
+def _resume(trainer: Trainer, path: Path, state: dict) -> None:
+    """Load a checkpoint's state; one from another LoRA shape or an older format is refused by name."""
+    try:
+        trainer.load(state)
+    except (KeyError, RuntimeError, ValueError, TypeError) as error:
+        raise DistillCheckpointError(f"checkpoint {path.name} does not fit this run ({type(error).__name__}: "
+                                     "other LoRA modules, rank or optimizer state); resume with the settings it was "
+                                     "made with, or delete it to start anew.") from error
+
+
+def _train(trainer: Trainer, info, config: DistillConfig, progress, interrupt) -> tuple:
+    """Run the loop with the LoRA attached; ``(before, after)`` validation losses (None without validation).
+
+    The UNet is shared by every clone of the checkpoint: the LoRA hooks and checkpointing wrappers never outlive
+    the run, whatever ends it (ComfyUI's own loading happens before, so its state is left alone)."""
+    with comfy_bridge.unet_restored(info.diffusion_model):
+        try:
+            trainer.lora.attach()
+            before = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
+            with comfy_bridge.gradient_checkpointing(info.diffusion_model, config.gradient_checkpointing):
+                trainer.run(progress=progress, interrupt=interrupt)
+            after = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
+        finally:
+            trainer.lora.detach()
+    return before, after
+
+
 def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, loras_dir: str | Path,
                      output_name: str, *, vae=None, checkpoint_dir: str | Path | None = None,
                      resume_from_checkpoint: str | None = None, cache_dir: str | Path | None = None,
@@ -54,6 +95,7 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
     target = check_output_name(loras_dir, output_name, overwrite)
     if samples and samples[0].image is not None and vae is None:
         raise DistillConfigError("image data needs the VAE to encode the images; connect a VAE (or use prompts).")
+    _check_targets(info, config.lora_target_modules)
     with torch.inference_mode(False):
         device = comfy_bridge.load_for_training(model)
 
@@ -68,16 +110,9 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
         if resume_from_checkpoint:
             path = checkpoints.resolve_checkpoint(resume_from_checkpoint, folder or Path("."))
             if path is not None:
-                trainer.load(checkpoints.load_checkpoint(path, config.fingerprint(), data.fingerprint))
+                _resume(trainer, path, checkpoints.load_checkpoint(path, config.fingerprint(), data.fingerprint))
                 LOG.info("resumed from %s at step %d", path, trainer.step)
-        trainer.lora.attach()
-        try:
-            before = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
-            with comfy_bridge.gradient_checkpointing(info.diffusion_model, config.gradient_checkpointing):
-                trainer.run(progress=progress, interrupt=interrupt)
-            after = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
-        finally:
-            trainer.lora.detach()
+        before, after = _train(trainer, info, config, progress, interrupt)
     written = None
     if rank == 0:
         metadata = lora_metadata(family=info.family, prediction=info.prediction, config=config, steps=trainer.step,

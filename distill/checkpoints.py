@@ -19,6 +19,8 @@ from .errors import DistillCheckpointError
 
 LOG = logging.getLogger(__name__)
 PATTERN = re.compile(r"^checkpoint-(\d+)\.pt$")
+REQUIRED_KEYS = frozenset({"lora", "optimizer", "scheduler", "scaler", "step", "losses", "config_fingerprint",
+                           "data_fingerprint"})
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -69,11 +71,18 @@ def load_checkpoint(path: Path, config_fingerprint: str, data_fingerprint: str) 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling/IO failure means the file cannot be used
-        raise DistillCheckpointError(f"checkpoint {path} cannot be read ({error}); delete it or resume from "
-                                     "another one.") from error
+        # torch's own text is not shown: it carries ANSI escapes and advice (weights_only=False) never to follow
+        # for a file of unknown origin.
+        raise DistillCheckpointError(f"checkpoint {path.name} in {path.parent} cannot be read "
+                                     f"({type(error).__name__}: not a complete checkpoint this trainer wrote); "
+                                     "delete it, or resume from another one.") from error
+    if not isinstance(state, dict) or not REQUIRED_KEYS <= state.keys():
+        missing = sorted(REQUIRED_KEYS - state.keys()) if isinstance(state, dict) else sorted(REQUIRED_KEYS)
+        raise DistillCheckpointError(f"checkpoint {path.name} in {path.parent} is incomplete (missing "
+                                     f"{', '.join(missing)}); delete it, or resume from another one.")
     for key, expected in (("config_fingerprint", config_fingerprint), ("data_fingerprint", data_fingerprint)):
         if state.get(key) != expected:
             what = "hyper-parameters" if key == "config_fingerprint" else "training data"
-            raise DistillCheckpointError(f"checkpoint {path} was made with other {what} ({state.get(key)} ≠ "
+            raise DistillCheckpointError(f"checkpoint {path.name} was made with other {what} ({state.get(key)} ≠ "
                                          f"{expected}); resume with the same settings and data, or start a new run.")
     return state

@@ -16,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .config import LR_SCHEDULERS, MIXED_PRECISION, SAVE_DTYPES, DistillConfig
-from .errors import DistillError, DistillModelError
+from .errors import DistillConfigError, DistillError, DistillModelError
 
 LOG = logging.getLogger("lcm_lora_pack.distill")
 HELP = {
@@ -159,10 +159,28 @@ def _progress_bar(total: int, rank: int, start: int):
     return bar, update
 
 
+def check_paths(args) -> None:
+    """Folders and files the run writes at its end, checked before anything is loaded or trained."""
+    if args.output_dir and Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise DistillConfigError(f"--output_dir {args.output_dir} is a file; give a folder for the checkpoints "
+                                 "(it is created if missing).")
+    if args.cache_dir and Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():
+        raise DistillConfigError(f"--cache_dir {args.cache_dir} is a file; give a folder for the encoded data.")
+    if args.summary_json:
+        summary = Path(args.summary_json)
+        if summary.is_dir():
+            raise DistillConfigError(f"--summary_json {summary} is a folder; give a file name such as "
+                                     f"{summary / 'summary.json'}.")
+        if not summary.parent.is_dir():
+            raise DistillConfigError(f"--summary_json {summary}: its folder {summary.parent} does not exist; create "
+                                     "it or write the summary elsewhere.")
+
+
 def run(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
     config.validate()
+    check_paths(args)
     dist = _setup_distributed()
     rank = dist.get_rank() if dist.is_initialized() else 0
     folder_paths = boot_comfy(args.comfyui_path)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..host import contract
 from .config import SDXL_FAMILIES
 from .errors import DistillModelError
 
@@ -54,9 +55,9 @@ def model_family(patcher) -> str:
     if config is None or not hasattr(patcher.model, "diffusion_model"):
         raise DistillModelError(f"the model input is not a ComfyUI diffusion model ({type(patcher).__name__}); "
                                 "connect the MODEL output of a checkpoint loader.")
-    for cls in type(config).__mro__:
-        if cls.__name__ in FAMILY_CLASSES:
-            return FAMILY_CLASSES[cls.__name__]
+    family = contract.config_family(config, FAMILY_CLASSES)  # core's model-config classes by identity
+    if family is not None:
+        return family
     raise DistillModelError(f"model family {type(config).__name__} is not supported for LCM distillation. "
                             + UNSUPPORTED_HINT)
 
@@ -66,8 +67,9 @@ def prediction_type(sampling) -> str:
     import comfy.model_sampling as ms
 
     names = {ms.EPS: "epsilon", ms.V_PREDICTION: "v_prediction"}
+    core = contract.core_sampling_classes() - {ms.ModelSamplingDiscrete}  # by identity, not module name
     for cls in type(sampling).__mro__:
-        if cls.__module__ == ms.__name__ and cls.__name__ not in ("ModelSamplingDiscrete",):
+        if cls in core:
             if cls in names and isinstance(sampling, ms.ModelSamplingDiscrete):
                 return names[cls]
             break
@@ -204,3 +206,37 @@ def gradient_checkpointing(unet: torch.nn.Module, enabled: bool):
     finally:
         for block in blocks:
             del block.forward
+
+
+@contextlib.contextmanager
+def unet_restored(unet: torch.nn.Module):
+    """Whatever happens inside (an error, ComfyUI's interrupt), the shared UNet leaves as it came in: forward
+    hooks and pre-hooks added inside are removed, ``forward`` overrides undone, train/eval mode and
+    ``requires_grad`` flags restored. Every clone of the checkpoint uses this one UNet, so the trainer's LoRA
+    hooks and gradient-checkpointing wrappers must never outlive the run. Base weights are never trained
+    (``requires_grad`` off, not in the optimizer), so their values need no copy."""
+    modules = list(unet.modules())
+    hook_tables = ("_forward_hooks", "_forward_pre_hooks")
+    hooks = {(id(m), t): set(getattr(m, t, {})) for m in modules for t in hook_tables}
+    forwards = {id(m): m.__dict__.get("forward") for m in modules}
+    modes = {id(m): m.training for m in modules}
+    grads = {name: p.requires_grad for name, p in unet.named_parameters()}
+    try:
+        yield
+    finally:
+        for module in modules:
+            for table in hook_tables:
+                for key in set(getattr(module, table, {})) - hooks[(id(module), table)]:
+                    getattr(module, table).pop(key, None)
+                    getattr(module, "_forward_hooks_with_kwargs", {}).pop(key, None)
+                    getattr(module, "_forward_hooks_always_called", {}).pop(key, None)
+                    getattr(module, "_forward_pre_hooks_with_kwargs", {}).pop(key, None)
+            if module.__dict__.get("forward") is not forwards[id(module)]:
+                if forwards[id(module)] is None:
+                    del module.forward
+                else:
+                    module.forward = forwards[id(module)]
+            module.training = modes[id(module)]
+        for name, param in unet.named_parameters():
+            if name in grads:
+                param.requires_grad_(grads[name])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import DistillConfigError
@@ -19,6 +20,11 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 SAVE_DTYPES = ("fp16", "bf16", "fp32")
 SDXL_FAMILIES = ("sdxl", "ssd-1b", "vega")
+NUMERIC_FIELDS = ("resolution", "train_batch_size", "max_train_steps", "learning_rate", "lr_warmup_steps", "lora_rank",
+                  "lora_alpha", "lora_dropout", "w_min", "w_max", "num_ddim_timesteps", "huber_c",
+                  "timestep_scaling_factor", "adam_beta1", "adam_beta2", "adam_weight_decay", "adam_epsilon",
+                  "max_grad_norm", "seed", "checkpointing_steps", "checkpoints_total_limit",
+                  "teacher_sampling_steps", "teacher_guidance_scale", "validation_draws")
 # The recipe's own values: part of the checkpoint fingerprint (a resume must not change them).
 RECIPE_KEYS = ("resolution", "train_batch_size", "learning_rate", "lora_rank", "lora_alpha", "lora_dropout",
                "lora_target_modules", "w_min", "w_max", "num_ddim_timesteps", "loss_type", "huber_c",
@@ -77,6 +83,18 @@ class DistillConfig:
         return config
 
     def validate(self) -> None:
+        """Every option in its range, every float finite (NaN/Inf fail here, naming the option, before any work)."""
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, bool) or value is None or item.name == "lora_target_modules":
+                continue
+            if not isinstance(value, (int, float)):
+                if item.name in NUMERIC_FIELDS:
+                    raise DistillConfigError(f"{item.name}={value!r} is not a number; give a number.")
+                continue
+            if not math.isfinite(value):
+                raise DistillConfigError(f"{item.name}={value!r} is not a finite number; give a finite value "
+                                         f"(default {getattr(DistillConfig, item.name, None)!r}).")
         checks = [
             (self.resolution >= 64 and self.resolution % 8 == 0, "resolution", "a multiple of 8, at least 64"),
             (self.train_batch_size >= 1, "train_batch_size", "at least 1"),
@@ -85,7 +103,7 @@ class DistillConfig:
             (self.lr_scheduler in LR_SCHEDULERS, "lr_scheduler", f"one of {LR_SCHEDULERS}"),
             (self.lr_warmup_steps >= 0, "lr_warmup_steps", "≥ 0"),
             (1 <= self.lora_rank <= 1024, "lora_rank", "in 1 … 1024"),
-            (self.lora_alpha > 0, "lora_alpha", "> 0"),
+            (0 < self.lora_alpha <= 65536, "lora_alpha", "in (0, 65536]"),
             (0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)"),
             (len(self.lora_target_modules) > 0, "lora_target_modules", "a non-empty list of module names"),
             (self.w_min is None or 0 <= self.w_min <= self.w_max, "w_min", "≥ 0 and ≤ w_max"),
@@ -93,10 +111,11 @@ class DistillConfig:
             (2 <= self.num_ddim_timesteps <= 1000 and 1000 % self.num_ddim_timesteps == 0, "num_ddim_timesteps",
              "a divisor of 1000 between 2 and 1000 (e.g. 50)"),
             (self.loss_type in LOSS_TYPES, "loss_type", f"one of {LOSS_TYPES}"),
-            (self.huber_c > 0, "huber_c", "> 0"),
-            (self.timestep_scaling_factor > 0, "timestep_scaling_factor", "> 0"),
+            (0 < self.huber_c <= 10, "huber_c", "in (0, 10] (LCM-LoRA: 0.001)"),
+            (0 < self.timestep_scaling_factor <= 1000, "timestep_scaling_factor", "in (0, 1000] (default 10)"),
             (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "adam_beta1/adam_beta2", "in [0, 1)"),
-            (self.adam_weight_decay >= 0 and self.adam_epsilon > 0, "adam_weight_decay/adam_epsilon", "≥ 0 / > 0"),
+            (0 <= self.adam_weight_decay <= 1, "adam_weight_decay", "in [0, 1] (default 0.01)"),
+            (0 < self.adam_epsilon <= 1, "adam_epsilon", "in (0, 1] (default 1e-8)"),
             (self.max_grad_norm > 0, "max_grad_norm", "> 0"),
             (self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {MIXED_PRECISION}"),
             (self.checkpointing_steps >= 1, "checkpointing_steps", "at least 1"),
@@ -104,7 +123,7 @@ class DistillConfig:
              "at least 1 (or unset)"),
             (self.save_dtype in SAVE_DTYPES, "save_dtype", f"one of {SAVE_DTYPES}"),
             (1 <= self.teacher_sampling_steps <= 1000, "teacher_sampling_steps", "in 1 … 1000"),
-            (self.teacher_guidance_scale >= 0, "teacher_guidance_scale", "≥ 0"),
+            (0 <= self.teacher_guidance_scale <= 100, "teacher_guidance_scale", "in [0, 100]"),
             (0 <= self.validation_draws <= 1000, "validation_draws", "in 0 … 1000"),
         ]
         for ok, name, wanted in checks:

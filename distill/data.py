@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from .errors import DistillDataError
 
 LOG = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+ALLOWED_ROOTS_ENV = "LCMPACK_DISTILL_DATA_ROOTS"
+MAX_PROMPT_CHARS = 1000          # CLIP reads 77 tokens (≈ 300 characters); longer text is cut before encoding
+MAX_CAPTION_FILE_BYTES = 64 * 1024
+MAX_PROMPTS_FILE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -25,6 +30,7 @@ class Sample:
 
     caption: str
     image: Path | None = None
+    label: str | None = None     # what errors call the image (the node: relative to the input folder)
 
 
 @dataclass
@@ -36,39 +42,91 @@ class Prepared:
     crop_top_left: tuple[int, int]
 
 
-def _read_caption(path: Path) -> str:
+def _read_caption(path: Path, label: str) -> str:
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return read_text_capped(path, MAX_CAPTION_FILE_BYTES, "caption file", label)
     except (OSError, UnicodeDecodeError) as error:
-        raise DistillDataError(f"caption file {path} cannot be read as UTF-8 text ({error}); fix or remove it.") \
-            from error
+        raise DistillDataError(f"caption file {label} cannot be read as UTF-8 text ({type(error).__name__}); fix "
+                               "or remove it.") from error
 
 
-def scan_image_folder(folder: str | Path) -> list[Sample]:
-    """Images of ``folder`` (not recursive) with their captions; every image must have ``<stem>.txt``."""
+def read_text_capped(path: Path, limit: int, what: str, label: str | None = None) -> str:
+    """The UTF-8 text of ``path`` (stripped), refused when the file is larger than ``limit`` bytes."""
+    with open(path, "rb") as handle:
+        raw = handle.read(limit + 1)
+    if len(raw) > limit:
+        raise DistillDataError(f"{what} {label or path} is larger than {limit // 1024} KiB; a caption or prompt "
+                               f"file this big is not training text. Shorten it (the text encoder reads "
+                               f"{MAX_PROMPT_CHARS} characters at most).")
+    return raw.decode("utf-8").strip()
+
+
+def confine(given: str, roots: list[Path]) -> Path:
+    """The folder ``given`` names (relative to ``roots[0]``, ``~`` expanded), resolved with symlinks followed;
+    refused unless it lies inside one of ``roots`` (also resolved). The error names only ``given``."""
+    resolved_roots = [Path(r).resolve() for r in roots]
+    try:
+        candidate = (resolved_roots[0] / Path(given.strip()).expanduser()).resolve()
+    except (OSError, ValueError, RuntimeError) as error:  # NUL byte, name too long, symlink loop
+        raise DistillDataError(f"data_dir {given.strip()[:200]!r} is not a usable folder name "
+                               f"({type(error).__name__}); give a folder inside ComfyUI's input folder.") from error
+    if not any(candidate.is_relative_to(root) for root in resolved_roots):
+        raise DistillDataError(f"data_dir {given.strip()[:200]!r} is outside ComfyUI's input folder; put the images and "
+                               "captions in a folder inside ComfyUI's input folder and give its relative name (the "
+                               f"server owner can allow more folders with {ALLOWED_ROOTS_ENV}).")
+    return candidate
+
+
+def allowed_roots(input_dir: str | Path) -> list[Path]:
+    """ComfyUI's input folder, then the folders the server owner lists in ``$LCMPACK_DISTILL_DATA_ROOTS``
+    (``os.pathsep``-separated; an environment setting no API request can change)."""
+    extra = [Path(p).expanduser() for p in os.environ.get(ALLOWED_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [Path(input_dir), *extra]
+
+
+def scan_image_folder(folder: str | Path, label: str | None = None,
+                      roots: list[Path] | None = None) -> list[Sample]:
+    """Images of ``folder`` (not recursive) with their captions; every image must have ``<stem>.txt``.
+
+    ``label`` is what errors call the folder (default: its path). With ``roots`` every image and caption must
+    resolve inside one of them (a symlink out of the allowed folders is refused by name).
+    """
     folder = Path(folder)
+    label = label if label is not None else str(folder)
     if not folder.is_dir():
-        raise DistillDataError(f"data folder {folder} does not exist or is not a folder; give the folder that holds "
+        raise DistillDataError(f"data folder {label} does not exist or is not a folder; give the folder that holds "
                                "the training images and their .txt captions.")
     images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
-        raise DistillDataError(f"data folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); add images "
+        raise DistillDataError(f"data folder {label} holds no images ({', '.join(IMAGE_SUFFIXES)}); add images "
                                "with same-stem .txt captions, or use a prompts file instead.")
+    if roots is not None:
+        _check_inside(images, roots, label)
     missing = [p.name for p in images if not p.with_suffix(".txt").is_file()]
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise DistillDataError(f"{len(missing)} image(s) in {folder} have no caption: {shown}. Add a same-stem .txt "
+        raise DistillDataError(f"{len(missing)} image(s) in {label} have no caption: {shown}. Add a same-stem .txt "
                                "file with the caption for each (an empty file means an empty caption).")
-    return [Sample(caption=_read_caption(p.with_suffix(".txt")), image=p) for p in images]
+    return [Sample(caption=_read_caption(p.with_suffix(".txt"), f"{label}/{p.stem}.txt"), image=p,
+                   label=f"{label}/{p.name}") for p in images]
+
+
+def _check_inside(images: list[Path], roots: list[Path], label: str) -> None:
+    resolved_roots = [Path(r).resolve() for r in roots]
+    for image in images:
+        for path in (image, image.with_suffix(".txt")):
+            if path.exists() and not any(path.resolve().is_relative_to(r) for r in resolved_roots):
+                raise DistillDataError(f"{label}/{path.name} links outside ComfyUI's input folder; copy the file "
+                                       "into the data folder instead of linking it.")
 
 
 def read_prompts_file(path: str | Path) -> list[Sample]:
-    """One prompt per non-empty line (lines starting with ``#`` are comments)."""
+    """One prompt per non-empty line (lines starting with ``#`` are comments); at most 16 MiB of text."""
     path = Path(path)
     if not path.is_file():
         raise DistillDataError(f"prompts file {path} does not exist; give a text file with one prompt per line.")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_text_capped(path, MAX_PROMPTS_FILE_BYTES, "prompts file").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise DistillDataError(f"prompts file {path} cannot be read as UTF-8 text ({error}).") from error
     prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
@@ -77,16 +135,42 @@ def read_prompts_file(path: str | Path) -> list[Sample]:
     return [Sample(caption=p) for p in prompts]
 
 
+def bounded_text(text: str) -> str:
+    """``text`` as it is when short; else with whitespace runs collapsed (CLIP's tokenizer drops them too) and
+    cut to ``MAX_PROMPT_CHARS``.
+
+    The trainer reads the first 77 tokens (the reference scripts truncate there) and a token spans at least one
+    character, so the cut leaves the encoding unchanged for plain text while a megabyte-long caption no longer
+    costs minutes and gigabytes in the tokenizer.
+    """
+    if len(text) <= MAX_PROMPT_CHARS:
+        return text
+    cleaned = " ".join(text.split())
+    if len(cleaned) > MAX_PROMPT_CHARS:
+        LOG.warning("a caption/prompt of %d characters was cut to %d before encoding (77 tokens are used)",
+                    len(cleaned), MAX_PROMPT_CHARS)
+        return cleaned[:MAX_PROMPT_CHARS]
+    return cleaned
+
+
 def prepare_image(path: Path, resolution: int, center_crop: bool, random_flip: bool,
-                  generator: torch.Generator) -> Prepared:
-    """Load, resize (shorter side = resolution), crop to a square, maybe flip; pixels in [0, 1]."""
+                  generator: torch.Generator, label: str | None = None) -> Prepared:
+    """Load, resize (shorter side = resolution), crop to a square, maybe flip; pixels in [0, 1].
+
+    Images above PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) are refused by name.
+    """
     from PIL import Image, UnidentifiedImageError
 
+    label = label or str(path)
     try:
         with Image.open(path) as opened:
             image = opened.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise DistillDataError(f"image {path} cannot be read ({error}); replace or remove it.") from error
+    except Image.DecompressionBombError as error:
+        raise DistillDataError(f"image {label} has more pixels than the safety limit ({Image.MAX_IMAGE_PIXELS} "
+                               "pixels; a possible decompression bomb); downscale it or remove it.") from error
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise DistillDataError(f"image {label} cannot be read ({type(error).__name__}); replace or remove it.") \
+            from error
     original = (image.height, image.width)
     scale = resolution / min(image.size)
     size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))

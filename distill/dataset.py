@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from . import comfy_bridge
-from .data import Sample, data_fingerprint, prepare_image
+from .data import Sample, bounded_text, data_fingerprint, prepare_image
+from .errors import DistillModelError
 from .recipe import Schedule, ddim_sample
 
 LOG = logging.getLogger(__name__)
@@ -75,12 +76,11 @@ def encode_dataset(samples: list[Sample], info: comfy_bridge.TeacherInfo, clip, 
     cache = Path(cache_dir) / f"{key}.safetensors" if cache_dir else None
     mode = "images" if samples[0].image is not None else "prompts"
     if cache is not None and cache.is_file():
-        from safetensors.torch import load_file
-
-        LOG.info("using cached encodings %s", cache)
-        tensors = load_file(str(cache))
-        return EncodedData(**tensors, fingerprint=data_fingerprint(samples), mode=mode)
-    data = _encode(samples, info, clip, vae, config, runner_factory)
+        cached = _read_cache(cache, len(samples), info.is_sdxl)
+        if cached is not None:
+            return EncodedData(**cached, fingerprint=data_fingerprint(samples), mode=mode)
+    with torch.no_grad():  # nothing here is trained; ComfyUI's VAE/CLIP weights are inference tensors
+        data = _encode(samples, info, clip, vae, config, runner_factory)
     data.fingerprint, data.mode = data_fingerprint(samples), mode
     if cache is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -88,13 +88,40 @@ def encode_dataset(samples: list[Sample], info: comfy_bridge.TeacherInfo, clip, 
     return data
 
 
+def _read_cache(cache: Path, count: int, sdxl: bool) -> dict[str, torch.Tensor] | None:
+    """The cached tensors, or None (the damaged file is removed and the data encoded again)."""
+    from safetensors.torch import load_file
+
+    wanted = {"latents", "context", "uncond_context"} | ({"y", "uncond_y"} if sdxl else set())
+    try:
+        tensors = load_file(str(cache))
+        ok = set(tensors) == wanted and all(tensors[k].shape[0] == count for k in ("latents", "context"))
+    except Exception as error:  # noqa: BLE001 - any safetensors/IO failure: the cache is rebuilt
+        ok, tensors = False, type(error).__name__
+    if ok:
+        LOG.info("using cached encodings %s", cache.name)
+        return tensors
+    LOG.warning("encoded-data cache %s is damaged (%s); encoding the data again", cache.name,
+                tensors if isinstance(tensors, str) else "wrong tensors")
+    cache.unlink(missing_ok=True)
+    return None
+
+
+def _check_clip(info, context: torch.Tensor) -> None:
+    expected = info.patcher.model.model_config.unet_config.get("context_dim")
+    if expected and context.shape[-1] != expected:
+        raise DistillModelError(f"the CLIP gives {context.shape[-1]}-wide text embeddings but this {info.family} "
+                                f"model reads {expected}-wide ones; connect the CLIP of the same checkpoint.")
+
+
 def _encode(samples, info, clip, vae, config, runner_factory) -> EncodedData:
-    context, pooled = comfy_bridge.encode_texts(clip, [s.caption for s in samples], info.is_sdxl)
+    context, pooled = comfy_bridge.encode_texts(clip, [bounded_text(s.caption) for s in samples], info.is_sdxl)
+    _check_clip(info, context)
     uncond_context, uncond_pooled = comfy_bridge.unconditional(clip, info.is_sdxl, context, pooled)
     size = config.resolution
     if samples[0].image is not None:
         generator = torch.Generator().manual_seed(config.seed)
-        prepared = [prepare_image(s.image, size, config.center_crop, config.random_flip, generator)
+        prepared = [prepare_image(s.image, size, config.center_crop, config.random_flip, generator, s.label)
                     for s in samples]
         latents = torch.cat([comfy_bridge.encode_latents(vae, info.patcher, p.pixels[None]) for p in prepared])
         sizes, crops = [p.original_size for p in prepared], [p.crop_top_left for p in prepared]

@@ -5,8 +5,10 @@ when one of these is raised (checkpoints already on disk stay valid).
 """
 from __future__ import annotations
 
+from ..errors import LCMPackError
 
-class DistillError(ValueError):
+
+class DistillError(LCMPackError):
     """Base class: the distillation cannot run as asked."""
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..lora.safe_write import ExportPathError, atomic_save_safetensors, export_file_name
+from ..lora.safe_write import ExportPathError, atomic_save_safetensors, check_target, export_file_name
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -24,9 +24,10 @@ def check_output_name(folder: str | Path, name: str, overwrite: bool = False) ->
     target = folder / export_file_name(name)
     if not folder.is_dir():
         raise ExportPathError(f"LoRA folder {folder} does not exist; create it or pass ComfyUI's models/loras.")
-    if target.exists() and not overwrite:
+    if target.exists() and not target.is_dir() and not overwrite:
         raise ExportPathError(f"{target.name} already exists in {folder}; choose another output name (existing "
                               "LoRAs are never overwritten silently).")
+    check_target(folder, target, overwrite)  # read-only folder, a folder in the file's way: before training
     return target
 
 

@@ -132,6 +132,10 @@ class Trainer:
         self.step, self.losses = int(state["step"]), [float(x) for x in state["losses"]]
 
     def save(self) -> None:
+        """Checkpoint the state; refused (nothing written) when a LoRA parameter is NaN/Inf."""
+        bad = [name for name, p in self.lora.named_parameters() if not torch.isfinite(p.detach()).all()]
+        if bad:
+            self._stop_on_bad_parameters(bad)
         if self.rank == 0 and self.checkpoint_dir is not None:
             checkpoints.save_checkpoint(self.checkpoint_dir, self.step, self.state(),
                                         self.config.checkpoints_total_limit)
@@ -198,6 +202,13 @@ class Trainer:
         raise DistillLossError(f"the loss became {value} at step {self.step + 1}; training stopped and no LoRA was "
                                f"written ({kept}). Lower learning_rate, use mixed_precision bf16 or 'no' (fp32), "
                                "or check the model and data for NaN/Inf.")
+
+    def _stop_on_bad_parameters(self, names: list[str]) -> None:
+        last = checkpoints.list_checkpoints(self.checkpoint_dir) if self.checkpoint_dir else []
+        kept = f"the last good checkpoint is {last[-1][1].name}" if last else "no checkpoint was written yet"
+        raise DistillLossError(f"the LoRA parameters became NaN/Inf at step {self.step} ({names[0]}); training "
+                               f"stopped, no checkpoint or LoRA was written from them ({kept}). Lower learning_rate "
+                               "or adam_weight_decay, or raise adam_epsilon.")
 
     def train_step(self) -> float:
         """One optimizer step (loss, backward, all-reduce through DDP, clip, AdamW); returns the mean loss."""

@@ -2,7 +2,9 @@
 
 Layers, importer above imported: ``nodes/`` (schemas, short ``execute``) → ``host/`` (this package) → the pure
 math packages ``lora/`` and ``samplers/`` (torch only, no ComfyUI import, no import between the two). Every
-module here is named ``comfy_*``:
+module here but one is named ``comfy_*``; the one, ``contract``, is the only place that touches ComfyUI
+internals (anything beyond ``comfy_api.latest`` and the documented node / patcher APIs): one function per
+contact, resolved at use, with core's public path as fallback and one report line (see its docstring):
 
 - ``comfy_apply`` (the one LoRA apply path: checks, core's key maps and adapters, ``add_patches``, the report),
   ``comfy_mixed_adapter`` (the mixed layers' ``comfy.weight_adapter`` class);

@@ -35,6 +35,7 @@ from ..lora.errors import LoraCoverageError, LoraFamilyMismatch
 from ..lora.kinds import KIND_NAMES, SAMPLER_ADVICE, is_accelerator, style_weight_advice
 from ..lora.resolve import resolve
 from ..lora.types import LoraFile, ResolvedLora
+from . import contract
 
 LOG = logging.getLogger(__name__)
 # ComfyUI model_config class name → family (subclasses are looked up along the MRO).
@@ -47,11 +48,10 @@ LCM_LORA_FOR = {"sd1.x": "lcm-lora-sdv1-5", "sdxl": "lcm-lora-sdxl", "ssd-1b": "
 
 
 def model_family(model_patcher) -> str:
-    """The base family of a ComfyUI model, from its ``model_config`` class (e.g. SSD1B → "ssd-1b")."""
-    for cls in type(model_patcher.model.model_config).__mro__:
-        if cls.__name__ in MODEL_FAMILIES:
-            return MODEL_FAMILIES[cls.__name__]
-    return type(model_patcher.model.model_config).__name__.lower()
+    """The base family of a ComfyUI model, from its ``model_config`` class (e.g. SSD1B → "ssd-1b"; core's
+    ``comfy.supported_models`` classes by identity: ``contract.config_family``)."""
+    config = model_patcher.model.model_config
+    return contract.config_family(config, MODEL_FAMILIES) or type(config).__name__.lower()
 
 
 def _with_article(phrase: str) -> str:
@@ -96,15 +96,13 @@ class KeyMaps:
 
 
 def model_key_maps(model, clip) -> KeyMaps:
-    """Core's LoRA key maps (``model_lora_keys_unet`` / ``_clip``, each with a fresh dict) and weight shapes."""
-    import comfy.lora
-
+    """Core's LoRA key maps (``model_lora_keys_unet`` / ``_clip``, each with a fresh dict: ``contract.lora_key_maps``)
+    and weight shapes."""
+    unet_map, clip_map = contract.lora_key_maps(model, clip)
     shapes = _shapes(model.model)
-    clip_map = None
     if clip is not None:
-        clip_map = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
         shapes.update(_shapes(clip.cond_stage_model))
-    return KeyMaps(unet=comfy.lora.model_lora_keys_unet(model.model, {}), clip=clip_map, shapes=shapes)
+    return KeyMaps(unet=unet_map, clip=clip_map, shapes=shapes)
 
 
 @dataclass(frozen=True)
@@ -182,11 +180,9 @@ def plan_stack(model, clip, stack: Sequence[StackLora], allow_partial: bool = Fa
 
 def _core_adapter_patches(lora: ResolvedLora) -> dict:
     """Patches for the modules only core can apply, parsed by core from the file's own tensors."""
-    import comfy.lora
-
     if not lora.core_targets:
         return {}
-    patches = comfy.lora.load_lora(lora.core_tensors, lora.core_targets, log_missing=False)
+    patches = contract.core_lora_patches(lora.core_tensors, lora.core_targets)
     missing = sorted(set(lora.core_targets.values()) - set(patches))
     if missing:
         raise LoraCoverageError(f"LoRA '{lora.name}': ComfyUI core built no patch for {missing[:3]}; "
@@ -194,27 +190,35 @@ def _core_adapter_patches(lora: ResolvedLora) -> dict:
     return patches
 
 
-def _single_lora_patches(lora: ResolvedLora) -> dict:
+def _single_lora_patches(lora: ResolvedLora, notes: list[str]) -> dict:
     """Core's ``LoRAAdapter`` per weight, built from the resolved tensors (alpha resolved, no mid/DoRA/reshape):
-    the adapter core's ``load_lora`` builds for the same kohya module."""
-    from comfy.weight_adapter.lora import LoRAAdapter
-
-    patches = {target: LoRAAdapter(set(), (module.up, module.down, float(module.alpha), None, None, None))
-               for target, module in lora.modules.items()}
-    return patches | _core_adapter_patches(lora)
+    the adapter core's ``load_lora`` builds for the same kohya module (``contract.lora_patches``)."""
+    modules = {target: (module.up, module.down, module.alpha) for target, module in lora.modules.items()}
+    return contract.lora_patches(modules, notes) | _core_adapter_patches(lora)
 
 
-def build_patches(plan: StackPlan) -> list[tuple[float, dict]]:
+def build_patches(plan: StackPlan, notes: list[str] | None = None) -> list[tuple[float, dict]]:
     """Step 2a: ``[(strength, {weight key: patch})]`` for the whole stack, built before anything is cloned.
 
     A stack of one: core's adapters at strength λ. A larger stack: one ``MixedLoRAAdapter`` per mixed layer at
-    strength 1 (the scales λᵢ·αᵢ/rᵢ are in its rank scale) and each LoRA's core-only adapters at its λᵢ.
+    strength 1 (the scales λᵢ·αᵢ/rᵢ are in its rank scale) and each LoRA's core-only adapters at its λᵢ. When
+    core's adapter contract differs (``contract.weight_adapter_base``), each LoRA is applied as core's own
+    patches at its λᵢ (the same sum ΔW = Σ λᵢ ΔWᵢ, as chained core LoraLoaders) and ``notes`` says why.
     """
+    notes = [] if notes is None else notes
     if len(plan.entries) == 1:
-        return [(plan.weights[0], _single_lora_patches(plan.entries[0].lora))] if plan.weights[0] != 0.0 else []
-    from .comfy_mixed_adapter import MixedLoRAAdapter
+        if plan.weights[0] == 0.0:
+            return []
+        return [(plan.weights[0], _single_lora_patches(plan.entries[0].lora, notes))]
+    base = contract.weight_adapter_base()
+    if base.adapter is None:
+        notes.append(contract.line("weight_adapter_base", base.why, "each LoRA applied as core LoRA patches"))
+        return [(weight, _single_lora_patches(entry.lora, notes))
+                for entry, weight in zip(plan.entries, plan.weights, strict=True) if weight != 0.0]
+    from .comfy_mixed_adapter import mixed_adapter_class
 
-    mixed = {key: MixedLoRAAdapter(factors) for key, factors in mix.factor_mix(plan.entries, plan.weights).items()}
+    adapter = mixed_adapter_class(base.adapter)
+    mixed = {key: adapter.from_factors(factors) for key, factors in mix.factor_mix(plan.entries, plan.weights).items()}
     groups = [(1.0, mixed)]
     groups += [(weight, _core_adapter_patches(entry.lora))
                for entry, weight in zip(plan.entries, plan.weights, strict=True) if weight != 0.0]
@@ -331,9 +335,11 @@ def apply_stack(model, clip, stack: Sequence[StackLora], allow_partial: bool = F
         lines = stack_report(plan, 0)
         LOG.info("%s", lines[0])
         return ApplyResult(model, clip, lines, applied=False)
-    groups = build_patches(plan)
+    notes: list[str] = []
+    groups = build_patches(plan, notes)
     new_model, new_clip, done = patch_clone(model, clip, plan, groups)
-    return ApplyResult(new_model, new_clip, stack_report(plan, len(done)), lcm_sampling=wants_lcm_sampling(plan))
+    return ApplyResult(new_model, new_clip, stack_report(plan, len(done)) + list(dict.fromkeys(notes)),
+                       lcm_sampling=wants_lcm_sampling(plan))
 
 
 def apply_lora(model, clip, lora: LoraFile, strength: float = 1.0, allow_partial: bool = False) -> ApplyResult:

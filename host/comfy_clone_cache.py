@@ -15,6 +15,11 @@ Validity. A clone copies the input's weight patches, object patches, model optio
 attachments and hooks. :func:`patcher_state` fingerprints them (values for immutables, weak identity for the
 rest) so that an input changed in place gets a new clone; older states of a living input are kept (at most
 ``MAX_STATES_PER_MODEL``) so a clone is never dropped while ComfyUI may still hold it as loaded.
+
+The fingerprint is derived from the patcher's own attributes (``vars``; ``ModelPatcher.clone`` in
+``comfy/model_patcher.py``, checked on ComfyUI 0.3.75, 0.8.0, 0.33.0) minus :data:`NOT_STATE`, the attributes
+decided not to be inherited sampling state: an attribute a new ComfyUI adds is fingerprinted by default (more
+re-clones, never a stale clone), and ``tests/test_contract.py`` fails until someone decides on it.
 """
 from __future__ import annotations
 
@@ -29,8 +34,26 @@ import torch
 MAX_STATES_PER_MODEL = 4
 _WALK_DEPTH = 5
 _VALUE_TYPES = (str, bytes, int, float, complex, bool, type(None), uuid.UUID, torch.dtype, torch.device, enum.Enum)
-_STATE_ATTRIBUTES = ("object_patches", "model_options", "weight_wrapper_patches", "attachments",
-                     "additional_models", "callbacks", "wrappers", "injections")
+# Attributes of a ModelPatcher that are not part of the fingerprint, and why.
+NOT_STATE = {
+    "model": "compared by identity, first in the fingerprint",
+    "patches": "covered by patches_uuid and the number of patched keys",
+    "parent": "re-pointed by this cache; read by ComfyUI only to hand weights to a live ancestor",
+    "size": "derived from the model's weights, set lazily by model_size()",
+    "backup": "per-load bookkeeping: weights a load replaced", "backup_buffers": "per-load bookkeeping",
+    "object_patches_backup": "per-load bookkeeping", "pinned": "per-load bookkeeping: pinned host memory",
+    "hook_backup": "per-load bookkeeping of hook weights", "hook_patches_backup": "per-load bookkeeping",
+    "cached_hook_patches": "a cache of hook weights, rebuilt on demand", "is_injected": "per-load: injections applied",
+    "cached_patcher_init": "how to rebuild a non-dynamic delegate, not how the model samples",
+    "non_dynamic_delegate_model": "a cache of the dynamic patcher's non-dynamic copy",
+}
+# Attributes fingerprinted with a special rule (the rest: _fingerprint of the value, depth _WALK_DEPTH).
+_SHALLOW = {"current_hooks": 0, "forced_hooks": 0}
+# Every attribute decided on (fingerprinted or not) on the checked ComfyUI versions: tests/test_contract.py.
+STATE = ("object_patches", "model_options", "weight_wrapper_patches", "attachments", "additional_models",
+         "callbacks", "wrappers", "injections", "hook_patches", "current_hooks", "forced_hooks", "force_cast_weights",
+         "patches_uuid", "load_device", "offload_device", "weight_inplace_update", "hook_mode", "is_clip",
+         "skip_injection", "clone_base_uuid", "is_multigpu_base_clone")
 
 
 class _Same:
@@ -69,16 +92,20 @@ def _fingerprint(value, depth: int = _WALK_DEPTH):
     return _Same(value)
 
 
+def _attribute(name: str, value):
+    if name == "hook_patches":  # weight patches per hook: the hooks (keys) say which apply
+        return _fingerprint(tuple(value or {}))
+    return _fingerprint(value, _SHALLOW.get(name, _WALK_DEPTH))
+
+
 def patcher_state(model_patcher) -> tuple:
-    """What a clone of ``model_patcher`` inherits from it, as a comparable fingerprint."""
+    """What a clone of ``model_patcher`` inherits from it, as a comparable fingerprint: the model (identity), the
+    patches (uuid, count), the model sampling in force, and every attribute not in :data:`NOT_STATE`."""
     return (
         _Same(model_patcher.model), model_patcher.patches_uuid, len(model_patcher.patches),
         _Same(model_patcher.get_model_object("model_sampling")),
-        tuple(_fingerprint(getattr(model_patcher, name, None)) for name in _STATE_ATTRIBUTES),
-        _fingerprint(tuple(getattr(model_patcher, "hook_patches", {}))),
-        _fingerprint(getattr(model_patcher, "current_hooks", None), 0),
-        _fingerprint(getattr(model_patcher, "forced_hooks", None), 0),
-        bool(getattr(model_patcher, "force_cast_weights", False)),
+        tuple((name, _attribute(name, value)) for name, value in sorted(vars(model_patcher).items())
+              if name not in NOT_STATE),
     )
 
 

@@ -11,7 +11,8 @@ context windows, model-function wrapper or calc-cond-batch wrappers. Anything el
 from __future__ import annotations
 
 import comfy.patcher_extension
-import comfy.samplers
+
+from . import contract
 
 # Keys of a processed conditioning that core's get_area_and_mult / _calc_cond_batch act on.
 SPECIAL_COND_KEYS = frozenset({"default", "timestep_start", "timestep_end", "area", "mask", "control", "gligen",
@@ -41,12 +42,6 @@ def single_plain_cond(conds: list, model_options: dict) -> tuple[int, dict] | No
 
 
 def _transformer_options(model, model_options: dict, index: int, cond: dict, timestep) -> dict:
-    """The ``transformer_options`` core's ``_calc_cond_batch`` passes for a batch of this one conditioning."""
-    options = model.current_patcher.apply_hooks(hooks=None)
-    if "transformer_options" in model_options:
-        options = comfy.patcher_extension.merge_nested_dicts(options, model_options["transformer_options"],
-                                                             copy_dict1=False)
-    options["cond_or_uncond"] = [index]
-    options["uuids"] = [cond["uuid"]]
-    options["sigmas"] = timestep
-    return options
+    """The ``transformer_options`` core's ``_calc_cond_batch`` passes for a batch of this one conditioning
+    (``contract.step_transformer_options``)."""
+    return contract.step_transformer_options(model, model_options, index, cond, timestep)

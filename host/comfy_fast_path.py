@@ -30,7 +30,6 @@ from dataclasses import dataclass, field, replace
 import comfy.patcher_extension as extensions
 import comfy.samplers
 import torch
-from comfy.k_diffusion import sampling as k_sampling
 
 from ..samplers.fast_path import (
     CacheEntry,
@@ -50,8 +49,8 @@ from ..samplers.fast_path import (
     timed_capture,
 )
 from ..samplers.lcm_sampler import seeded_noise_sampler
+from . import contract
 from .comfy_cond_batch import _transformer_options, single_plain_cond
-from .comfy_k_diffusion import sample_lcm_exact
 
 LOG = logging.getLogger(__name__)
 
@@ -60,16 +59,11 @@ OPTION_KEY = "lcm_pack_fast_path"
 MODES = ("compile_cuda_graph", "cuda_graph", "off")
 
 
-def _function_id(function) -> tuple:
-    """(last two parts of the module name, function name): one id for the pack's function under either import."""
-    return tuple(getattr(function, "__module__", "").rsplit(".", 2)[-2:]), getattr(function, "__name__", None)
-
-
-# Sampler functions run on the fast path, matched by module and name: ComfyUI imports the pack under its folder
-# name, tests and scripts under ``lcm_lora_pack``, so the same function can exist as two objects.
-LCM_SAMPLERS = {_function_id(sample_lcm_exact): "pack lcm", _function_id(k_sampling.sample_lcm): "core lcm"}
-# The noise-sampler factory each of them draws its fresh noise with (core's varies by version: 0.8.0 seeds + 1).
-NOISE_SAMPLERS = {"pack lcm": seeded_noise_sampler, "core lcm": k_sampling.default_noise_sampler}
+# The sampler functions run on the fast path: the pack's (found by its marker under either import of the pack:
+# ComfyUI imports it under its folder name, tests and scripts under ``lcm_lora_pack``) and core's ``sample_lcm``
+# (by identity, resolved at use): ``contract.lcm_sampler_kind``. The noise-sampler factory each draws its fresh
+# noise with (core's varies by version: 0.8.0 seeds + 1).
+NOISE_SAMPLERS = {"pack lcm": seeded_noise_sampler, "core lcm": contract.core_noise_sampler}
 # model_options entries that change what a step computes beyond one apply_model call.
 FOREIGN_OPTIONS = ("sampler_cfg_function", "sampler_post_cfg_function", "sampler_pre_cfg_function",
                    "model_function_wrapper", "denoise_mask_function", "context_handler", "disable_cfg1_optimization")
@@ -108,6 +102,7 @@ class ModelState:
 
 
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # BaseModel -> ModelState
+_UNKEYED_STATE = ModelState(CaptureCache(capacity=1))  # fallbacks of a guider without its model (contract.py)
 
 
 def model_state(base_model, capacity: int = 4) -> ModelState:
@@ -139,15 +134,11 @@ def fast_path_state(model_patcher) -> ModelState | None:
 
 def lcm_sampler_kind(function) -> str | None:
     """"pack lcm" / "core lcm" for the LCM sampler functions the fast path replays, else None."""
-    return LCM_SAMPLERS.get(_function_id(function))
+    return contract.lcm_sampler_kind(function)
 
 
 def _foreign_wrappers(model_options: dict) -> list[str]:
-    names = []
-    for kind in FOREIGN_WRAPPERS:
-        wrappers = model_options.get("transformer_options", {}).get("wrappers", {}).get(kind, {})
-        names += [f"{kind}:{key}" for key, found in wrappers.items() if found]
-    return names
+    return contract.wrapper_names(model_options, FOREIGN_WRAPPERS)
 
 
 def _patch_entries(model_options: dict) -> list[str]:
@@ -163,6 +154,9 @@ def fallback_reason(sampler, guider, extra_args: dict, noise: torch.Tensor, deno
     function = getattr(sampler, "sampler_function", None)
     if lcm_sampler_kind(function) is None:
         return f"sampler {getattr(function, '__name__', type(sampler).__name__)} is not LCM (fast path: lcm only)"
+    mismatch = contract.guider_mismatch(guider)
+    if mismatch is not None:
+        return mismatch
     if sampler.extra_options or sampler.inpaint_options:
         return "sampler options set"
     if denoise_mask is not None:
@@ -197,15 +191,18 @@ def fast_sampler_sample(executor, guider, sigmas, extra_args, callback, noise, l
     """``SAMPLER_SAMPLE`` wrapper: the fast path where :func:`fallback_reason` allows it, else ComfyUI's call."""
     model_options = extra_args.get("model_options", {})
     settings = model_options.get(OPTION_KEY) or FastPathSettings()
-    state = model_state(guider.inner_model, settings.capacity)
-    reason = fallback_reason(executor.class_obj, guider, extra_args, noise, denoise_mask, settings)
+    base_model = getattr(guider, "inner_model", None)
+    state = model_state(base_model, settings.capacity) if base_model is not None else _UNKEYED_STATE
+    sampler = contract.wrapped_sampler(executor)
+    reason = (fallback_reason(sampler, guider, extra_args, noise, denoise_mask, settings) if sampler is not None
+              else contract.line("wrapped_sampler", "the wrapper executor has no class_obj", "running core's sampler"))
     if reason is None:
         try:
-            samples = run_fast_path(state, settings, executor.class_obj, guider, sigmas, extra_args, callback,
-                                    noise, latent_image)
+            samples = run_fast_path(state, settings, sampler, guider, sigmas, extra_args, callback, noise,
+                                    latent_image)
             state.calls["fast"] += 1
             return samples
-        except FastPathUnavailable as error:
+        except (FastPathUnavailable, contract.ContactMismatch) as error:
             reason = str(error)
     report_once(state.reported, f"LCM fast path: running eager ComfyUI sampling: {reason}")
     state.calls["eager"] += 1
@@ -224,8 +221,7 @@ def _cond_inputs(guider, model_options: dict, batch: int) -> tuple[dict, dict, i
     """The conditioning tensors of the step (as ``comfy_cond_batch.direct_cond_batch`` builds them), the
     non-tensor entries, and (index, cond) of the single plain conditioning."""
     index, cond = single_plain_cond([guider.conds.get("positive"), None], model_options)
-    processed = {name: value.process_cond(batch_size=batch, area=None) for name, value in cond["model_conds"].items()}
-    inputs = comfy.samplers.cond_cat([processed])
+    inputs = contract.cond_inputs(cond, batch)
     tensors = {name: value for name, value in inputs.items() if torch.is_tensor(value)}
     constants = {name: value for name, value in inputs.items() if not torch.is_tensor(value)}
     for name, value in constants.items():
@@ -238,13 +234,15 @@ def _compile_wrapper(state: ModelState, base_model, settings: FastPathSettings):
     """Core's ``torch.compile`` swap wrapper around a compiled diffusion model kept in the state (or None)."""
     if settings.mode != "compile_cuda_graph" or state.compile_failed:
         return None
-    from comfy_api.torch_helpers.torch_compile import apply_torch_compile_factory
-
     key = (id(base_model.diffusion_model), settings.compile_mode, settings.compile_backend)
     if key not in state.compiled:
         state.compiled[key] = torch.compile(base_model.diffusion_model, backend=settings.compile_backend,
                                             dynamic=False, mode=settings.compile_mode)
-    return apply_torch_compile_factory({"diffusion_model": state.compiled[key]})
+    try:
+        return contract.torch_compile_wrapper({"diffusion_model": state.compiled[key]})
+    except contract.ContactMismatch as error:
+        state.compile_failed = str(error)
+        return None
 
 
 def _denoiser(base_model, model_options: dict, index: int, cond: dict, buffers: StaticBuffers, names, constants,
@@ -274,7 +272,7 @@ class CallInputs:
 
 def _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image) -> CallInputs:
     sigma_list = sigmas.tolist()  # one device read: the plan's branches
-    plan = lcm_plan(sigma_list, sampler.max_denoise(guider, sigmas))
+    plan = lcm_plan(sigma_list, contract.sampler_max_denoise(sampler, guider, sigmas))
     tensors, constants, index, cond = _cond_inputs(guider, extra_args.get("model_options", {}), noise.shape[0])
     step_noise = draw_step_noise(noise.shape, noise.dtype, noise.device, extra_args.get("seed"), plan.noise_draws,
                                  NOISE_SAMPLERS[lcm_sampler_kind(sampler.sampler_function)])

@@ -30,8 +30,10 @@ from ..samplers.fast_path import (
     tensor_slots,
     timed_capture,
 )
+from . import contract
 
 LOG = logging.getLogger(__name__)
+_UNMATCHED: set = set()  # contact lines reported once per process
 
 
 @dataclass
@@ -106,6 +108,10 @@ def _capture(state: DecoderState, vae, latent: torch.Tensor, mode: str, backend_
 def fast_vae_decode(vae, samples: torch.Tensor, mode: str = "compile_cuda_graph",
                     backend: str = "cuda_graph") -> torch.Tensor:
     """IMAGE (B, H, W, C) on the VAE's output device, as ``vae.decode(samples)``; the fast path where it can."""
+    mismatch = contract.vae_decode_mismatch(vae)  # the VAE internals replayed here (host/contract.py)
+    if mismatch is not None:
+        report_once(_UNMATCHED, mismatch)
+        return vae.decode(samples)
     state = decoder_state(vae)
     memory = vae.memory_used_decode(samples.shape, vae.vae_dtype)
     model_management.load_models_gpu([vae.patcher], memory_required=memory, force_full_load=vae.disable_offload)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 
 from ..samplers.lcm_sampler import check_gamma, lcm_loop, seeded_noise_sampler, tcd_loop
+from . import contract
 from .comfy_finite import explain_non_finite
 from .comfy_model_sampling import training_sigmas
 
 
 def _parts(model, x, extra_args, noise_sampler):
     extra_args = {} if extra_args is None else extra_args
-    base_model = model.inner_model.inner_model
+    base_model = contract.sampler_base_model(model)
     noise_sampler = noise_sampler or seeded_noise_sampler(x, extra_args.get("seed"))
     s_in = x.new_ones([x.shape[0]])
 
@@ -48,3 +49,7 @@ def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, n
 
     return tcd_loop(denoise, x, sigmas, noise_sampler, model_sampling.noise_scaling, timestep_of, train_sigmas,
                     check_gamma(gamma), callback, disable, explain)
+
+
+contract.mark(sample_lcm_exact, "lcm")  # the fast path recognises the pack's loop by this marker, core's by identity
+contract.mark(sample_tcd, "tcd")

@@ -13,33 +13,49 @@ then adds it exactly as core's ``LoRAAdapter.calculate_weight`` does (cast to ``
 the weight's dtype). The float32 numbers are those of the pre-scaled concatenation, so the merged weights
 are bit-identical to the former core patch of the float32 concatenation.
 
-It is a ``comfy.weight_adapter.WeightAdapterBase``: ``ModelPatcher.add_patches`` stores it and
-``comfy.lora.calculate_weight`` (full loads and the low-VRAM ``LowVramPatch``) calls its
-``calculate_weight``; the signature is the same in ComfyUI 0.3.75 and 0.8.x. It is not a ``LoRAAdapter``
-subclass on purpose: code that recognises ``LoRAAdapter`` and reads its 6-tuple (``to_train``, 0.8.x's
-bypass ``h``) would silently drop c. Bypass mode (0.8.x ``BypassInjectionManager``) is refused loudly.
+It satisfies core's adapter contract (``host.contract.weight_adapter_base``, checked before use): a
+``comfy.weight_adapter.WeightAdapterBase`` (``ModelPatcher.add_patches`` stores it and
+``comfy.lora.calculate_weight`` -- full loads, the low-VRAM ``LowVramPatch`` -- calls its ``calculate_weight``),
+built as ``(loaded_keys, weights)`` with ``weights`` a tuple of tensors: ComfyUI 0.33's Dynamic VRAM rebuilds
+every adapter as ``type(a)(a.loaded_keys, prefetched a.weights)`` (``comfy.lora.prefetch_prepared_value``). The
+class is made at first use on the base class the contract found (:func:`mixed_adapter_class`), so a renamed base
+costs the mixer's adapter (the mixer then applies core ``LoRAAdapter`` patches), not the pack's import. It is not
+a ``LoRAAdapter`` subclass on purpose: code that recognises ``LoRAAdapter`` and reads its 6-tuple (``to_train``,
+0.8.x's bypass ``h``) would silently drop c. Bypass mode (0.8.x ``BypassInjectionManager``) is refused loudly.
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
-from comfy import model_management
-from comfy.weight_adapter import WeightAdapterBase
 
 from ..lora.mix import MixedFactors
 
 LOG = logging.getLogger(__name__)
 
 
-class MixedLoRAAdapter(WeightAdapterBase):
-    """One mixed layer: ``weights = (up, down, rank_scale)`` (source dtype, source dtype, float32)."""
+@functools.cache
+def mixed_adapter_class(base: type) -> type:
+    """:class:`MixedLoRAMath` as a subclass of core's adapter base class ``base`` (made once per base)."""
+    return type("MixedLoRAAdapter", (MixedLoRAMath, base), {"__doc__": MixedLoRAMath.__doc__})
+
+
+class MixedLoRAMath:
+    """One mixed layer: ``weights = (up, down, rank_scale)`` (source dtype, source dtype, float32).
+
+    Core's constructor convention ``(loaded_keys, weights)``; :meth:`from_factors` builds it from the mix.
+    """
 
     name = "lcmpack_lora_mix"
 
-    def __init__(self, factors: MixedFactors):
-        self.loaded_keys = set()
-        self.weights = (factors.up, factors.down, factors.rank_scale)
+    def __init__(self, loaded_keys, weights):
+        self.loaded_keys = loaded_keys
+        self.weights = tuple(weights)
+
+    @classmethod
+    def from_factors(cls, factors: MixedFactors):
+        return cls(set(), (factors.up, factors.down, factors.rank_scale))
 
     def calculate_weight(self, weight, key, strength, strength_model, offset, function,
                          intermediate_dtype=torch.float32, original_weight=None):
@@ -47,6 +63,8 @@ class MixedLoRAAdapter(WeightAdapterBase):
 
         The factors travel to ``weight.device`` in their stored dtype and are cast there.
         """
+        from comfy import model_management
+
         up, down, rank_scale = self.weights
         device = weight.device
         up = model_management.cast_to_device(up, device, None).reshape(up.shape[0], -1).to(torch.float32)

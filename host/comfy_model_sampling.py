@@ -22,6 +22,7 @@ import torch
 from ..errors import SamplingError
 from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
 from ..samplers.timesteps import DEFAULT_ORIGINAL_INFERENCE_STEPS, check_custom_timesteps, lcm_timesteps
+from . import contract
 from .comfy_clone_cache import reused_clone
 
 LOG = logging.getLogger(__name__)
@@ -126,10 +127,9 @@ def lcm_sampling_info(model_sampling) -> LCMSamplingInfo:
     if isinstance(model_sampling, LCMDiscreteGrid):
         return LCMSamplingInfo(model_sampling.original_inference_steps, isinstance(model_sampling, LCMBoundary),
                                "pack")
-    core_names = {cls.__name__ for cls in type(model_sampling).__mro__
-                  if cls.__module__.endswith("nodes_model_advanced")}
-    if "ModelSamplingDiscreteDistilled" in core_names:
-        return LCMSamplingInfo(int(model_sampling.original_timesteps), "LCM" in core_names, "core")
+    core = contract.core_lcm_sampling(model_sampling)  # core's classes by identity (or a pack error naming them)
+    if core is not None:
+        return LCMSamplingInfo(core[0], core[1], "core")
     return LCMSamplingInfo(None, False, "none")
 
 

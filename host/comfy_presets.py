@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import comfy.k_diffusion.sampling
 import comfy.model_sampling
 import comfy.samplers
 import torch
@@ -32,6 +31,7 @@ from ..samplers.presets import (
     preset_for_kind,
     preset_timesteps,
 )
+from . import contract
 from .comfy_clone_cache import reused_clone
 from .comfy_k_diffusion import _parts, sample_lcm_exact, sample_tcd
 from .comfy_model_sampling import (
@@ -119,9 +119,9 @@ def sample_euler_ancestral_seeded(model, x, sigmas, extra_args=None, callback=No
     seed, as the pack's LCM/TCD loops draw it. Core's own default noise differs between hosts (0.8.0 adds 1 to the
     seed on the CPU), so a preset samples the same on every ComfyUI version."""
     seed = (extra_args or {}).get("seed")
-    return comfy.k_diffusion.sampling.sample_euler_ancestral(model, x, sigmas, extra_args=extra_args,
-                                                             callback=callback, disable=disable,
-                                                             noise_sampler=seeded_noise_sampler(x, seed))
+    euler_ancestral = contract.require_core_k_sampler("sample_euler_ancestral")
+    return euler_ancestral(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
+                           noise_sampler=seeded_noise_sampler(x, seed))
 
 
 def ddim_land_sigmas(model_sampling, timesteps: list[int], steps: int, model_config=None) -> torch.Tensor:
@@ -136,6 +136,8 @@ def make_preset_sampler(sampler: str, gamma: float = 0.3, land_sigmas: torch.Ten
 
     ``pure_noise_start``: text-to-image from VP noise even when the first timestep is below σ_max (LCM only).
     """
+    if sampler in ("euler", "euler_ancestral") or sampler == "lcm" and pure_noise_start:
+        contract.check_max_denoise_override()  # the subclasses below answer max_denoise themselves
     if sampler == "lcm":
         return (_PureNoiseKSampler if pure_noise_start else comfy.samplers.KSAMPLER)(sample_lcm_exact)
     if sampler == "tcd":
@@ -143,7 +145,7 @@ def make_preset_sampler(sampler: str, gamma: float = 0.3, land_sigmas: torch.Ten
     if sampler == "ddim":
         return comfy.samplers.KSAMPLER(sample_ddim_trailing, extra_options={"land_sigmas": land_sigmas})
     if sampler == "euler":
-        return _TrailingEulerKSampler(comfy.k_diffusion.sampling.sample_euler)
+        return _TrailingEulerKSampler(contract.require_core_k_sampler("sample_euler"))
     if sampler == "euler_ancestral":
         return _TrailingEulerKSampler(sample_euler_ancestral_seeded)
     raise ValueError(f"sampler={sampler!r} is not one of lcm, tcd, ddim, euler, euler_ancestral.")

@@ -26,13 +26,13 @@ Otherwise "style". The evidence string says which signal decided.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 
 from . import kinds
 from .errors import LoraFormatError
 from .formats import module_names, peft_component
+from .metadata import read_pack_metadata
 from .types import LoraFile
 
 FAMILIES = ("sd1.x", "sd2.x", "sdxl", "ssd-1b", "vega")
@@ -126,17 +126,10 @@ LCM_SCRIPT_GROUPS = {
 
 
 def _pack_metadata_kind(metadata: dict) -> str | None:
-    """The kind the pack itself wrote: ``lcmpack.kind``, or the single accelerator of an exported mix."""
-    explicit = str(metadata.get("lcmpack.kind", "")).strip()
-    if explicit:
-        return explicit
-    try:
-        sources = json.loads(metadata.get("lcmpack.sources", "[]"))
-    except (TypeError, ValueError):
-        return None
-    found = {s.get("kind") for s in sources if isinstance(s, dict) and kinds.is_accelerator(s.get("kind", ""))
-             and float(s.get("applied_weight", s.get("weight", 0.0)) or 0.0) != 0.0}
-    return found.pop() if len(found) == 1 else None
+    """The kind the pack itself wrote: ``lcmpack.kind``, or the single accelerator of an exported mix (read by
+    the validating reader ``lora/metadata.py``: malformed or unknown values are ignored)."""
+    own = read_pack_metadata(metadata, kinds.is_accelerator, kinds.STYLE)
+    return own.kind or own.sources_kind
 
 
 def kind_from_metadata(metadata: dict) -> tuple[str, str] | None:

@@ -33,6 +33,8 @@ import torch
 from .detect import detect_family, detect_kind
 from .errors import LoraFileError
 from .formats import parse_modules
+from .kinds import STYLE, is_accelerator
+from .metadata import bounded_fields, read_pack_metadata
 from .types import LoraFile
 
 LOG = logging.getLogger(__name__)
@@ -147,14 +149,21 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     return tensors, metadata
 
 
+ADAPTER_CONFIG_LIMIT = 1024 * 1024  # bytes of an adapter_config.json read (PEFT writes a few KiB)
+
+
 def read_adapter_config(path: Path) -> dict | None:
     """The PEFT ``adapter_config.json`` beside ``path`` (``<stem>.adapter_config.json`` first), if any."""
     for pattern in ADAPTER_CONFIG_NAMES:
         candidate = path.with_name(pattern.format(stem=path.stem))
         if candidate.is_file():
+            if candidate.stat().st_size > ADAPTER_CONFIG_LIMIT:
+                raise LoraFileError(f"'{candidate.name}' next to LoRA '{path.name}' is larger than "
+                                    f"{ADAPTER_CONFIG_LIMIT // 1024} KiB, too big for a PEFT adapter config; fix or "
+                                    "remove it.")
             try:
                 config = json.loads(candidate.read_text())
-            except (OSError, ValueError) as error:
+            except (OSError, ValueError, RecursionError) as error:
                 raise LoraFileError(f"'{candidate.name}' next to LoRA '{path.name}' is not valid JSON ({error}); "
                                     "fix or remove it.") from error
             if not isinstance(config, dict):
@@ -269,7 +278,8 @@ def largest_scale(sha256: str) -> tuple[str, float, int] | None:
 
 def parse_lora_file(path: Path, display: str) -> LoraFile:
     """Read, hash, validate and classify ``path`` without the cache (what :func:`read_lora_file` caches)."""
-    tensors, metadata = read_tensors(path)
+    tensors, raw_metadata = read_tensors(path)
+    metadata, metadata_notes = bounded_fields(raw_metadata)
     parsed = parse_modules(tensors, metadata, display,
                            adapter_config_loader=lambda: read_adapter_config(path))
     lora = LoraFile(name=display, sha256=_sha256(path), format=parsed.format, family="unknown", kind="style",
@@ -278,7 +288,8 @@ def parse_lora_file(path: Path, display: str) -> LoraFile:
     _remember_largest_scale(lora)
     lora.family, family_note = detect_family(lora)
     lora.kind, kind_note = detect_kind(lora)
-    lora.notes += [family_note, kind_note]
+    lora.notes += [*metadata_notes, *read_pack_metadata(metadata, is_accelerator, STYLE).notes, family_note,
+                   kind_note]
     LOG.info("read LoRA %s: format %s, family %s, kind %s, %d modules", display, lora.format, lora.family,
              lora.kind, len(lora.modules))
     return lora

@@ -66,6 +66,16 @@ def _check_folder(folder: Path) -> None:
                               "writable or choose another LoRA folder.")
 
 
+def check_target(folder: Path, target: Path, overwrite: bool) -> None:
+    """The folder exists and is writable; ``target`` is free (or may be overwritten, and is not a folder)."""
+    _check_folder(folder)
+    if target.is_dir():
+        raise ExportPathError(f"{target.name} in {folder} is a folder, not a file; choose another filename or "
+                              "move that folder away.")
+    if target.exists() and not overwrite:
+        raise _exists_error(target)
+
+
 def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], folder: Path | str,
                             name: str, overwrite: bool = False) -> Path:
     """Write ``tensors`` with ``metadata`` (str → str) as ``folder/name`` atomically; returns the final path.
@@ -74,9 +84,7 @@ def atomic_save_safetensors(tensors: Mapping[str, torch.Tensor], metadata: Mappi
     """
     folder = Path(folder)
     target = folder / export_file_name(name)
-    _check_folder(folder)
-    if target.exists() and not overwrite:
-        raise _exists_error(target)
+    check_target(folder, target, overwrite)
     bad_meta = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad_meta:
         raise TypeError(f"safetensors metadata values must be str; not str: {bad_meta}")

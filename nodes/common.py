@@ -42,7 +42,11 @@ def input_problem(spec, value) -> str | None:
     name, default = spec.id, getattr(spec, "default", None)
     if isinstance(spec, (io.Float.Input, io.Int.Input)):
         bounds = f"[{spec.min}, {spec.max}]"
-        if not math.isfinite(float(value)):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return f"{name}={value!r} is not a number; give a value in {bounds} (default {default})."
+        if not math.isfinite(number):
             return f"{name}={value} is not a finite number; give a value in {bounds} (default {default})."
         if spec.min is not None and value < spec.min:
             return f"{name}={value} is below its minimum {spec.min}; give a value in {bounds} (default {default})."

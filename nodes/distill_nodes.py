@@ -16,18 +16,31 @@ from comfy_api.latest import io, ui
 
 from ..distill.api import distill_lcm_lora, load_samples
 from ..distill.config import DistillConfig
+from ..distill.data import allowed_roots, confine, scan_image_folder
 from ..distill.errors import DistillDataError
 from ..distill.plot import loss_curve_image
 from .common import CATEGORY_ROOT, NODE_PREFIX, check_inputs, run_every_time
 
 LOG = logging.getLogger(__name__)
 CATEGORY_DISTILL = f"{CATEGORY_ROOT}/distill"
+RUN_FOLDER = "lcmpack_distill"
 
 
-def _data_folder(data_dir: str) -> Path:
-    """An absolute folder, or one relative to ComfyUI's input directory."""
-    path = Path(data_dir.strip()).expanduser()
-    return path if path.is_absolute() else Path(folder_paths.get_input_directory()) / path
+def _image_samples(data_dir: str) -> list:
+    """The samples of ``data_dir``, a folder inside ComfyUI's input folder (or inside a folder the server owner
+    allows in ``$LCMPACK_DISTILL_DATA_ROOTS``), checked after resolving symlinks; errors name only ``data_dir``."""
+    roots = allowed_roots(folder_paths.get_input_directory())
+    folder = confine(data_dir, roots)
+    return scan_image_folder(folder, label=data_dir.strip()[:200], roots=roots)
+
+
+def _run_folder(output_name: str) -> Path:
+    """Checkpoints and the encoded cache of a run: ComfyUI's system-user folder ``user/__lcmpack_distill``, which
+    no HTTP route serves (``/view`` would hand the output folder's files to any client). Hosts before the
+    system-user API get the same path (their user routes only serve registered user ids)."""
+    system_dir = getattr(folder_paths, "get_system_user_directory", None)
+    root = Path(system_dir(RUN_FOLDER) if system_dir else Path(folder_paths.get_user_directory()) / f"__{RUN_FOLDER}")
+    return root / Path(output_name.strip()).stem
 
 
 class DistillLCMLoRA(io.ComfyNode):
@@ -51,8 +64,9 @@ class DistillLCMLoRA(io.ComfyNode):
                 io.String.Input("output_name", default="my_lcm_lora",
                                 tooltip="File name of the LoRA in models/loras (.safetensors added; never overwritten)."),
                 io.String.Input("data_dir", default="",
-                                tooltip="Folder of images with same-stem .txt captions (absolute, or relative to "
-                                        "ComfyUI's input folder). Leave empty to use the prompts."),
+                                tooltip="Folder of images with same-stem .txt captions, relative to ComfyUI's input "
+                                        "folder (folders outside it only where the server owner allows them in "
+                                        "LCMPACK_DISTILL_DATA_ROOTS). Leave empty to use the prompts."),
                 io.String.Input("prompts", default="", multiline=True,
                                 tooltip="Prompts only mode (one per line), used when data_dir is empty: the teacher "
                                         "samples its own images first. Data-free; the paper trains on real images."),
@@ -112,13 +126,14 @@ class DistillLCMLoRA(io.ComfyNode):
         if options.get("w_min", -1.0) < 0:
             options["w_min"] = None
         config = DistillConfig(**options)
+        config.validate()  # every option finite and in range before the data is read
         if data_dir.strip():
-            samples = load_samples(data_dir=_data_folder(data_dir))
+            samples = _image_samples(data_dir)
         elif prompts.strip():
             samples = load_samples(prompts=prompts.splitlines())
         else:
             raise DistillDataError("give training data: an image folder in data_dir, or prompts (one per line).")
-        run_dir = Path(folder_paths.get_output_directory()) / "lcm_distill" / Path(output_name.strip()).stem
+        run_dir = _run_folder(output_name)
         bar = comfy.utils.ProgressBar(config.max_train_steps)
         with torch.inference_mode(False):
             result = distill_lcm_lora(

@@ -72,9 +72,11 @@ class LCMLoraLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, lora_name: str | None = None, strength: float | None = None) -> bool | str:
+    def validate_inputs(cls, lora_name: str | None = None, strength: float | None = None,
+                        kind: str | None = None) -> bool | str:
         # No **kwargs here: with them ComfyUI skips its own min/max/combo checks of every input.
-        return first_failure(check_model_file("loras", "lora_name", lora_name), check_inputs(cls, strength=strength))
+        return first_failure(check_model_file("loras", "lora_name", lora_name),
+                             check_inputs(cls, strength=strength, kind=kind))
 
     @classmethod
     def execute(cls, model, lora_name: str, strength: float = 1.0, allow_partial: bool = False,
@@ -82,7 +84,7 @@ class LCMLoraLoader(io.ComfyNode):
         path = folder_paths.get_full_path_or_raise("loras", lora_name)
         lora = with_kind(read_lora_file(path, name=lora_name), kind)
         result = apply_lora(model, clip, lora, strength=strength, allow_partial=allow_partial)
-        return hand_off(result, "LCM-LoRA Loader", notes=[n for n in lora.notes if n.startswith("kind:")])
+        return hand_off(result, "LCM-LoRA Loader", notes=[n for n in lora.notes if n.startswith(("kind:", "metadata"))])
 
 
 NODES = [LCMLoraLoader]

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..host.comfy_fast_path import MODES, FastPathSettings, with_fast_path
 from ..host.comfy_fast_vae import fast_vae_decode
-from .common import CATEGORY_SAMPLING, NODE_PREFIX
+from .common import CATEGORY_SAMPLING, NODE_PREFIX, check_inputs
 
 MODE_TOOLTIP = ("compile_cuda_graph: torch.compile the UNet (first call ~40 s on SD1.5, once per shape) and "
                 "replay the whole loop as one CUDA graph -- fastest, fp16-close to eager. cuda_graph: one CUDA graph "
@@ -38,6 +38,11 @@ class LCMFastPath(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, mode: str | None = None) -> bool | str:
+        # V3 combos are not checked by every supported host: a bad mode fails here, naming the input.
+        return check_inputs(cls, mode=mode)
+
+    @classmethod
     def execute(cls, model, mode: str) -> io.NodeOutput:
         return io.NodeOutput(with_fast_path(model, FastPathSettings(mode=mode)))
 
@@ -63,6 +68,10 @@ class FastVAEDecode(io.ComfyNode):
             ],
             outputs=[io.Image.Output(tooltip="The decoded image.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, mode: str | None = None) -> bool | str:
+        return check_inputs(cls, mode=mode)
 
     @classmethod
     def execute(cls, samples, vae, mode: str) -> io.NodeOutput:

@@ -8,11 +8,10 @@ import logging
 
 import comfy.sample
 import comfy.samplers
-import comfy.utils
-import latent_preview
 from comfy_api.latest import io, ui
 
 from ..errors import SamplingError
+from ..host import contract
 from ..host.comfy_k_diffusion import sample_lcm_exact, sample_tcd
 from ..host.comfy_model_sampling import (
     check_lcm_capable,
@@ -251,10 +250,12 @@ class KSamplerLCM(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, steps: int | None = None, denoise: float | None = None, gamma: float | None = None,
-                        cfg: float | None = None, sampler: str | None = None) -> bool | str:
+                        cfg: float | None = None, sampler: str | None = None,
+                        preset: str | None = None) -> bool | str:
         # Named inputs lose core's min/max/combo checks: check_inputs re-checks each once (finite, in range).
         return first_failure(check_gamma_input(gamma), check_schedule_inputs(steps, denoise),
-                             check_inputs(cls, steps=steps, denoise=denoise, gamma=gamma, cfg=cfg, sampler=sampler))
+                             check_inputs(cls, steps=steps, denoise=denoise, gamma=gamma, cfg=cfg, sampler=sampler,
+                                          preset=preset))
 
     @classmethod
     def check_lazy_status(cls, model=None, negative=None, cfg=None, **_other) -> list[str]:
@@ -279,14 +280,16 @@ class KSamplerLCM(io.ComfyNode):
         samples = comfy.sample.fix_empty_latent_channels(plan.model, latent["samples"])
         latent["samples"] = samples
         noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
-        callback = latent_preview.prepare_callback(plan.model, len(plan.sigmas) - 1)
-        result = comfy.sample.sample_custom(
-            plan.model, noise, choice.cfg, plan.sampler, plan.sigmas, positive, negative, samples,
+        notes: list[str] = []  # ComfyUI contacts that did not match (host/contract.py): one line each
+        callback = contract.preview_callback(plan.model, len(plan.sigmas) - 1, notes)
+        result = contract.sample_custom(
+            plan.model, noise, choice.cfg, plan.sampler, plan.sigmas, positive, negative, samples, notes,
             noise_mask=latent.get("noise_mask"), callback=callback,
-            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+            disable_pbar=not contract.progress_bar_enabled(notes), seed=seed)
         latent["samples"] = result
-        LOG.info("%s", plan.report)
-        return io.NodeOutput(latent, ui=ui.PreviewText(plan.report))
+        report = "\n".join([plan.report, *notes])
+        LOG.info("%s", report)
+        return io.NodeOutput(latent, ui=ui.PreviewText(report))
 
 
 def _choice(model, preset: str, sampler: str, gamma: float, cfg: float, steps: int):

@@ -31,7 +31,7 @@ def test_prompts_only_graph_writes_an_lcm_lora_and_shows_the_loss_curve(comfy):
     from lcm_lora_pack.lora.io import read_lora_file
 
     assert detect_kind(read_lora_file(path))[0] == "lcm"
-    checkpoints = sorted((comfy.base / "output" / "lcm_distill" / "node_lcm").glob("checkpoint-*.pt"))
+    checkpoints = sorted((comfy.base / "user" / "__lcmpack_distill" / "node_lcm").glob("checkpoint-*.pt"))
     assert [p.name for p in checkpoints] == ["checkpoint-1.pt", "checkpoint-2.pt"]
 
 

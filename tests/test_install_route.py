@@ -46,13 +46,17 @@ def tracked_files() -> list[str]:
 
 def fresh_comfyui(into: Path) -> Path:
     """A copy of the host's ComfyUI tree without the pack link provisioning put into its ``custom_nodes``."""
+    root = comfyui_root()
+
     def ignore(folder: str, names: list[str]) -> set[str]:
-        dropped = {n for n in names if n in HOST_ONLY or n.endswith(".pyc")}
+        # Host-only folders (input, output, ...) are dropped at the top only: 0.33 has a package comfy_api/input.
+        top = Path(folder) == Path(root)
+        dropped = {n for n in names if (top and n in HOST_ONLY) or n in ("__pycache__", ".git") or n.endswith(".pyc")}
         if Path(folder).name == "custom_nodes":
             dropped |= {n for n in names if n not in ("example_node.py.example", "websocket_image_save.py")}
         return dropped
 
-    return Path(shutil.copytree(comfyui_root(), into / "ComfyUI", symlinks=False, ignore=ignore))
+    return Path(shutil.copytree(root, into / "ComfyUI", symlinks=False, ignore=ignore))
 
 
 def install_pack(comfy: Path) -> Path:

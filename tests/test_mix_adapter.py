@@ -8,7 +8,7 @@ from conftest import SD15_CKPT
 from lcm_lora_pack.devkit import models
 from lcm_lora_pack.devkit.loras import kind_metadata, kohya_state_dict, save_lora
 from lcm_lora_pack.lora.io import read_lora_file
-from lcm_lora_pack.lora.mix import MixedFactors, MixEntry, mix_terms, normalize_style_weights
+from lcm_lora_pack.lora.mix import MixEntry, mix_terms, normalize_style_weights
 from lcm_lora_pack.lora.resolve import resolve
 
 # Linear (attention, ff), 1x1 conv (proj_in) and 3x3 conv (resnet in_layers.2 / out_layers.3) layers.
@@ -191,7 +191,7 @@ def test_strength_offset_and_function_are_applied_like_core(comfy, base, loras):
     former = former_patches(entries, [e.weight for e in entries])
     rows = int(model.model.state_dict()[LINEAR].shape[0]) // 2
     up, down, rank_scale = ours[LINEAR].weights  # the upper half of the rows only, for the offset
-    ours_half = type(ours[LINEAR])(MixedFactors(up=up[:rows], down=down, rank_scale=rank_scale))
+    ours_half = type(ours[LINEAR])(set(), (up[:rows], down, rank_scale))
     former_up, former_down, alpha = former[LINEAR].weights[:3]
     former_half = LoRAAdapter(set(), (former_up[:rows], former_down, alpha, None, None, None))
 

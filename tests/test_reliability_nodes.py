@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import SD15_CKPT
 from lcm_lora_pack.devkit import loras
-from lcm_lora_pack.devkit.host import PromptFailed, ServerStub
+from lcm_lora_pack.devkit.host import EXECUTOR_CACHE_ARGS, PromptFailed, ServerStub
 from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 from lcm_lora_pack.lora.errors import LoraTensorError
 from lcm_lora_pack.lora.safe_write import atomic_save_safetensors
@@ -276,7 +276,7 @@ def test_a_requeued_export_runs_again_through_the_cached_executor(comfy, lora_fi
     path = lora_files / "rel-requeued.safetensors"
     stub = ServerStub()
     executor = comfy.execution.PromptExecutor(stub, cache_type=comfy.execution.CacheType.CLASSIC,
-                                              cache_args={"lru": 0, "ram": 0})
+                                              cache_args=dict(EXECUTOR_CACHE_ARGS))
     assert _queue(comfy, executor, stub, prompt) == [] and path.is_file()
     path.unlink()
     assert _queue(comfy, executor, stub, prompt) == [] and path.is_file()

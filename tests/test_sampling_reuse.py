@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import SD15_CKPT
 from lcm_lora_pack.devkit import loras
-from lcm_lora_pack.devkit.host import ServerStub
+from lcm_lora_pack.devkit.host import EXECUTOR_CACHE_ARGS, ServerStub
 from lcm_lora_pack.devkit.models import SD15_UNET_CONFIG
 from safetensors.torch import load_file
 
@@ -99,8 +99,19 @@ def _run(comfy, executor, prompt):
     assert executor.success, executor.status_messages
     entry = executor.history_result["outputs"]["save"]["latents"][0]
     latent = load_file(str(comfy.base / "output" / entry["subfolder"] / entry["filename"]))["latent_tensor"]
-    model = executor.caches.outputs.get("ckpt").outputs[0][0]
+    model = _cached_outputs(executor, "ckpt")[0][0]
     return latent, model, _loaded_patcher(model.model)
+
+
+def _cached_outputs(executor, node_id: str):
+    """The executor's cached outputs of a node (its cache's ``get`` is a coroutine from ComfyUI 0.33 on)."""
+    import asyncio
+    import inspect
+
+    entry = executor.caches.outputs.get(node_id)
+    if inspect.iscoroutine(entry):
+        entry = asyncio.run(entry)
+    return entry.outputs
 
 
 def _graph(seed):
@@ -118,7 +129,7 @@ def _graph(seed):
 def test_queued_prompts_on_one_executor_reuse_the_clone(comfy):
     """The server's case: the executor caches the checkpoint's MODEL and re-runs only KSamplerLCM."""
     executor = comfy.execution.PromptExecutor(ServerStub(), cache_type=comfy.execution.CacheType.CLASSIC,
-                                              cache_args={"lru": 0, "ram": 0})
+                                              cache_args=dict(EXECUTOR_CACHE_ARGS))
     first, model, clone = _run(comfy, executor, _graph(seed=1))
     other, model_again, clone_again = _run(comfy, executor, _graph(seed=2))
     same, model_last, clone_last = _run(comfy, executor, _graph(seed=1))
