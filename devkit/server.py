@@ -25,8 +25,9 @@ def free_port() -> int:
 class ComfyServer:
     """Start/stop ``main.py`` with the pack linked into a temporary base directory."""
 
-    def __init__(self, base: Path, model_store: Path | None = None) -> None:
+    def __init__(self, base: Path, model_store: Path | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.base = make_base_directory(base)
+        self.extra_args = tuple(extra_args)
         self.port = free_port()
         self.process: subprocess.Popen | None = None
         self.log_path = self.base / "server.log"
@@ -46,7 +47,7 @@ class ComfyServer:
     def start(self) -> None:
         command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                    "--base-directory", str(self.base), "--disable-api-nodes", "--disable-auto-launch",
-                   "--preview-method", "none"]
+                   "--preview-method", "none", *self.extra_args]
         env = subprocess_env(PYTHONUNBUFFERED="1")  # the test-only nodes import lcm_lora_pack
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, cwd=comfyui_root(), stdout=self._log, stderr=subprocess.STDOUT,

@@ -11,6 +11,7 @@ import comfy.samplers
 from comfy_api.latest import io, ui
 
 from ..accelerators.render import preset_tooltip
+from ..errors import SamplingError
 from ..host import contract
 from ..host.comfy_k_diffusion import sample_lcm_exact, sample_tcd
 from ..host.comfy_model_sampling import (
@@ -22,7 +23,7 @@ from ..host.comfy_model_sampling import (
 )
 from ..host.comfy_presets import plan_sampling, resolve_preset
 from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING
-from ..samplers.guidance import negative_needed, uncond_readers
+from ..samplers.guidance import negative_needed, positive_copies_to_negative, uncond_readers
 from ..samplers.presets import PRESET_NAMES, choose
 from ..samplers.timesteps import (
     DEFAULT_ORIGINAL_INFERENCE_STEPS,
@@ -256,11 +257,13 @@ class KSamplerLCM(io.ComfyNode):
     @classmethod
     def check_lazy_status(cls, model=None, negative=None, cfg=None, **_other) -> list[str]:
         """Ask the executor for ``negative`` only where sampling reads it (``samplers/guidance.py``), at the cfg
-        the preset makes effective."""
+        the preset makes effective, or where core copies part of the positive onto it (old ControlNetApply,
+        GLIGEN): core's own KSampler hands it the real negative there."""
         if model is not None and cfg is not None:
             cfg = _choice(model, _other.get("preset", "auto"), _other.get("sampler", "lcm"), _other.get("gamma", 0.3),
                           cfg, _other.get("steps", 4)).cfg
-        if negative is None and negative_needed(cfg, getattr(model, "model_options", None)):
+        if negative is None and (negative_needed(cfg, getattr(model, "model_options", None))
+                                 or positive_copies_to_negative(_other.get("positive"))):
             return ["negative"]
         return []
 
@@ -268,7 +271,7 @@ class KSamplerLCM(io.ComfyNode):
     def execute(cls, model, positive, negative, latent_image, seed: int, steps: int, cfg: float, sampler: str,
                 gamma: float, denoise: float, preset: str = "auto") -> io.NodeOutput:  # noqa: PLR0913 (schema)
         choice = _choice(model, preset, sampler, gamma, cfg, steps)
-        negative = _negative_or_empty(negative, choice.cfg, model)
+        negative = _negative_or_empty(negative, choice.cfg, model, positive)
         plan = plan_sampling(model, choice, denoise)
         latent = latent_image.copy()
         samples = comfy.sample.fix_empty_latent_channels(plan.model, latent["samples"])
@@ -292,12 +295,16 @@ def _choice(model, preset: str, sampler: str, gamma: float, cfg: float, steps: i
     return choose(found, why, sampler, float(gamma), float(cfg), int(steps), KSAMPLER_DEFAULTS)
 
 
-def _negative_or_empty(negative, cfg: float, model) -> list:
+def _negative_or_empty(negative, cfg: float, model, positive=None) -> list:
     """The negative conditioning, or ``[]`` where it was not evaluated (cfg 1: core never reads it, and an empty
     list takes core's exact path -- the sampled latent is bit-identical to the one with the real negative)."""
     if negative is not None:
         return negative
     options = getattr(model, "model_options", None)
+    copied = positive_copies_to_negative(positive)
+    if copied:
+        raise SamplingError(f"KSamplerLCM got no negative conditioning, but the positive carries {', '.join(copied)} "
+                         "that ComfyUI copies onto the negative; connect a negative conditioning.")
     if negative_needed(cfg, options):
         readers = ", ".join(uncond_readers(options)) or "none"
         raise ValueError(f"KSamplerLCM got no negative conditioning at cfg={cfg} (model options reading it: "

@@ -14,6 +14,12 @@ uncond batch; ``sampler_cfg_function`` (PerpNeg, linear CFG), ``sampler_pre_cfg_
 ``sampling_function`` / ``cfg_function`` consult; with any of them set the negative is requested, even where the
 function might ignore it.
 
+The negative also matters, whatever the cfg, when the positive carries something core copies onto every
+negative entry before sampling (``comfy.samplers.process_conds`` → ``apply_empty_x_to_equal_area``): a
+ControlNet applied by the old ``ControlNetApply`` node (``control_apply_to_uncond``) and a GLIGEN box. Core's own
+KSampler always hands it the real negative; with an empty negative list that copy divides by zero
+(``integer modulo by zero``, issue 29.4), so the node requests the negative there too.
+
 Pure: no ComfyUI import (the node passes ``model.model_options``).
 """
 from __future__ import annotations
@@ -50,3 +56,25 @@ def negative_needed(cfg, model_options: Mapping | None) -> bool:
     if not guidance_is_identity(cfg):
         return True
     return bool(uncond_readers(model_options))
+
+
+UNCOND_COPIED_KEYS = ("control", "gligen")
+"""Positive-conditioning entries core copies onto the negative in ``process_conds`` (``apply_empty_x_to_equal_area``
+with ``'control'`` for entries marked ``control_apply_to_uncond``, and ``'gligen'`` for every entry)."""
+
+
+def positive_copies_to_negative(positive) -> list[str]:
+    """What in ``positive`` (ComfyUI ``CONDITIONING``: ``[[tensor, options], ...]``) core copies onto the negative:
+    ``"control"`` for an entry without ``area`` whose ControlNet is marked ``control_apply_to_uncond`` (the old
+    ControlNetApply node), ``"gligen"`` for an entry without ``area`` with a GLIGEN box. Empty when nothing is.
+    """
+    found = []
+    for entry in positive or ():
+        options = entry[1] if isinstance(entry, (list, tuple)) and len(entry) > 1 else None
+        if not isinstance(options, Mapping) or "area" in options:
+            continue
+        if options.get("control") is not None and options.get("control_apply_to_uncond", False) is True:
+            found.append("control")
+        if options.get("gligen") is not None:
+            found.append("gligen")
+    return sorted(set(found))

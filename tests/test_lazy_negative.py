@@ -73,7 +73,7 @@ def _graph(cfg: float, cfg_norm: bool = False, lcm_preset: bool = False) -> dict
         "probe": {"class_type": PROBE_ID, "inputs": {"conditioning": ["neg", 0], "label": "negative"}},
         "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
     }
-    if lcm_preset:  # carries the pack's own calc-cond-batch function, which never reads the negative
+    if lcm_preset:  # the pack's LCM model sampling: no model option that reads the negative
         graph["lcm"] = {"class_type": "LCMPack_ModelSamplingLCM", "inputs": {
             "model": model, "original_inference_steps": 50, "timestep_scaling": 10.0, "sigma_data": 0.5}}
         model = ["lcm", 0]
@@ -121,13 +121,13 @@ def test_cfg_one_does_not_run_the_negative_branch_and_the_latent_is_unchanged(co
 
 
 def test_a_model_with_the_packs_lcm_sampling_skips_the_negative_too(comfy, direct):
-    """LCM Model Sampling / LCM-LoRA Loader install the pack's single-conditioning batch function; it hands the
-    conds to core unchanged, so it must not count as a model option that reads the negative."""
+    """LCM Model Sampling / LCM-LoRA Loader change the model sampling only (no model option that reads the
+    negative, issue 29.1), so the negative is still skipped at cfg 1."""
     latent, executions = _run_recording(comfy, _graph(1.0, lcm_preset=True))
     assert executions == []
     (preset,) = comfy.run_node("LCMPack_ModelSamplingLCM", model=direct["model"], original_inference_steps=50,
                                timestep_scaling=10.0, sigma_data=0.5)
-    assert "sampler_calc_cond_batch_function" in preset.model_options
+    assert not uncond_readers(preset.model_options)
     assert torch.equal(latent, direct["sample"](1.0, sample_model=preset))
 
 
@@ -160,3 +160,21 @@ def test_lazy_flag_is_in_the_node_schema(comfy):
     spec = comfy.node_class(NODE).INPUT_TYPES()["required"]["negative"]
     assert spec[0] == "CONDITIONING" and spec[1].get("lazy") is True
     assert "not evaluated at cfg 1.0" in spec[1]["tooltip"].lower()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What core copies from the positive onto the negative (issue 29.4)
+# ---------------------------------------------------------------------------------------------------------
+
+def test_an_old_node_controlnet_or_a_gligen_box_in_the_positive_needs_the_negative():
+    from lcm_lora_pack.samplers.guidance import positive_copies_to_negative
+
+    control = object()
+    assert positive_copies_to_negative([[None, {"control": control, "control_apply_to_uncond": True}]]) == ["control"]
+    assert positive_copies_to_negative([[None, {"gligen": ("position", None, [])}]]) == ["gligen"]
+    # the new ControlNet node (applied to both conditionings), an area entry, nothing, or no positive: not needed
+    assert positive_copies_to_negative([[None, {"control": control, "control_apply_to_uncond": False}]]) == []
+    assert positive_copies_to_negative([[None, {"control": control, "control_apply_to_uncond": True,
+                                                "area": (8, 8, 0, 0)}]]) == []
+    assert positive_copies_to_negative([[None, {}]]) == []
+    assert positive_copies_to_negative(None) == []

@@ -1,4 +1,5 @@
-"""Test-only ComfyUI custom node folder: ``LCMPackTest_TinySDXLCheckpointLoader``, ``LCMPackTest_ConditioningProbe``.
+"""Test-only ComfyUI custom node folder: ``LCMPackTest_TinySDXLCheckpointLoader``, ``LCMPackTest_ConditioningProbe``,
+``LCMPackTest_UNetRecorder``.
 
 Loaded next to the pack by the workflow tests and by ``scripts/run_examples.py`` (when it runs on generated
 models). It stands in for ``CheckpointLoaderSimple`` on SDXL workflows -- same input name ``ckpt_name`` and
@@ -10,9 +11,12 @@ package name (``lcm_lora_pack`` is importable in every process that links it: se
 """
 from __future__ import annotations
 
+import os
+
 import comfy.sd
 import comfy.utils
 import folder_paths
+import torch
 from lcm_lora_pack.devkit.tiny_sdxl import build_tiny_sdxl_clip, split_tiny_sdxl_checkpoint
 
 NODE_ID = "LCMPackTest_TinySDXLCheckpointLoader"
@@ -62,6 +66,55 @@ class ConditioningProbe:
         return (conditioning,)
 
 
-NODE_CLASS_MAPPINGS = {NODE_ID: TinySDXLCheckpointLoader, PROBE_ID: ConditioningProbe}
+class UNetRecorder:
+    """MODEL -> MODEL clone whose UNet calls are recorded: for every call of the diffusion model during sampling,
+    its input ``x`` (the UNet's own units), timestep ``t`` and raw output (eps / v) are written to
+    ``output/records/<label>.safetensors`` (``x_<n>``, ``t_<n>``, ``out_<n>``, rewritten after each call). A
+    torch forward hook is held on the UNet only for the duration of one ``apply_model`` call (test only)."""
+
+    DESCRIPTION = "TEST ONLY: records the UNet's inputs and outputs during sampling."
+    CATEGORY = "testing"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "record"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL", {"tooltip": "The model to record."}),
+                             "label": ("STRING", {"default": "unet", "tooltip": "File name of the record."})}}
+
+    def record(self, model, label):
+        from safetensors.torch import save_file
+
+        path = os.path.join(folder_paths.get_output_directory(), "records", f"{label}.safetensors")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tensors: dict[str, torch.Tensor] = {}
+        previous = model.model_options.get("model_function_wrapper")
+
+        def wrapper(apply_model, args):
+            unet = apply_model.__self__.diffusion_model
+
+            def hook(_module, inputs, output):
+                n = len(tensors) // 3
+                tensors[f"x_{n}"] = inputs[0].detach().float().clone().contiguous()
+                tensors[f"t_{n}"] = inputs[1].detach().float().clone().contiguous()
+                tensors[f"out_{n}"] = output.detach().float().clone().contiguous()
+
+            handle = unet.register_forward_hook(hook)
+            try:
+                if previous is not None:
+                    return previous(apply_model, args)
+                return apply_model(args["input"], args["timestep"], **args["c"])
+            finally:
+                handle.remove()
+                save_file(dict(tensors), path)
+
+        clone = model.clone()
+        clone.set_model_unet_function_wrapper(wrapper)
+        return (clone,)
+
+
+RECORDER_ID = "LCMPackTest_UNetRecorder"
+NODE_CLASS_MAPPINGS = {NODE_ID: TinySDXLCheckpointLoader, PROBE_ID: ConditioningProbe, RECORDER_ID: UNetRecorder}
 NODE_DISPLAY_NAME_MAPPINGS = {NODE_ID: "Tiny SDXL Checkpoint (test only)",
-                              PROBE_ID: "Conditioning Probe (test only)"}
+                              PROBE_ID: "Conditioning Probe (test only)",
+                              RECORDER_ID: "UNet Recorder (test only)"}
