@@ -87,6 +87,8 @@ def _latents(server, graph: dict) -> dict[str, torch.Tensor]:
     assert history["status"]["status_str"] == "success", history["status"]
     out = {}
     for node_id, output in history["outputs"].items():
+        if "latents" not in output:  # the pack's nodes also show their report
+            continue
         (entry,) = output["latents"]
         path = server.base / "output" / entry["subfolder"] / entry["filename"]
         out[node_id.removeprefix("save_")] = load_file(str(path))["latent_tensor"]
