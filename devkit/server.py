@@ -105,7 +105,12 @@ class ComfyServer:
     def wait_history(self, prompt_id: str, timeout: float = 300) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            history = self.get_json(f"/history/{prompt_id}")
+            try:
+                history = self.get_json(f"/history/{prompt_id}")
+            except OSError:  # a poll that timed out on a starved CPU (urllib's URLError and socket timeouts)
+                if self.process is not None and self.process.poll() is not None:
+                    raise
+                continue
             if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
                 return history[prompt_id]
             time.sleep(0.5)
