@@ -61,6 +61,7 @@ from ..samplers.fast_path import (
 from ..samplers.lcm_sampler import seeded_noise_sampler
 from . import contract
 from .comfy_cond_batch import _transformer_options, single_plain_cond
+from .contract import dynamic_vram
 
 LOG = logging.getLogger(__name__)
 
@@ -150,14 +151,6 @@ def lcm_sampler_kind(function) -> str | None:
 DYNAMIC_VRAM_REASON = ("ComfyUI runs this model with Dynamic VRAM (it rebuilds the LoRA-patched weights at every "
                        "use, so a captured graph's weight addresses never hold and every call would re-capture): "
                        "start ComfyUI with --disable-dynamic-vram to use the captured path")
-
-
-def dynamic_vram(patcher) -> bool:
-    """Whether ComfyUI loads ``patcher`` with Dynamic VRAM: core ``ModelPatcher.is_dynamic()`` (ComfyUI 0.16+,
-    checked on 0.33.0: ``ModelPatcherDynamic`` answers True, plain ``ModelPatcher`` False; the VAE's and
-    CLIP's patchers answer the same way). Hosts without the method (0.8.0, 0.3.75) never load dynamically."""
-    is_dynamic = getattr(patcher, "is_dynamic", None)
-    return bool(is_dynamic()) if callable(is_dynamic) else False
 
 
 def _foreign_wrappers(model_options: dict) -> list[str]:

@@ -35,7 +35,7 @@ from ..samplers.fast_path import (
     timed_capture,
 )
 from . import contract
-from .comfy_fast_path import dynamic_vram
+from .contract import dynamic_vram
 
 LOG = logging.getLogger(__name__)
 _UNMATCHED: set = set()  # contact lines reported once per process

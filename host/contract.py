@@ -467,3 +467,11 @@ def cond_inputs(cond: dict, batch: int) -> dict:
         raise ContactMismatch(line("cond_inputs", "a conditioning's model_conds / process_cond(batch_size=, area=) "
                                    "/ comfy.samplers.cond_cat differ", "running core's sampler"))
     return cond_cat([{name: value.process_cond(batch_size=batch, area=None) for name, value in conds.items()}])
+
+
+def dynamic_vram(patcher) -> bool:
+    """Whether ComfyUI loads ``patcher`` with Dynamic VRAM: core ``ModelPatcher.is_dynamic()`` (ComfyUI 0.16+,
+    checked on 0.33.0: ``ModelPatcherDynamic`` answers True, plain ``ModelPatcher`` False; the VAE's and
+    CLIP's patchers answer the same way). Hosts without the method (0.8.0, 0.3.75) never load dynamically."""
+    is_dynamic = getattr(patcher, "is_dynamic", None)
+    return bool(is_dynamic()) if callable(is_dynamic) else False
