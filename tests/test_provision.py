@@ -190,3 +190,38 @@ def test_ci_runs_all_three_hosts_and_fails_when_any_fails(tmp_path, second, expe
     assert "[comfyui-0.33.0] exit 0 after" in summary and PASSED in summary.splitlines()[1]
     assert f"[comfyui-0.8.0] exit {second[0] or (0 if expected == 0 else 1)}" in summary
     assert "[comfyui-0.3.75] exit 0 after" in summary
+
+
+def test_comfy_requirements_leave_the_torch_stack_to_the_shared_layer(tmp_path):
+    """torch, torchvision and torchaudio, in any spelling, come from the torch layer, never from ComfyUI's list."""
+    root = tmp_path / "ComfyUI"
+    root.mkdir()
+    (root / "requirements.txt").write_text("torch\ntorchvision>=0.20\nTorchAudio==2.0 # audio\nnumpy>=1.25.0\n"
+                                           "#non essential dependencies:\nspandrel\n")
+    lines = provision.requirements_without_torch(root, tmp_path).read_text().split()
+    assert lines == ["numpy>=1.25.0", "spandrel", "requests"]
+
+
+def test_a_new_environment_reads_torch_from_the_shared_layer(tmp_path, monkeypatch):
+    """Three hosts' environments hold the ~5.5 GB torch stack once: a new one gets a .pth to the layer."""
+    layer, host = tmp_path / "layer", tmp_path / "host"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(layer)], check=True)
+    layer_site = provision.site_packages(layer / "bin" / "python")
+    for name in ("torch", "torchvision", "torchaudio"):  # stand-ins: this test checks the wiring, not torch
+        (layer_site / name).mkdir()
+        (layer_site / name / "__init__.py").write_text(f"LAYER = {str(layer)!r}\n")
+    monkeypatch.setenv("LCMPACK_TORCH_LAYER", str(layer))
+    monkeypatch.setenv("LCMPACK_VENV", str(host))
+    monkeypatch.setattr(provision, "run", _run_without_pip)
+    python = provision.ensure_venv()
+    pth = provision.site_packages(python) / provision.TORCH_LAYER_PTH
+    assert pth.read_text().strip() == str(layer_site)
+    origin = subprocess.run([str(python), "-c", "import torch; print(torch.__file__)"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert Path(origin).is_relative_to(layer_site)
+
+
+def _run_without_pip(cmd: list[str], what: str) -> None:
+    """provision.run for the layer test: venv creation runs (without pip, to stay fast); no pip install may run."""
+    assert "pip" not in cmd, f"the layer already imports torch, yet provisioning ran {what}: {cmd}"
+    subprocess.run([*cmd, "--without-pip"], check=True)
