@@ -1,5 +1,6 @@
 """The real-time nodes through a real ComfyUI ``main.py`` server on the GPU, with ComfyUI's own allocator settings
-(issue 29 item 0: the server must survive every mode; item 3: both VRAM modes).
+(issue 29 item 0: the server must survive every mode; item 3: both VRAM modes; issue 21: LoRA parity pack vs core
+(``--parity``), a distillation run and a merged export (``--distill STEPS``) in each VRAM mode).
 
 One server per configuration (``--config``): ``default`` (what ``python main.py`` does: Dynamic VRAM where the
 host has it, ``cudaMallocAsync``), ``no-dynamic`` (``--disable-dynamic-vram``), ``no-cuda-malloc``
@@ -169,6 +170,49 @@ def parity_graph(chain: list[tuple[str, str, float]], seed: int) -> dict:
     return prompt
 
 
+def distill_graph(output_name: str, steps: int) -> dict:
+    """Checkpoint → ``LCMPack_DistillLCMLoRA`` in prompts (data-free) mode: ``steps`` optimizer steps, rank 16."""
+    side, smoke = (64, True) if SMOKE["on"] else (512, False)
+    options = dict(max_train_steps=steps, train_batch_size=2, learning_rate=1e-4, lora_rank=16, lora_alpha=16.0,
+                   resolution=side, w_min=3.0, w_max=15.0, num_ddim_timesteps=50, loss_type="huber", huber_c=0.001,
+                   mixed_precision="no" if smoke else "fp16", gradient_checkpointing=False, seed=0,
+                   checkpointing_steps=steps, resume=False, center_crop=False, random_flip=False,
+                   teacher_sampling_steps=2 if smoke else 4)
+    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+            "2": {"class_type": "LCMPack_DistillLCMLoRA", "inputs": {
+                "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "output_name": output_name, "data_dir": "",
+                "prompts": "a red circle\na blue square", **options}}}
+
+
+def export_graph(filename: str) -> dict:
+    """The LCM-LoRA (1.0) and the style LoRA (0.8) stacked → ``LCMPack_LoraExport`` concat (exact)."""
+    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+            "21": {"class_type": "LCMPack_LoraStack", "inputs": {"lora_name": LORA, "weight": 1.0,
+                                                                 "role": "accelerator"}},
+            "22": {"class_type": "LCMPack_LoraStack", "inputs": {"lora_name": STYLE, "weight": 0.8,
+                                                                 "role": "style", "stack": ["21", 0]}},
+            "23": {"class_type": "LCMPack_LoraExport", "inputs": {
+                "model": ["1", 0], "stack": ["22", 0], "filename": filename, "mode": "concat", "rank": 64,
+                "overwrite": False}}}
+
+
+def run_training(client: Client, steps: int, seed: int = 7) -> dict:
+    """A distillation run and a merged export through the server, then the distilled LoRA sampled through the
+    pack's loader (issue 21: "a distillation step and an export run" in each VRAM mode)."""
+    tag = uuid.uuid4().hex[:8]
+    result = {}
+    for name, prompt in (("distill", distill_graph(f"dv-distilled-{tag}", steps)),
+                         ("export", export_graph(f"dv-export-{tag}"))):
+        seconds, _, status = client.run(prompt, timeout=900.0)
+        result[name] = {"seconds": round(seconds, 2), "status": "success" if status.startswith("success") else status[:300]}
+    for name, lora in (("distilled LoRA sampled", f"dv-distilled-{tag}.safetensors"),
+                       ("exported mix sampled", f"dv-export-{tag}.safetensors")):
+        seconds, image, status = client.run(parity_graph([("pack", lora, 1.0)], seed))
+        result[name] = {"seconds": round(seconds, 2), "status": status[:300], "image": image is not None}
+    result["alive_after"] = client.alive()
+    return result
+
+
 def run_parity(client: Client, seed: int = 7) -> dict:
     """Each chain once (same seed); max pixel difference of each pair (0-255) and job statuses."""
     images, statuses = {}, {}
@@ -277,6 +321,8 @@ def main(argv=None) -> int:
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--parity", action="store_true", help="first run the LoRA parity graphs (pack vs core)")
+    parser.add_argument("--distill", type=int, default=0, metavar="STEPS",
+                        help="then a distillation run of STEPS steps and an export through the server")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--smoke", action="store_true", help="CPU server, tiny checkpoint, 64² (checks the script)")
     args = parser.parse_args(argv)
@@ -296,6 +342,9 @@ def main(argv=None) -> int:
         if args.parity:
             results.append(run_parity(client))
             print("PARITY", args.config, json.dumps(results[-1]), flush=True)
+        if args.distill:
+            results.append({"training": run_training(client, args.distill)})
+            print("TRAINING", args.config, json.dumps(results[-1]), flush=True)
         for arm in [a for a in args.arms.split(",") if a]:
             results.append(run_arm(client, arm, seeds, eager_images))
             print("ARM", args.config, json.dumps(results[-1]), flush=True)
