@@ -57,8 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def pack(name: str):
-    """A pack module as ``lcm_lora_pack.samplers.<name>`` (run the bench with ``PYTHONPATH=.pack``)."""
-    return importlib.import_module(f"lcm_lora_pack.samplers.{name}")
+    """A pack module of the ComfyUI contract layer, ``lcm_lora_pack.host.<name>`` (run the bench with
+    ``PYTHONPATH=.pack``)."""
+    return importlib.import_module(f"lcm_lora_pack.host.{name}")
 
 
 class Family:
@@ -97,7 +98,7 @@ def fast_module(model, name: str = "comfy_fast_path"):
     folder name, the bench under ``lcm_lora_pack``: each instance keeps its own states)."""
     fp = pack("comfy_fast_path")
     wrappers = model.get_wrappers(fp.extensions.WrappersMP.SAMPLER_SAMPLE, fp.WRAPPER_KEY)
-    package = wrappers[0].__module__.rsplit(".", 1)[0] if wrappers else "lcm_lora_pack.samplers"
+    package = wrappers[0].__module__.rsplit(".", 1)[0] if wrappers else "lcm_lora_pack.host"
     return sys.modules[f"{package}.{name}"]
 
 
