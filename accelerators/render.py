@@ -43,7 +43,7 @@ def cfg_text(recipe: Recipe) -> str:
 
 
 def sampling_text(recipe: Recipe) -> str:
-    """Sampler · timesteps · model sampling, or the core KSampler advice of a detection-only family."""
+    """Sampler · timesteps · model sampling, or the core KSampler advice of a family KSampler (LCM) does not drive."""
     if recipe.runs_on == "core":
         parts = [f"core KSampler: {recipe.scheduler or 'euler'}"]
         if recipe.steps:
