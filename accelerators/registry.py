@@ -28,11 +28,15 @@ _SD3 = Accelerator(
     ("Hyper-SD3-4steps-CFG-lora.safetensors", "Hyper-SD3-8steps-CFG-lora.safetensors",
      "Hyper-SD3-16steps-CFG-lora.safetensors"),
     tuple(Recipe(f"hyper-sd3-{steps}step", "euler", "trailing", "discrete", cfg, "ByteDance/Hyper-SD card, SD3 CFG "
-                 f"LoRAs: FlowMatchEulerDiscreteScheduler, {steps} steps, guidance_scale {cfg:g}, LoRA scale 0.125",
+                 f"LoRAs: StableDiffusion3Pipeline's FlowMatchEulerDiscreteScheduler (shift 3), {steps} steps, "
+                 f"guidance_scale {cfg:g}, LoRA scale 0.125",
                  steps=steps, strength=0.125, when=rules(f"steps={steps}")[0], runs_on="core",
-                 scheduler="euler / simple") for steps, cfg in ((4, 3.0), (8, 5.0), (16, 7.0))),
-    "Hyper-SD3 LoRA: load it at strength 0.125 and sample with core's KSampler, euler, the file's step count, "
-    "cfg 3/5/7 at 4/8/16 steps.",
+                 scheduler="euler / normal",
+                 note="core's 'normal' scheduler is the pipeline's timesteps linspace(1000, 1000·σ_min, n); 'simple' "
+                      "is another schedule (tests/test_accel_family_parity.py)")
+          for steps, cfg in ((4, 3.0), (8, 5.0), (16, 7.0))),
+    "Hyper-SD3 LoRA: load it at strength 0.125 and sample with core's KSampler, euler, scheduler normal, the "
+    "file's step count, cfg 3/5/7 at 4/8/16 steps.",
     (HYPER_SD,), (Download("ByteDance/Hyper-SD", "Hyper-SD3-8steps-CFG-lora.safetensors"),),
     notes=("strength trap: the card uses LoRA scale 0.125, not 1.0",))
 
@@ -150,7 +154,8 @@ _WAN22 = Accelerator(
     tuple(Recipe(f"wan22-lightning-{expert}", "euler", "trailing", "discrete", 1.0, "lightx2v/Wan2.2-Lightning card: "
                  f"4 steps split between the two experts, cfg 1; this file goes on the {expert}-noise expert",
                  steps=4, when=rules(f"={expert}")[0], runs_on="core", scheduler="euler / simple",
-                 expert=f"{expert}-noise")
+                 expert=f"{expert}-noise", note="no diffusers scheduler setup in the record: core's sampler, not "
+                                                "compared with the authors' scripts")
           for expert in ("high", "low")),
     "Wan 2.2 Lightning LoRA: a pair: the HIGH file on the high-noise expert, the LOW file on the low-noise "
     "expert, 4 steps in all, cfg 1.",
@@ -166,7 +171,9 @@ _WAN21 = Accelerator(
     "wan21-lightx2v", "Wan 2.1 lightx2v", ("wan",), "lora", rules("wan lightx2v", "wan stepdistill"),
     ("Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors",),
     (Recipe("wan21-lightx2v", "euler", "trailing", "discrete", 1.0, "lightx2v Wan2.1 StepDistill-CfgDistill card: "
-            "4 steps, cfg 1", steps=4, runs_on="core", scheduler="euler / simple"),),
+            "4 steps, cfg 1", steps=4, runs_on="core", scheduler="euler / simple",
+            note="no diffusers scheduler setup in the record: core's sampler, not compared with the authors' "
+                 "scripts"),),
     "Wan 2.1 lightx2v LoRA: sample with core's KSampler, 4 steps, cfg 1.",
     (Source("https://huggingface.co/lightx2v/Wan2.1-T2V-14B-StepDistill-CfgDistill-Lightx2v", READ, "card"),),
     (Download("Kijai/WanVideo_comfy", "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"),))
