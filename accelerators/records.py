@@ -89,17 +89,28 @@ class Source:
 
 @dataclass(frozen=True)
 class Download:
-    """Where the authors publish a file: repository, file name (size / sha256 where the card gives them)."""
+    """Where the authors publish a file: repository, file (its path in the repository), the ComfyUI models folder,
+    size / sha256 where the card gives them (none of the cards read does), and ``save_as``: the name to save it
+    under where the published name is generic (``pytorch_lora_weights.safetensors``) or does not say what the file
+    is (Wan 2.2 Lightning's ``high_noise_model.safetensors``), so that detection by name recognises it. The example
+    workflows' per-node ``models`` metadata (name, url, directory: what the ComfyUI frontend offers to download) and
+    docs' download tables are generated from these."""
 
     repo: str
     file: str
     directory: str = "loras"
     size: str = ""
     sha256: str = ""
+    save_as: str = ""
 
     @property
     def url(self) -> str:
         return f"https://huggingface.co/{self.repo}/resolve/main/{self.file}"
+
+    @property
+    def name(self) -> str:
+        """The file name in ComfyUI's models folder: ``save_as``, else the published file's own name."""
+        return self.save_as or self.file.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,8 @@ _FLUX_TURBO = Accelerator(
     "FLUX.1-Turbo-Alpha LoRA: load it at strength 1.0 and sample with core's KSampler (euler, 8 steps, cfg 1) and "
     "FluxGuidance 3.5.",
     (Source("https://huggingface.co/alimama-creative/FLUX.1-Turbo-Alpha", READ, "card"),),
-    (Download("alimama-creative/FLUX.1-Turbo-Alpha", "diffusion_pytorch_model.safetensors"),),
+    (Download("alimama-creative/FLUX.1-Turbo-Alpha", "diffusion_pytorch_model.safetensors",
+              save_as="FLUX.1-Turbo-Alpha.safetensors"),),
     notes=("published as diffusion_pytorch_model.safetensors: rename it (e.g. FLUX.1-Turbo-Alpha.safetensors) so "
            "that the name says what it is",))
 
@@ -130,7 +131,8 @@ _TCD = Accelerator(
             gamma=0.3),),
     "TCD LoRA: KSampler (LCM) preset auto samples it with TCD (gamma 0.3), 4-8 steps, cfg 1.",
     (Source("https://huggingface.co/h1t/TCD-SDXL-LoRA", READ, "card"),),
-    (Download("h1t/TCD-SDXL-LoRA", "pytorch_lora_weights.safetensors"),),
+    (Download("h1t/TCD-SD15-LoRA", "pytorch_lora_weights.safetensors", save_as="TCD-SD15-LoRA.safetensors"),
+     Download("h1t/TCD-SDXL-LoRA", "pytorch_lora_weights.safetensors", save_as="TCD-SDXL-LoRA.safetensors")),
     style_weight="style weight 1.0 with the TCD-LoRA at 1.0 (diffusers' TCD-LoRA guide mixes a style LoRA at "
                  "[1.0, 1.0]); lower the style if details burn.",
     notes=("published as pytorch_lora_weights.safetensors: its content is not distinguishable from LCM's; set the "
@@ -160,8 +162,10 @@ _WAN22 = Accelerator(
     "Wan 2.2 Lightning LoRA: a pair: the HIGH file on the high-noise expert, the LOW file on the low-noise "
     "expert, 4 steps in all, cfg 1.",
     (Source("https://huggingface.co/lightx2v/Wan2.2-Lightning", READ, "card"),),
-    (Download("lightx2v/Wan2.2-Lightning", "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/high_noise_model.safetensors"),
-     Download("lightx2v/Wan2.2-Lightning", "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/low_noise_model.safetensors")),
+    (Download("lightx2v/Wan2.2-Lightning", "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/high_noise_model.safetensors",
+              save_as="Wan2.2-Lightning_T2V-A14B-4steps-lora_HIGH_fp16.safetensors"),
+     Download("lightx2v/Wan2.2-Lightning", "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/low_noise_model.safetensors",
+              save_as="Wan2.2-Lightning_T2V-A14B-4steps-lora_LOW_fp16.safetensors")),
     notes=("pair trap: the card puts each file on its own expert (HIGH on the high-noise model, LOW on the "
            "low-noise model); the loader refuses the two files on one model, and a file on an expert whose model "
            "file name names the other one (where ComfyUI records the file: 0.33)",
@@ -232,7 +236,7 @@ _FLASH = Accelerator(
             "LCMScheduler.set_timesteps), 4 steps, guidance_scale 0"),),
     "Flash Diffusion LoRA: KSampler (LCM) preset auto samples it with LCM, 4 steps, cfg 1.",
     (Source("https://huggingface.co/jasperai/flash-sdxl", READ, "card"),),
-    (Download("jasperai/flash-sdxl", "pytorch_lora_weights.safetensors"),))
+    (Download("jasperai/flash-sdxl", "pytorch_lora_weights.safetensors", save_as="flash-sdxl.safetensors"),))
 
 _ANIMATELCM = Accelerator(
     "animatelcm", "AnimateLCM", ("sd1.x",), "lora", rules("animatelcm", "==sd15lorabeta"),
@@ -261,8 +265,9 @@ _LCM = Accelerator(
     "LCM model sampling set: sample with KSampler (LCM) (preset auto) or the LCM sampler, 'simple' scheduler, "
     "4-8 steps, cfg 1-2.",
     (Source("https://huggingface.co/latent-consistency/lcm-lora-sdv1-5", READ, "card; arXiv 2311.05556"),),
-    (Download("latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors"),
-     Download("latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors")),
+    (Download("latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors",
+              save_as="lcm-lora-sdv1-5.safetensors"),
+     Download("latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors", save_as="lcm-lora-sdxl.safetensors")),
     content=LCM_SCRIPT,
     style_weight="style weight ~0.8 with the LCM-LoRA at 1.0 (LCM-LoRA paper, arXiv 2311.05556 sec. 4; diffusers' "
                  "LCM-LoRA guide uses adapter weights [1.0, 0.8]).")

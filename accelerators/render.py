@@ -98,11 +98,13 @@ def notes_list() -> str:
 
 
 def downloads_table() -> str:
-    rows = ["| kind | repository | file | ComfyUI folder |", "|---|---|---|---|"]
+    """Every record's download: the name to save it under, its folder, the repository and the file's URL."""
+    rows = ["| kind | save as | ComfyUI folder | repository | published file |", "|---|---|---|---|---|"]
     for record in records():
         for download in record.downloads:
-            rows.append(f"| {record.kind} | [{download.repo}](https://huggingface.co/{download.repo}) | "
-                        f"`{download.file}` | `models/{download.directory}` |")
+            rows.append(f"| {record.kind} | `{download.name}` | `models/{download.directory}` | "
+                        f"[{download.repo}](https://huggingface.co/{download.repo}) | "
+                        f"[`{download.file}`]({download.url}) |")
     return "\n".join(rows)
 
 

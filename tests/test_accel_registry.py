@@ -26,7 +26,8 @@ from lcm_lora_pack.lora.io import read_lora_file
 from lcm_lora_pack.samplers import presets
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATED = ("docs/accelerators.md", "web/docs/LCMPack_KSamplerLCM.md", "web/docs/LCMPack_LCMLoraLoader.md")
+GENERATED = ("docs/accelerators.md", "docs/workflows.md", "web/docs/LCMPack_KSamplerLCM.md",
+             "web/docs/LCMPack_LCMLoraLoader.md")
 MEGABYTE = 1_000_000
 BOUND_SECONDS = 0.050  # issue 22, item 6: "a 1 MB title is classified in < 50 ms"
 
