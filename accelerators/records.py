@@ -49,8 +49,11 @@ class Recipe:
     "model" (the checkpoint's own) or diffusers' "linear" (``linspace(β₀, β₁)``: ComfyUI's ``sqrt_linear``), which
     AnimateLCM and AnimateDiff-Lightning use. ``steps``: the step count it was distilled for (None: any; a trailing
     recipe then takes the count its published file name carries). ``when``: the name rule that selects this variant
-    of a record (None: the default). ``runs_on``: "ksampler-lcm" (a preset of **KSampler (LCM)**) or "core"
-    (advice for core's KSampler: the families the pack's sampler does not drive). ``expert``: the expert model of a
+    of a record (None: the default). ``runs_on``: "ksampler-lcm" (a preset of **KSampler (LCM)** run by the pack's
+    samplers), "flow" (a preset of KSampler (LCM) for a rectified-flow family -- FLUX.1, SD3, Qwen-Image, Wan -- that
+    runs core's own sampling: the model's flow sampling with ``shift`` set as core's ModelSamplingAuraFlow node sets
+    it, core's ``scheduler``, core's Euler: ``host/comfy_flow_presets.py``) or "core" (advice for core's KSampler only:
+    Wan 2.2's two experts, which one sampler cannot split). ``expert``: the expert model of a
     two-expert model this file goes on (Wan 2.2's "high-noise" / "low-noise"), which ``when`` also recognises in the
     expert model's own file name (``lora/experts.py``).
     """
@@ -158,7 +161,7 @@ class Accelerator:
 
     def presets(self) -> tuple[Recipe, ...]:
         """Its recipes that KSampler (LCM) runs."""
-        return tuple(r for r in self.recipes if r.runs_on == "ksampler-lcm")
+        return tuple(r for r in self.recipes if r.runs_on in ("ksampler-lcm", "flow"))
 
     def recipe_for(self, tokens: Tokens) -> Recipe | None:
         """The variant its file name selects (the first with a matching ``when``), else the default (no ``when``,

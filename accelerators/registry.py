@@ -30,7 +30,7 @@ _SD3 = Accelerator(
     tuple(Recipe(f"hyper-sd3-{steps}step", "euler", "trailing", "discrete", cfg, "ByteDance/Hyper-SD card, SD3 CFG "
                  f"LoRAs: StableDiffusion3Pipeline's FlowMatchEulerDiscreteScheduler (shift 3), {steps} steps, "
                  f"guidance_scale {cfg:g}, LoRA scale 0.125",
-                 steps=steps, strength=0.125, when=rules(f"steps={steps}")[0], runs_on="core",
+                 steps=steps, strength=0.125, when=rules(f"steps={steps}")[0], runs_on="flow",
                  scheduler="euler / normal",
                  note="core's 'normal' scheduler is the pipeline's timesteps linspace(1000, 1000·σ_min, n); 'simple' "
                       "is another schedule (tests/test_accel_family_parity.py)")
@@ -45,7 +45,7 @@ _HYPER_FLUX = Accelerator(
     ("Hyper-FLUX.1-dev-8steps-lora.safetensors", "Hyper-FLUX.1-dev-16steps-lora.safetensors"),
     (Recipe("hyper-flux", "euler", "trailing", "discrete", 1.0, "ByteDance/Hyper-SD card, FLUX.1-dev LoRAs: the "
             "pipeline's FlowMatchEuler, the file's step count, guidance_scale 3.5, LoRA scale 0.125",
-            guidance=3.5, strength=0.125, runs_on="core", scheduler="euler / simple"),),
+            guidance=3.5, strength=0.125, runs_on="flow", scheduler="euler / simple"),),
     "Hyper-FLUX LoRA: load it at strength 0.125 and sample with core's KSampler (euler, the file's step count, "
     "cfg 1) and FluxGuidance 3.5.",
     (HYPER_SD,), (Download("ByteDance/Hyper-SD", "Hyper-FLUX.1-dev-8steps-lora.safetensors"),),
@@ -88,7 +88,7 @@ _FLUX_TURBO = Accelerator(
     "flux-turbo-alpha", "FLUX.1-Turbo-Alpha", ("flux",), "lora", rules("flux turbo"),
     ("FLUX.1-Turbo-Alpha.safetensors",),
     (Recipe("flux-turbo-alpha", "euler", "trailing", "discrete", 1.0, "alimama-creative/FLUX.1-Turbo-Alpha card: "
-            "8 steps, guidance_scale 3.5, LoRA fused at 1.0", steps=8, guidance=3.5, runs_on="core",
+            "8 steps, guidance_scale 3.5, LoRA fused at 1.0", steps=8, guidance=3.5, runs_on="flow",
             scheduler="euler / simple"),),
     "FLUX.1-Turbo-Alpha LoRA: load it at strength 1.0 and sample with core's KSampler (euler, 8 steps, cfg 1) and "
     "FluxGuidance 3.5.",
@@ -143,7 +143,7 @@ _QWEN = Accelerator(
     ("Qwen-Image-Lightning-4steps-V1.0.safetensors", "Qwen-Image-Lightning-8steps-V1.1.safetensors"),
     (Recipe("qwen-image-lightning", "euler", "trailing", "discrete", 1.0, "lightx2v/Qwen-Image-Lightning card: "
             "FlowMatchEulerDiscreteScheduler with base_shift = max_shift = log 3 (shift 3), the file's step count, "
-            "true_cfg_scale 1", shift=3.0, runs_on="core", scheduler="euler / simple"),),
+            "true_cfg_scale 1", shift=3.0, runs_on="flow", scheduler="euler / simple"),),
     "Qwen-Image-Lightning LoRA: sample with core's KSampler (euler, the file's step count, cfg 1) after "
     "ModelSamplingAuraFlow shift 3.",
     (Source("https://huggingface.co/lightx2v/Qwen-Image-Lightning", READ, "card"),),
@@ -175,7 +175,7 @@ _WAN21 = Accelerator(
     "wan21-lightx2v", "Wan 2.1 lightx2v", ("wan",), "lora", rules("wan lightx2v", "wan stepdistill"),
     ("Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors",),
     (Recipe("wan21-lightx2v", "euler", "trailing", "discrete", 1.0, "lightx2v Wan2.1 StepDistill-CfgDistill card: "
-            "4 steps, cfg 1", steps=4, runs_on="core", scheduler="euler / simple",
+            "4 steps, cfg 1", steps=4, runs_on="flow", scheduler="euler / simple",
             note="no diffusers scheduler setup in the record: core's sampler, not compared with the authors' "
                  "scripts"),),
     "Wan 2.1 lightx2v LoRA: sample with core's KSampler, 4 steps, cfg 1.",

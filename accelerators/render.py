@@ -44,8 +44,9 @@ def cfg_text(recipe: Recipe) -> str:
 
 def sampling_text(recipe: Recipe) -> str:
     """Sampler · timesteps · model sampling, or the core KSampler advice of a family KSampler (LCM) does not drive."""
-    if recipe.runs_on == "core":
-        parts = [f"core KSampler: {recipe.scheduler or 'euler'}"]
+    if recipe.runs_on in ("core", "flow"):
+        where = "core KSampler" if recipe.runs_on == "core" else "KSampler (LCM) or core KSampler"
+        parts = [f"{where}: {recipe.scheduler or 'euler'}"]
         if recipe.steps:
             parts.append(f"{recipe.steps} steps")
         if recipe.shift is not None:

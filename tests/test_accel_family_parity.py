@@ -1,5 +1,6 @@
-"""The registry's recipes for the families beyond SD (``runs_on="core"``: core's KSampler, as the record's
-``scheduler`` says, with its ``shift``) equal their authors' diffusers scheduler setup (issue 25, item 3).
+"""The registry's recipes for the families beyond SD (``runs_on="flow"``: core's sampling, as the record's
+``scheduler`` says, with its ``shift``; the KSampler (LCM) preset runs exactly that: tests/test_accel_flow_presets.py)
+equal their authors' diffusers scheduler setup (issue 25, item 3).
 
 Pure math, like ``test_accel_parity``: both sides run the same fixed stand-in for the transformer (a velocity
 ``v(x, σ)``: these families are rectified-flow models) from the same noise. Core's side is what its KSampler runs:
@@ -103,7 +104,7 @@ def _steps(recipe, file_name: str) -> int:
 def test_core_recipe_equals_the_authors_diffusers_setup(name, file_name, class_name, model_type, setup):
     kind = accelerators.recipe_kind(name)
     recipe = accelerators.recipe_for(kind, file_name)
-    assert recipe.name == name and recipe.runs_on == "core" and recipe.sampler == "euler"
+    assert recipe.name == name and recipe.runs_on == "flow" and recipe.sampler == "euler"
     steps = _steps(recipe, file_name)
     sampling = _core_model_sampling(class_name, model_type, recipe.shift)
     scheduler_name = recipe.scheduler.split("/")[-1].strip()
@@ -129,5 +130,5 @@ def test_every_core_recipe_is_compared_or_says_why():
     compared = {name for name, *_ in CASES}
     for record in accelerators.records():
         for recipe in record.recipes:
-            if recipe.runs_on == "core" and recipe.name not in compared:
+            if recipe.runs_on in ("flow", "core") and recipe.name not in compared:
                 assert "no diffusers scheduler setup" in recipe.note, recipe.name

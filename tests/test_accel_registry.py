@@ -103,7 +103,7 @@ def test_every_record_is_well_formed():
             if record.names and "(by content)" not in name:
                 assert accelerators.detect_name(name) is record, (record.kind, name)
         for recipe in record.recipes:
-            assert recipe.runs_on in ("ksampler-lcm", "core")
+            assert recipe.runs_on in ("ksampler-lcm", "flow", "core")
             if recipe.runs_on == "ksampler-lcm":
                 assert recipe.sampler in presets.SAMPLERS and recipe.model_sampling in presets.MODEL_SAMPLINGS
 
