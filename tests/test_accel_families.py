@@ -197,3 +197,28 @@ def test_wan22_pair_on_one_model_is_refused(comfy, family_model):
                                                       allow_partial=False))
     assert error == "LoraExpertMismatch", message
     assert f"'{low}' goes on the low-noise expert and '{high}' on the high-noise expert" in message, message
+
+
+def test_export_of_fused_weight_slices_is_refused_and_kohya_spelling_exports(comfy, family_model):
+    """LoRA Export writes kohya modules: a FLUX LoRA in diffusers' spelling (q/k/v onto slices of the fused qkv) is
+    refused naming why (never a file with layers silently missing); the same stack in kohya spelling exports, and the
+    file core loads patches the same weights as the mixer (ΔW at 0.8)."""
+    model = family_model("flux")
+    accel = _write(comfy, model, "Hyper-FLUX.1-dev-8steps-lora.safetensors", "diffusers", None, seed=7)
+    style = _write(comfy, model, "flux-watercolor-kohya.safetensors", "kohya", 8.0, seed=8)
+    (stack,) = comfy.run_node("LCMPack_LoraStack", lora_name=accel, weight=0.125, role="accelerator")
+    error, message = _error_of(lambda: comfy.run_node(
+        "LCMPack_LoraExport", model=model, stack=stack, filename="flux-mix", mode="concat", rank=4, overwrite=True,
+        save_dtype="fp32"))
+    assert error == "ExportError" and "slices of fused weights" in message, message
+    (stack,) = comfy.run_node("LCMPack_LoraStack", lora_name=style, weight=0.8, role="style")
+    comfy.run_node("LCMPack_LoraExport", model=model, stack=stack, filename="flux-style-export", mode="concat", rank=4,
+                   overwrite=True, save_dtype="fp32")
+    mixed = comfy.run_node("LCMPack_LoraMixer", model=model, stack=stack, style_normalization="none",
+                           allow_partial=False)[0]
+    (core,) = comfy.run_node("LoraLoaderModelOnly", model=model, lora_name="flux-style-export.safetensors",
+                             strength_model=1.0)
+    got, expected = _weights(core), _weights(mixed)
+    assert got.keys() == expected.keys() and got
+    for key, weight in expected.items():
+        torch.testing.assert_close(got[key], weight, rtol=1e-5, atol=1e-6)
