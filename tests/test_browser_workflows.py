@@ -112,3 +112,32 @@ def test_broken_copy_with_unregistered_node_id_fails_the_check(frontend):
     state = frontend.state()  # the user is told: a dialog (frontends before 1.49) or a banner (1.49 and later)
     assert any(UNREGISTERED in text and "missing" in text.lower() for text in state["dialogs"] + state["notices"])
     frontend.close_dialogs()
+
+
+def test_a_missing_accelerator_is_offered_for_download_from_its_registry_record(frontend, workflow_server):  # noqa: F811
+    """Getting the file (issue 25): with the LCM-LoRA missing from the server, dropping the shipped workflow opens the
+    frontend's Missing Models dialog listing that file (``loras / lcm-lora-sdv1-5.safetensors``) with its Download
+    (the loader node's ``properties.models``, from the registry).
+
+    Frontend 1.32.9 (ComfyUI 0.3.75) checks ``properties.models`` against the server's folder on load. 1.49.6
+    (0.33.0) finds missing models by scanning widget values against the combo lists it fetched when the page
+    opened (the file is still listed here) and shows them in its errors panel: not this check; its download rules
+    are checked in tests/test_workflow_models.py."""
+    import comfyui_frontend_package
+
+    version = tuple(int(p) for p in comfyui_frontend_package.__version__.split(".")[:2])
+    if version >= (1, 49):
+        pytest.skip(f"frontend {comfyui_frontend_package.__version__}: no Missing Models dialog on load (docstring)")
+    name = "lcm-lora-sdv1-5.safetensors"
+    path = workflow_server.base / "models" / "loras" / name
+    aside = path.with_name(f".{name}.aside")
+    path.rename(aside)
+    try:
+        report = frontend.drop_workflow(workflows.load_ui("sd15_lcm_lora_4step"), "sd15_lcm_lora_4step.json",
+                                        settle_ms=3000)
+    finally:
+        aside.rename(path)
+        frontend.close_dialogs()
+    dialog = next((text for text in report.dialogs if "Missing Models" in text), "")
+    assert f"loras / {name}" in dialog and "Download" in dialog, report.dialogs
+    assert "v1-5-pruned-emaonly" not in dialog  # the checkpoint is there: only the missing file is listed
