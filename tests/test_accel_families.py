@@ -222,3 +222,20 @@ def test_export_of_fused_weight_slices_is_refused_and_kohya_spelling_exports(com
     assert got.keys() == expected.keys() and got
     for key, weight in expected.items():
         torch.testing.assert_close(got[key], weight, rtol=1e-5, atol=1e-6)
+
+
+def test_model_file_name_contact_reads_only_cores_own_loaders(comfy, family_model):
+    """``contract.model_file_name``: the file of a model core's UNETLoader loaded where core records it (0.33's
+    ``cached_patcher_init``), None where it does not (0.3.75) or where the factory is not one of core's loaders (a
+    custom loader's tuple is never guessed at); a clone carries it."""
+    from lcm_lora_pack.host import contract
+
+    model = family_model("wan2.2-high")
+    name = contract.model_file_name(model.clone())
+    if getattr(model, "cached_patcher_init", None) is None:
+        assert name is None
+        return
+    assert name == family_models.FAMILY_FILES["wan2.2-high"]
+    foreign = model.clone()
+    foreign.cached_patcher_init = (lambda *a, **k: None, ("/somewhere/wan2.2_t2v_low_noise_14B.safetensors", {}))
+    assert contract.model_file_name(foreign) is None
