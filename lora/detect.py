@@ -33,7 +33,7 @@ from dataclasses import replace
 
 from .. import accelerators
 from ..accelerators import ContentSignature
-from ..accelerators.records import FAMILY_GROUPS
+from ..accelerators.records import FAMILY_GROUPS, kind_fits_family
 from . import kinds
 from .errors import LoraFormatError
 from .formats import module_names, peft_component
@@ -259,6 +259,10 @@ def with_kind(lora: LoraFile, kind: str) -> LoraFile:
         return lora
     if kind != kinds.STYLE and not kinds.is_loadable(kind):
         raise LoraFormatError(f"kind={kind!r} is unknown; use auto or one of {list(kinds.known_kinds())}.")
+    record = accelerators.get(kind)
+    if record is not None and not kind_fits_family(lora.family, record.families):
+        raise LoraFormatError(f"kind={kind!r} is {record.title}, for {', '.join(record.families)} LoRAs; "
+                              f"'{lora.name}' is a {lora.family} LoRA. Use auto or a kind of its family.")
     notes = [n for n in lora.notes if not n.startswith("kind:")]
     notes.append(f"kind: {kind} (set by the loader's kind input; detected: {lora.kind})")
     family, note = narrow_family(lora.family, kind)

@@ -151,3 +151,15 @@ def test_tensor_of_no_layout(tmp_path, good_tensors):
     path = loras.save_lora(_with(good_tensors, **{"model.diffusion_model.out.0.weight": torch.ones(4)}),
                            tmp_path / "checkpoint-not-lora.safetensors")
     _expect(LoraFormatError, path, "not part of any LoRA layout")
+
+
+def test_a_kind_of_another_family_is_refused_on_the_loaders_kind_input(tmp_path, good_tensors):
+    """kind=hyper-flux on an SD1.x LoRA (the loader's kind input) is refused naming both, as detection would not
+    name it so; an SD kind stays allowed."""
+    from lcm_lora_pack.lora.detect import with_kind
+
+    lora = read_lora_file(loras.save_lora(good_tensors, tmp_path / "renamed.safetensors"))
+    with pytest.raises(LoraFormatError, match=r"kind='hyper-flux' is Hyper-FLUX, for flux LoRAs; 'renamed.safetensors' "
+                                              r"is a sd1.x LoRA"):
+        with_kind(lora, "hyper-flux")
+    assert with_kind(lora, "tcd").kind == "tcd"
