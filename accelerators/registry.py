@@ -9,7 +9,7 @@ table (``scripts/build_accelerator_docs.py``) all read this list.
 from __future__ import annotations
 
 from .match import Tokens, rules, steps_in_tokens
-from .records import Accelerator, ContentSignature, Download, Recipe, Source
+from .records import Accelerator, ContentSignature, Download, Recipe, Source, kind_fits_family
 
 READ = "2026-12"  # when the team read the cards (docs/accelerators.md; team notes §8, §17)
 HYPER_SD = Source("https://huggingface.co/ByteDance/Hyper-SD", READ, "card: LoRAs, schedulers, cfg, scales")
@@ -28,11 +28,15 @@ _SD3 = Accelerator(
     ("Hyper-SD3-4steps-CFG-lora.safetensors", "Hyper-SD3-8steps-CFG-lora.safetensors",
      "Hyper-SD3-16steps-CFG-lora.safetensors"),
     tuple(Recipe(f"hyper-sd3-{steps}step", "euler", "trailing", "discrete", cfg, "ByteDance/Hyper-SD card, SD3 CFG "
-                 f"LoRAs: FlowMatchEulerDiscreteScheduler, {steps} steps, guidance_scale {cfg:g}, LoRA scale 0.125",
-                 steps=steps, strength=0.125, when=rules(f"steps={steps}")[0], runs_on="core",
-                 scheduler="euler / simple") for steps, cfg in ((4, 3.0), (8, 5.0), (16, 7.0))),
-    "Hyper-SD3 LoRA: detection only (the loader patches SD1.x/SDXL); sample with core's KSampler, euler, the "
-    "file's step count, cfg 3/5/7 at 4/8/16 steps, LoRA strength 0.125.",
+                 f"LoRAs: StableDiffusion3Pipeline's FlowMatchEulerDiscreteScheduler (shift 3), {steps} steps, "
+                 f"guidance_scale {cfg:g}, LoRA scale 0.125",
+                 steps=steps, strength=0.125, when=rules(f"steps={steps}")[0], runs_on="flow",
+                 scheduler="euler / normal",
+                 note="core's 'normal' scheduler is the pipeline's timesteps linspace(1000, 1000·σ_min, n); 'simple' "
+                      "is another schedule (tests/test_accel_family_parity.py)")
+          for steps, cfg in ((4, 3.0), (8, 5.0), (16, 7.0))),
+    "Hyper-SD3 LoRA: load it at strength 0.125 and sample with core's KSampler, euler, scheduler normal, the "
+    "file's step count, cfg 3/5/7 at 4/8/16 steps.",
     (HYPER_SD,), (Download("ByteDance/Hyper-SD", "Hyper-SD3-8steps-CFG-lora.safetensors"),),
     notes=("strength trap: the card uses LoRA scale 0.125, not 1.0",))
 
@@ -41,9 +45,9 @@ _HYPER_FLUX = Accelerator(
     ("Hyper-FLUX.1-dev-8steps-lora.safetensors", "Hyper-FLUX.1-dev-16steps-lora.safetensors"),
     (Recipe("hyper-flux", "euler", "trailing", "discrete", 1.0, "ByteDance/Hyper-SD card, FLUX.1-dev LoRAs: the "
             "pipeline's FlowMatchEuler, the file's step count, guidance_scale 3.5, LoRA scale 0.125",
-            guidance=3.5, strength=0.125, runs_on="core", scheduler="euler / simple"),),
-    "Hyper-FLUX LoRA: detection only; sample with core's KSampler (euler, the file's step count, cfg 1) and "
-    "FluxGuidance 3.5, LoRA strength 0.125.",
+            guidance=3.5, strength=0.125, runs_on="flow", scheduler="euler / simple"),),
+    "Hyper-FLUX LoRA: load it at strength 0.125 and sample with core's KSampler (euler, the file's step count, "
+    "cfg 1) and FluxGuidance 3.5.",
     (HYPER_SD,), (Download("ByteDance/Hyper-SD", "Hyper-FLUX.1-dev-8steps-lora.safetensors"),),
     notes=("strength trap: the card uses LoRA scale 0.125, not 1.0",))
 
@@ -84,12 +88,13 @@ _FLUX_TURBO = Accelerator(
     "flux-turbo-alpha", "FLUX.1-Turbo-Alpha", ("flux",), "lora", rules("flux turbo"),
     ("FLUX.1-Turbo-Alpha.safetensors",),
     (Recipe("flux-turbo-alpha", "euler", "trailing", "discrete", 1.0, "alimama-creative/FLUX.1-Turbo-Alpha card: "
-            "8 steps, guidance_scale 3.5, LoRA fused at 1.0", steps=8, guidance=3.5, runs_on="core",
+            "8 steps, guidance_scale 3.5, LoRA fused at 1.0", steps=8, guidance=3.5, runs_on="flow",
             scheduler="euler / simple"),),
-    "FLUX.1-Turbo-Alpha LoRA: detection only; sample with core's KSampler (euler, 8 steps, cfg 1) and FluxGuidance "
-    "3.5, LoRA strength 1.0.",
+    "FLUX.1-Turbo-Alpha LoRA: load it at strength 1.0 and sample with core's KSampler (euler, 8 steps, cfg 1) and "
+    "FluxGuidance 3.5.",
     (Source("https://huggingface.co/alimama-creative/FLUX.1-Turbo-Alpha", READ, "card"),),
-    (Download("alimama-creative/FLUX.1-Turbo-Alpha", "diffusion_pytorch_model.safetensors"),),
+    (Download("alimama-creative/FLUX.1-Turbo-Alpha", "diffusion_pytorch_model.safetensors",
+              save_as="FLUX.1-Turbo-Alpha.safetensors"),),
     notes=("published as diffusion_pytorch_model.safetensors: rename it (e.g. FLUX.1-Turbo-Alpha.safetensors) so "
            "that the name says what it is",))
 
@@ -126,7 +131,8 @@ _TCD = Accelerator(
             gamma=0.3),),
     "TCD LoRA: KSampler (LCM) preset auto samples it with TCD (gamma 0.3), 4-8 steps, cfg 1.",
     (Source("https://huggingface.co/h1t/TCD-SDXL-LoRA", READ, "card"),),
-    (Download("h1t/TCD-SDXL-LoRA", "pytorch_lora_weights.safetensors"),),
+    (Download("h1t/TCD-SD15-LoRA", "pytorch_lora_weights.safetensors", save_as="TCD-SD15-LoRA.safetensors"),
+     Download("h1t/TCD-SDXL-LoRA", "pytorch_lora_weights.safetensors", save_as="TCD-SDXL-LoRA.safetensors")),
     style_weight="style weight 1.0 with the TCD-LoRA at 1.0 (diffusers' TCD-LoRA guide mixes a style LoRA at "
                  "[1.0, 1.0]); lower the style if details burn.",
     notes=("published as pytorch_lora_weights.safetensors: its content is not distinguishable from LCM's; set the "
@@ -137,34 +143,42 @@ _QWEN = Accelerator(
     ("Qwen-Image-Lightning-4steps-V1.0.safetensors", "Qwen-Image-Lightning-8steps-V1.1.safetensors"),
     (Recipe("qwen-image-lightning", "euler", "trailing", "discrete", 1.0, "lightx2v/Qwen-Image-Lightning card: "
             "FlowMatchEulerDiscreteScheduler with base_shift = max_shift = log 3 (shift 3), the file's step count, "
-            "true_cfg_scale 1", shift=3.0, runs_on="core", scheduler="euler / simple"),),
-    "Qwen-Image-Lightning LoRA: detection only; sample with core's KSampler (euler, the file's step count, cfg 1) "
-    "after ModelSamplingAuraFlow shift 3.",
+            "true_cfg_scale 1", shift=3.0, runs_on="flow", scheduler="euler / simple"),),
+    "Qwen-Image-Lightning LoRA: sample with core's KSampler (euler, the file's step count, cfg 1) after "
+    "ModelSamplingAuraFlow shift 3.",
     (Source("https://huggingface.co/lightx2v/Qwen-Image-Lightning", READ, "card"),),
     (Download("lightx2v/Qwen-Image-Lightning", "Qwen-Image-Lightning-8steps-V1.1.safetensors"),))
 
 _WAN22 = Accelerator(
-    "wan22-lightning", "Wan 2.2 Lightning", ("wan2.2",), "lora", rules("wan22 lightning"),
+    "wan22-lightning", "Wan 2.2 Lightning", ("wan",), "lora", rules("wan22 lightning"),
     ("Wan2.2-Lightning_T2V-A14B-4steps-lora_HIGH_fp16.safetensors",
      "Wan2.2-Lightning_T2V-A14B-4steps-lora_LOW_fp16.safetensors"),
     tuple(Recipe(f"wan22-lightning-{expert}", "euler", "trailing", "discrete", 1.0, "lightx2v/Wan2.2-Lightning card: "
                  f"4 steps split between the two experts, cfg 1; this file goes on the {expert}-noise expert",
-                 steps=4, when=rules(f"={expert}")[0], runs_on="core", scheduler="euler / simple")
+                 steps=4, when=rules(f"={expert}")[0], runs_on="core", scheduler="euler / simple",
+                 expert=f"{expert}-noise", note="no diffusers scheduler setup in the record: core's sampler, not "
+                                                "compared with the authors' scripts")
           for expert in ("high", "low")),
-    "Wan 2.2 Lightning LoRA: detection only; a pair: the HIGH file on the high-noise expert, the LOW file on the "
-    "low-noise expert, 4 steps in all, cfg 1.",
+    "Wan 2.2 Lightning LoRA: a pair: the HIGH file on the high-noise expert, the LOW file on the low-noise "
+    "expert, 4 steps in all, cfg 1.",
     (Source("https://huggingface.co/lightx2v/Wan2.2-Lightning", READ, "card"),),
-    (Download("lightx2v/Wan2.2-Lightning", "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/high_noise_model.safetensors"),
-     Download("lightx2v/Wan2.2-Lightning", "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/low_noise_model.safetensors")),
+    (Download("lightx2v/Wan2.2-Lightning", "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/high_noise_model.safetensors",
+              save_as="Wan2.2-Lightning_T2V-A14B-4steps-lora_HIGH_fp16.safetensors"),
+     Download("lightx2v/Wan2.2-Lightning", "Wan2.2-T2V-A14B-4steps-lora-rank64-Seko-V1.1/low_noise_model.safetensors",
+              save_as="Wan2.2-Lightning_T2V-A14B-4steps-lora_LOW_fp16.safetensors")),
     notes=("pair trap: the card puts each file on its own expert (HIGH on the high-noise model, LOW on the "
-           "low-noise model); the pack detects the pair by name but does not load Wan models",))
+           "low-noise model); the loader refuses the two files on one model, and a file on an expert whose model "
+           "file name names the other one (where ComfyUI records the file: 0.33)",
+           "ComfyUI loads Wan 2.2's A14B experts as its Wan 2.1 architecture (WAN21_T2V): family wan"))
 
 _WAN21 = Accelerator(
-    "wan21-lightx2v", "Wan 2.1 lightx2v", ("wan2.1",), "lora", rules("wan lightx2v", "wan stepdistill"),
+    "wan21-lightx2v", "Wan 2.1 lightx2v", ("wan",), "lora", rules("wan lightx2v", "wan stepdistill"),
     ("Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors",),
     (Recipe("wan21-lightx2v", "euler", "trailing", "discrete", 1.0, "lightx2v Wan2.1 StepDistill-CfgDistill card: "
-            "4 steps, cfg 1", steps=4, runs_on="core", scheduler="euler / simple"),),
-    "Wan 2.1 lightx2v LoRA: detection only; sample with core's KSampler, 4 steps, cfg 1.",
+            "4 steps, cfg 1", steps=4, runs_on="flow", scheduler="euler / simple",
+            note="no diffusers scheduler setup in the record: core's sampler, not compared with the authors' "
+                 "scripts"),),
+    "Wan 2.1 lightx2v LoRA: sample with core's KSampler, 4 steps, cfg 1.",
     (Source("https://huggingface.co/lightx2v/Wan2.1-T2V-14B-StepDistill-CfgDistill-Lightx2v", READ, "card"),),
     (Download("Kijai/WanVideo_comfy", "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors"),))
 
@@ -222,7 +236,7 @@ _FLASH = Accelerator(
             "LCMScheduler.set_timesteps), 4 steps, guidance_scale 0"),),
     "Flash Diffusion LoRA: KSampler (LCM) preset auto samples it with LCM, 4 steps, cfg 1.",
     (Source("https://huggingface.co/jasperai/flash-sdxl", READ, "card"),),
-    (Download("jasperai/flash-sdxl", "pytorch_lora_weights.safetensors"),))
+    (Download("jasperai/flash-sdxl", "pytorch_lora_weights.safetensors", save_as="flash-sdxl.safetensors"),))
 
 _ANIMATELCM = Accelerator(
     "animatelcm", "AnimateLCM", ("sd1.x",), "lora", rules("animatelcm", "==sd15lorabeta"),
@@ -251,8 +265,9 @@ _LCM = Accelerator(
     "LCM model sampling set: sample with KSampler (LCM) (preset auto) or the LCM sampler, 'simple' scheduler, "
     "4-8 steps, cfg 1-2.",
     (Source("https://huggingface.co/latent-consistency/lcm-lora-sdv1-5", READ, "card; arXiv 2311.05556"),),
-    (Download("latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors"),
-     Download("latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors")),
+    (Download("latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors",
+              save_as="lcm-lora-sdv1-5.safetensors"),
+     Download("latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors", save_as="lcm-lora-sdxl.safetensors")),
     content=LCM_SCRIPT,
     style_weight="style weight ~0.8 with the LCM-LoRA at 1.0 (LCM-LoRA paper, arXiv 2311.05556 sec. 4; diffusers' "
                  "LCM-LoRA guide uses adapter weights [1.0, 0.8]).")
@@ -291,13 +306,16 @@ def loadable_kinds() -> tuple[str, ...]:
     return tuple(record.kind for record in ACCELERATORS if record.loadable)
 
 
-def detect_name(text: str, loadable_only: bool = False) -> Accelerator | None:
+def detect_name(text: str, loadable_only: bool = False, family: str | None = None) -> Accelerator | None:
     """The first record whose name rule matches ``text`` (bounded, linear: ``match.py``). ``loadable_only``: None
-    when that record is not a LoRA the pack's loader applies (a Qwen-Image-Lightning name on an SD LoRA does not make
-    it SDXL-Lightning, the next record that would match)."""
+    when that record is not a LoRA the pack's loader applies; ``family`` (a LoRA's measured family): None when that
+    record is for another family class (a Qwen-Image-Lightning name on an SD LoRA does not make it SDXL-Lightning,
+    the next record that would match, nor a Qwen-Image accelerator)."""
     tokens = Tokens.of(text)
     found = next((record for record in ACCELERATORS if record.name_matches(tokens)), None)
-    return None if found is None or (loadable_only and not found.loadable) else found
+    if found is None or (loadable_only and not found.loadable):
+        return None
+    return found if family is None or kind_fits_family(family, found.families) else None
 
 
 def recipes() -> dict[str, Recipe]:

@@ -43,9 +43,10 @@ def cfg_text(recipe: Recipe) -> str:
 
 
 def sampling_text(recipe: Recipe) -> str:
-    """Sampler · timesteps · model sampling, or the core KSampler advice of a detection-only family."""
-    if recipe.runs_on == "core":
-        parts = [f"core KSampler: {recipe.scheduler or 'euler'}"]
+    """Sampler · timesteps · model sampling, or the core KSampler advice of a family KSampler (LCM) does not drive."""
+    if recipe.runs_on in ("core", "flow"):
+        where = "core KSampler" if recipe.runs_on == "core" else "KSampler (LCM) or core KSampler"
+        parts = [f"{where}: {recipe.scheduler or 'euler'}"]
         if recipe.steps:
             parts.append(f"{recipe.steps} steps")
         if recipe.shift is not None:
@@ -98,11 +99,13 @@ def notes_list() -> str:
 
 
 def downloads_table() -> str:
-    rows = ["| kind | repository | file | ComfyUI folder |", "|---|---|---|---|"]
+    """Every record's download: the name to save it under, its folder, the repository and the file's URL."""
+    rows = ["| kind | save as | ComfyUI folder | repository | published file |", "|---|---|---|---|---|"]
     for record in records():
         for download in record.downloads:
-            rows.append(f"| {record.kind} | [{download.repo}](https://huggingface.co/{download.repo}) | "
-                        f"`{download.file}` | `models/{download.directory}` |")
+            rows.append(f"| {record.kind} | `{download.name}` | `models/{download.directory}` | "
+                        f"[{download.repo}](https://huggingface.co/{download.repo}) | "
+                        f"[`{download.file}`]({download.url}) |")
     return "\n".join(rows)
 
 

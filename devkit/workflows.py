@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import accelerators
 from . import models as tiny_models
 from . import tiny_sdxl
 from .host import REPO
@@ -55,6 +56,19 @@ class PublishedModel:
     note: str = ""
 
 
+def accelerator_file(name: str, family: str) -> PublishedModel:
+    """A file of an accelerator record's downloads (``accelerators.records.Download``), by the name the workflows use
+    (its ``save_as`` where the published name is generic): the registry is the one source of where users get it."""
+    for record in accelerators.records():
+        for download in record.downloads:
+            if download.name == name:
+                published = download.file.rsplit("/", 1)[-1]
+                note = (f"published as {published}: save it under this name" if download.save_as else
+                        f"the published {record.title} file; recognised by its name")
+                return PublishedModel(name, download.directory, download.repo, download.url, family, note)
+    raise KeyError(f"no accelerator record publishes {name!r} (accelerators/registry.py downloads)")
+
+
 PUBLISHED_MODELS: dict[str, PublishedModel] = {m.name: m for m in (
     PublishedModel("v1-5-pruned-emaonly.safetensors", "checkpoints", "stable-diffusion-v1-5/stable-diffusion-v1-5",
                    "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/"
@@ -62,29 +76,15 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {m.name: m for m in (
     PublishedModel("sd_xl_base_1.0.safetensors", "checkpoints", "stabilityai/stable-diffusion-xl-base-1.0",
                    "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/"
                    "sd_xl_base_1.0.safetensors", "sdxl"),
-    PublishedModel("lcm-lora-sdv1-5.safetensors", "loras", "latent-consistency/lcm-lora-sdv1-5",
-                   "https://huggingface.co/latent-consistency/lcm-lora-sdv1-5/resolve/main/"
-                   "pytorch_lora_weights.safetensors", "sd1.5",
-                   "published as pytorch_lora_weights.safetensors: save it under this name"),
-    PublishedModel("lcm-lora-sdxl.safetensors", "loras", "latent-consistency/lcm-lora-sdxl",
-                   "https://huggingface.co/latent-consistency/lcm-lora-sdxl/resolve/main/"
-                   "pytorch_lora_weights.safetensors", "sdxl",
-                   "published as pytorch_lora_weights.safetensors: save it under this name"),
+    accelerator_file("lcm-lora-sdv1-5.safetensors", "sd1.5"),
+    accelerator_file("lcm-lora-sdxl.safetensors", "sdxl"),
     PublishedModel("papercut.safetensors", "loras", "TheLastBen/Papercut_SDXL",
                    "https://huggingface.co/TheLastBen/Papercut_SDXL/resolve/main/papercut.safetensors", "sdxl",
                    "the style LoRA of the LCM-LoRA report's mixing example (weights 1.0 / 0.8)"),
-    PublishedModel("TCD-SD15-LoRA.safetensors", "loras", "h1t/TCD-SD15-LoRA",
-                   "https://huggingface.co/h1t/TCD-SD15-LoRA/resolve/main/pytorch_lora_weights.safetensors",
-                   "sd1.5", "published as pytorch_lora_weights.safetensors: save it under this name"),
-    PublishedModel("Hyper-SDXL-8steps-lora.safetensors", "loras", "ByteDance/Hyper-SD",
-                   "https://huggingface.co/ByteDance/Hyper-SD/resolve/main/Hyper-SDXL-8steps-lora.safetensors", "sdxl",
-                   "the 8-step Hyper-SD LoRA (DDIM trailing, 8 steps)"),
-    PublishedModel("sdxl_lightning_4step_lora.safetensors", "loras", "ByteDance/SDXL-Lightning",
-                   "https://huggingface.co/ByteDance/SDXL-Lightning/resolve/main/sdxl_lightning_4step_lora.safetensors",
-                   "sdxl", "the 4-step SDXL-Lightning LoRA (Euler trailing, 4 steps)"),
-    PublishedModel("dmd2_sdxl_4step_lora_fp16.safetensors", "loras", "tianweiy/DMD2",
-                   "https://huggingface.co/tianweiy/DMD2/resolve/main/dmd2_sdxl_4step_lora_fp16.safetensors", "sdxl",
-                   "the 4-step DMD2 LoRA (LCM at timesteps 999, 749, 499, 249)"),
+    accelerator_file("TCD-SD15-LoRA.safetensors", "sd1.5"),
+    accelerator_file("Hyper-SDXL-8steps-lora.safetensors", "sdxl"),
+    accelerator_file("sdxl_lightning_4step_lora.safetensors", "sdxl"),
+    accelerator_file("dmd2_sdxl_4step_lora_fp16.safetensors", "sdxl"),
 )}
 
 # On generated models only: (class_type, widget/input name, file name) -> test-only class_type.

@@ -31,7 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .. import accelerators
-from ..lora import applied, mix
+from ..accelerators.records import family_fits
+from ..lora import applied, experts, mix
 from ..lora.errors import LoraCoverageError, LoraFamilyMismatch
 from ..lora.kinds import is_accelerator, kind_name, sampler_advice, style_weight_advice
 from ..lora.resolve import resolve
@@ -40,10 +41,15 @@ from . import contract
 
 LOG = logging.getLogger(__name__)
 # ComfyUI model_config class name → family (subclasses are looked up along the MRO).
+# The transformer families (accelerators.records.TRANSFORMER_FAMILIES) are core's classes too: Flux2 is named so that
+# FLUX.2 (a Flux subclass) is not taken for FLUX.1; WAN22_T2V (the TI2V-5B) derives from WAN21_T2V.
 MODEL_FAMILIES = {"SD15": "sd1.x", "SD20": "sd2.x", "SDXL": "sdxl", "SSD1B": "ssd-1b", "Segmind_Vega": "vega",
-                  "SDXLRefiner": "sdxl-refiner"}
+                  "SDXLRefiner": "sdxl-refiner", "Flux": "flux", "Flux2": "flux2", "SD3": "sd3",
+                  "QwenImage": "qwen-image", "WAN21_T2V": "wan", "WAN22_T2V": "wan2.2-5b"}
 FAMILY_NAMES = {"sd1.x": "SD1.x", "sd2.x": "SD2.x", "sdxl": "SDXL", "ssd-1b": "SSD-1B", "vega": "Segmind Vega",
-                "sdxl-refiner": "SDXL refiner", "unknown": "unknown"}
+                "sdxl-refiner": "SDXL refiner", "unknown": "unknown", "flux": "FLUX.1", "flux2": "FLUX.2",
+                "sd3": "SD3", "qwen-image": "Qwen-Image", "wan": "Wan 2.1 / Wan 2.2 A14B",
+                "wan2.2-5b": "Wan 2.2 TI2V-5B", "wan-any": "Wan", "mmdit": "MMDiT (FLUX.1, SD3 or Qwen-Image)"}
 LCM_LORA_FOR = {"sd1.x": "lcm-lora-sdv1-5", "sdxl": "lcm-lora-sdxl", "ssd-1b": "lcm-lora-ssd-1b",
                 "vega": "Segmind-VegaRT (the LCM-LoRA for Vega)"}
 
@@ -69,7 +75,7 @@ def needed_lora(kind: str, family: str) -> str:
 
 def check_family(lora: LoraFile, family: str) -> None:
     """Raise ``LoraFamilyMismatch`` naming both families and the LoRA to use instead."""
-    if lora.family == "unknown" or lora.family == family:
+    if family_fits(lora.family, (family,)):
         return
     lora_family = FAMILY_NAMES[lora.family]
     raise LoraFamilyMismatch(
@@ -134,6 +140,7 @@ class StackPlan:
     maps: KeyMaps | None = None
     skipped: dict | None = None
     bypassed: str = ""
+    expert_lines: list[str] = field(default_factory=list)
 
     @property
     def passes_through(self) -> bool:
@@ -162,6 +169,9 @@ def plan_stack(model, clip, stack: Sequence[StackLora], allow_partial: bool = Fa
     family = model_family(model)
     for item in stack:
         check_family(item.lora, family)
+    expert_lines = experts.check_experts([(item.lora.name, item.lora.kind) for item in stack if item.weight != 0.0],
+                                         [] if export else applied.applied_loras(model.model_options),
+                                         None if export else contract.model_file_name(model))
     pairs = [(item.lora, item.role) for item in stack]
     skipped = applied.check_not_applied({} if export else model.model_options, pairs)
     if skipped is not None:
@@ -176,7 +186,7 @@ def plan_stack(model, clip, stack: Sequence[StackLora], allow_partial: bool = Fa
         entries.append(mix.MixEntry(lora=resolved, weight=float(item.weight), role=item.role))
     mix.check_entries(entries)
     weights = mix.normalize_style_weights(entries, normalization, budget)
-    return StackPlan(entries=entries, weights=weights, family=family, maps=maps)
+    return StackPlan(entries=entries, weights=weights, family=family, maps=maps, expert_lines=expert_lines)
 
 
 def _core_adapter_patches(lora: ResolvedLora) -> dict:
@@ -227,8 +237,8 @@ def build_patches(plan: StackPlan, notes: list[str] | None = None) -> list[tuple
 
 
 def _split(patches: dict) -> tuple[dict, dict]:
-    """(UNet patches, text-encoder patches) by weight key."""
-    unet = {k: p for k, p in patches.items() if k.startswith("diffusion_model.")}
+    """(UNet patches, text-encoder patches) by weight key (a key or core's ``(key, slice)`` of a fused weight)."""
+    unet = {k: p for k, p in patches.items() if (k if isinstance(k, str) else k[0]).startswith("diffusion_model.")}
     return unet, {k: p for k, p in patches.items() if k not in unet}
 
 
@@ -312,7 +322,7 @@ def stack_report(plan: StackPlan, patched: int) -> list[str]:
              f"Family: LoRA {FAMILY_NAMES.get(family, family)}, model {FAMILY_NAMES.get(plan.family, plan.family)}"]
     for entry, weight in zip(plan.entries, plan.weights, strict=True):
         lines += _entry_lines(entry, weight)
-    return lines + _style_weight_lines(plan) + _strength_lines(plan) + [_advice(plan)]
+    return lines + _style_weight_lines(plan) + _strength_lines(plan) + plan.expert_lines + [_advice(plan)]
 
 
 def _strength_lines(plan: StackPlan) -> list[str]:

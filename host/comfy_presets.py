@@ -33,6 +33,7 @@ from ..samplers.presets import (
 )
 from . import contract
 from .comfy_clone_cache import reused_clone
+from .comfy_flow_presets import plan_flow_sampling
 from .comfy_k_diffusion import _parts, sample_lcm_exact, sample_tcd
 from .comfy_model_sampling import (
     PREDICTION_TYPES,
@@ -218,6 +219,8 @@ class SamplingPlan:
 def plan_sampling(model_patcher, choice: Choice, denoise: float) -> SamplingPlan:
     """Model sampling, sigmas and sampler for ``choice`` (no preset: the node's LCM/TCD path as it always was)."""
     preset = choice.preset
+    if preset is not None and preset.runs_on == "flow":  # FLUX.1, SD3, Qwen-Image, Wan: core's own sampling
+        return SamplingPlan(*plan_flow_sampling(model_patcher, choice, denoise))
     if preset is None or (choice.sampler in ("lcm", "tcd") and preset.model_sampling in ("lcm", "tcd")
                           and preset.beta_schedule == "model"):
         boundary = choice.sampler == "lcm"

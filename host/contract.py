@@ -276,6 +276,21 @@ def config_family(model_config, families: dict[str, str]) -> str | None:
     return None
 
 
+def model_file_name(model_patcher) -> str | None:
+    """The file name a model was loaded from, where core records it: ``ModelPatcher.cached_patcher_init`` =
+    ``(comfy.sd.load_diffusion_model, (unet_path, model_options))`` (UNETLoader) or
+    ``(comfy.sd.load_checkpoint_guess_config, (ckpt_path, …), 0)`` (checkpoint loaders), recognised by identity
+    (``comfy/model_patcher.py`` / ``comfy/sd.py`` of 0.33.0; 0.3.75 has no such attribute). None otherwise: the
+    caller says in its report that the file is not known (nothing falls back: only a check is skipped)."""
+    init = getattr(model_patcher, "cached_patcher_init", None)
+    loaders = [_resolve("comfy.sd", name) for name in ("load_diffusion_model", "load_checkpoint_guess_config")]
+    if not isinstance(init, tuple) or len(init) < 2 or not any(init[0] is f for f in loaders if f is not None):
+        return None
+    args = init[1]
+    path = args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else None
+    return path.replace("\\", "/").rsplit("/", 1)[-1] if path else None
+
+
 # ---- LoRA --------------------------------------------------------------------------------------------------
 
 

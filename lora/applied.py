@@ -31,7 +31,8 @@ def largest_scale(modules: dict) -> dict | None:
     if not modules:
         return None
     module, largest = max(modules.items(), key=lambda item: abs(item[1].scale))
-    return {"module": module, "alpha": float(largest.alpha), "rank": int(largest.rank)}
+    name = module if isinstance(module, str) else module[0]  # core's (key, slice) target of a fused weight
+    return {"module": name, "alpha": float(largest.alpha), "rank": int(largest.rank)}
 
 
 def record_applied(model_options: dict, name: str, sha256: str, kind: str, family: str, strength: float,

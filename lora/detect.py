@@ -33,6 +33,7 @@ from dataclasses import replace
 
 from .. import accelerators
 from ..accelerators import ContentSignature
+from ..accelerators.records import FAMILY_GROUPS, kind_fits_family
 from . import kinds
 from .errors import LoraFormatError
 from .formats import module_names, peft_component
@@ -45,6 +46,15 @@ TEXT_HIDDEN_FAMILY = {768: "sd1.x", 1024: "sd2.x", 1280: "sdxl"}
 UNET_STRUCTURE = re.compile(r"(input_blocks|middle_block|output_blocks|down_blocks|mid_block|up_blocks|"
                             r"time_embed|conv_in|conv_out|label_emb|add_embedding|out_0|out_2)")
 TEXT_STRUCTURE = re.compile(r"text_model|encoder_layers|encoder\.layers")
+# Transformer families core maps LoRA keys for (accelerators.records.TRANSFORMER_FAMILIES), by module-name markers
+# (``_`` separators): core's own names (kohya ``lora_unet_``, ``diffusion_model.``) and diffusers' (``transformer.``).
+TRANSFORMER_MARKERS = (
+    ("flux", re.compile(r"(^|_)(double_blocks|single_blocks|single_transformer_blocks)_\d")),
+    ("sd3", re.compile(r"(^|_)joint_blocks_\d")),
+    ("qwen-image", re.compile(r"(^|_)transformer_blocks_\d+_(img_mlp|txt_mlp|img_mod|txt_mod)")),
+    ("wan-any", re.compile(r"^blocks_\d+_(self_attn|cross_attn|ffn)")),
+    ("mmdit", re.compile(r"(^|_)transformer_blocks_\d+_(attn_add_[qkv]_proj|attn_to_add_out|ff_context|norm1_context)")),
+)
 
 
 def module_part(module: str) -> tuple[str, str]:
@@ -83,8 +93,8 @@ def _sdxl_variant(unet_names: list[str]) -> tuple[str, str]:
 
 
 def _detection_only_advice(lora: LoraFile) -> str:
-    """For an accelerator of a family the loader does not patch (FLUX, SD3, Qwen-Image, Wan: detection only in the
-    registry), what it is and how its authors sample it with core's nodes."""
+    """For a record the loader does not load (``Accelerator.loadable`` False: a form or family it does not patch),
+    what it is and how its authors sample it with core's nodes."""
     found = kind_from_metadata(lora.metadata, loadable_only=False)
     kind = found[0] if found is not None else kinds.kind_from_text(lora.name)
     record = accelerators.get(kind) if kind else None
@@ -93,18 +103,47 @@ def _detection_only_advice(lora: LoraFile) -> str:
     return f" It is {record.title} ({', '.join(record.families)}): {record.advice}"
 
 
+def transformer_family(unet_names: list[str]) -> tuple[str, str] | None:
+    """``(family, evidence)`` of a LoRA whose modules are a transformer family's that core maps (names with ``_``
+    separators, as :func:`module_part` gives them), or None (an SD UNet, or no transformer block named).
+
+    The markers (:data:`TRANSFORMER_MARKERS`, first family first) are the block names of core's and diffusers'
+    layouts. Names that only say "an MMDiT-style block" (diffusers' ``transformer_blocks.N.attn.add_q_proj``, shared
+    by FLUX's double blocks, SD3 and Qwen-Image) give the group ``mmdit``; Wan's give ``wan-any`` (Wan 2.1 / 2.2
+    A14B and the 5B share the names); the kind's record narrows a group (:func:`narrow_family`). Names of two
+    families in one file are refused."""
+    found: dict[str, str] = {}
+    for name in unet_names:
+        for family, pattern in TRANSFORMER_MARKERS:
+            if family not in found and pattern.search(name):
+                found[family] = name
+                break
+    if len(found) > 1 and "mmdit" in found and set(found) - {"mmdit"} <= set(FAMILY_GROUPS["mmdit"]):
+        found.pop("mmdit")
+    if not found:
+        return None
+    if len(found) > 1:
+        raise LoraFormatError(f"module names of {len(found)} model families in one LoRA ({dict(list(found.items())[:3])}"
+                              "): it fits no single model. Use a LoRA made for your model.")
+    family, example = next(iter(found.items()))
+    return family, f"family: {family} (module names like '{example[:80]}')"
+
+
 def detect_family(lora: LoraFile) -> tuple[str, str]:
     """``(family, evidence)`` of a LoRA from shapes; raises ``LoraFormatError`` for unknown architectures."""
     names = module_names(lora.modules, lora.extra)
     parts = [module_part(n) for n in names]
     unet = [inner for part, inner in parts if part == "unet"]
     text = [inner for part, inner in parts if part != "unet"]
+    transformer = transformer_family(unet)
+    if transformer is not None:
+        return transformer
     if (unet and not any(UNET_STRUCTURE.match(n) for n in unet)) or (text and not any(TEXT_STRUCTURE.search(n)
                                                                                       for n in text)):
         example = names[0]
         raise LoraFormatError(f"LoRA '{lora.name}' is for an unknown architecture (module names like '{example}' "
-                              "are not an SD1.x/SD2.x/SDXL UNet or CLIP text encoder; Flux, SD3 and video-model "
-                              "LoRAs are not supported). Use a LoRA made for your Stable Diffusion model."
+                              "are not an SD1.x/SD2.x/SDXL UNet, a CLIP text encoder, or a FLUX.1/SD3/Qwen-Image/Wan "
+                              "transformer). Use a LoRA made for one of these models."
                               + _detection_only_advice(lora))
     for module, lora_module in lora.modules.items():
         part, inner = module_part(module)
@@ -142,9 +181,10 @@ def _pack_metadata_kind(metadata: dict) -> str | None:
     return own.kind or own.sources_kind
 
 
-def kind_from_metadata(metadata: dict, loadable_only: bool = True) -> tuple[str, str] | None:
+def kind_from_metadata(metadata: dict, loadable_only: bool = True, family: str | None = None) -> tuple[str, str] | None:
     """``(kind, where)`` named by the file's metadata, or None. Reads bounded text (:data:`METADATA_TEXT_LIMIT`).
-    ``loadable_only``: only kinds of LoRAs the loader applies (False: FLUX, SD3, ... too, to name a refused file)."""
+    ``loadable_only``: only kinds of LoRAs the loader applies (False: detection-only records too, to name a refused
+    file); ``family``: only kinds of records for that measured family (``kinds.kind_from_text``)."""
     own = _pack_metadata_kind(metadata)
     if own is not None:
         return own, "the pack's own metadata"
@@ -155,7 +195,7 @@ def kind_from_metadata(metadata: dict, loadable_only: bool = True) -> tuple[str,
             text = (value if isinstance(value, str) else str(value)[:accelerators.FIELD_LIMIT])[
                 :min(accelerators.FIELD_LIMIT, budget)]
             budget -= len(text)
-            kind = kinds.kind_from_text(text, loadable_only)
+            kind = kinds.kind_from_text(text, loadable_only, family)
             if kind is not None:
                 return kind, f"metadata {key} '{text[:60]}'"
     return None
@@ -187,10 +227,10 @@ def kind_from_content(lora: LoraFile) -> tuple[str, str] | None:
 
 def detect_kind(lora: LoraFile) -> tuple[str, str]:
     """``(kind, evidence)``: metadata, then file name, then content (module docstring); else "style"."""
-    found = kind_from_metadata(lora.metadata)
+    found = kind_from_metadata(lora.metadata, family=lora.family)
     if found is not None:
         return found[0], f"kind: {found[0]} (decided by {found[1]})"
-    kind = kinds.kind_from_text(lora.name, loadable_only=True)
+    kind = kinds.kind_from_text(lora.name, loadable_only=True, family=lora.family)
     if kind is not None:
         return kind, f"kind: {kind} (decided by the file name '{lora.name[:60]}')"
     found = kind_from_content(lora)
@@ -201,12 +241,29 @@ def detect_kind(lora: LoraFile) -> tuple[str, str]:
                          f"accelerator; ranks {ranks[:4]})")
 
 
+def narrow_family(family: str, kind: str) -> tuple[str, str]:
+    """A family group (``mmdit``, ``wan-any``: names alone fit several) narrowed to the one family of the kind's
+    record that is in the group; ``(family, note)``, the note empty when nothing was narrowed."""
+    record = accelerators.get(kind)
+    if family not in FAMILY_GROUPS or record is None:
+        return family, ""
+    fits = [f for f in record.families if f in FAMILY_GROUPS[family]]
+    if len(fits) != 1:
+        return family, ""
+    return fits[0], f"family: {fits[0]} (module names fit {family}; the {record.title} record is for {fits[0]})"
+
+
 def with_kind(lora: LoraFile, kind: str) -> LoraFile:
     """``lora`` with ``kind`` set by the user (the loader's ``kind`` input); "auto" keeps the detected kind."""
     if kind in (None, "", "auto") or kind == lora.kind:
         return lora
     if kind != kinds.STYLE and not kinds.is_loadable(kind):
         raise LoraFormatError(f"kind={kind!r} is unknown; use auto or one of {list(kinds.known_kinds())}.")
+    record = accelerators.get(kind)
+    if record is not None and not kind_fits_family(lora.family, record.families):
+        raise LoraFormatError(f"kind={kind!r} is {record.title}, for {', '.join(record.families)} LoRAs; "
+                              f"'{lora.name}' is a {lora.family} LoRA. Use auto or a kind of its family.")
     notes = [n for n in lora.notes if not n.startswith("kind:")]
     notes.append(f"kind: {kind} (set by the loader's kind input; detected: {lora.kind})")
-    return replace(lora, kind=kind, notes=notes)
+    family, note = narrow_family(lora.family, kind)
+    return replace(lora, kind=kind, family=family, notes=notes + ([note] if note else []))

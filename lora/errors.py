@@ -29,6 +29,10 @@ class LoraFamilyMismatch(LoraError):
     """The LoRA was trained for another base-model family than the model it is applied to."""
 
 
+class LoraExpertMismatch(LoraError):
+    """A file of a two-expert pair (Wan 2.2 Lightning's HIGH / LOW) on the other expert's model, or both on one."""
+
+
 class LoraCoverageError(LoraError):
     """Some LoRA modules match no weight of the model (they would be silently dropped)."""
 

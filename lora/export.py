@@ -195,7 +195,13 @@ def _check_exportable(entries: Sequence[MixEntry], modules: Mapping[str, LoraMod
         raise ExportError(f"{unsupported} carry adapters other than plain LoRA (LoHa/LoKr/DoRA/full diffs), "
                           "which cannot be merged into one LoRA; remove them from the export stack (the mixer "
                           "node can still apply them).")
-    unnamed = sorted(key for key in modules if key not in names)
+    unnamed = sorted((key for key in modules if key not in names), key=str)
+    slices = [key for key in unnamed if not isinstance(key, str)]
+    if slices:
+        raise ExportError(f"{len(slices)} mixed layers are slices of fused weights (first: {slices[0]}: core maps "
+                          "diffusers' separate q/k/v of FLUX onto its fused qkv), which one kohya module cannot hold; "
+                          "export only LoRAs in kohya spelling (lora_unet_double_blocks_…), or apply this stack with "
+                          "the LoRA Mixer instead.")
     if unnamed:
         raise ExportError(f"{len(unnamed)} mixed layers have no kohya name in this model's key map (first: "
                           f"{unnamed[0]}); export needs a UNet/CLIP of the LoRAs' base family.")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from .detect import detect_family, detect_kind
+from .detect import detect_family, detect_kind, narrow_family
 from .errors import LoraFileError
 from .formats import parse_modules
 from .kinds import STYLE, is_accelerator
@@ -266,6 +266,8 @@ def parse_lora_file(path: Path, display: str) -> LoraFile:
                     path=str(path), content_sha256=content_digest(tensors))
     lora.family, family_note = detect_family(lora)
     lora.kind, kind_note = detect_kind(lora)
+    lora.family, narrowed = narrow_family(lora.family, lora.kind)
+    family_note = narrowed or family_note
     lora.notes += [*metadata_notes, *read_pack_metadata(metadata, is_accelerator, STYLE).notes, family_note,
                    kind_note]
     LOG.info("read LoRA %s: format %s, family %s, kind %s, %d modules", display, lora.format, lora.family,

@@ -40,10 +40,11 @@ def is_loadable(kind: str) -> bool:
     return record is not None and record.loadable
 
 
-def kind_from_text(text: str, loadable_only: bool = False) -> str | None:
+def kind_from_text(text: str, loadable_only: bool = False, family: str | None = None) -> str | None:
     """The accelerator kind a file name or a title names, if any (first matching record; linear, bounded).
-    ``loadable_only``: only kinds of LoRAs the loader applies (for a file already read as an SD-family LoRA)."""
-    record = accelerators.detect_name(text, loadable_only)
+    ``loadable_only``: only kinds of LoRAs the loader applies; ``family``: only a record for the LoRA's measured
+    family (``accelerators.records.kind_fits_family``: a FLUX accelerator's name on an SD LoRA does not make it one)."""
+    record = accelerators.detect_name(text, loadable_only, family)
     return None if record is None else record.kind
 
 

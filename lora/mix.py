@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..accelerators.records import FAMILY_GROUPS
 from . import kinds
 from .errors import MixError
 from .types import LoraModule, ResolvedLora
@@ -70,6 +71,8 @@ def check_entries(entries: Sequence[MixEntry]) -> None:
                        "non-zero weight.")
     _check_one_accelerator(entries)
     families = {entry.lora.family for entry in entries} - {"unknown"}
+    # a group (names that fit several families: accelerators.records.FAMILY_GROUPS) agrees with a member of it
+    families = {f for f in families if not any(other in FAMILY_GROUPS.get(f, ()) for other in families)}
     if len(families) > 1:
         listing = ", ".join(f"{e.lora.name} ({e.lora.family})" for e in entries)
         raise MixError(f"LoRAs of different base families cannot be mixed: {listing}. LCM-LoRA combines only "

@@ -56,6 +56,18 @@ def module_spellings(module: str) -> list[str]:
     return list(dict.fromkeys(spellings))
 
 
+def target_shape(target, target_shapes: dict):
+    """The shape a module updates: its weight's, or for core's ``(key, (dim, offset, size))`` target (a slice of a
+    fused weight: FLUX's ``qkv`` and ``linear1`` in ``comfy.lora.model_lora_keys_unet``) the slice's."""
+    if isinstance(target, str):
+        return target_shapes.get(target)
+    key, (dim, _offset, size) = target[0], target[1]
+    shape = target_shapes.get(key)
+    if shape is None or not 0 <= dim < len(shape):
+        return None
+    return tuple(int(size) if index == dim else int(d) for index, d in enumerate(shape))
+
+
 def _shape_fits(module_shape: tuple[int, int], target_shape) -> bool:
     out_features, in_numel = module_shape
     return (target_shape is not None and len(target_shape) >= 2 and int(target_shape[0]) == out_features
@@ -86,9 +98,10 @@ def match_modules(lora: LoraFile, key_map: dict[str, str],
             continue
         target = key_map[hit]
         shape = _update_shape(lora, module)
-        if target_shapes is not None and shape is not None and not _shape_fits(shape, target_shapes.get(target)):
+        if target_shapes is not None and shape is not None and not _shape_fits(
+                shape, target_shape(target, target_shapes)):
             unmatched.append(f"{module} (update {shape[0]}x{shape[1]} does not fit {target} "
-                             f"{tuple(target_shapes.get(target) or ())})")
+                             f"{tuple(target_shape(target, target_shapes) or ())})")
             continue
         matched[module] = (hit, target)
     return matched, unmatched

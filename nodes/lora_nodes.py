@@ -46,7 +46,8 @@ class LCMLoraLoader(io.ComfyNode):
                         "LCM model sampling. Refuses (with the LoRA to use) instead of silently half-applying. "
                         "The same acceleration LoRA is never applied twice.",
             inputs=[
-                io.Model.Input("model", tooltip="The model to accelerate (SD1.x, SD2.x, SDXL, SSD-1B or Vega)."),
+                io.Model.Input("model", tooltip="The model to accelerate (SD1.x, SD2.x, SDXL, SSD-1B, Vega; FLUX.1, SD3, "
+                                                "Qwen-Image or Wan with their accelerators)."),
                 io.Clip.Input("clip", optional=True,
                               tooltip="Optional CLIP; needed when the LoRA also patches the text encoder."),
                 io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"),

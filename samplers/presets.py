@@ -59,7 +59,7 @@ def preset_for_kind(kind: str, file_name: str = "") -> Preset | None:
     """The preset of an accelerator kind that its published file name selects (a variant: PCM's NormalCFG or
     LCM-like), with the step count the name carries for a trailing recipe; None: no preset."""
     preset = accelerators.recipe_for(kind, file_name)
-    if preset is None or preset.runs_on != "ksampler-lcm":
+    if preset is None or preset.runs_on not in ("ksampler-lcm", "flow"):
         return None
     steps = steps_from_name(file_name) if preset.steps is None and preset.schedule == "trailing" else None
     return replace(preset, steps=steps) if steps else preset

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATED = ("docs/accelerators.md", "web/docs/LCMPack_KSamplerLCM.md", "web/docs/LCMPack_LCMLoraLoader.md")
+GENERATED = ("docs/accelerators.md", "docs/workflows.md", "web/docs/LCMPack_KSamplerLCM.md",
+             "web/docs/LCMPack_LCMLoraLoader.md")
 
 
 def _render():

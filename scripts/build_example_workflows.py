@@ -172,14 +172,17 @@ def spec_node(spec: Spec, key: str):
 
 
 def model_properties(node) -> list[dict]:
-    """``properties.models`` (name, url, directory): the frontend offers these downloads when a file is missing.
-
-    Only for files whose published name is the name used here (a renamed download would be saved wrong).
+    """``properties.models`` (name, url, directory: the frontend's ``zModelFile``): the frontend offers these
+    downloads when a file is missing. The accelerators' entries come from the registry's downloads
+    (``devkit.workflows.accelerator_file``). ``name`` is the name the workflow uses: the frontend saves the download
+    under it (its desktop download's ``filename``, the browser link's ``download`` attribute), also where the
+    published file is generic (``pytorch_lora_weights.safetensors``); the About note says to save it under that
+    name where a browser keeps the server's name.
     """
     out = []
     for value in node.widgets.values():
         model = PUBLISHED_MODELS.get(value) if isinstance(value, str) else None
-        if model is not None and model.url.rsplit("/", 1)[-1] == model.name:
+        if model is not None:
             out.append({"name": model.name, "url": model.url + "?download=true", "directory": model.folder})
     return out
 

@@ -26,7 +26,8 @@ from lcm_lora_pack.lora.io import read_lora_file
 from lcm_lora_pack.samplers import presets
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATED = ("docs/accelerators.md", "web/docs/LCMPack_KSamplerLCM.md", "web/docs/LCMPack_LCMLoraLoader.md")
+GENERATED = ("docs/accelerators.md", "docs/workflows.md", "web/docs/LCMPack_KSamplerLCM.md",
+             "web/docs/LCMPack_LCMLoraLoader.md")
 MEGABYTE = 1_000_000
 BOUND_SECONDS = 0.050  # issue 22, item 6: "a 1 MB title is classified in < 50 ms"
 
@@ -102,7 +103,7 @@ def test_every_record_is_well_formed():
             if record.names and "(by content)" not in name:
                 assert accelerators.detect_name(name) is record, (record.kind, name)
         for recipe in record.recipes:
-            assert recipe.runs_on in ("ksampler-lcm", "core")
+            assert recipe.runs_on in ("ksampler-lcm", "flow", "core")
             if recipe.runs_on == "ksampler-lcm":
                 assert recipe.sampler in presets.SAMPLERS and recipe.model_sampling in presets.MODEL_SAMPLINGS
 

@@ -112,3 +112,48 @@ def test_broken_copy_with_unregistered_node_id_fails_the_check(frontend):
     state = frontend.state()  # the user is told: a dialog (frontends before 1.49) or a banner (1.49 and later)
     assert any(UNREGISTERED in text and "missing" in text.lower() for text in state["dialogs"] + state["notices"])
     frontend.close_dialogs()
+
+
+REFRESH_COMBOS_JS = "async () => { await app.refreshComboInNodes(); return true }"
+
+
+def test_a_missing_accelerator_is_offered_for_download_from_its_registry_record(frontend, workflow_server):  # noqa: F811
+    """Getting the file (issue 25): with the LCM-LoRA missing from the server, dropping the shipped workflow makes the
+    frontend offer that file's download (the loader node's ``properties.models``, from the registry).
+
+    Frontend 1.32.9 (ComfyUI 0.3.75) checks ``properties.models`` against the server's folder on load and opens its
+    Missing Models dialog (``loras / lcm-lora-sdv1-5.safetensors``, Download). 1.49.6 (0.33.0) checks widget values
+    against its model lists (refreshed here, as its R key does, after the file went) and lists the file under
+    Missing Models in its errors panel ("View details"), with a Download button only where the node carries the
+    download metadata."""
+    import comfyui_frontend_package
+
+    new_frontend = tuple(int(p) for p in comfyui_frontend_package.__version__.split(".")[:2]) >= (1, 49)
+    name = "lcm-lora-sdv1-5.safetensors"
+    path = workflow_server.base / "models" / "loras" / name
+    aside = path.with_name(f".{name}.aside")
+    path.rename(aside)
+    try:
+        if new_frontend:
+            frontend.page.evaluate(REFRESH_COMBOS_JS)
+        report = frontend.drop_workflow(workflows.load_ui("sd15_lcm_lora_4step"), "sd15_lcm_lora_4step.json",
+                                        settle_ms=3000)
+        if new_frontend:
+            frontend.page.get_by_text("View details").first.click()
+            frontend.page.wait_for_timeout(2000)
+            panel = frontend.page.evaluate("() => document.body.innerText")
+            buttons = frontend.page.evaluate(
+                "() => Array.from(document.querySelectorAll('button')).map(b => b.getAttribute('aria-label') || '')")
+    finally:
+        aside.rename(path)
+        if new_frontend:
+            frontend.page.evaluate(REFRESH_COMBOS_JS)
+        frontend.close_dialogs()
+    if new_frontend:
+        missing = panel[panel.find("Missing Models"):]
+        assert "Missing Models" in panel and f"{name}\nloras\nDownload" in missing, panel[-1500:]
+        assert f"Download {name}" in buttons, buttons
+        return
+    dialog = next((text for text in report.dialogs if "Missing Models" in text), "")
+    assert f"loras / {name}" in dialog and "Download" in dialog, report.dialogs
+    assert "v1-5-pruned-emaonly" not in dialog  # the checkpoint is there: only the missing file is listed

@@ -109,30 +109,57 @@ def test_missing_half(tmp_path, good_tensors):
 
 
 def test_unknown_architecture(tmp_path):
-    tensors = {"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.randn(4, 3072),
-               "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.randn(3072, 4)}
-    path = loras.save_lora(tensors, tmp_path / "flux-style.safetensors")
-    _expect(LoraFormatError, path, "unknown architecture")
+    """Module names of no family the pack or core's key map knows (an SD UNet, CLIP, FLUX.1, SD3, Qwen-Image, Wan)."""
+    tensors = {"lora_unet_layers_0_attention_qkv.lora_down.weight": torch.randn(4, 2304),
+               "lora_unet_layers_0_attention_qkv.lora_up.weight": torch.randn(6912, 4)}
+    path = loras.save_lora(tensors, tmp_path / "lumina-style.safetensors")
+    _expect(LoraFormatError, path, "unknown architecture", "FLUX.1/SD3/Qwen-Image/Wan")
 
 
-def test_a_flux_accelerator_is_refused_with_its_authors_recipe(tmp_path):
-    """FLUX/SD3/Qwen/Wan accelerators are detection-only (docs/accelerators.md): the refusal says what the file is
-    and how its authors sample it with core's nodes."""
-    tensors = {"lora_unet_double_blocks_0_img_attn_proj.lora_down.weight": torch.randn(4, 3072),
-               "lora_unet_double_blocks_0_img_attn_proj.lora_up.weight": torch.randn(3072, 4)}
-    path = loras.save_lora(tensors, tmp_path / "Hyper-FLUX.1-dev-8steps-lora.safetensors")
-    _expect(LoraFormatError, path, "unknown architecture", "It is Hyper-FLUX (flux)", "LoRA strength 0.125",
-            "FluxGuidance 3.5")
+@pytest.mark.parametrize(("name", "keys", "family", "kind"), [
+    ("Hyper-FLUX.1-dev-8steps-lora.safetensors", ("lora_unet_double_blocks_0_img_attn_proj", ".lora_down.weight",
+                                                  ".lora_up.weight"), "flux", "hyper-flux"),
+    ("flux-style.safetensors", ("transformer.single_transformer_blocks.0.attn.to_q", ".lora_A.weight",
+                                ".lora_B.weight"), "flux", "style"),
+    ("Hyper-SD3-8steps-CFG-lora.safetensors", ("transformer.transformer_blocks.0.attn.add_q_proj", ".lora_A.weight",
+                                               ".lora_B.weight"), "sd3", "hyper-sd3"),
+    ("sd3-or-flux-style.safetensors", ("transformer.transformer_blocks.0.attn.add_q_proj", ".lora_A.weight",
+                                       ".lora_B.weight"), "mmdit", "style"),
+    ("Wan2.2-Lightning_T2V-A14B-4steps-lora_LOW_fp16.safetensors", ("diffusion_model.blocks.0.self_attn.q",
+                                                                    ".lora_down.weight", ".lora_up.weight"),
+     "wan", "wan22-lightning"),
+    ("wan-style.safetensors", ("diffusion_model.blocks.0.self_attn.q", ".lora_down.weight", ".lora_up.weight"),
+     "wan-any", "style"),
+])
+def test_a_transformer_family_lora_is_read_with_its_family_and_kind(tmp_path, name, keys, family, kind):
+    """FLUX/SD3/Qwen/Wan LoRAs (issue 25) are read: the family from the module names (a group where names fit several
+    families, narrowed by the kind's record: Hyper-SD3's diffusers keys are also FLUX's double blocks), the kind from
+    the name."""
+    module, down, up = keys
+    path = loras.save_lora({module + down: torch.randn(4, 64), module + up: torch.randn(64, 4)}, tmp_path / name)
+    lora = read_lora_file(path)
+    assert (lora.family, lora.kind) == (family, kind), lora.notes
 
 
-def test_peft_transformer_lora_is_unknown_architecture(tmp_path):
-    tensors = {"transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": torch.randn(4, 3072),
-               "transformer.single_transformer_blocks.0.attn.to_q.lora_B.weight": torch.randn(3072, 4)}
-    path = loras.save_lora(tensors, tmp_path / "sd3-style.safetensors")
-    _expect(LoraFormatError, path, "unknown architecture")
+def test_a_family_accelerator_name_on_an_sd_lora_is_not_that_accelerator(tmp_path, good_tensors):
+    """A Hyper-FLUX name on an SD1.x LoRA does not make it Hyper-FLUX (nor Hyper-SD, the next record)."""
+    lora = read_lora_file(loras.save_lora(good_tensors, tmp_path / "Hyper-FLUX.1-dev-8steps-lora.safetensors"))
+    assert lora.family == "sd1.x" and lora.kind == "style", lora.notes
 
 
 def test_tensor_of_no_layout(tmp_path, good_tensors):
     path = loras.save_lora(_with(good_tensors, **{"model.diffusion_model.out.0.weight": torch.ones(4)}),
                            tmp_path / "checkpoint-not-lora.safetensors")
     _expect(LoraFormatError, path, "not part of any LoRA layout")
+
+
+def test_a_kind_of_another_family_is_refused_on_the_loaders_kind_input(tmp_path, good_tensors):
+    """kind=hyper-flux on an SD1.x LoRA (the loader's kind input) is refused naming both, as detection would not
+    name it so; an SD kind stays allowed."""
+    from lcm_lora_pack.lora.detect import with_kind
+
+    lora = read_lora_file(loras.save_lora(good_tensors, tmp_path / "renamed.safetensors"))
+    with pytest.raises(LoraFormatError, match=r"kind='hyper-flux' is Hyper-FLUX, for flux LoRAs; 'renamed.safetensors' "
+                                              r"is a sd1.x LoRA"):
+        with_kind(lora, "hyper-flux")
+    assert with_kind(lora, "tcd").kind == "tcd"
