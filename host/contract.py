@@ -475,3 +475,39 @@ def dynamic_vram(patcher) -> bool:
     CLIP's patchers answer the same way). Hosts without the method (0.8.0, 0.3.75) never load dynamically."""
     is_dynamic = getattr(patcher, "is_dynamic", None)
     return bool(is_dynamic()) if callable(is_dynamic) else False
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+
+
+def training_clone(patcher) -> tuple[object, str | None]:
+    """``(clone, None)``: a clone to train on whose modules no other clone shares -- ``clone(force_deepcopy=True)``,
+    what core's ``TrainLoraNode`` trains on (``comfy_extras/nodes_train.py``, checked on 0.33.0): a fresh model
+    from the loader's ``cached_patcher_init``, with the patcher's patches, object patches and options copied.
+
+    Hosts whose ``ModelPatcher.clone`` has no ``force_deepcopy`` (0.3.75, 0.8.0, where core's ``TrainLoraNode``
+    trains on ``clone()``), or a model from a loader that sets no ``cached_patcher_init`` (core raises there):
+    ``(clone(), report line)``, core's plain clone, which shares the module tree; ComfyUI then puts the clone's
+    weight functions on the shared modules only while the clone is loaded (see :func:`weights_changed`)."""
+    if "force_deepcopy" not in _parameters(patcher.clone):
+        why = "ModelPatcher.clone has no force_deepcopy (a ComfyUI before 0.16)"
+    elif getattr(patcher, "cached_patcher_init", None) is None:
+        why = "the model's loader set no cached_patcher_init (not one of core's loaders)"
+    else:
+        return patcher.clone(force_deepcopy=True), None
+    return patcher.clone(), line("training_clone", why, "training on core's clone(), which shares the UNet's "
+                                 "modules with the model while it is loaded, as core's TrainLoraNode does there")
+
+
+def weights_changed(patcher) -> None:
+    """Mark ``patcher``'s weights as its own after ``add_weight_wrapper``: ``add_patches({})``, which adds nothing
+    and draws a new ``patches_uuid`` (``comfy/model_patcher.py``, 0.3.75, 0.8.0, 0.33.0). ``load_models_gpu``
+    re-patches a model only when the loaded ``patches_uuid`` differs (``partially_load``): without a new one a
+    clone with weight functions and the model it was cloned from count as the same weights, so loading either
+    after the other keeps the first one's weight functions on the shared modules. :class:`ContactError` when the
+    uuid did not change (no public way to make ComfyUI re-patch)."""
+    before = getattr(patcher, "patches_uuid", None)
+    patcher.add_patches({})
+    if before is None or getattr(patcher, "patches_uuid", None) == before:
+        raise ContactError(line("weights_changed", "ModelPatcher.add_patches no longer draws a new patches_uuid",
+                                "the trainer cannot keep its weight functions off the user's model"))

@@ -84,6 +84,7 @@ def _inputs(sdxl: bool):
 
 def _pack_step(patcher, sdxl, loss_type, latents, embeds, uncond, pooled, draw, sizes, crops):
     info = comfy_bridge.inspect_model(patcher)
+    patcher = comfy_bridge.training_model(patcher)  # the LoRA as weight functions on a clone, as the node trains
     device = comfy_bridge.load_for_training(patcher)
     y = uncond_y = None
     if sdxl:
@@ -97,13 +98,8 @@ def _pack_step(patcher, sdxl, loss_type, latents, embeds, uncond, pooled, draw, 
     generator = torch.Generator().manual_seed(11)
     for adapter in trainer.lora.adapters.values():
         adapter.lora_up.weight.data.normal_(0.0, 0.05, generator=generator)
-    trainer.lora.attach()
-    try:
-        loss = trainer.compute_loss({"latents": latents, "context": embeds, "y": y, "uncond_y": uncond_y,
-                                     "draw": draw})
-        loss.backward()
-    finally:
-        trainer.lora.detach()
+    loss = trainer.compute_loss({"latents": latents, "context": embeds, "y": y, "uncond_y": uncond_y, "draw": draw})
+    loss.backward()
     return trainer.lora, loss.detach(), info.alphas_cumprod
 
 
