@@ -148,8 +148,9 @@ def training_model(patcher):
 def install_lora(clone, lora) -> None:
     """Register ``lora``'s weight functions on ``clone`` (``ModelPatcher.add_weight_wrapper``, as core's
     ``TrainLoraNode`` does), and :func:`~.lora_layers.frozen_weight` on every other weight or bias of a ComfyUI
-    layer that is an inference tensor or requires grad; then mark the clone's weights as its own
-    (``contract.weights_changed``) so the next load applies them and any other clone's load removes them."""
+    layer that is an inference tensor or requires grad. ``add_weight_wrapper`` gives the clone a new
+    ``patches_uuid`` (core, 0.3.75 … 0.33.0), so the next load of the clone puts the functions on the modules and
+    the next load of any other clone of the model (the user's) re-patches and takes them off."""
     from .lora_layers import frozen_weight
 
     functions = lora.weight_functions()
@@ -167,7 +168,6 @@ def install_lora(clone, lora) -> None:
     if functions:
         raise DistillModelError(f"{len(functions)} LoRA target(s) are not ComfyUI layers that take weight functions "
                                 f"({next(iter(functions))}); leave them out of lora_target_modules.")
-    contract.weights_changed(clone)
 
 
 def _needs_copy(tensor) -> bool:

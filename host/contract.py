@@ -488,9 +488,9 @@ def training_clone(patcher) -> tuple[object, str | None]:
     Hosts whose ``ModelPatcher.clone`` has no ``force_deepcopy`` (0.3.75, 0.8.0, where core's ``TrainLoraNode``
     trains on ``clone()``), or a model from a loader that sets no ``cached_patcher_init`` (core raises there):
     ``(clone(), report line)``, core's plain clone, which shares the module tree; ComfyUI then puts the clone's
-    weight functions on the shared modules only while the clone is loaded (see :func:`weights_changed`)."""
+    weight functions on the shared modules only while the clone is loaded."""
     if "force_deepcopy" not in _parameters(patcher.clone):
-        why = "ModelPatcher.clone has no force_deepcopy (a ComfyUI before 0.16)"
+        why = "ModelPatcher.clone has no force_deepcopy (as on 0.3.75 and 0.8.0)"
     elif getattr(patcher, "cached_patcher_init", None) is None:
         why = "the model's loader set no cached_patcher_init (not one of core's loaders)"
     else:
@@ -498,16 +498,3 @@ def training_clone(patcher) -> tuple[object, str | None]:
     return patcher.clone(), line("training_clone", why, "training on core's clone(), which shares the UNet's "
                                  "modules with the model while it is loaded, as core's TrainLoraNode does there")
 
-
-def weights_changed(patcher) -> None:
-    """Mark ``patcher``'s weights as its own after ``add_weight_wrapper``: ``add_patches({})``, which adds nothing
-    and draws a new ``patches_uuid`` (``comfy/model_patcher.py``, 0.3.75, 0.8.0, 0.33.0). ``load_models_gpu``
-    re-patches a model only when the loaded ``patches_uuid`` differs (``partially_load``): without a new one a
-    clone with weight functions and the model it was cloned from count as the same weights, so loading either
-    after the other keeps the first one's weight functions on the shared modules. :class:`ContactError` when the
-    uuid did not change (no public way to make ComfyUI re-patch)."""
-    before = getattr(patcher, "patches_uuid", None)
-    patcher.add_patches({})
-    if before is None or getattr(patcher, "patches_uuid", None) == before:
-        raise ContactError(line("weights_changed", "ModelPatcher.add_patches no longer draws a new patches_uuid",
-                                "the trainer cannot keep its weight functions off the user's model"))
