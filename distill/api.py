@@ -72,13 +72,15 @@ def _train(trainer: Trainer, config: DistillConfig, progress, interrupt) -> tupl
 def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, loras_dir: str | Path,
                      output_name: str, *, vae=None, checkpoint_dir: str | Path | None = None,
                      resume_from_checkpoint: str | None = None, cache_dir: str | Path | None = None,
-                     source_name: str = "", overwrite: bool = False,
+                     source_name: str = "", overwrite: bool = False, private_copy: bool = True,
                      progress: Callable[[int, int, float], None] | None = None,
                      interrupt: Callable[[], None] | None = None) -> DistillResult:
     """Distil an LCM-LoRA from the ComfyUI ``model`` (teacher) and write it to ``loras_dir/output_name``.
 
     Nothing is written to ``loras_dir`` unless training finishes; checkpoints go to ``checkpoint_dir`` every
-    ``config.checkpointing_steps`` steps. Under ``torchrun`` only rank 0 writes files.
+    ``config.checkpointing_steps`` steps. Under ``torchrun`` only rank 0 writes files. ``model`` is never changed:
+    training runs on a clone (:func:`comfy_bridge.training_model`; ``private_copy=False`` where nothing else uses
+    ``model``, as in the CLI: no second copy of the model).
     """
     rank, world = _world()
     info = comfy_bridge.inspect_model(model)
@@ -89,7 +91,7 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
         raise DistillConfigError("image data needs the VAE to encode the images; connect a VAE (or use prompts).")
     _check_targets(info, config.lora_target_modules)
     with torch.inference_mode(False):
-        clone = comfy_bridge.training_model(model)  # the user's model is read, never changed
+        clone = comfy_bridge.training_model(model, private_copy)  # the user's model: read, never changed
         device = comfy_bridge.load_for_training(clone)
         runner = comfy_bridge.UNetRunner(clone, config.mixed_precision, device)
 

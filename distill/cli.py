@@ -196,7 +196,7 @@ def run(argv: list[str] | None = None) -> dict:
         result = distill_lcm_lora(model, clip, samples, config, loras_dir, args.output, vae=vae,
                                   checkpoint_dir=run_dir, resume_from_checkpoint=args.resume_from_checkpoint,
                                   cache_dir=args.cache_dir, source_name=Path(args.checkpoint).name,
-                                  overwrite=args.overwrite, progress=update)
+                                  overwrite=args.overwrite, progress=update, private_copy=False)
     finally:
         bar.close()
     summary = {"output": str(result.path) if result.path else None, "steps": result.steps, "losses": result.losses,

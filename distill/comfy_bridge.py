@@ -131,14 +131,17 @@ def encode_latents(vae, patcher, pixels: torch.Tensor) -> torch.Tensor:
     return patcher.model.process_latent_in(raw.float().cpu())
 
 
-def training_model(patcher):
+def training_model(patcher, private: bool = True):
     """The patcher the trainer runs: a clone of the user's ``patcher`` (``contract.training_clone``: core's
     ``clone(force_deepcopy=True)``, a private copy of the model, where the host and loader allow it; else core's
     ``clone()``, logged). The user's patcher and every other clone are never changed: the trainer's LoRA is
     registered on this clone as ComfyUI weight functions (:func:`install_lora`), which ComfyUI puts on the
-    modules when it loads the clone and takes off when it loads another clone of the model.
+    modules when it loads the clone and takes off when it loads another clone of the model. ``private=False``
+    (the CLI, whose model nothing else uses): core's ``clone()`` without a second copy of the model.
 
     Call under ``torch.inference_mode(False)`` (a private copy is then loaded with plain tensors)."""
+    if not private:
+        return patcher.clone()
     clone, note = contract.training_clone(patcher)
     if note:
         LOG.warning("%s", note)
