@@ -193,7 +193,7 @@ def test_weight_function_equals_the_peft_layer(base):
     torch.testing.assert_close(ours, peft, rtol=1e-5, atol=1e-6)
     grads = [torch.autograd.grad(out.square().sum(), [adapter.lora_down.weight, adapter.lora_up.weight])
              for out in (ours, peft)]
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(*grads, strict=True):  # fp32 summation order differs: the whole tensor's relative error
+        assert ((a - b).norm() / b.norm()).item() <= 1e-5
     lora.enabled = False
     assert torch.equal(lora.weight_functions()["m"](base.weight.detach()), base.weight.detach())
