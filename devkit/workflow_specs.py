@@ -178,7 +178,8 @@ def sd15_lcm_vs_25step_baseline() -> Spec:
                  Node("decode_base", "VAEDecode", {}, {"samples": ("baseline", 0), "vae": ("ckpt", 2)}),
                  Node("stitch", "ImageStitch", {"direction": "right", "match_image_size": True, "spacing_width": 8,
                                                 "spacing_color": "white"},
-                      {"image1": ("decode_lcm", 0), "image2": ("decode_base", 0)}),
+                      {"image1": ("decode_lcm", 0), "image2": ("decode_base", 0)},
+                      title="Side by side (left: LCM-LoRA, right: baseline)"),
                  Node("save", "SaveImage", {"filename_prefix": "lcm4_vs_base25"}, {"images": ("stitch", 0)})])
 
 
