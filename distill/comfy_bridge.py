@@ -139,42 +139,44 @@ def training_model(patcher, private: bool = True):
     modules when it loads the clone and takes off when it loads another clone of the model. ``private=False``
     (the CLI, whose model nothing else uses): core's ``clone()`` without a second copy of the model.
 
+    Every weight or bias of a ComfyUI layer that is an inference tensor (ComfyUI loads models under
+    ``torch.inference_mode``) or requires grad (0.3.75 loads them so) gets :func:`~.lora_layers.frozen_weight`
+    here, before the clone is first loaded: the teacher and the student then compute with plain, gradient-free
+    copies, and the stored tensors are never replaced, saved for backward or given a gradient.
+
     Call under ``torch.inference_mode(False)`` (a private copy is then loaded with plain tensors)."""
-    if not private:
-        return patcher.clone()
-    clone, note = contract.training_clone(patcher)
-    if note:
-        LOG.warning("%s", note)
-    return clone
-
-
-def install_lora(clone, lora) -> None:
-    """Register ``lora``'s weight functions on ``clone`` (``ModelPatcher.add_weight_wrapper``, as core's
-    ``TrainLoraNode`` does), and :func:`~.lora_layers.frozen_weight` on every other weight or bias of a ComfyUI
-    layer that is an inference tensor or requires grad. ``add_weight_wrapper`` gives the clone a new
-    ``patches_uuid`` (core, 0.3.75 … 0.33.0), so the next load of the clone puts the functions on the modules and
-    the next load of any other clone of the model (the user's) re-patches and takes them off."""
     from .lora_layers import frozen_weight
 
-    functions = lora.weight_functions()
-    unet = clone.model.diffusion_model
-    for name, module in unet.named_modules():
-        if not hasattr(module, "weight_function"):
-            continue
-        key = f"diffusion_model.{name}"
-        if name in functions:
-            clone.add_weight_wrapper(f"{key}.weight", functions.pop(name))
-        elif _needs_copy(getattr(module, "weight", None)):
-            clone.add_weight_wrapper(f"{key}.weight", frozen_weight)
-        if _needs_copy(getattr(module, "bias", None)):
-            clone.add_weight_wrapper(f"{key}.bias", frozen_weight)
-    if functions:
-        raise DistillModelError(f"{len(functions)} LoRA target(s) are not ComfyUI layers that take weight functions "
-                                f"({next(iter(functions))}); leave them out of lora_target_modules.")
+    if private:
+        clone, note = contract.training_clone(patcher)
+        if note:
+            LOG.warning("%s", note)
+    else:
+        clone = patcher.clone()
+    for name, module in clone.model.diffusion_model.named_modules():
+        if hasattr(module, "weight_function"):
+            for param in ("weight", "bias"):
+                if _needs_copy(getattr(module, param, None)):
+                    clone.add_weight_wrapper(f"diffusion_model.{name}.{param}", frozen_weight)
+    return clone
 
 
 def _needs_copy(tensor) -> bool:
     return isinstance(tensor, torch.Tensor) and (tensor.is_inference() or tensor.requires_grad)
+
+
+def install_lora(clone, lora) -> None:
+    """Register ``lora``'s weight functions on ``clone`` (``ModelPatcher.add_weight_wrapper``, as core's
+    ``TrainLoraNode`` does). ``add_weight_wrapper`` gives the clone a new ``patches_uuid`` (core, 0.3.75 …
+    0.33.0), so the next load of the clone puts the functions on the modules and the next load of any other clone
+    of the model (the user's) re-patches and takes them off."""
+    functions = lora.weight_functions()
+    for name, module in clone.model.diffusion_model.named_modules():
+        if name in functions and hasattr(module, "weight_function"):
+            clone.add_weight_wrapper(f"diffusion_model.{name}.weight", functions.pop(name))
+    if functions:
+        raise DistillModelError(f"{len(functions)} LoRA target(s) are not ComfyUI layers that take weight functions "
+                                f"({next(iter(functions))}); leave them out of lora_target_modules.")
 
 
 def load_for_training(clone) -> torch.device:
