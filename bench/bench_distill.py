@@ -1,7 +1,7 @@
 """Distillation throughput and memory: the pack's trainer vs the reference recipe, same process, interleaved.
 
 * pack: ``distill.trainer.Trainer.train_step`` on a ComfyUI ``ModelPatcher`` (UNet stored in the autocast
-  dtype, as ComfyUI loads it on a GPU), LoRA r64 on the script's 14 module types through forward hooks, the
+  dtype, as ComfyUI loads it on a GPU), LoRA r64 on the script's 14 module types as ComfyUI weight functions, the
   teacher = the same UNet with the LoRA off (cond + uncond in one forward), AdamW, grad clipping.
 * reference: the step of diffusers' ``train_lcm_distill_lora_sd_wds.py`` / ``_sdxl_wds.py`` as the script runs
   it (``devkit/distill_reference.py``): fp32 diffusers ``UNet2DConditionModel`` student wrapped by PEFT
@@ -81,6 +81,7 @@ def pack_arm(family, sd, data, device, steps_total: int) -> Arm:
         {k: v.to(dtype) for k, v in diffusers_to_comfy_unet(sd, family.unet_config).items()},
         model_options={"dtype": dtype})
     info = comfy_bridge.inspect_model(patcher)
+    patcher = comfy_bridge.training_model(patcher)
     runner_device = comfy_bridge.load_for_training(patcher)
     batch = data["latents"].shape[0]
     y = uncond_y = None
@@ -96,8 +97,7 @@ def pack_arm(family, sd, data, device, steps_total: int) -> Arm:
     config = DistillConfig(resolution=family.image_size, train_batch_size=batch, lora_rank=RANK, lora_alpha=RANK,
                            mixed_precision=mixed, max_train_steps=steps_total).resolved(info.family)
     trainer = Trainer(info, encoded, config, comfy_bridge.UNetRunner(patcher, mixed, runner_device), None)
-    trainer.lora.attach()
-    arm = Arm("pack trainer (ComfyUI UNet, hooks LoRA, teacher = LoRA off)", trainer.train_step)
+    arm = Arm("pack trainer (ComfyUI UNet, LoRA as weight functions, teacher = LoRA off)", trainer.train_step)
     arm.keep = (patcher, trainer)
     return arm
 

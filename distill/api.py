@@ -60,33 +60,27 @@ def _resume(trainer: Trainer, path: Path, state: dict) -> None:
                                      "made with, or delete it to start anew.") from error
 
 
-def _train(trainer: Trainer, info, config: DistillConfig, progress, interrupt) -> tuple:
-    """Run the loop with the LoRA attached; ``(before, after)`` validation losses (None without validation).
-
-    The UNet is shared by every clone of the checkpoint: the LoRA hooks and checkpointing wrappers never outlive
-    the run, whatever ends it (ComfyUI's own loading happens before, so its state is left alone)."""
-    with comfy_bridge.unet_restored(info.diffusion_model):
-        try:
-            trainer.lora.attach()
-            before = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
-            with comfy_bridge.gradient_checkpointing(info.diffusion_model, config.gradient_checkpointing):
-                trainer.run(progress=progress, interrupt=interrupt)
-            after = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
-        finally:
-            trainer.lora.detach()
+def _train(trainer: Trainer, config: DistillConfig, progress, interrupt) -> tuple:
+    """Run the loop; ``(before, after)`` validation losses (None without validation). The LoRA lives on the
+    training clone as weight functions; nothing is attached to the user's model, so nothing needs undoing."""
+    before = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
+    trainer.run(progress=progress, interrupt=interrupt)
+    after = trainer.validation_loss(config.validation_draws) if config.validation_draws else None
     return before, after
 
 
 def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, loras_dir: str | Path,
                      output_name: str, *, vae=None, checkpoint_dir: str | Path | None = None,
                      resume_from_checkpoint: str | None = None, cache_dir: str | Path | None = None,
-                     source_name: str = "", overwrite: bool = False,
+                     source_name: str = "", overwrite: bool = False, private_copy: bool = True,
                      progress: Callable[[int, int, float], None] | None = None,
                      interrupt: Callable[[], None] | None = None) -> DistillResult:
     """Distil an LCM-LoRA from the ComfyUI ``model`` (teacher) and write it to ``loras_dir/output_name``.
 
     Nothing is written to ``loras_dir`` unless training finishes; checkpoints go to ``checkpoint_dir`` every
-    ``config.checkpointing_steps`` steps. Under ``torchrun`` only rank 0 writes files.
+    ``config.checkpointing_steps`` steps. Under ``torchrun`` only rank 0 writes files. ``model`` is never changed:
+    training runs on a clone (:func:`comfy_bridge.training_model`; ``private_copy=False`` where nothing else uses
+    ``model``, as in the CLI: no second copy of the model).
     """
     rank, world = _world()
     info = comfy_bridge.inspect_model(model)
@@ -97,14 +91,14 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
         raise DistillConfigError("image data needs the VAE to encode the images; connect a VAE (or use prompts).")
     _check_targets(info, config.lora_target_modules)
     with torch.inference_mode(False):
-        device = comfy_bridge.load_for_training(model)
+        clone = comfy_bridge.training_model(model, private_copy)  # the user's model: read, never changed
+        device = comfy_bridge.load_for_training(clone)
+        runner = comfy_bridge.UNetRunner(clone, config.mixed_precision, device)
 
         def runner_factory():
-            comfy_bridge.load_for_training(model)
-            return comfy_bridge.UNetRunner(model, config.mixed_precision, device)
+            runner.load()
+            return runner
         data = encode_dataset(samples, info, clip, vae, config, device, runner_factory, cache_dir).cloned()
-        device = comfy_bridge.load_for_training(model)
-        runner = comfy_bridge.UNetRunner(model, config.mixed_precision, device)
         folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
         trainer = Trainer(info, data, config, runner, folder)
         if resume_from_checkpoint:
@@ -112,7 +106,7 @@ def distill_lcm_lora(model, clip, samples: list[Sample], config: DistillConfig, 
             if path is not None:
                 _resume(trainer, path, checkpoints.load_checkpoint(path, config.fingerprint(), data.fingerprint))
                 LOG.info("resumed from %s at step %d", path, trainer.step)
-        before, after = _train(trainer, info, config, progress, interrupt)
+        before, after = _train(trainer, config, progress, interrupt)
     written = None
     if rank == 0:
         metadata = lora_metadata(family=info.family, prediction=info.prediction, config=config, steps=trainer.step,

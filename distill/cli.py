@@ -27,7 +27,7 @@ HELP = {
     "lr_scheduler": f"Learning-rate schedule: {', '.join(LR_SCHEDULERS)}.",
     "lr_warmup_steps": "Warm-up steps of the schedule (ignored by 'constant').",
     "lora_rank": "LoRA rank r.", "lora_alpha": "LoRA alpha (scale = alpha / rank).",
-    "lora_dropout": "Dropout on the LoRA input.",
+    "lora_dropout": "Dropout on the LoRA input: only 0 (the LoRA trains as a weight function).",
     "lora_target_modules": "Comma-separated diffusers module names the LoRA targets (default: the script's 14).",
     "w_min": "Lowest guidance scale w drawn per sample (default 5 for SD1.x/SD2.x, 3 for SDXL).",
     "w_max": "Highest guidance scale w drawn per sample.",
@@ -196,7 +196,7 @@ def run(argv: list[str] | None = None) -> dict:
         result = distill_lcm_lora(model, clip, samples, config, loras_dir, args.output, vae=vae,
                                   checkpoint_dir=run_dir, resume_from_checkpoint=args.resume_from_checkpoint,
                                   cache_dir=args.cache_dir, source_name=Path(args.checkpoint).name,
-                                  overwrite=args.overwrite, progress=update)
+                                  overwrite=args.overwrite, progress=update, private_copy=False)
     finally:
         bar.close()
     summary = {"output": str(result.path) if result.path else None, "steps": result.steps, "losses": result.losses,

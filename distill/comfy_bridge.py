@@ -131,25 +131,61 @@ def encode_latents(vae, patcher, pixels: torch.Tensor) -> torch.Tensor:
     return patcher.model.process_latent_in(raw.float().cpu())
 
 
-def load_for_training(patcher) -> torch.device:
-    """Load the model fully on ComfyUI's device and make its weights usable by autograd.
+def training_model(patcher, private: bool = True):
+    """The patcher the trainer runs: a clone of the user's ``patcher`` (``contract.training_clone``: core's
+    ``clone(force_deepcopy=True)``, a private copy of the model, where the host and loader allow it; else core's
+    ``clone()``, logged). The user's patcher and every other clone are never changed: the trainer's LoRA is
+    registered on this clone as ComfyUI weight functions (:func:`install_lora`), which ComfyUI puts on the
+    modules when it loads the clone and takes off when it loads another clone of the model. ``private=False``
+    (the CLI, whose model nothing else uses): core's ``clone()`` without a second copy of the model.
 
-    Weights created under ``torch.inference_mode`` (ComfyUI runs nodes in it) cannot be saved for backward:
-    such tensors are replaced by equal normal tensors through ``comfy.utils.set_attr_param``.
-    """
+    Every weight or bias of a ComfyUI layer that is an inference tensor (ComfyUI loads models under
+    ``torch.inference_mode``) or requires grad (0.3.75 loads them so) gets :func:`~.lora_layers.frozen_weight`
+    here, before the clone is first loaded: the teacher and the student then compute with plain, gradient-free
+    copies, and the stored tensors are never replaced, saved for backward or given a gradient.
+
+    Call under ``torch.inference_mode(False)`` (a private copy is then loaded with plain tensors)."""
+    from .lora_layers import frozen_weight
+
+    if private:
+        clone, note = contract.training_clone(patcher)
+        if note:
+            LOG.warning("%s", note)
+    else:
+        clone = patcher.clone()
+    for name, module in clone.model.diffusion_model.named_modules():
+        if hasattr(module, "weight_function"):
+            for param in ("weight", "bias"):
+                if _needs_copy(getattr(module, param, None)):
+                    clone.add_weight_wrapper(f"diffusion_model.{name}.{param}", frozen_weight)
+    return clone
+
+
+def _needs_copy(tensor) -> bool:
+    return isinstance(tensor, torch.Tensor) and (tensor.is_inference() or tensor.requires_grad)
+
+
+def install_lora(clone, lora) -> None:
+    """Register ``lora``'s weight functions on ``clone`` (``ModelPatcher.add_weight_wrapper``, as core's
+    ``TrainLoraNode`` does). ``add_weight_wrapper`` gives the clone a new ``patches_uuid`` (core, 0.3.75 …
+    0.33.0), so the next load of the clone puts the functions on the modules and the next load of any other clone
+    of the model (the user's) re-patches and takes them off."""
+    functions = lora.weight_functions()
+    for name, module in clone.model.diffusion_model.named_modules():
+        if name in functions and hasattr(module, "weight_function"):
+            clone.add_weight_wrapper(f"diffusion_model.{name}.weight", functions.pop(name))
+    if functions:
+        raise DistillModelError(f"{len(functions)} LoRA target(s) are not ComfyUI layers that take weight functions "
+                                f"({next(iter(functions))}); leave them out of lora_target_modules.")
+
+
+def load_for_training(clone) -> torch.device:
+    """Load the training clone fully on ComfyUI's device (``load_models_gpu``, as core's ``TrainLoraNode``); its
+    weight functions go onto the modules. Called before every step: a no-op while the clone stays loaded, a
+    reload when anything else loaded the model in between (ComfyUI then took the functions off)."""
     import comfy.model_management
-    import comfy.utils
 
-    comfy.model_management.load_models_gpu([patcher], force_full_load=True)
-    unet = patcher.model.diffusion_model
-    with torch.inference_mode(False):
-        for name, param in list(unet.named_parameters()):
-            if param.is_inference():
-                comfy.utils.set_attr_param(unet, name, param.detach().clone())
-        for name, buffer in list(unet.named_buffers()):
-            if buffer.is_inference():
-                comfy.utils.set_attr(unet, name, buffer.detach().clone())
-    unet.requires_grad_(False)
+    comfy.model_management.load_models_gpu([clone], force_full_load=True)
     return comfy.model_management.get_torch_device()
 
 
@@ -165,6 +201,7 @@ class UNetRunner:
     """
 
     def __init__(self, patcher, mixed_precision: str, device: torch.device):
+        self.patcher = patcher
         self.unet = patcher.model.diffusion_model
         self.device = device
         stored = weight_dtype(self.unet)
@@ -175,6 +212,10 @@ class UNetRunner:
         self.compute_dtype = stored if stored in (torch.float16, torch.bfloat16) else requested
         self.input_dtype = stored if stored != torch.float32 else torch.float32
         self.transformer_options = dict(patcher.model_options.get("transformer_options", {}))
+
+    def load(self) -> None:
+        """(Re)load the patcher with its weight functions (:func:`load_for_training`)."""
+        load_for_training(self.patcher)
 
     def autocast(self):
         if self.compute_dtype == torch.float32:
@@ -195,7 +236,14 @@ def _checkpointed(forward, *args, **kwargs):
 
 @contextlib.contextmanager
 def gradient_checkpointing(unet: torch.nn.Module, enabled: bool):
-    """Recompute each UNet block in the backward pass (as core's TrainLoraNode does); restored on exit."""
+    """Recompute each UNet block in the backward pass (as core's TrainLoraNode does); restored on exit.
+
+    The trainer's one change to a module: ComfyUI's ``UNetModel`` has no extension point that wraps a whole block
+    (its ``transformer_options`` patches act inside blocks), so each block's ``forward`` is swapped for a
+    checkpointed call, as core's ``TrainLoraNode`` does (``patch``/``unpatch`` in ``comfy_extras/nodes_train.py``).
+    The trainer enters this for one step's forward and backward only and the ``finally`` restores the blocks, so
+    between steps -- where interrupts, progress and anything else run -- no block carries it; on a private
+    training clone (``contract.training_clone``) no other clone shares the blocks at all."""
     blocks = [*getattr(unet, "input_blocks", []), getattr(unet, "middle_block", None),
               *getattr(unet, "output_blocks", [])] if enabled else []
     blocks = [b for b in blocks if b is not None]
@@ -206,37 +254,3 @@ def gradient_checkpointing(unet: torch.nn.Module, enabled: bool):
     finally:
         for block in blocks:
             del block.forward
-
-
-@contextlib.contextmanager
-def unet_restored(unet: torch.nn.Module):
-    """Whatever happens inside (an error, ComfyUI's interrupt), the shared UNet leaves as it came in: forward
-    hooks and pre-hooks added inside are removed, ``forward`` overrides undone, train/eval mode and
-    ``requires_grad`` flags restored. Every clone of the checkpoint uses this one UNet, so the trainer's LoRA
-    hooks and gradient-checkpointing wrappers must never outlive the run. Base weights are never trained
-    (``requires_grad`` off, not in the optimizer), so their values need no copy."""
-    modules = list(unet.modules())
-    hook_tables = ("_forward_hooks", "_forward_pre_hooks")
-    hooks = {(id(m), t): set(getattr(m, t, {})) for m in modules for t in hook_tables}
-    forwards = {id(m): m.__dict__.get("forward") for m in modules}
-    modes = {id(m): m.training for m in modules}
-    grads = {name: p.requires_grad for name, p in unet.named_parameters()}
-    try:
-        yield
-    finally:
-        for module in modules:
-            for table in hook_tables:
-                for key in set(getattr(module, table, {})) - hooks[(id(module), table)]:
-                    getattr(module, table).pop(key, None)
-                    getattr(module, "_forward_hooks_with_kwargs", {}).pop(key, None)
-                    getattr(module, "_forward_hooks_always_called", {}).pop(key, None)
-                    getattr(module, "_forward_pre_hooks_with_kwargs", {}).pop(key, None)
-            if module.__dict__.get("forward") is not forwards[id(module)]:
-                if forwards[id(module)] is None:
-                    del module.forward
-                else:
-                    module.forward = forwards[id(module)]
-            module.training = modes[id(module)]
-        for name, param in unet.named_parameters():
-            if name in grads:
-                param.requires_grad_(grads[name])

@@ -104,7 +104,8 @@ class DistillConfig:
             (self.lr_warmup_steps >= 0, "lr_warmup_steps", "≥ 0"),
             (1 <= self.lora_rank <= 1024, "lora_rank", "in 1 … 1024"),
             (0 < self.lora_alpha <= 65536, "lora_alpha", "in (0, 65536]"),
-            (0 <= self.lora_dropout < 1, "lora_dropout", "in [0, 1)"),
+            (self.lora_dropout == 0, "lora_dropout", "0: the LoRA is a ComfyUI weight function (W + (α/r)·B·A), "
+             "which has no form of PEFT's dropout on the LoRA input"),
             (len(self.lora_target_modules) > 0, "lora_target_modules", "a non-empty list of module names"),
             (self.w_min is None or 0 <= self.w_min <= self.w_max, "w_min", "≥ 0 and ≤ w_max"),
             (0 <= self.w_max <= 100, "w_max", "in [0, 100]"),

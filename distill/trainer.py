@@ -38,7 +38,8 @@ class DistillResult:
 
 
 class _Student(torch.nn.Module):
-    """The module DDP wraps: the LoRA parameters, forward = the UNet with the LoRA on."""
+    """The module DDP wraps: the LoRA parameters, forward = the training clone's UNet with the LoRA on (its
+    weight functions read ``lora.enabled``)."""
 
     def __init__(self, lora: LoraSet, runner: comfy_bridge.UNetRunner):
         super().__init__()
@@ -96,8 +97,10 @@ class Trainer:
         self.rank, self.world = _world()
         self.checkpoint_dir = checkpoint_dir
         torch.manual_seed(config.seed)
-        targets = select_targets(info.diffusion_model, info.name_map, config.lora_target_modules)
-        self.lora = LoraSet(targets, config.lora_rank, config.lora_alpha, config.lora_dropout).to(self.device)
+        targets = select_targets(runner.unet, info.name_map, config.lora_target_modules)
+        self.lora = LoraSet(targets, config.lora_rank, config.lora_alpha).to(self.device)
+        comfy_bridge.install_lora(runner.patcher, self.lora)  # on the training clone, never the user's patcher
+        runner.load()
         self.student = _Student(self.lora, runner)
         self.ddp = self.student
         if self.world > 1:
@@ -166,6 +169,7 @@ class Trainer:
         a held-out view of the consistency error, comparable before and after training."""
         per = self.config.train_batch_size * self.world
         index = torch.arange(per) % len(self.data)
+        self.runner.load()
         values = [self.compute_loss(self._batch(-(i + 1), index)) for i in range(draws)]
         mean = torch.stack(values).mean()
         if self.world > 1:
@@ -211,9 +215,15 @@ class Trainer:
                                "or adam_weight_decay, or raise adam_epsilon.")
 
     def train_step(self) -> float:
-        """One optimizer step (loss, backward, all-reduce through DDP, clip, AdamW); returns the mean loss."""
-        loss = self.compute_loss(self.local_batch(self.step))
-        self.scaler.scale(loss).backward()
+        """One optimizer step (loss, backward, all-reduce through DDP, clip, AdamW); returns the mean loss.
+
+        The training clone is (re)loaded first: anything that loaded another clone of the model since the last
+        step (a prompt sampling the user's model) made ComfyUI take the LoRA's weight functions off."""
+        self.runner.load()
+        batch = self.local_batch(self.step)
+        with comfy_bridge.gradient_checkpointing(self.runner.unet, self.config.gradient_checkpointing):
+            loss = self.compute_loss(batch)
+            self.scaler.scale(loss).backward()
         mean = loss.detach().clone()
         if self.world > 1:
             dist.all_reduce(mean)

@@ -3,6 +3,7 @@ in range before anything runs, bounded text, typed errors that name the file or 
 the run's outputs before training. Real ComfyUI in-process (the CLI's ``main`` in-process too)."""
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 
@@ -249,37 +250,90 @@ def _leftovers(unet) -> list[str]:
             if module._forward_hooks or module._forward_pre_hooks or "forward" in module.__dict__]
 
 
+def _trainer_functions(unet) -> list[str]:
+    """Modules of the UNet that carry one of the trainer's ComfyUI weight functions."""
+    from lcm_lora_pack.distill.lora_layers import LoraWeight, frozen_weight
+
+    return [name for name, module in unet.named_modules()
+            for f in [*getattr(module, "weight_function", []), *getattr(module, "bias_function", [])]
+            if isinstance(f, LoraWeight) or f is frozen_weight]
+
+
+def _patcher_state(patcher) -> tuple:
+    return (patcher.patches_uuid, {k: list(v) for k, v in patcher.weight_wrapper_patches.items()},
+            {k: list(v) for k, v in patcher.patches.items()}, dict(patcher.object_patches), repr(patcher.model_options))
+
+
+def test_the_users_model_is_untouched_while_a_run_is_in_progress(comfy, sd15, tmp_path):
+    """Between steps (from the interrupt callback, where ComfyUI's other work would run) the user's patcher and
+    its UNet's modules carry nothing of the trainer, and the user's model samples what it sampled before; that
+    sampling does not change the run either (the trainer reloads its clone: same LoRA as an unprobed run)."""
+    model, clip, _ = sd15
+    unet = model.model.diffusion_model
+    private = "force_deepcopy" in inspect.signature(model.clone).parameters  # 0.33: core's private training copy
+    before, baseline, state = _sample(comfy, model, clip), _leftovers(unet), _patcher_state(model)
+    samples = load_samples(prompts=["a cube"])
+    config = tiny_config(max_train_steps=3, gradient_checkpointing=True, teacher_sampling_steps=1)
+    probes = []
+
+    def probe():
+        probes.append(len(probes))
+        assert _patcher_state(model) == state
+        assert _leftovers(unet) == baseline
+        if private:
+            assert not _trainer_functions(unet)
+        assert torch.equal(_sample(comfy, model, clip), before)
+        assert torch.equal(_sample(comfy, model.clone(), clip), before)
+        assert not _trainer_functions(unet)  # loading the user's model took a shared clone's functions off
+    probed = distill_lcm_lora(model, clip, samples, config, tmp_path, "probed", interrupt=probe)
+    plain = distill_lcm_lora(model, clip, samples, config, tmp_path, "plain")
+    assert probes == [0, 1, 2]
+    trained = probed.lora.state_dict()
+    assert any(k.endswith("lora_up.weight") and v.abs().sum() > 0 for k, v in trained.items())
+    for key, value in plain.lora.state_dict().items():
+        assert torch.equal(trained[key], value), key
+    assert torch.equal(_sample(comfy, model, clip), before)
+
+
 def test_the_users_model_is_unchanged_after_a_failed_and_an_interrupted_run(comfy, sd15, tmp_path, monkeypatch):
     import comfy.model_management as mm
-    from lcm_lora_pack.distill.lora_layers import LoraSet
+    from lcm_lora_pack.distill.lora_layers import LoraWeight
 
     model, clip, _ = sd15
     unet = model.model.diffusion_model
-    before, baseline = _sample(comfy, model, clip), _leftovers(unet)
+    before, baseline, state = _sample(comfy, model, clip), _leftovers(unet), _patcher_state(model)
     samples = load_samples(prompts=["a cube"])
     config = tiny_config(max_train_steps=3, gradient_checkpointing=True, teacher_sampling_steps=1)
+
+    def unchanged():
+        assert _patcher_state(model) == state
+        assert _leftovers(unet) == baseline
+        assert torch.equal(_sample(comfy, model, clip), before)
+        assert torch.equal(_sample(comfy, model.clone(), clip), before)
+        assert not _trainer_functions(unet)
 
     calls = {"n": 0}
 
     def interrupt_after_one_step():
         calls["n"] += 1
-        if calls["n"] == 2:  # mid-run: hooks attached, blocks wrapped for gradient checkpointing
+        if calls["n"] == 2:  # mid-run: one step trained, the LoRA's functions on the loaded training clone
             raise mm.InterruptProcessingException()
     with pytest.raises(mm.InterruptProcessingException):
         distill_lcm_lora(model, clip, samples, config, tmp_path, "interrupted", checkpoint_dir=tmp_path / "a",
                          interrupt=interrupt_after_one_step)
-    assert _leftovers(unet) == baseline
-    assert torch.equal(_sample(comfy, model, clip), before)
+    unchanged()
 
-    original_hook = LoraSet._hook
+    original_call, seen = LoraWeight.__call__, {"n": 0}
 
-    def hook_fails_halfway(self, adapter):  # attaching fails after some hooks are on the shared UNet
-        if len(self._handles) == 3:
-            raise RuntimeError("simulated failure while attaching the LoRA")
-        return original_hook(self, adapter)
-    monkeypatch.setattr(LoraSet, "_hook", hook_fails_halfway)
+    def fails_mid_step(self, weight):
+        # one call per target and UNet forward; a step runs ≥ 4 (student, teacher, target, the checkpointed
+        # student again in backward): this one is in the second step, inside a block
+        seen["n"] += 1
+        if seen["n"] == 4 * len(self.lora_set.adapters) + len(self.lora_set.adapters) // 2:
+            raise RuntimeError("simulated failure inside the UNet's forward")
+        return original_call(self, weight)
+    monkeypatch.setattr(LoraWeight, "__call__", fails_mid_step)
     with pytest.raises(RuntimeError, match="simulated failure"):
         distill_lcm_lora(model, clip, samples, config, tmp_path, "failed", checkpoint_dir=tmp_path / "b")
-    assert _leftovers(unet) == baseline
-    assert torch.equal(_sample(comfy, model, clip), before)
+    unchanged()
     assert not list(tmp_path.glob("*.safetensors"))

@@ -84,6 +84,7 @@ def _inputs(sdxl: bool):
 
 def _pack_step(patcher, sdxl, loss_type, latents, embeds, uncond, pooled, draw, sizes, crops):
     info = comfy_bridge.inspect_model(patcher)
+    patcher = comfy_bridge.training_model(patcher)  # the LoRA as weight functions on a clone, as the node trains
     device = comfy_bridge.load_for_training(patcher)
     y = uncond_y = None
     if sdxl:
@@ -97,13 +98,8 @@ def _pack_step(patcher, sdxl, loss_type, latents, embeds, uncond, pooled, draw, 
     generator = torch.Generator().manual_seed(11)
     for adapter in trainer.lora.adapters.values():
         adapter.lora_up.weight.data.normal_(0.0, 0.05, generator=generator)
-    trainer.lora.attach()
-    try:
-        loss = trainer.compute_loss({"latents": latents, "context": embeds, "y": y, "uncond_y": uncond_y,
-                                     "draw": draw})
-        loss.backward()
-    finally:
-        trainer.lora.detach()
+    loss = trainer.compute_loss({"latents": latents, "context": embeds, "y": y, "uncond_y": uncond_y, "draw": draw})
+    loss.backward()
     return trainer.lora, loss.detach(), info.alphas_cumprod
 
 
@@ -172,3 +168,32 @@ def test_one_step_equals_reference(sdxl, prediction, loss_type):
         # The pseudo-Huber gradient d/√(d² + c²) multiplies the fp32 rounding of d (≈1e-7) by up to 1/c = 1000, so
         # per tensor fp32 itself limits agreement to ~1e-4; the relative error of the whole gradient is asserted.
         assert max(errors)[0] <= 10 * GRAD_TOLERANCE, max(errors)
+
+
+@pytest.mark.parametrize("base", [
+    torch.nn.Linear(12, 10), torch.nn.Conv2d(6, 8, 3, stride=2, padding=1), torch.nn.Conv2d(6, 8, 1),
+    torch.nn.Conv2d(6, 8, 3, padding=2, dilation=2)], ids=["linear", "conv3x3-s2", "conv1x1", "conv3x3-dilated"])
+def test_weight_function_equals_the_peft_layer(base):
+    """The trainer's weight function (W ↦ W + (α/r)·B·A, ComfyUI's form) computes PEFT's layer W(x) + (α/r)·B(A(x))
+    and gives A and B the same gradients."""
+    import torch.nn.functional as F
+    from lcm_lora_pack.distill.lora_layers import LoraSet, Target
+
+    generator = torch.Generator().manual_seed(2)
+    lora = LoraSet({"m": Target("m", base)}, rank=3, alpha=5.0)
+    adapter = lora.adapters["lora_unet_m"]
+    adapter.lora_up.weight.data.normal_(0.0, 0.3, generator=generator)
+    x = torch.randn((2, 12) if isinstance(base, torch.nn.Linear) else (2, 6, 9, 9), generator=generator)
+    weight = lora.weight_functions()["m"](base.weight.detach().clone())
+    if isinstance(base, torch.nn.Linear):
+        ours = F.linear(x, weight, base.bias)
+    else:
+        ours = F.conv2d(x, weight, base.bias, base.stride, base.padding, base.dilation)
+    peft = base(x) + adapter(x)
+    torch.testing.assert_close(ours, peft, rtol=1e-5, atol=1e-6)
+    grads = [torch.autograd.grad(out.square().sum(), [adapter.lora_down.weight, adapter.lora_up.weight])
+             for out in (ours, peft)]
+    for a, b in zip(*grads, strict=True):  # fp32 summation order differs: the whole tensor's relative error
+        assert ((a - b).norm() / b.norm()).item() <= 1e-5
+    lora.enabled = False
+    assert torch.equal(lora.weight_functions()["m"](base.weight.detach()), base.weight.detach())

@@ -4,9 +4,13 @@
   loader, and core ``LoraLoader`` and diffusers ``load_lora_weights`` + ``fuse_lora`` merge it to equal weights;
 * an interrupt leaves the last checkpoint valid and nothing in models/loras; resuming gives the same LoRA as an
   uninterrupted run;
-* a NaN loss (a broken patch on the model) stops training with the step named and writes nothing.
+* a NaN loss (a broken patch on the model) stops training with the step named and writes nothing;
+* the training clone (``contract.training_clone``): core's private copy, or core's ``clone()`` as the fallback,
+  train the same LoRA.
 """
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
@@ -175,3 +179,32 @@ def test_nan_loss_stops_names_the_step_and_writes_nothing(comfy, sd15, images, t
     assert "step 1" in str(raised.value) and "no checkpoint" in str(raised.value)
     assert not (loras / "nan_run.safetensors").exists()
     assert not list(tmp_path.iterdir())
+
+
+def test_training_clone_contact_and_its_fallback_train_the_same_lora(comfy, sd15, tmp_path, caplog):
+    """``contract.training_clone``: core's private copy (``clone(force_deepcopy=True)``) where the host has it; a
+    model from a loader without ``cached_patcher_init`` (or a host without ``force_deepcopy``) falls back to core's
+    ``clone()`` with one report line -- and both train the same LoRA."""
+    import inspect
+
+    from lcm_lora_pack.host import contract
+
+    model, clip, _ = sd15
+    clone, note = contract.training_clone(model)
+    if "force_deepcopy" in inspect.signature(model.clone).parameters:
+        assert note is None and clone.model is not model.model
+    else:
+        assert note.startswith(f"{contract.LINE_PREFIX} training_clone:") and clone.model is model.model
+    bare = model.clone()
+    bare.cached_patcher_init = None  # as a custom loader leaves it
+    shared, note = contract.training_clone(bare)
+    assert shared.model is model.model and note.startswith(f"{contract.LINE_PREFIX} training_clone:")
+
+    samples = load_samples(prompts=["a cube", "a red ball"])
+    config = tiny_config(max_train_steps=2, teacher_sampling_steps=1)
+    with caplog.at_level(logging.WARNING):
+        fallback = distill_lcm_lora(bare, clip, samples, config, tmp_path, "fallback")
+    assert any(r.getMessage().startswith(f"{contract.LINE_PREFIX} training_clone:") for r in caplog.records)
+    usual = distill_lcm_lora(model, clip, samples, config, tmp_path, "usual")
+    for key, value in usual.lora.state_dict().items():
+        torch.testing.assert_close(fallback.lora.state_dict()[key], value, rtol=1e-5, atol=1e-7)
