@@ -16,6 +16,7 @@ from ..host import contract
 from ..host.comfy_k_diffusion import sample_lcm_exact, sample_tcd
 from ..host.comfy_model_sampling import (
     check_lcm_capable,
+    full_noise_table,
     lcm_patched_clone,
     lcm_schedule,
     make_lcm_model_sampling,
@@ -115,7 +116,8 @@ class ModelSamplingLCM(io.ComfyNode):
         check_lcm_capable(current)
         sampling = make_lcm_model_sampling(model.model.model_config, sampling_prediction_type(current),
                                            original_inference_steps, timestep_scaling, sigma_data,
-                                           zsnr=bool(getattr(current, "zsnr", False)), device=model.load_device)
+                                           zsnr=bool(getattr(current, "zsnr", False)), device=model.load_device,
+                                           train_sigmas=full_noise_table(current))
         return io.NodeOutput(lcm_patched_clone(model, sampling))
 
 
