@@ -12,7 +12,7 @@
   cross-attention layers IPAdapter plus numbers in SD1.5's block order), with the image-embedding width of the
   ViT-L projection (768, where ViT-H gives 1024) and the tiny UNet's attention width (320) in every layer. The pack
   patches the layers the tiny UNet has (``input 1`` = number 0, ``middle 1`` = number 15); the others are loaded
-  and never called, as IPAdapter plus does for any UNet.
+  and never called, as IPAdapter plus does for any UNet. ``to_v_ip`` is scaled by :data:`IP_VALUE_SCALE`.
 """
 from __future__ import annotations
 
@@ -25,6 +25,10 @@ from .models import seeded_value
 CROSS_ATTENTION = 768  # SD1.5's context width: the IP tokens' width
 IP_TOKENS = 4  # clip_extra_context_tokens of the non-plus SD1.5 IP-Adapter
 SD15_IP_LAYERS = 16  # input 1,2,4,5,7,8 + output 3..11 + middle (IPAdapterPlus.ipadapter_execute)
+# to_v_ip's scale: at the 1/√fan_in of every generated weight the image tokens move the random tiny UNet's output
+# by ~1e-5 of its size (one patched layer, at the top of the UNet); ×100 makes the IP-Adapter's effect plain
+# (a test asserts > 1e-3) without changing what runs.
+IP_VALUE_SCALE = 100.0
 
 
 def clip_vision_vitl_shapes() -> dict[str, torch.Size]:
@@ -72,4 +76,5 @@ def ipadapter_shapes(image_embeds: int = 768, attention_width: int = 320) -> dic
 
 def write_ipadapter_sd15(path: Path, seed: int = 70) -> Path:
     """An IP-Adapter of the tiny SD1.5 family (``models/ipadapter``) for the ViT-L CLIP vision model."""
-    return _save(path, {name: seeded_value(seed, name, shape) for name, shape in ipadapter_shapes().items()})
+    return _save(path, {name: seeded_value(seed, name, shape) * (IP_VALUE_SCALE if "to_v_ip" in name else 1.0)
+                        for name, shape in ipadapter_shapes().items()})

@@ -123,6 +123,22 @@ def run_latents(server: ComfyServer, prompt: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+def recorded_calls(server: ComfyServer, label: str) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(x, t, output)`` of every UNet call the test-only ``LCMPackTest_UNetRecorder`` named ``label`` recorded
+    (the record file is removed)."""
+    path = server.base / "output" / "records" / f"{label}.safetensors"
+    tensors = load_file(str(path))
+    path.unlink()
+    return [(tensors[f"x_{n}"], tensors[f"t_{n}"], tensors[f"out_{n}"]) for n in range(len(tensors) // 3)]
+
+
+def recorder(graph: dict, label: str, model=("lora", 0)) -> tuple[str, int]:
+    """The test-only ``LCMPackTest_UNetRecorder`` on ``model`` (records every UNet call as ``label``)."""
+    graph[f"recorder_{label}"] = {"class_type": "LCMPackTest_UNetRecorder",
+                                  "inputs": {"model": list(model), "label": label}}
+    return (f"recorder_{label}", 0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Graph builders
 # ---------------------------------------------------------------------------------------------------------
