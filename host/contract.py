@@ -36,9 +36,6 @@ LINE_PREFIX = "ComfyUI contact"
 MARKER = "lcmpack_sampler"  # attribute naming the pack's own sampler functions (any import of the pack)
 
 
-_NONE = type("_NoModule", (), {})  # vars() of it: no classes
-
-
 class ContactMismatch(RuntimeError):
     """Internal: a contact does not match; ``str()`` is the report line. Callers fall back to core's path."""
 
@@ -247,23 +244,24 @@ def core_lcm_sampling(model_sampling) -> tuple[int, bool] | None:
     else None. ComfyUI loads that file twice over: as the module of core's ModelSamplingDiscrete node (a path-named
     module, ``nodes.load_custom_node``) and, for any pack that imports ``comfy_extras.nodes_model_advanced``, under
     that name (AnimateDiff-Evolved builds its ``lcm`` beta schedules on it) -- two sets of classes, both matched by
-    identity. When neither can be found and the object looks distilled (``original_timesteps``), a pack error:
-    treating it as plain would change the image."""
-    imported = sys.modules.get("comfy_extras.nodes_model_advanced")  # only where some pack imported it
-    spaces = [_node_globals("ModelSamplingDiscrete", "ModelSamplingDiscreteDistilled", "LCM"), vars(imported or _NONE)]
-    pairs = [(space.get("ModelSamplingDiscreteDistilled"), space.get("LCM")) for space in spaces]
-    pairs = [(distilled, lcm) for distilled, lcm in pairs if isinstance(distilled, type) and isinstance(lcm, type)]
-    if not pairs:
-        if hasattr(model_sampling, "original_timesteps"):
-            raise ContactError(
-                f"{LINE_PREFIX} core_lcm_sampling: core's ModelSamplingDiscreteDistilled / LCM classes are not in "
-                f"the namespace of core's ModelSamplingDiscrete node (checked: {CHECKED}), so the pack cannot tell "
-                f"whether {type(model_sampling).__name__} is core's LCM sampling. Remove the ModelSamplingDiscrete "
-                "(lcm) node (the pack's loader and KSampler (LCM) set LCM sampling themselves).")
-        return None
-    if not any(isinstance(model_sampling, distilled) for distilled, _ in pairs):
-        return None
-    return int(model_sampling.original_timesteps), any(isinstance(model_sampling, lcm) for _, lcm in pairs)
+    identity. When the node's classes cannot be found and an object that looks distilled (``original_timesteps``)
+    matches neither set, a pack error: treating it as plain would change the image."""
+    def pair(space) -> tuple[type, type] | None:
+        distilled, lcm = space.get("ModelSamplingDiscreteDistilled"), space.get("LCM")
+        return (distilled, lcm) if isinstance(distilled, type) and isinstance(lcm, type) else None
+
+    node_pair = pair(_node_globals("ModelSamplingDiscrete", "ModelSamplingDiscreteDistilled", "LCM"))
+    imported = sys.modules.get("comfy_extras.nodes_model_advanced")  # there only where some pack imported it
+    for distilled, lcm in filter(None, (node_pair, pair(vars(imported)) if imported else None)):
+        if isinstance(model_sampling, distilled):
+            return int(model_sampling.original_timesteps), isinstance(model_sampling, lcm)
+    if node_pair is None and hasattr(model_sampling, "original_timesteps"):
+        raise ContactError(
+            f"{LINE_PREFIX} core_lcm_sampling: core's ModelSamplingDiscreteDistilled / LCM classes are not in "
+            f"the namespace of core's ModelSamplingDiscrete node (checked: {CHECKED}), so the pack cannot tell "
+            f"whether {type(model_sampling).__name__} is core's LCM sampling. Remove the ModelSamplingDiscrete "
+            "(lcm) node (the pack's loader and KSampler (LCM) set LCM sampling themselves).")
+    return None
 
 
 def core_sampling_classes() -> frozenset:

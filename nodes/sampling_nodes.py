@@ -87,8 +87,9 @@ class ModelSamplingLCM(io.ComfyNode):
         return _schema(
             "ModelSamplingLCM", "LCM Model Sampling",
             description="Sets a model to LCM sampling: the distillation timestep grid and the consistency "
-                        "boundary condition, with the constants configurable (core hard-codes 50 / 10 / 0.5). "
-                        "Works for eps and v-prediction models.",
+                        "boundary condition, with the constants configurable (core hard-codes 50 / 10 / 0.5), on "
+                        "the betas of the model's current sampling. Works for eps and v-prediction models. KSampler "
+                        "(LCM) keeps what this node sets (a preset's beta schedule does not replace it).",
             inputs=[
                 io.Model.Input("model", tooltip="The model (with an LCM-LoRA applied) to sample with LCM."),
                 io.Int.Input("original_inference_steps", default=DEFAULT_ORIGINAL_INFERENCE_STEPS, min=1, max=1000,
