@@ -40,6 +40,21 @@ def _generator(seed: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
 
 
+def seeded_value(seed: int, name: str, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The seeded value of one tensor ``name`` (see :func:`seeded_state_dict`)."""
+    generator = _generator(seed, name)
+    leaf = name.rsplit(".", 1)[-1]
+    if dtype in (torch.int64, torch.int32):
+        raise ValueError(f"{name}: integer tensors are copied, not seeded")
+    if leaf == "weight" and len(shape) == 1:  # every 1-D weight here is a norm's scale
+        value = torch.ones(shape) + 0.01 * torch.randn(shape, generator=generator)
+    elif len(shape) <= 1:
+        value = 0.01 * torch.randn(shape, generator=generator)
+    else:
+        value = torch.randn(shape, generator=generator) / math.sqrt(math.prod(shape[1:]))
+    return value.to(torch.float32).contiguous()
+
+
 @torch.no_grad()
 def seeded_state_dict(module: torch.nn.Module, seed: int, prefix: str = "") -> dict[str, torch.Tensor]:
     """Fill every parameter/buffer of ``module`` deterministically and return its state dict.
@@ -48,18 +63,10 @@ def seeded_state_dict(module: torch.nn.Module, seed: int, prefix: str = "") -> d
     """
     out = {}
     for name, tensor in module.state_dict().items():
-        generator = _generator(seed, name)
-        leaf = name.rsplit(".", 1)[-1]
         if tensor.dtype in (torch.int64, torch.int32):
-            value = tensor.clone()
-        elif leaf == "weight" and tensor.ndim == 1:  # every 1-D weight here is a norm's scale
-            value = torch.ones_like(tensor) + 0.01 * torch.randn(tensor.shape, generator=generator)
-        elif tensor.ndim <= 1:
-            value = 0.01 * torch.randn(tensor.shape, generator=generator)
+            out[prefix + name] = tensor.clone().to(torch.float32).contiguous()
         else:
-            fan_in = math.prod(tensor.shape[1:])
-            value = torch.randn(tensor.shape, generator=generator) / math.sqrt(fan_in)
-        out[prefix + name] = value.to(torch.float32).contiguous()
+            out[prefix + name] = seeded_value(seed, name, tuple(tensor.shape))
     return out
 
 

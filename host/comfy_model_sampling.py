@@ -94,12 +94,14 @@ class LCMBoundary:
 def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original_inference_steps: int = DEFAULT_ORIGINAL_INFERENCE_STEPS,
                             timestep_scaling: float = DEFAULT_TIMESTEP_SCALING,
                             sigma_data: float = DEFAULT_SIGMA_DATA, zsnr: bool = False, boundary: bool = True,
-                            device=None):
+                            device=None, train_sigmas: torch.Tensor | None = None):
     """Build a ComfyUI model-sampling object for LCM with the given constants.
 
     ``boundary=False`` keeps the grid but returns the plain x̂₀ (what TCD's sampler expects). ``device``: where
     its tables live — the model's load device, so that the two sigma → timestep lookups of every step run where
     the sigmas are instead of copying them to the host and back (an object patch is not moved with the model).
+    ``train_sigmas``: σ of every training timestep to build on (the betas of the sampling a model already has,
+    e.g. a beta schedule AnimateDiff-Evolved set) instead of ``model_config``'s.
     """
     prediction = PREDICTION_TYPES[prediction_type]
     attributes = {
@@ -110,7 +112,61 @@ def make_lcm_model_sampling(model_config, prediction_type: str = "eps", original
     bases = (LCMBoundary, LCMDiscreteGrid, prediction) if boundary else (LCMDiscreteGrid, prediction)
     sampling_class = type("LCMModelSampling" if boundary else "LCMGridSampling", bases, attributes)
     sampling = sampling_class(model_config, zsnr=zsnr)
+    if train_sigmas is not None:
+        use_noise_table(sampling, train_sigmas)
     return sampling if device is None else sampling.to(device)
+
+
+def use_noise_table(sampling, train_sigmas: torch.Tensor):
+    """Put σ of every training timestep (``train_sigmas``, T entries) into a freshly built ``sampling``: the full
+    table of a discrete one, the distillation grid (and the table, for TCD's σ_s) of an LCM grid one."""
+    table = train_sigmas.detach().to("cpu", torch.float32).clone()
+    if len(table) != int(sampling.num_timesteps):
+        raise LCMSetupError(f"a noise table of {len(table)} timesteps does not fit a {sampling.num_timesteps}-step "
+                            "model sampling; use the model's own sampling (no AnimateDiff/ModelSampling node).")
+    if isinstance(sampling, LCMDiscreteGrid):
+        sampling.train_sigmas = table.clone()
+        grid = torch.arange(sampling.original_inference_steps) * sampling.skip_steps + (sampling.skip_steps - 1)
+        sampling.set_sigmas(table[grid])
+    else:
+        sampling.set_sigmas(table)
+    return sampling
+
+
+def full_noise_table(model_sampling) -> torch.Tensor | None:
+    """σ at every training timestep of ``model_sampling`` when it holds them (a full discrete schedule, or the
+    pack's LCM grid, which keeps a copy); None for a distilled schedule that holds only its grid (core's LCM)."""
+    if isinstance(getattr(model_sampling, "train_sigmas", None), torch.Tensor):
+        return model_sampling.train_sigmas
+    sigmas = getattr(model_sampling, "sigmas", None)
+    if isinstance(sigmas, torch.Tensor) and len(sigmas) == int(getattr(model_sampling, "num_timesteps", -1)):
+        return sigmas
+    return None
+
+
+AUTO_ATTRIBUTE = "lcmpack_auto"  # set on model sampling the pack's loader, mixer or KSampler chose on their own
+
+
+def mark_auto(sampling):
+    """Mark ``sampling`` as chosen by the pack on its own (not by a user's node): :func:`chosen_sampling`."""
+    setattr(sampling, AUTO_ATTRIBUTE, True)
+    return sampling
+
+
+def chosen_sampling(model_patcher, notes: list[str]):
+    """The model sampling a node set on this model and the pack must keep, or None.
+
+    That is an object patch ``model_sampling`` the pack did not choose on its own: AnimateDiff-Evolved's beta
+    schedule, core's ``ModelSamplingDiscrete``, the pack's ``LCM Model Sampling`` node (each set after the loader).
+    The LCM sampling the loader or mixer set, and a preset's, are the pack's own choice (:func:`mark_auto`), which
+    a preset may replace. ``notes`` gets the contact's line where ComfyUI's object patches cannot be read.
+    """
+    try:
+        patch = contract.object_patch(model_patcher, "model_sampling")
+    except contract.ContactMismatch as mismatch:
+        notes.append(str(mismatch))
+        return None
+    return None if patch is None or getattr(patch, AUTO_ATTRIBUTE, False) else patch
 
 
 @dataclass(frozen=True)
@@ -143,10 +199,9 @@ def is_discrete_vp_sampling(model_sampling) -> bool:
 
 def training_sigmas(model_sampling, model_config=None) -> torch.Tensor:
     """σ at every training timestep 0 … T−1 (the grid classes keep a copy; core's distilled one is rebuilt)."""
-    if hasattr(model_sampling, "train_sigmas"):
-        return model_sampling.train_sigmas
-    if len(model_sampling.sigmas) == model_sampling.num_timesteps:
-        return model_sampling.sigmas
+    table = full_noise_table(model_sampling)
+    if table is not None:
+        return table
     full = comfy.model_sampling.ModelSamplingDiscrete(model_config, zsnr=getattr(model_sampling, "zsnr", None))
     return full.sigmas.to(model_sampling.sigmas.device)
 
@@ -268,7 +323,8 @@ def with_lcm_sampling(model_patcher, boundary: bool = True):
     """The model set up for LCM (``boundary=True``) or TCD (``False``): a patched clone, or the model as is.
 
     LCM needs the consistency boundary: a model without the pack's or core's LCM sampling gets the pack's with
-    its grid constants (or the defaults). TCD needs the plain x̂₀: a boundary-patched model gets the same grid
+    its grid constants (or the defaults), on the betas of the sampling it has (its full noise table: the
+    checkpoint's, or a beta schedule another node set, e.g. AnimateDiff-Evolved's ``sqrt_linear``). TCD needs the plain x̂₀: a boundary-patched model gets the same grid
     without the boundary; a plain discrete model keeps its sampling. The input model is never mutated; a model that
     needs nothing is returned as is.
     """
@@ -276,9 +332,10 @@ def with_lcm_sampling(model_patcher, boundary: bool = True):
     if not needs_lcm_patch(model_sampling, boundary):
         return model_patcher
     info = lcm_sampling_info(model_sampling)
-    return lcm_patched_clone(model_patcher, make_lcm_model_sampling(
+    return lcm_patched_clone(model_patcher, mark_auto(make_lcm_model_sampling(
         model_patcher.model.model_config, sampling_prediction_type(model_sampling),
         info.original_inference_steps or DEFAULT_ORIGINAL_INFERENCE_STEPS,
         getattr(model_sampling, "timestep_scaling", DEFAULT_TIMESTEP_SCALING),
         getattr(model_sampling, "lcm_sigma_data", DEFAULT_SIGMA_DATA),
-        zsnr=bool(getattr(model_sampling, "zsnr", False)), boundary=boundary, device=model_patcher.load_device))
+        zsnr=bool(getattr(model_sampling, "zsnr", False)), boundary=boundary, device=model_patcher.load_device,
+        train_sigmas=full_noise_table(model_sampling))))

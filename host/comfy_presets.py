@@ -12,7 +12,7 @@ spacing use ``init_noise_sigma = σ_max`` instead, so their KSAMPLER here answer
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import comfy.model_sampling
 import comfy.samplers
@@ -39,14 +39,18 @@ from .comfy_model_sampling import (
     PREDICTION_TYPES,
     LCMBoundary,
     check_lcm_capable,
+    chosen_sampling,
+    full_noise_table,
     lcm_patched_clone,
     lcm_sampling_info,
     lcm_schedule,
     make_lcm_model_sampling,
+    mark_auto,
     reused_lcm_sampling,
     sampling_prediction_type,
     schedule_sigmas,
     training_sigmas,
+    use_noise_table,
 )
 
 # diffusers' beta schedule names → ComfyUI's ``make_beta_schedule`` names (diffusers' "linear" is linspace(β₀, β₁),
@@ -70,15 +74,17 @@ def with_beta_schedule(model_config, beta_schedule: str = "model"):
 
 
 def make_preset_sampling(model_config, kind: str, prediction_type: str = "eps", zsnr: bool = False, device=None,
-                         beta_schedule: str = "model"):
+                         beta_schedule: str = "model", train_sigmas: torch.Tensor | None = None):
     """Full 1000-step discrete sampling for ``kind`` "discrete" (the model's own prediction), "x0" (prediction
     type sample: SDXL-Lightning's 1-step UNet) or "lcm-full" (the LCM boundary condition on the full schedule:
     diffusers' ``LCMScheduler`` with custom timesteps, DMD2); "lcm" / "tcd": the LCM grid with / without the
-    boundary. ``beta_schedule``: the recipe's (:func:`with_beta_schedule`)."""
+    boundary. ``beta_schedule``: the recipe's (:func:`with_beta_schedule`); with "model", ``train_sigmas`` (the
+    noise table of the model's current sampling) when given, else the checkpoint's."""
     model_config = with_beta_schedule(model_config, beta_schedule)
+    table = train_sigmas if beta_schedule == "model" else None
     if kind in ("lcm", "tcd"):
         return make_lcm_model_sampling(model_config, prediction_type, zsnr=zsnr, boundary=(kind == "lcm"),
-                                       device=device)
+                                       device=device, train_sigmas=table)
     if kind == "x0":
         bases = (comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.X0)
     elif kind == "lcm-full":
@@ -88,6 +94,8 @@ def make_preset_sampling(model_config, kind: str, prediction_type: str = "eps", 
     else:
         raise ValueError(f"model sampling {kind!r} is not one of lcm, tcd, discrete, x0, lcm-full.")
     sampling = type(f"PresetSampling_{kind.replace('-', '_')}", bases, {})(model_config, zsnr=zsnr)
+    if table is not None:
+        use_noise_table(sampling, table)
     return sampling if device is None else sampling.to(device)
 
 
@@ -107,8 +115,8 @@ def prepare_model(model_patcher, preset: Preset, sampler: str | None = None):
     def make(model):
         sampling = make_preset_sampling(model.model.model_config, kind, sampling_prediction_type(current),
                                         bool(getattr(current, "zsnr", False)), device=model.load_device,
-                                        beta_schedule=preset.beta_schedule)
-        return lcm_patched_clone(model, sampling)
+                                        beta_schedule=preset.beta_schedule, train_sigmas=full_noise_table(current))
+        return lcm_patched_clone(model, mark_auto(sampling))
 
     return reused_clone(model_patcher, ("preset_sampling", kind, preset.beta_schedule), make)
 
@@ -217,10 +225,21 @@ class SamplingPlan:
 
 
 def plan_sampling(model_patcher, choice: Choice, denoise: float) -> SamplingPlan:
-    """Model sampling, sigmas and sampler for ``choice`` (no preset: the node's LCM/TCD path as it always was)."""
+    """Model sampling, sigmas and sampler for ``choice`` (no preset: the node's LCM/TCD path as it always was).
+
+    A model sampling a node set after the pack's loader (:func:`chosen_sampling`: AnimateDiff-Evolved's beta
+    schedule, core's ``ModelSamplingDiscrete``, ``LCM Model Sampling``) wins over the preset's beta schedule: the
+    user picked it. The sampler still gets the model sampling it needs (grid and boundary), built on its betas.
+    """
     preset = choice.preset
     if preset is not None and preset.runs_on == "flow":  # FLUX.1, SD3, Qwen-Image, Wan: core's own sampling
         return SamplingPlan(*plan_flow_sampling(model_patcher, choice, denoise))
+    notes: list[str] = []
+    chosen = chosen_sampling(model_patcher, notes)
+    if preset is not None and chosen is not None and preset.beta_schedule != "model":
+        notes.append(f"model sampling {type(chosen).__name__} was set after the loader: its beta schedule is "
+                     f"sampled, not the preset's {preset.beta_schedule} betas (docs/composition.md)")
+        preset = replace(preset, beta_schedule="model")
     if preset is None or (choice.sampler in ("lcm", "tcd") and preset.model_sampling in ("lcm", "tcd")
                           and preset.beta_schedule == "model"):
         boundary = choice.sampler == "lcm"
@@ -244,7 +263,10 @@ def plan_sampling(model_patcher, choice: Choice, denoise: float) -> SamplingPlan
     pure_noise = preset is not None and preset.schedule == "fixed" and float(denoise) == 1.0
     sampler = make_preset_sampler(choice.sampler, choice.gamma, land, pure_noise_start=pure_noise)
     gamma = f", gamma {choice.gamma:g}" if choice.sampler == "tcd" else ""
+    if chosen is not None and sampling is not chosen and full_noise_table(chosen) is None:
+        notes.append(f"model sampling {type(chosen).__name__} (set after the loader) holds only its distillation "
+                     f"grid, so {sampling_name} was built on the checkpoint's betas")
     lines = ["KSampler (LCM): " + "; ".join(choice.reasons),
              f"sampler {choice.sampler}{gamma}, timesteps {timesteps}, model sampling: {sampling_name}, "
-             f"cfg {choice.cfg:g}, steps {choice.steps}, denoise {float(denoise):g}"]
+             f"cfg {choice.cfg:g}, steps {choice.steps}, denoise {float(denoise):g}", *notes]
     return SamplingPlan(model, sigmas, sampler, "\n".join(lines))

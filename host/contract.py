@@ -240,28 +240,47 @@ def _node_globals(node_id: str, *names: str) -> dict:
 def core_lcm_sampling(model_sampling) -> tuple[int, bool] | None:
     """``(original_timesteps, has the LCM boundary)`` when ``model_sampling`` is core's
     ``ModelSamplingDiscrete(sampling="lcm")`` (``ModelSamplingDiscreteDistilled`` + ``LCM`` of
-    ``comfy_extras/nodes_model_advanced.py``, found by identity in the namespace of core's ModelSamplingDiscrete
-    node; checked on 0.3.75, 0.8.0, 0.33.0), else None. When those classes cannot be found and the object
-    looks distilled (``original_timesteps``), a pack error: treating it as plain would change the image."""
-    namespace = _node_globals("ModelSamplingDiscrete", "ModelSamplingDiscreteDistilled", "LCM")
-    distilled, lcm = namespace.get("ModelSamplingDiscreteDistilled"), namespace.get("LCM")
-    if not (isinstance(distilled, type) and isinstance(lcm, type)):
-        if hasattr(model_sampling, "original_timesteps"):
-            raise ContactError(
-                f"{LINE_PREFIX} core_lcm_sampling: core's ModelSamplingDiscreteDistilled / LCM classes are not in "
-                f"the namespace of core's ModelSamplingDiscrete node (checked: {CHECKED}), so the pack cannot tell "
-                f"whether {type(model_sampling).__name__} is core's LCM sampling. Remove the ModelSamplingDiscrete "
-                "(lcm) node (the pack's loader and KSampler (LCM) set LCM sampling themselves).")
-        return None
-    if not isinstance(model_sampling, distilled):
-        return None
-    return int(model_sampling.original_timesteps), isinstance(model_sampling, lcm)
+    ``comfy_extras/nodes_model_advanced.py``; checked on 0.3.75, 0.8.0, 0.33.0), or derives from those classes,
+    else None. ComfyUI loads that file twice over: as the module of core's ModelSamplingDiscrete node (a path-named
+    module, ``nodes.load_custom_node``) and, for any pack that imports ``comfy_extras.nodes_model_advanced``, under
+    that name (AnimateDiff-Evolved builds its ``lcm`` beta schedules on it) -- two sets of classes, both matched by
+    identity. When the node's classes cannot be found and an object that looks distilled (``original_timesteps``)
+    matches neither set, a pack error: treating it as plain would change the image."""
+    def pair(space) -> tuple[type, type] | None:
+        distilled, lcm = space.get("ModelSamplingDiscreteDistilled"), space.get("LCM")
+        return (distilled, lcm) if isinstance(distilled, type) and isinstance(lcm, type) else None
+
+    node_pair = pair(_node_globals("ModelSamplingDiscrete", "ModelSamplingDiscreteDistilled", "LCM"))
+    imported = sys.modules.get("comfy_extras.nodes_model_advanced")  # there only where some pack imported it
+    for distilled, lcm in filter(None, (node_pair, pair(vars(imported)) if imported else None)):
+        if isinstance(model_sampling, distilled):
+            return int(model_sampling.original_timesteps), isinstance(model_sampling, lcm)
+    if node_pair is None and hasattr(model_sampling, "original_timesteps"):
+        raise ContactError(
+            f"{LINE_PREFIX} core_lcm_sampling: core's ModelSamplingDiscreteDistilled / LCM classes are not in "
+            f"the namespace of core's ModelSamplingDiscrete node (checked: {CHECKED}), so the pack cannot tell "
+            f"whether {type(model_sampling).__name__} is core's LCM sampling. Remove the ModelSamplingDiscrete "
+            "(lcm) node (the pack's loader and KSampler (LCM) set LCM sampling themselves).")
+    return None
 
 
 def core_sampling_classes() -> frozenset:
     """The classes of ``comfy.model_sampling`` (EPS, V_PREDICTION, ModelSamplingDiscrete, …), by identity."""
     module = _resolve("comfy.model_sampling")
     return frozenset(value for value in vars(module).values() if isinstance(value, type)) if module else frozenset()
+
+
+def object_patch(model_patcher, name: str):
+    """The object patch ``name`` of ``model_patcher`` (what a node set with ``add_object_patch``), or None when it has
+    none: core's ``ModelPatcher.object_patches`` dict, which ``add_object_patch`` writes and ``clone`` copies
+    (``comfy/model_patcher.py``; checked on 0.3.75, 0.8.0, 0.33.0). ``get_model_object`` cannot tell a patch from
+    the model's own attribute. Not a dict: :class:`ContactMismatch` (the caller treats the model as having no
+    chosen patch, with the report line)."""
+    patches = getattr(model_patcher, "object_patches", None)
+    if not isinstance(patches, dict):
+        raise ContactMismatch(line("object_patch", "ModelPatcher.object_patches is not a dict in this ComfyUI",
+                                   f"treating {name!r} as not set by another node"))
+    return patches.get(name)
 
 
 def config_family(model_config, families: dict[str, str]) -> str | None:

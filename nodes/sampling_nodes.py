@@ -16,6 +16,7 @@ from ..host import contract
 from ..host.comfy_k_diffusion import sample_lcm_exact, sample_tcd
 from ..host.comfy_model_sampling import (
     check_lcm_capable,
+    full_noise_table,
     lcm_patched_clone,
     lcm_schedule,
     make_lcm_model_sampling,
@@ -86,8 +87,9 @@ class ModelSamplingLCM(io.ComfyNode):
         return _schema(
             "ModelSamplingLCM", "LCM Model Sampling",
             description="Sets a model to LCM sampling: the distillation timestep grid and the consistency "
-                        "boundary condition, with the constants configurable (core hard-codes 50 / 10 / 0.5). "
-                        "Works for eps and v-prediction models.",
+                        "boundary condition, with the constants configurable (core hard-codes 50 / 10 / 0.5), on "
+                        "the betas of the model's current sampling. Works for eps and v-prediction models. KSampler "
+                        "(LCM) keeps what this node sets (a preset's beta schedule does not replace it).",
             inputs=[
                 io.Model.Input("model", tooltip="The model (with an LCM-LoRA applied) to sample with LCM."),
                 io.Int.Input("original_inference_steps", default=DEFAULT_ORIGINAL_INFERENCE_STEPS, min=1, max=1000,
@@ -115,7 +117,8 @@ class ModelSamplingLCM(io.ComfyNode):
         check_lcm_capable(current)
         sampling = make_lcm_model_sampling(model.model.model_config, sampling_prediction_type(current),
                                            original_inference_steps, timestep_scaling, sigma_data,
-                                           zsnr=bool(getattr(current, "zsnr", False)), device=model.load_device)
+                                           zsnr=bool(getattr(current, "zsnr", False)), device=model.load_device,
+                                           train_sigmas=full_noise_table(current))
         return io.NodeOutput(lcm_patched_clone(model, sampling))
 
 

@@ -18,21 +18,14 @@ from harness.compose_fixtures import (
     compose_models_dir,  # noqa: F401
     compose_server,  # noqa: F401
     ksampler_lcm,
+    recorded_calls,
     run_latents,
 )
-from safetensors.torch import load_file
 
 pytestmark = pytest.mark.server
 SD15_LATENT_SCALE = 0.18215  # ComfyUI's SD15 latent format: model space = saved latent x this
 STEPS, SEED = 4, 5
 TOLERANCE = 1e-4
-
-
-def _recorded(server, label: str) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    path = server.base / "output" / "records" / f"{label}.safetensors"
-    tensors = load_file(str(path))
-    path.unlink()
-    return [(tensors[f"x_{n}"], tensors[f"t_{n}"], tensors[f"out_{n}"]) for n in range(len(tensors) // 3)]
 
 
 def _with_component(graph: dict, component: str) -> dict:
@@ -60,7 +53,7 @@ def test_lcm_steps_equal_diffusers_given_the_composed_model_outputs(route, compo
     graph["recorder"] = {"class_type": "LCMPackTest_UNetRecorder", "inputs": {"model": ["lora", 0], "label": label}}
     ksampler_lcm(graph, "sample", model=("recorder", 0), steps=STEPS, seed=SEED, **_with_component(graph, component))
     latent = run_latents(compose_server, graph)["save_sample"] * SD15_LATENT_SCALE
-    calls = _recorded(compose_server, label)
+    calls = recorded_calls(compose_server, label)
     assert len(calls) == STEPS  # cfg 1: one UNet call per step
 
     scheduler = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

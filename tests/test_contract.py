@@ -185,6 +185,29 @@ def test_core_lcm_sampling_classes_in_another_module_keep_the_image(comfy, sd15,
     assert lcm_sampling_info(sampling).source == "core" and with_lcm_sampling(core_lcm) is core_lcm
 
 
+def test_core_lcm_sampling_classes_imported_by_another_pack_keep_the_image(comfy, sd15):
+    """ComfyUI loads ``comfy_extras/nodes_model_advanced.py`` for its ModelSamplingDiscrete node under a path-named
+    module; a pack that imports ``comfy_extras.nodes_model_advanced`` (AnimateDiff-Evolved: its ``lcm`` beta
+    schedules) gets a second copy of core's classes. Its LCM sampling is core's too: the pack keeps it (issue 29.5),
+    and KSampler (LCM) samples what it samples on the node's object."""
+    import comfy_extras.nodes_model_advanced as imported
+
+    node = comfy.node_class("ModelSamplingDiscrete")
+    assert node.patch.__globals__["LCM"] is not imported.LCM  # two copies of the classes (the premise)
+
+    class EvolvedLCM(imported.ModelSamplingDiscreteDistilled, imported.LCM):  # as ADE builds its `lcm` schedule
+        pass
+
+    model = sd15.model.clone()
+    model.add_object_patch("model_sampling", EvolvedLCM(sd15.model.model.model_config))
+    info = lcm_sampling_info(model.get_model_object("model_sampling"))
+    assert (info.original_inference_steps, info.boundary, info.source) == (50, True, "core")
+    assert with_lcm_sampling(model) is model
+    (core_lcm,) = node().patch(sd15.model, "lcm", False)
+    assert torch.equal(sample(comfy, sd15, model=model).result[0]["samples"],
+                       sample(comfy, sd15, model=core_lcm).result[0]["samples"])
+
+
 def test_core_lcm_sampling_classes_gone_is_a_pack_error_naming_the_contact(comfy, sd15, monkeypatch):
     node = comfy.node_class("ModelSamplingDiscrete")
     (core_lcm,) = node().patch(sd15.model, "lcm", False)

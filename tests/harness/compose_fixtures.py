@@ -123,23 +123,40 @@ def run_latents(server: ComfyServer, prompt: dict) -> dict[str, torch.Tensor]:
     return out
 
 
+def recorded_calls(server: ComfyServer, label: str) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``(x, t, output)`` of every UNet call the test-only ``LCMPackTest_UNetRecorder`` named ``label`` recorded
+    (the record file is removed)."""
+    path = server.base / "output" / "records" / f"{label}.safetensors"
+    tensors = load_file(str(path))
+    path.unlink()
+    return [(tensors[f"x_{n}"], tensors[f"t_{n}"], tensors[f"out_{n}"]) for n in range(len(tensors) // 3)]
+
+
+def recorder(graph: dict, label: str, model=("lora", 0)) -> tuple[str, int]:
+    """The test-only ``LCMPackTest_UNetRecorder`` on ``model`` (records every UNet call as ``label``)."""
+    graph[f"recorder_{label}"] = {"class_type": "LCMPackTest_UNetRecorder",
+                                  "inputs": {"model": list(model), "label": label}}
+    return (f"recorder_{label}", 0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Graph builders
 # ---------------------------------------------------------------------------------------------------------
 
-def base_graph(route: str = "loader", ckpt: str = CKPT, prompt: str = "a red ball") -> dict:
+def base_graph(route: str = "loader", ckpt: str = CKPT, prompt: str = "a red ball", lcm_lora: str = LCM_LORA,
+               style_lora: str = STYLE_LORA, batch: int = 1) -> dict:
     """Checkpoint → LCM-LoRA (the pack's loader, or stack + mixer with a style LoRA at 0.8) → prompts, empty
-    latent. The accelerated model is ``["lora", 0]`` and its CLIP ``["lora", 1]``."""
+    latent of ``batch`` images. The accelerated model is ``["lora", 0]`` and its CLIP ``["lora", 1]``."""
     graph = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}}}
     if route == "loader":
         graph["lora"] = {"class_type": "LCMPack_LCMLoraLoader", "inputs": {
-            "model": ["ckpt", 0], "clip": ["ckpt", 1], "lora_name": LCM_LORA, "strength": 1.0,
+            "model": ["ckpt", 0], "clip": ["ckpt", 1], "lora_name": lcm_lora, "strength": 1.0,
             "allow_partial": False}}
     elif route == "mixer":
         graph["stack_lcm"] = {"class_type": "LCMPack_LoraStack", "inputs": {
-            "lora_name": LCM_LORA, "weight": 1.0, "role": "accelerator"}}
+            "lora_name": lcm_lora, "weight": 1.0, "role": "accelerator"}}
         graph["stack_style"] = {"class_type": "LCMPack_LoraStack", "inputs": {
-            "lora_name": STYLE_LORA, "weight": 0.8, "role": "style", "stack": ["stack_lcm", 0]}}
+            "lora_name": style_lora, "weight": 0.8, "role": "style", "stack": ["stack_lcm", 0]}}
         graph["lora"] = {"class_type": "LCMPack_LoraMixer", "inputs": {
             "model": ["ckpt", 0], "clip": ["ckpt", 1], "stack": ["stack_style", 0], "style_normalization": "none",
             "allow_partial": False}}
@@ -147,7 +164,7 @@ def base_graph(route: str = "loader", ckpt: str = CKPT, prompt: str = "a red bal
         raise ValueError(route)
     graph["pos"] = {"class_type": "CLIPTextEncode", "inputs": {"text": prompt, "clip": ["lora", 1]}}
     graph["neg"] = {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["lora", 1]}}
-    graph["empty"] = {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 1}}
+    graph["empty"] = {"class_type": "EmptyLatentImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": batch}}
     return graph
 
 

@@ -1,0 +1,92 @@
+"""A real ComfyUI server with the pack *and* the two third-party packs users combine the LCM-LoRA with (issue 24):
+AnimateDiff-Evolved and ComfyUI_IPAdapter_plus, unmodified copies from ``$LCMPACK_THIRD_PARTY_NODES`` (default
+``../shared/custom_nodes`` beside the repository, read-only: they are copied into the server's ``custom_nodes``).
+
+Where that folder is missing the tests skip with the reason, unless ``LCMPACK_REQUIRE_THIRD_PARTY=1`` (then they
+fail): a run that is meant to cover composition sets it.
+
+Models: everything of ``compose_models_dir`` (the tiny SD1.5 checkpoint, its ControlNet, the LCM-LoRA, the style
+LoRA) plus, for AnimateDiff, an SD1.5 checkpoint with SD1.5's block layout and an AnimateLCM-format motion module
+(``devkit/animatediff_models.py`` says why the tiny UNet cannot carry one), with an LCM-LoRA and a style LoRA of
+that UNet and an AnimateLCM LoRA (under its published name); for IP-Adapter, a ViT-L/14 CLIP vision model and an
+IP-Adapter of the tiny SD1.5 family (``devkit/ipadapter_models.py``).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from lcm_lora_pack.devkit import animatediff_models, ipadapter_models
+from lcm_lora_pack.devkit.host import REPO
+from lcm_lora_pack.devkit.loras import make_kohya_lora
+from lcm_lora_pack.devkit.server import ComfyServer
+
+from harness.compose_fixtures import _SHARED, _write_images
+
+PACKS = ("ComfyUI-AnimateDiff-Evolved", "ComfyUI_IPAdapter_plus")
+AD_CKPT = "sd15-layout-ad.safetensors"
+MOTION_MODULE = "animatelcm-sd15-tiny.safetensors"
+AD_LCM_LORA = "lcm-lora-sdv1-5-ad.safetensors"
+AD_STYLE_LORA = "style-sd15-ad.safetensors"
+ANIMATELCM_LORA = "AnimateLCM_sd15_t2v_lora.safetensors"  # the published name: the pack detects its kind by it
+CLIP_VISION = "clip-vision-vit-l-14.safetensors"
+IPADAPTER = "ip-adapter-tiny-sd15.safetensors"
+FRAMES = 2  # the batch is the video: ADE's motion module attends across it
+
+
+def third_party_nodes() -> Path:
+    """The folder holding the third-party packs, or skip (fail with ``LCMPACK_REQUIRE_THIRD_PARTY=1``)."""
+    folder = Path(os.environ.get("LCMPACK_THIRD_PARTY_NODES") or REPO.parent / "shared" / "custom_nodes")
+    missing = [name for name in PACKS if not (folder / name / "__init__.py").is_file()]
+    if missing:
+        message = (f"third-party packs {missing} not in {folder}; set LCMPACK_THIRD_PARTY_NODES to a folder with "
+                   "unmodified copies (docs/composition.md)")
+        if os.environ.get("LCMPACK_REQUIRE_THIRD_PARTY") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def packs_models_dir(tmp_path_factory, compose_models_dir) -> Path:
+    """``compose_models_dir``'s files (linked) plus the AnimateDiff checkpoint, motion module and their LoRAs."""
+    if "packs_models" not in _SHARED:
+        third_party_nodes()
+        root = tmp_path_factory.mktemp("packs-models")
+        for kind in compose_models_dir.iterdir():
+            (root / kind.name).mkdir()
+            for file in kind.iterdir():
+                (root / kind.name / file.name).symlink_to(file.resolve())
+        plain = compose_models_dir.joinpath("checkpoints", "tiny-sd15.safetensors").resolve()
+        animatediff_models.write_ad_checkpoint(root / "checkpoints" / AD_CKPT, plain)
+        animatediff_models.write_animatelcm_motion_module(root / "animatediff_models" / MOTION_MODULE)
+        config = animatediff_models.AD_UNET_CONFIG
+        make_kohya_lora(config, root / "loras" / AD_LCM_LORA, rank=8, seed=12, kind="lcm", targets="lcm-full")
+        make_kohya_lora(config, root / "loras" / AD_STYLE_LORA, rank=4, seed=22)
+        make_kohya_lora(config, root / "loras" / ANIMATELCM_LORA, rank=8, seed=13, targets="lcm-full")
+        ipadapter_models.write_clip_vision_vitl(root / "clip_vision" / CLIP_VISION)
+        ipadapter_models.write_ipadapter_sd15(root / "ipadapter" / IPADAPTER)
+        _SHARED["packs_models"] = root
+    return _SHARED["packs_models"]
+
+
+@pytest.fixture(scope="session")
+def packs_server(tmp_path_factory, packs_models_dir):
+    """A real ComfyUI server (fp32) with the pack, the test-only nodes and copies of the third-party packs."""
+    if "packs_server" not in _SHARED:
+        from lcm_lora_pack.devkit import workflows
+
+        source = third_party_nodes()
+        server = ComfyServer(base=tmp_path_factory.mktemp("packs-server"), model_store=packs_models_dir,
+                             extra_args=("--force-fp32",))
+        for name in PACKS:
+            shutil.copytree(source / name, server.base / "custom_nodes" / name,
+                            ignore=shutil.ignore_patterns("__pycache__", ".git"))
+        workflows.link_testkit(server.base)
+        _write_images(server.base / "input")
+        server.start()
+        _SHARED["packs_server"] = server
+    yield _SHARED["packs_server"]
+    _SHARED["packs_server"].stop()
