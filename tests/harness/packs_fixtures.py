@@ -72,9 +72,12 @@ def packs_models_dir(tmp_path_factory, compose_models_dir) -> Path:
     return _SHARED["packs_models"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def packs_server(tmp_path_factory, packs_models_dir):
-    """A real ComfyUI server (fp32) with the pack, the test-only nodes and copies of the third-party packs."""
+    """A real ComfyUI server (fp32) with the pack, the test-only nodes and copies of the third-party packs.
+
+    One per test module, stopped when the module ends: with the AnimateDiff models it holds ~5 GB, which the rest
+    of the suite (its own servers, the main job) needs back on a 24 GiB machine."""
     if "packs_server" not in _SHARED:
         from lcm_lora_pack.devkit import workflows
 
@@ -89,4 +92,4 @@ def packs_server(tmp_path_factory, packs_models_dir):
         server.start()
         _SHARED["packs_server"] = server
     yield _SHARED["packs_server"]
-    _SHARED["packs_server"].stop()
+    _SHARED.pop("packs_server").stop()
