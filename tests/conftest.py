@@ -21,7 +21,7 @@ if not _IMPORT_LINK.is_symlink():
     _IMPORT_LINK.symlink_to("..", target_is_directory=True)
     importlib.invalidate_caches()
 
-from lcm_lora_pack.devkit import host, models, workflows  # noqa: E402  (after the link exists)
+from lcm_lora_pack.devkit import family_models, host, models, workflows  # noqa: E402  (after the link exists)
 from lcm_lora_pack.devkit.server import ComfyServer  # noqa: E402
 
 host.prepare_import()
@@ -69,3 +69,21 @@ def comfy_server(tmp_path_factory, model_store):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def family_model(comfy):
+    """``load(family)``: the family's tiny model (FLUX.1, SD3, Qwen-Image, Wan; devkit/family_models.py), written
+    into the host's models/diffusion_models and loaded by core's UNETLoader (cached per module: Qwen-Image and
+    0.3.75's FLUX are ~0.4-0.5 G parameters)."""
+    folder = comfy.base / "models" / "diffusion_models"
+    loaded: dict[str, object] = {}
+
+    def load(family: str):
+        if family not in loaded:
+            path = family_models.write_family_model(family, folder, seed=len(loaded) + 3)
+            loaded[family] = comfy.run_node("UNETLoader", unet_name=path.name, weight_dtype="default")[0]
+        return loaded[family]
+
+    yield load
+    loaded.clear()

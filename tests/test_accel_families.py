@@ -26,23 +26,6 @@ FAMILY_TITLES = {"flux": "FLUX.1", "sd3": "SD3", "qwen-image": "Qwen-Image", "wa
                  "wan2.2-high": "Wan 2.1 / Wan 2.2 A14B", "wan2.2-5b": "Wan 2.2 TI2V-5B"}
 
 
-@pytest.fixture(scope="module")
-def family_model(comfy):
-    """``load(family)``: the family's tiny model, written into the host's models/diffusion_models and loaded by
-    core's UNETLoader (cached: Qwen-Image and 0.3.75's FLUX are ~0.4-0.5 G parameters)."""
-    folder = comfy.base / "models" / "diffusion_models"
-    loaded: dict[str, object] = {}
-
-    def load(family: str):
-        if family not in loaded:
-            path = family_models.write_family_model(family, folder, seed=len(loaded) + 3)
-            loaded[family] = comfy.run_node("UNETLoader", unet_name=path.name, weight_dtype="default")[0]
-        return loaded[family]
-
-    yield load
-    loaded.clear()
-
-
 def _write(comfy, model, name: str, spelling: str, alpha, seed: int = 0, rank: int = 4) -> str:
     tensors = family_loras.family_lora_state_dict(model, spelling, rank=rank, alpha=alpha, seed=seed)
     return loras.save_lora(tensors, comfy.base / "models" / "loras" / name).name

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lcm_lora_pack.devkit import family_loras, family_models, loras
+from lcm_lora_pack.devkit import family_loras, loras
 
 KSAMPLER = "LCMPack_KSamplerLCM"
 # kind: (model, LoRA file, spelling, strength, core scheduler, steps, cfg, shift, text width, pooled width)
@@ -21,21 +21,6 @@ CASES = {
     "wan21-lightx2v": ("wan2.1", "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank32.safetensors",
                        "diffusion_model", 1.0, "simple", 4, 1.0, None, 4096, None),
 }
-
-
-@pytest.fixture(scope="module")
-def family_model(comfy):
-    folder = comfy.base / "models" / "diffusion_models"
-    loaded: dict[str, object] = {}
-
-    def load(family: str):
-        if family not in loaded:
-            path = family_models.write_family_model(family, folder, seed=len(loaded) + 3)
-            loaded[family] = comfy.run_node("UNETLoader", unet_name=path.name, weight_dtype="default")[0]
-        return loaded[family]
-
-    yield load
-    loaded.clear()
 
 
 def _conditioning(text_width: int, pooled_width: int | None, seed: int) -> list:
