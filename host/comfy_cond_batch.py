@@ -41,6 +41,22 @@ def single_plain_cond(conds: list, model_options: dict) -> tuple[int, dict] | No
     return (index, cond) if _plain(cond) else None
 
 
+def plain_batch(conds: list, model_options: dict) -> list[tuple[int, dict]] | None:
+    """``[(index, cond), …]`` in the order core's ``_calc_cond_batch`` puts them in one model call, when every
+    present entry of ``conds`` (``[positive, negative]``, the negative None at cfg 1) is one plain conditioning
+    (see module docstring), else None. Core collects the runs cond first, then uncond, and batches them in reverse
+    (``to_batch_temp.reverse()``): the uncond comes first in the batch, ``cond_or_uncond == [1, 0]``."""
+    if not SPECIAL_MODEL_OPTIONS.isdisjoint(model_options):
+        return None
+    if comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, model_options,
+                                                is_model_options=True):
+        return None
+    present = [(index, entries) for index, entries in enumerate(conds) if entries is not None]
+    if not present or any(len(entries) != 1 or not _plain(entries[0]) for _, entries in present):
+        return None
+    return [(index, entries[0]) for index, entries in reversed(present)]
+
+
 def _transformer_options(model, model_options: dict, index: int, cond: dict, timestep) -> dict:
     """The ``transformer_options`` core's ``_calc_cond_batch`` passes for a batch of this one conditioning
     (``contract.step_transformer_options``)."""

@@ -1,15 +1,17 @@
-"""The LCM fast path in ComfyUI: the whole 4-step loop of a fixed shape as one CUDA graph, replayed.
+"""The real-time fast path in ComfyUI: the whole few-step loop of a fixed shape as one CUDA graph, replayed.
 
 Hook. :func:`with_fast_path` gives a clone a ``SAMPLER_SAMPLE`` wrapper (ComfyUI's public patcher-extension
 wrappers, ``ModelPatcher.add_wrapper_with_key``) and the settings as a model option. The wrapper sees every
-sampler call on that model -- the pack's ``KSamplerLCM`` / ``LCMSampler`` and core's ``KSampler`` with the ``lcm``
-sampler alike -- and either runs the call on the fast path or hands it to ComfyUI unchanged (``executor(...)``)
-with one report line saying why (:func:`fallback_reason`).
+sampler call on that model -- the pack's ``KSamplerLCM`` / ``LCMSampler``, core's ``KSampler``, ``SamplerCustom``
+and ``SamplerCustomAdvanced`` (``BasicGuider``, ``CFGGuider``) alike -- and either runs the call on the fast path
+or hands it to ComfyUI unchanged (``executor(...)``) with one report line saying why (:func:`fallback_reason`).
 
-What runs. ``fast_path.lcm_fixed_loop`` on static buffers with ``BaseModel.apply_model`` as the denoiser, i.e.
-what ComfyUI's ``KSAMPLER.sample`` + LCM sampler + ``CFGGuider`` at cfg 1 + the pack's direct single-conditioning
-step (``comfy_cond_batch``) compute, with the fresh noise of every step pre-drawn into a static buffer by the
-eager sampler's own noise-sampler function (:data:`NOISE_SAMPLERS`; core's seeding rule differs by version).
+What runs. ``fast_path.FIXED_LOOPS`` (the LCM loop for the pack's and core's ``lcm``, the Euler loop for core's
+``euler``; any sigma list) on static buffers, with the step's x̂₀ computed as core's ``CFGGuider`` computes it
+(``comfy_fast_guidance``: one model call; at cfg ≠ 1 cond and uncond batched as core batches them, then the CFG
+combination), i.e. what ComfyUI's ``KSAMPLER.sample`` + sampler + guider compute, with the fresh noise of every
+LCM step pre-drawn into a static buffer by the eager sampler's own noise-sampler function
+(:data:`NOISE_SAMPLERS`; core's seeding rule differs by version).
 Mode ``cuda_graph`` captures the eager kernels (same kernels as eager: same latent); ``compile_cuda_graph`` first
 compiles the diffusion model with ``torch.compile`` (inductor, fixed shapes; swapped in during ``apply_model`` by
 core's own ``apply_torch_compile_factory`` wrapper, as ``TorchCompileModel`` does) and captures the compiled
@@ -30,7 +32,6 @@ the path captures the eager UNet or hands the call to ComfyUI.
 from __future__ import annotations
 
 import logging
-import math
 import weakref
 from dataclasses import dataclass, field, replace
 
@@ -39,6 +40,7 @@ import comfy.samplers
 import torch
 
 from ..samplers.fast_path import (
+    FIXED_LOOPS,
     CacheEntry,
     CaptureCache,
     CaptureEvent,
@@ -50,8 +52,7 @@ from ..samplers.fast_path import (
     capture_allocator_reason,
     describe,
     draw_step_noise,
-    lcm_fixed_loop,
-    lcm_plan,
+    fixed_plan,
     pointer_token,
     report_once,
     signature,
@@ -60,12 +61,11 @@ from ..samplers.fast_path import (
 )
 from ..samplers.lcm_sampler import seeded_noise_sampler
 from . import contract
-from .comfy_cond_batch import _transformer_options, single_plain_cond
+from .comfy_fast_guidance import WRAPPER_KEY, guidance_inputs, guidance_reason, guided_denoiser
 from .contract import dynamic_vram
 
 LOG = logging.getLogger(__name__)
 
-WRAPPER_KEY = "lcm_pack.fast_path"
 OPTION_KEY = "lcm_pack_fast_path"
 MODES = ("compile_cuda_graph", "cuda_graph", "off")
 
@@ -168,8 +168,9 @@ def fallback_reason(sampler, guider, extra_args: dict, noise: torch.Tensor, deno
     if settings.mode == "off":
         return "switched off (mode off)"
     function = getattr(sampler, "sampler_function", None)
-    if lcm_sampler_kind(function) is None:
-        return f"sampler {getattr(function, '__name__', type(sampler).__name__)} is not LCM (fast path: lcm only)"
+    if contract.fixed_sampler_kind(function) is None:
+        return (f"sampler {getattr(function, '__name__', type(sampler).__name__)} is not one the fast path replays "
+                "(lcm, euler)")
     mismatch = contract.guider_mismatch(guider)
     if mismatch is not None:
         return mismatch
@@ -179,8 +180,6 @@ def fallback_reason(sampler, guider, extra_args: dict, noise: torch.Tensor, deno
         return "a noise mask (inpainting) is set"
     if type(guider).predict_noise is not comfy.samplers.CFGGuider.predict_noise:
         return f"guider {type(guider).__name__} is not the plain CFG guider"
-    if not math.isclose(float(getattr(guider, "cfg", 0.0)), 1.0):
-        return f"cfg={guider.cfg} (fast path: cfg 1, one model call per step)"
     model_options = extra_args.get("model_options", {})
     foreign = [name for name in FOREIGN_OPTIONS if model_options.get(name)]
     if model_options.get("sampler_calc_cond_batch_function") is not None:
@@ -201,9 +200,7 @@ def fallback_reason(sampler, guider, extra_args: dict, noise: torch.Tensor, deno
         return DYNAMIC_VRAM_REASON
     if getattr(guider.inner_model, "model_lowvram", False):
         return "the model is only partly on the GPU (low VRAM mode)"
-    if single_plain_cond([guider.conds.get("positive"), None], model_options) is None:
-        return "the conditioning is not one plain entry (areas, masks, ControlNet, GLIGEN, hooks, several conds)"
-    return None
+    return guidance_reason(guider, model_options)
 
 
 def fast_sampler_sample(executor, guider, sigmas, extra_args, callback, noise, latent_image=None,
@@ -237,19 +234,6 @@ def weights_token(state: ModelState, base_model) -> tuple:
     return id(base_model.diffusion_model), id(base_model.model_sampling), pointer_token(state.weight_slots[1])
 
 
-def _cond_inputs(guider, model_options: dict, batch: int) -> tuple[dict, dict, int, dict]:
-    """The conditioning tensors of the step (as ``comfy_cond_batch.direct_cond_batch`` builds them), the
-    non-tensor entries, and (index, cond) of the single plain conditioning."""
-    index, cond = single_plain_cond([guider.conds.get("positive"), None], model_options)
-    inputs = contract.cond_inputs(cond, batch)
-    tensors = {name: value for name, value in inputs.items() if torch.is_tensor(value)}
-    constants = {name: value for name, value in inputs.items() if not torch.is_tensor(value)}
-    for name, value in constants.items():
-        if not isinstance(value, (int, float, str, bool, type(None), tuple)):
-            raise FastPathUnavailable(f"conditioning input {name!r} is a {type(value).__name__}, not a tensor")
-    return tensors, constants, index, cond
-
-
 def _compile_wrapper(state: ModelState, base_model, settings: FastPathSettings):
     """Core's ``torch.compile`` swap wrapper around a compiled diffusion model kept in the state (or None)."""
     if settings.mode != "compile_cuda_graph" or state.compile_failed:
@@ -265,20 +249,6 @@ def _compile_wrapper(state: ModelState, base_model, settings: FastPathSettings):
         return None
 
 
-def _denoiser(base_model, model_options: dict, index: int, cond: dict, buffers: StaticBuffers, names, constants,
-              compile_wrapper):
-    """x̂₀ = apply_model(x, σ, conditioning) with the transformer options core builds for the step."""
-    def denoise(x, sigma):
-        options = _transformer_options(base_model, model_options, index, cond, sigma)
-        if compile_wrapper is not None:
-            options = extensions.copy_nested_dicts(options)
-            extensions.add_wrapper_with_key(extensions.WrappersMP.APPLY_MODEL, WRAPPER_KEY, compile_wrapper, options)
-        inputs = {name.removeprefix("cond."): buffers[name] for name in names}
-        return base_model.apply_model(x, sigma, **inputs, **constants, transformer_options=options).to(x.dtype)
-
-    return denoise
-
-
 @dataclass(frozen=True)
 class CallInputs:
     """One call's values for the static buffers, and the host-side parts of its key."""
@@ -286,20 +256,25 @@ class CallInputs:
     values: dict
     plan: object
     constants: dict
-    index: int
-    cond: dict
+    guidance: object  # comfy_fast_guidance.Guidance
+    kind: str  # "pack lcm", "core lcm", "core euler"
+    family: str  # the loop: "lcm" or "euler"
 
 
 def _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image) -> CallInputs:
+    kind, family = contract.fixed_sampler_kind(sampler.sampler_function)
     sigma_list = sigmas.tolist()  # one device read: the plan's branches
-    plan = lcm_plan(sigma_list, contract.sampler_max_denoise(sampler, guider, sigmas))
-    tensors, constants, index, cond = _cond_inputs(guider, extra_args.get("model_options", {}), noise.shape[0])
-    step_noise = draw_step_noise(noise.shape, noise.dtype, noise.device, extra_args.get("seed"), plan.noise_draws,
-                                 NOISE_SAMPLERS[lcm_sampler_kind(sampler.sampler_function)])
+    plan = fixed_plan(family, sigma_list, contract.sampler_max_denoise(sampler, guider, sigmas))
+    guidance, tensors, constants = guidance_inputs(guider, extra_args.get("model_options", {}), noise)
+    if plan.noise_draws:
+        step_noise = draw_step_noise(noise.shape, noise.dtype, noise.device, extra_args.get("seed"),
+                                     plan.noise_draws, NOISE_SAMPLERS[kind])
+    else:  # the loop draws no noise: one unused row
+        step_noise = torch.zeros((1, *noise.shape), dtype=noise.dtype, device=noise.device)
     latent = latent_image if latent_image is not None else torch.zeros_like(noise)
     values = {"noise": noise, "latent_image": latent, "sigmas": sigmas, "step_noise": step_noise,
               **{f"cond.{name}": value for name, value in tensors.items()}}
-    return CallInputs(values, plan, constants, index, cond)
+    return CallInputs(values, plan, constants, guidance, kind, family)
 
 
 def run_fast_path(state: ModelState, settings: FastPathSettings, sampler, guider, sigmas, extra_args, callback,
@@ -308,8 +283,8 @@ def run_fast_path(state: ModelState, settings: FastPathSettings, sampler, guider
     call = _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image)
     base_model = guider.inner_model
     token = weights_token(state, base_model)
-    shape_key = (call.plan, signature(call.values), tuple(sorted(call.constants.items())), lcm_sampler_kind(
-        sampler.sampler_function), settings.mode, settings.compile_mode, settings.compile_backend, settings.backend)
+    shape_key = (call.plan, signature(call.values), tuple(sorted(call.constants.items())), call.kind,
+                 call.guidance.key, settings.mode, settings.compile_mode, settings.compile_backend, settings.backend)
     entry = state.cache.get(token, shape_key)
     if entry is None:
         entry = _capture(state, settings, base_model, extra_args, call, token, shape_key)
@@ -340,8 +315,9 @@ def _capture(state, settings, base_model, extra_args, call: CallInputs, token, s
         state.cache.record(CaptureEvent("failed", message, 0.0, shape_key))
         raise FastPathUnavailable(f"capture failed: {message}") from None
     entry = CacheEntry(captured, buffers, keep_alive=(model_sampling, model_options))
+    guided = f", cfg {call.guidance.cfg:g} (cond + uncond batched)" if len(call.guidance.order) > 1 else ""
     detail = (f"{reason}; {'compiled' if compiled else 'eager'} UNet, {settings.backend}, batch "
-              f"{call.values['noise'].shape[0]}, {call.plan.steps} steps")
+              f"{call.values['noise'].shape[0]}, {call.plan.steps} steps, {call.kind}{guided}")
     state.cache.put(token, shape_key, entry, CaptureEvent(kind, detail, seconds, shape_key))
     return entry
 
@@ -355,11 +331,11 @@ def _capture_with_compile_fallback(state, settings, base_model, model_options, c
     fails, the attempt is released, the compiled module dropped, the failure reported, and the eager UNet
     captured on a fresh backend. A failure of the eager capture raises :class:`CaptureFailed` (released too)."""
     def loop(compile_wrapper):
-        denoise = _denoiser(base_model, model_options, call.index, call.cond, buffers, names, call.constants,
-                            compile_wrapper)
-        sampling = base_model.model_sampling
-        return lambda: lcm_fixed_loop(denoise, sampling.noise_scaling, sampling.inverse_noise_scaling, buffers,
-                                      call.plan)
+        denoise = guided_denoiser(base_model, model_options, call.guidance, buffers, names, call.constants,
+                                  compile_wrapper)
+        sampling, fixed_loop = base_model.model_sampling, FIXED_LOOPS[call.family]
+        return lambda: fixed_loop(denoise, sampling.noise_scaling, sampling.inverse_noise_scaling, buffers,
+                                  call.plan)
 
     if settings.mode == "compile_cuda_graph" and not state.compile_failed:
         try:

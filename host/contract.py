@@ -107,6 +107,24 @@ def lcm_sampler_kind(function) -> str | None:
     return "core lcm" if core is not None and function is core else None
 
 
+# Core sampler functions the fast path replays with its own fixed loops, by family (``samplers/fast_path.py``
+# ``FIXED_LOOPS``): the name in ``comfy.k_diffusion.sampling``.
+CORE_FIXED_SAMPLERS = {"sample_lcm": "lcm", "sample_euler": "euler"}
+
+
+def fixed_sampler_kind(function) -> tuple[str, str] | None:
+    """``(kind, family)`` of a sampler function the fast path replays: ("pack lcm", "lcm") for the pack's marked LCM
+    loop, ("core lcm", "lcm") / ("core euler", "euler") for core's ``sample_lcm`` / ``sample_euler`` (by identity,
+    ``comfy/k_diffusion/sampling.py``; ``sample_euler`` is the same code on 0.3.75, 0.8.0, 0.33.0); else None."""
+    if getattr(function, MARKER, None) == "lcm":
+        return "pack lcm", "lcm"
+    for name, family in CORE_FIXED_SAMPLERS.items():
+        core = core_k_sampler(name)
+        if core is not None and function is core:
+            return f"core {family}", family
+    return None
+
+
 def core_noise_sampler(x, seed):
     """Core's ``default_noise_sampler(x, seed=…)`` (``comfy/k_diffusion/sampling.py``; 0.8.0 seeds + 1 on the
     CPU); checked on 0.3.75, 0.8.0, 0.33.0. Raises :class:`ContactMismatch` when gone or re-signed."""
@@ -451,10 +469,16 @@ def wrapper_names(model_options: dict, kinds) -> list[str]:
 
 
 def step_transformer_options(base_model, model_options: dict, index: int, cond: dict, timestep) -> dict:
-    """The ``transformer_options`` core's private ``_calc_cond_batch`` (``comfy/samplers.py``) passes for a batch
-    of one conditioning: ``model.current_patcher.apply_hooks(hooks=None)`` merged with the model options'
-    ``transformer_options``, plus ``cond_or_uncond``, ``uuids``, ``sigmas`` (checked on 0.3.75, 0.8.0, 0.33.0).
-    :class:`ContactMismatch` when the patcher has no ``apply_hooks``."""
+    """:func:`batch_transformer_options` for a batch of one conditioning (``index``, ``cond``)."""
+    return batch_transformer_options(base_model, model_options, [index], [cond["uuid"]], timestep)
+
+
+def batch_transformer_options(base_model, model_options: dict, order: list[int], uuids: list, timestep) -> dict:
+    """The ``transformer_options`` core's private ``_calc_cond_batch`` (``comfy/samplers.py``) passes for one batched
+    model call: ``model.current_patcher.apply_hooks(hooks=None)`` merged with the model options'
+    ``transformer_options``, plus ``cond_or_uncond`` (``order``: 0 cond, 1 uncond, in batch order), ``uuids``,
+    ``sigmas`` (the unbatched timestep); checked on 0.3.75, 0.8.0, 0.33.0. :class:`ContactMismatch` when the
+    patcher has no ``apply_hooks``."""
     import comfy.patcher_extension as extensions
 
     apply_hooks = getattr(getattr(base_model, "current_patcher", None), "apply_hooks", None)
@@ -464,8 +488,8 @@ def step_transformer_options(base_model, model_options: dict, index: int, cond: 
     options = apply_hooks(hooks=None)
     if "transformer_options" in model_options:
         options = extensions.merge_nested_dicts(options, model_options["transformer_options"], copy_dict1=False)
-    options["cond_or_uncond"] = [index]
-    options["uuids"] = [cond["uuid"]]
+    options["cond_or_uncond"] = list(order)
+    options["uuids"] = list(uuids)
     options["sigmas"] = timestep
     return options
 
@@ -490,17 +514,57 @@ def guider_mismatch(guider) -> str | None:
 
 
 def cond_inputs(cond: dict, batch: int) -> dict:
-    """The model inputs of one conditioning entry as core's ``_calc_cond_batch`` builds them for a batch of it:
-    ``process_cond(batch_size=, area=None)`` of each ``model_conds`` value, joined by ``comfy.samplers.cond_cat``
-    (checked on 0.3.75, 0.8.0, 0.33.0). :class:`ContactMismatch` when an entry has another layout."""
-    conds = cond.get("model_conds")
-    process = [getattr(value, "process_cond", None) for value in (conds or {}).values()]
+    """The model inputs of one conditioning entry as core's ``_calc_cond_batch`` builds them for a batch of it
+    (:func:`batched_cond_inputs` of one entry)."""
+    batched = batched_cond_inputs([cond], batch)
+    if batched is None:  # one entry always concatenates with itself
+        raise ContactMismatch(line("cond_inputs", "a conditioning does not concatenate with itself",
+                                   "running core's sampler"))
+    return batched[0]
+
+
+def batched_cond_inputs(conds: list[dict], batch: int) -> tuple[dict, dict] | None:
+    """The model inputs of one batched model call over the conditioning entries ``conds`` (in batch order), as
+    core's ``_calc_cond_batch`` builds them: ``process_cond(batch_size=, area=None)`` of each ``model_conds``
+    value, joined by ``comfy.samplers.cond_cat``, and the ``cond_shapes`` core's memory estimate reads (each
+    processed value's ``size()``); None where core would not put them in one call (``can_concat_cond`` /
+    ``cond_equal_size``: the same keys, each processed value's ``can_concat`` with the first's). Checked on 0.3.75,
+    0.8.0, 0.33.0. :class:`ContactMismatch` when an entry has another layout."""
     cond_cat = _resolve("comfy.samplers", "cond_cat")
-    if not isinstance(conds, dict) or cond_cat is None or not all(p and _binds(p, batch_size=batch, area=None)
-                                                                   for p in process):
-        raise ContactMismatch(line("cond_inputs", "a conditioning's model_conds / process_cond(batch_size=, area=) "
-                                   "/ comfy.samplers.cond_cat differ", "running core's sampler"))
-    return cond_cat([{name: value.process_cond(batch_size=batch, area=None) for name, value in conds.items()}])
+    processed = []
+    for cond in conds:
+        model_conds = cond.get("model_conds")
+        process = [getattr(value, "process_cond", None) for value in (model_conds or {}).values()]
+        if not isinstance(model_conds, dict) or cond_cat is None or not all(
+                p and _binds(p, batch_size=batch, area=None) for p in process):
+            raise ContactMismatch(line("cond_inputs", "a conditioning's model_conds / process_cond(batch_size=, "
+                                       "area=) / comfy.samplers.cond_cat differ", "running core's sampler"))
+        processed.append({name: value.process_cond(batch_size=batch, area=None) for name, value in model_conds.items()})
+    first = processed[0]
+    for other in processed[1:]:
+        if other.keys() != first.keys() or not all(callable(getattr(first[k], "can_concat", None))
+                                                    and first[k].can_concat(other[k]) for k in first):
+            return None
+    shapes = {name: [entry[name].size() for entry in processed if callable(getattr(entry[name], "size", None))]
+              for name in first}
+    return cond_cat(processed), shapes
+
+
+def cond_batch_fits(base_model, x: torch.Tensor, chunks: int, cond_shapes: dict) -> bool:
+    """Whether core's ``_calc_cond_batch`` runs ``chunks`` conditioning entries of ``x``'s shape as one model call:
+    ``model.memory_required([chunks·B, …], cond_shapes=) * 1.5 < free memory``, the free memory from
+    ``model.current_patcher.get_free_memory(device)`` (0.33.0) or ``comfy.model_management.get_free_memory(device)``
+    (0.3.75, 0.8.0). :class:`ContactMismatch` when ``memory_required`` is gone or re-signed."""
+    import comfy.model_management
+
+    shape = [chunks * x.shape[0], *x.shape[1:]]
+    required = getattr(base_model, "memory_required", None)
+    if required is None or not _binds(required, shape, cond_shapes=cond_shapes):
+        raise ContactMismatch(line("cond_batch_fits", "BaseModel.memory_required(input_shape, cond_shapes=) is gone "
+                                   "or re-signed", "running core's sampler"))
+    free = getattr(getattr(base_model, "current_patcher", None), "get_free_memory", None)
+    free_memory = free(x.device) if callable(free) else comfy.model_management.get_free_memory(x.device)
+    return required(shape, cond_shapes=cond_shapes) * 1.5 < free_memory
 
 
 def dynamic_vram(patcher) -> bool:

@@ -24,12 +24,14 @@ class LCMFastPath(io.ComfyNode):
         return io.Schema(
             node_id=f"{NODE_PREFIX}LCMFastPath", display_name="LCM Fast Path (real-time)",
             category=CATEGORY_SAMPLING,
-            description="Real-time LCM: KSampler (LCM), SamplerCustom with the LCM sampler, or KSampler with "
-                        "sampler lcm then run the whole few-step loop -- UNet, scheduler arithmetic and noise -- as "
-                        "one CUDA graph, captured on the first call of a shape and again only when the shape, "
-                        "the schedule or the weights change (a LoRA strength change re-captures; the log says "
+            description="Real-time sampling: KSampler (LCM), KSampler, SamplerCustom and SamplerCustomAdvanced "
+                        "(BasicGuider or CFGGuider; cfg > 1 runs cond and uncond as one batched model call) with "
+                        "the lcm or euler sampler and any sigma list (split schedules for img2img) then run the "
+                        "whole few-step loop -- UNet, guidance, scheduler arithmetic and noise -- as one CUDA "
+                        "graph, captured on the first call of a shape and again only when the shape, the "
+                        "schedule, the cfg or the weights change (a LoRA strength change re-captures; the log says "
                         "when and how long). Falls back to normal sampling, with a log line saying why, on CPU, in "
-                        "low VRAM mode, at cfg other than 1, with masks, areas, ControlNet or model patches.",
+                        "low VRAM mode, with other samplers, masks, areas, ControlNet or model patches.",
             inputs=[
                 io.Model.Input("model", tooltip="The LCM model (after the LCM-LoRA loader / mixer)."),
                 io.Combo.Input("mode", options=list(MODES), default=MODES[0], tooltip=MODE_TOOLTIP),

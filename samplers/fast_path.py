@@ -165,6 +165,38 @@ def lcm_fixed_loop(denoise: Denoiser, noise_scaling: NoiseScaling, inverse_noise
     return outputs
 
 
+def euler_fixed_loop(denoise: Denoiser, noise_scaling: NoiseScaling, inverse_noise_scaling: NoiseScaling,
+                     buffers: StaticBuffers, plan: LoopPlan) -> dict[str, torch.Tensor]:
+    """Euler on static buffers ``noise``, ``latent_image``, ``sigmas`` (Karras et al. 2022, Algorithm 2 without
+    churn): the arithmetic of ComfyUI's ``KSAMPLER.sample`` around ``k_diffusion.sampling.sample_euler`` with
+    ``s_churn=0`` (identical on 0.3.75, 0.8.0, 0.33.0): x = noise_scaling(σ₀, n, latent, max_denoise); per step
+    x̂₀ = denoise(x, σ_i·1), d = (x − x̂₀)/σ_i (``to_d``: σ_i appended to x's dims), x ← x + d·(σ_{i+1} − σ_i);
+    the result is inverse_noise_scaling(σ_last, x). Any sigma list (split schedules for img2img included): the
+    values live in the ``sigmas`` buffer, only their count is captured."""
+    sigmas = buffers["sigmas"]
+    x = noise_scaling(sigmas[0], buffers["noise"], buffers["latent_image"], plan.max_denoise)
+    s_in = x.new_ones([x.shape[0]])
+    outputs = {}
+    for i in range(plan.steps):
+        sigma_hat = sigmas[i]
+        denoised = denoise(x, sigma_hat * s_in)
+        d = (x - denoised) / sigma_hat[(...,) + (None,) * (x.ndim - sigma_hat.ndim)]
+        outputs[f"x_{i}"], outputs[f"denoised_{i}"] = x, denoised
+        x = x + d * (sigmas[i + 1] - sigma_hat)
+    outputs["samples"] = inverse_noise_scaling(sigmas[-1], x)
+    return outputs
+
+
+# The fixed-arithmetic loops by sampler family, and whether the family re-noises (draws fresh noise) per step.
+FIXED_LOOPS = {"lcm": lcm_fixed_loop, "euler": euler_fixed_loop}
+
+
+def fixed_plan(family: str, sigmas: list[float], max_denoise: bool) -> LoopPlan:
+    """The plan of a ``family`` loop ("lcm" re-noises where σ_{i+1} > 0; "euler" never draws noise)."""
+    plan = lcm_plan(sigmas, max_denoise)
+    return plan if family == "lcm" else LoopPlan(plan.steps, (False,) * plan.steps, plan.max_denoise)
+
+
 def draw_step_noise(shape, dtype, device, seed: int | None, draws: int,
                     make_noise_sampler: NoiseSamplerFactory = seeded_noise_sampler) -> torch.Tensor:
     """The fresh noise of every re-noising step, drawn in the order the eager loop draws it, by the eager

@@ -268,6 +268,21 @@ def test_changed_sampler_internals_raise_the_fallback_signal(monkeypatch):
         contract.cond_inputs({"model_conds": {"c_crossattn": torch.zeros(1)}}, 1)
     with pytest.raises(contract.ContactMismatch, match="step_transformer_options"):
         contract.step_transformer_options(types.SimpleNamespace(), {}, 0, {"uuid": 1}, torch.ones(1))
+    with pytest.raises(contract.ContactMismatch, match="cond_batch_fits"):  # memory_required re-signed
+        contract.cond_batch_fits(types.SimpleNamespace(memory_required=lambda shape: 0), torch.zeros(1, 4, 8, 8), 2, {})
+    with pytest.raises(contract.ContactMismatch, match="cond_inputs"):
+        contract.batched_cond_inputs([{"model_conds": {"c_crossattn": torch.zeros(1)}}] * 2, 1)
+    assert contract.fixed_sampler_kind(print) is None
+
+
+def test_fast_path_falls_back_when_the_euler_sampler_is_gone(comfy, monkeypatch):
+    """core's sample_euler renamed: a KSAMPLER around the old function is no longer recognised (core samples)."""
+    import comfy.k_diffusion.sampling as sampling
+
+    euler = sampling.sample_euler
+    assert contract.fixed_sampler_kind(euler) == ("core euler", "euler")
+    monkeypatch.delattr(sampling, "sample_euler")
+    assert contract.fixed_sampler_kind(euler) is None
 
 
 def test_changed_wrapper_layout_is_read_through_core(monkeypatch):

@@ -117,14 +117,34 @@ def test_lora_strength_changes_stay_equal_to_eager(comfy, sd15, lora_name):
 
 
 def test_falls_back_to_eager_with_a_report_line(comfy, lcm_model, caplog):
+    """A positive conditioning at strength 0.5 (core scales its prediction: not one plain model call)."""
     fast = _replay(lcm_model)
     eager = fp.model_state(fast.model).calls["eager"]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    positive = [[_cond(3)[0][0], {"strength": 0.5}]]
+
+    def run(model):
+        return comfy.run_node("LCMPack_KSamplerLCM", model=model, positive=positive, negative=_cond(99),
+                              latent_image=latent, seed=3, steps=4, cfg=1.0, sampler="lcm", gamma=0.3,
+                              denoise=1.0)[0]["samples"]
+
     with caplog.at_level(logging.WARNING):
-        got = ksampler_lcm(comfy, fast, cfg=1.5)
-    assert torch.equal(got, ksampler_lcm(comfy, lcm_model, cfg=1.5))
+        got = run(fast)
+    assert torch.equal(got, run(lcm_model))
     assert fp.model_state(fast.model).calls["eager"] == eager + 1
-    assert any("LCM fast path: running eager" in r.getMessage() and "cfg=1.5" in r.getMessage()
+    assert any("LCM fast path: running eager" in r.getMessage() and "not one plain entry" in r.getMessage()
                for r in caplog.records), caplog.text
+
+
+def test_ksampler_lcm_at_cfg_above_one_runs_batched_on_the_fast_path(comfy, lcm_model):
+    """cfg 1.5 (before issue 23 a fallback): cond and uncond in one batched model call inside the loop."""
+    fast = _replay(lcm_model)
+    calls = fp.model_state(fast.model).calls["fast"]
+    for seed in (12, 13):
+        assert torch.equal(ksampler_lcm(comfy, fast, seed=seed, cfg=1.5), ksampler_lcm(comfy, lcm_model, seed=seed,
+                                                                                       cfg=1.5))
+    assert fp.model_state(fast.model).calls["fast"] == calls + 2
+    assert "cfg 1.5 (cond + uncond batched)" in fp.fast_path_state(fast).cache.events[-1].reason
 
 
 def test_cuda_graph_backend_on_the_cpu_falls_back(comfy, lcm_model, caplog):

@@ -30,10 +30,10 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+from lcm_lora_pack.bench.device.live_graphs import ARMS, GRAPHS, prepare_live, table
+
 CONFIGS = {"default": [], "no-dynamic": ["--disable-dynamic-vram"], "no-cuda-malloc": ["--disable-cuda-malloc"],
            "native-static": ["--disable-cuda-malloc", "--disable-dynamic-vram"]}
-ARMS = {"eager": (None, "VAEDecode"), "cuda_graph": ("cuda_graph", "cuda_graph"),
-        "compile_cuda_graph": ("compile_cuda_graph", "compile_cuda_graph")}
 CKPT, LORA, STYLE = "rt-sd15-random.safetensors", "rt-sd15-lcm.safetensors", "rt-sd15-style.safetensors"
 # LoRA application through the server (core KSampler euler, 4 steps, cfg 1: core sampling, only the LoRA path
 # differs): the pack's loader (kind style: weights only) and mixer against core's LoraLoaderModelOnly.
@@ -74,9 +74,10 @@ def prepare(base: Path, pack: Path) -> None:
     if not link.exists():
         link.symlink_to(pack.resolve(), target_is_directory=True)
     if (base / "models/checkpoints" / CKPT).exists():
-        return
+        return prepare_live(base, SMOKE["on"])
     if SMOKE["on"]:
-        return prepare_smoke(base)
+        prepare_smoke(base)
+        return prepare_live(base, True)
     import torch
     from lcm_lora_pack.devkit.host import prepare_import
     from lcm_lora_pack.devkit.models import build_clip_l_state_dict
@@ -103,33 +104,12 @@ def prepare(base: Path, pack: Path) -> None:
     lora_files.write_lora(base / "models/loras" / LORA, lora)
     style = lora_files.lora_state_dict(unet_meta, lora_files.STYLE_TARGETS, 32, 16.0, 12, "cuda")
     lora_files.write_lora(base / "models/loras" / STYLE, style)
+    prepare_live(base, False)
 
 
-def graph(arm: str, seed: int) -> dict:
-    fast_mode, decode = ARMS[arm]
-    model = ["2", 0]
-    prompt = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
-        "2": {"class_type": "LCMPack_LCMLoraLoader", "inputs": {"model": ["1", 0], "lora_name": LORA,
-                                                                "strength": 1.0, "allow_partial": False}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a live painting", "clip": ["1", 1]}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64 if SMOKE["on"] else 512,
-                                                          "height": 64 if SMOKE["on"] else 512, "batch_size": 1}},
-        "7": {"class_type": "LCMPack_KSamplerLCM", "inputs": {
-            "model": model, "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["5", 0], "seed": seed,
-            "steps": 4, "cfg": 1.0, "sampler": "lcm", "gamma": 0.3, "denoise": 1.0}},
-        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
-    }
-    if fast_mode:
-        prompt["6"] = {"class_type": "LCMPack_LCMFastPath", "inputs": {"model": ["2", 0], "mode": fast_mode}}
-        prompt["7"]["inputs"]["model"] = ["6", 0]
-    if decode == "VAEDecode":
-        prompt["8"] = {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}}
-    else:
-        prompt["8"] = {"class_type": "LCMPack_FastVAEDecode",
-                       "inputs": {"samples": ["7", 0], "vae": ["1", 2], "mode": decode}}
-    return prompt
+def graph(arm: str, seed: int, name: str = "lcm") -> dict:
+    """Graph ``name`` of ``live_graphs.GRAPHS`` in ``arm``, for ``seed`` (the image node is "9")."""
+    return GRAPHS[name](arm, seed, CKPT, LORA, SMOKE["on"])
 
 
 def parity_graph(chain: list[tuple[str, str, float]], seed: int) -> dict:
@@ -290,22 +270,25 @@ def log_lines(log: Path) -> tuple[list[str], list[str]]:
     return pack, fatal
 
 
-def run_arm(client: Client, arm: str, seeds: list[int], eager_images: dict) -> dict:
-    first_s, image, status = client.run(graph(arm, seeds[0]))
-    result = {"arm": arm, "first_s": round(first_s, 3), "status": status, "times_ms": [], "max_pixel_diff": None}
+def run_arm(client: Client, name: str, arm: str, seeds: list[int], eager_images: dict) -> dict:
+    """Graph ``name`` in ``arm``: the first call (capture / compile) timed apart, then one call per seed; each
+    image compared with the eager arm's image of the same graph and seed (max pixel difference, 0-255)."""
+    first_s, image, status = client.run(graph(arm, seeds[0], name))
+    result = {"graph": name, "arm": arm, "first_s": round(first_s, 3), "status": status, "times_ms": [],
+              "max_pixel_diff": None}
     images = {seeds[0]: image}
     for seed in seeds[1:]:
         if not client.alive():
             break
-        seconds, image, status = client.run(graph(arm, seed))
+        seconds, image, status = client.run(graph(arm, seed, name))
         result["times_ms"].append(round(seconds * 1e3, 1))
         result["status"] = status if status != "success" else result["status"]
         images[seed] = image
     result["alive_after"] = client.alive()
     if arm == "eager":
-        eager_images.update(images)
-    elif all(images.get(s) and eager_images.get(s) for s in seeds):
-        result["max_pixel_diff"] = max(max_pixel_diff(images[s], eager_images[s]) for s in seeds)
+        eager_images[name] = images
+    elif all(images.get(s) and eager_images.get(name, {}).get(s) for s in seeds):
+        result["max_pixel_diff"] = max(max_pixel_diff(images[s], eager_images[name][s]) for s in seeds)
     times = result["times_ms"]
     result["median_ms"] = statistics.median(times) if times else None
     return result
@@ -318,7 +301,9 @@ def main(argv=None) -> int:
     parser.add_argument("--pack", type=Path, default=Path(__file__).resolve().parents[2])
     parser.add_argument("--port", type=int, default=8199)
     parser.add_argument("--calls", type=int, default=6, help="jobs per arm (the first, with capture, timed apart)")
-    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--arms", default="eager,cuda_graph,compile_cuda_graph",
+                        help=f"arms of each graph, from {','.join(ARMS)} (eager first: the others compare with it)")
+    parser.add_argument("--graphs", default="lcm", help=f"graphs, from {','.join(GRAPHS)}")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--parity", action="store_true", help="first run the LoRA parity graphs (pack vs core)")
     parser.add_argument("--distill", type=int, default=0, metavar="STEPS",
@@ -345,8 +330,8 @@ def main(argv=None) -> int:
         if args.distill:
             results.append({"training": run_training(client, args.distill)})
             print("TRAINING", args.config, json.dumps(results[-1]), flush=True)
-        for arm in [a for a in args.arms.split(",") if a]:
-            results.append(run_arm(client, arm, seeds, eager_images))
+        for name, arm in [(g, a) for g in args.graphs.split(",") if g for a in args.arms.split(",") if a]:
+            results.append(run_arm(client, name, arm, seeds, eager_images))
             print("ARM", args.config, json.dumps(results[-1]), flush=True)
             if not results[-1]["alive_after"]:
                 break
@@ -364,6 +349,7 @@ def main(argv=None) -> int:
                "server_rc": None if survived else server.returncode, "arms": results, "pack_lines": pack_lines[:20],
                "fatal_lines": fatal[:20]}
     print("SERVER", json.dumps(summary), flush=True)
+    print(f"TABLE {args.config}\n{table(results)}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=1))

@@ -1,0 +1,45 @@
+"""CPU smoke run of bench/device/bench_server_realtime.py with the live clients' graphs (issue 23): a real
+``main.py`` on the CPU, the devkit's tiny SD1.5 checkpoint at 64², driven over HTTP as the GPU bench drives it --
+(a) LCM + TAESD (random TAESD files of TAESD's architecture, loaded by core's ``VAELoader``), (b) krita's live
+graph with a ControlNet and without. Proven: the bench builds models, graphs and images that a real server
+runs to the end (every job "success", an image back), compares each arm with the eager arm of the same graph and
+seed (on the CPU the fast path falls back: pixel difference 0), and prints its table. Never timings."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lcm_lora_pack.devkit.host import comfyui_root, subprocess_env
+from lcm_lora_pack.devkit.server import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+GRAPHS = ("taesd", "live", "live-nocn")
+
+pytestmark = pytest.mark.server
+
+
+@pytest.mark.slow
+def test_server_bench_smoke_live_graphs(tmp_path):
+    bench = [sys.executable, "-m", "lcm_lora_pack.bench.device.bench_server_realtime", "--smoke", "--base",
+             str(tmp_path / "base")]
+    env = subprocess_env(COMFYUI_PATH=str(comfyui_root()))
+    prepared = subprocess.run([*bench, "--prepare-only"], cwd=REPO, capture_output=True, text=True, timeout=600,
+                              env=env)
+    assert prepared.returncode == 0, prepared.stderr[-4000:]
+    out = tmp_path / "server.json"
+    run = subprocess.run([*bench, "--config", "native-static", "--graphs", ",".join(GRAPHS), "--arms",
+                          "eager,cuda_graph", "--calls", "2", "--port", str(free_port()), "--json", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=1200, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    summary = json.loads(out.read_text())
+    assert summary["server_survived"] and not summary["fatal_lines"], summary
+    rows = {(row["graph"], row["arm"]): row for row in summary["arms"] if "graph" in row}
+    assert set(rows) == {(graph, arm) for graph in GRAPHS for arm in ("eager", "cuda_graph")}, summary["arms"]
+    for (_graph, arm), row in rows.items():
+        assert row["status"] == "success" and row["alive_after"] and len(row["times_ms"]) == 1, row
+        assert row["max_pixel_diff"] == (None if arm == "eager" else 0), row
+    assert "| live | cuda_graph |" in run.stdout and "TABLE native-static" in run.stdout
+    assert any("is not CUDA" in line for line in summary["pack_lines"]), summary["pack_lines"]
