@@ -294,6 +294,15 @@ def run_arm(client: Client, name: str, arm: str, seeds: list[int], eager_images:
     return result
 
 
+def plan(graphs: str, arms: str) -> list[tuple[str, str]]:
+    """(graph, arm) pairs in order: ``graphs`` "a,b:eager+cuda_graph" (b with its own arms), ``arms`` the rest's."""
+    pairs = []
+    for spec in filter(None, graphs.split(",")):
+        name, _, own = spec.partition(":")
+        pairs += [(name, arm) for arm in (own.split("+") if own else arms.split(",")) if arm]
+    return pairs
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", choices=tuple(CONFIGS), default="default")
@@ -303,7 +312,8 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=6, help="jobs per arm (the first, with capture, timed apart)")
     parser.add_argument("--arms", default="eager,cuda_graph,compile_cuda_graph",
                         help=f"arms of each graph, from {','.join(ARMS)} (eager first: the others compare with it)")
-    parser.add_argument("--graphs", default="lcm", help=f"graphs, from {','.join(GRAPHS)}")
+    parser.add_argument("--graphs", default="lcm", help=f"graphs, from {','.join(GRAPHS)}; GRAPH:ARM+ARM sets that "
+                        "graph's arms")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--parity", action="store_true", help="first run the LoRA parity graphs (pack vs core)")
     parser.add_argument("--distill", type=int, default=0, metavar="STEPS",
@@ -330,9 +340,12 @@ def main(argv=None) -> int:
         if args.distill:
             results.append({"training": run_training(client, args.distill)})
             print("TRAINING", args.config, json.dumps(results[-1]), flush=True)
-        for name, arm in [(g, a) for g in args.graphs.split(",") if g for a in args.arms.split(",") if a]:
+        for name, arm in plan(args.graphs, args.arms):
             results.append(run_arm(client, name, arm, seeds, eager_images))
             print("ARM", args.config, json.dumps(results[-1]), flush=True)
+            if args.json:  # after every arm: a run stopped at its time limit keeps what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps({"config": args.config, "arms": results}, indent=1))
             if not results[-1]["alive_after"]:
                 break
     except Exception as error:  # noqa: BLE001  (the report must still say what happened to the server)

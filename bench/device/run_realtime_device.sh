@@ -7,6 +7,8 @@
 #   dynamic:   bench_dynamic_vram.py on 0.33.0 with Dynamic VRAM started as main.py does (SD1.5, SDXL), and
 #              SDXL with --disable-dynamic-vram
 #   sdxl:      bench_dynamic_vram.py on 0.33.0, SDXL, both VRAM modes
+#   live:      bench_server_realtime.py on 0.33.0 with both flags (native-static, where the fast path captures):
+#              the live clients' graphs (issue 23; GRAPHS, ARMS, LIVE_ARMS, CALLS override), then the table
 # Results (JSON, logs) go to $OUT (or out/device); the tables print last.
 set -uo pipefail
 payload="$1"; stage="$2"; out="${OUT:-out/device}"; mkdir -p "$out"
@@ -38,5 +40,15 @@ case "$stage" in
     for vram in dynamic disabled; do
       py bench_dynamic_vram --vram $vram --families sdxl --fast-modes cuda_graph --json "$out/033-sdxl-$vram.json" 2>&1 | grep -E "^(ROW|HEADER)"
     done
+    ;;
+  live)
+    source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0
+    python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)"
+    py bench_server_realtime --prepare-only --base /tmp/rt-base
+    timeout ${LIVE_TIMEOUT:-280} python3 -m lcm_lora_pack.bench.device.bench_server_realtime --config native-static \
+      --base /tmp/rt-base --graphs "${GRAPHS:-live-nocn,taesd,live:eager+core_compile+cuda_graph}" \
+      --arms "${ARMS:-eager,core_compile,cuda_graph,compile_cuda_graph}" --calls ${CALLS:-8} \
+      --json "$out/live.json" 2>&1 | tee "$out/live.log" | grep -E "^(ARM|TABLE|\|)"
+    cp /tmp/rt-base/server-native-static.log "$out/" 2>/dev/null
     ;;
 esac
