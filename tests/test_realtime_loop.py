@@ -45,6 +45,22 @@ def test_fixed_loop_equals_the_pack_lcm_loop(max_denoise):
     assert set(out) == {"samples", *(f"{kind}_{i}" for i in range(4) for kind in ("x", "denoised"))}
 
 
+@pytest.mark.parametrize("sigmas", [SIGMAS, SIGMAS[1:], torch.tensor([2.5, 1.1, 0.4, 0.02])])
+def test_euler_loop_equals_core_sample_euler(sigmas):
+    """Full, split (img2img) and non-zero-ending schedules: core's ``sample_euler`` on the same x, bit for bit."""
+    from comfy.k_diffusion.sampling import sample_euler
+
+    generator = torch.Generator().manual_seed(1)
+    noise, latent = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 4, 8, 8, generator=generator)
+    x0 = _noise_scaling(sigmas[0], noise, latent, False)
+    expected = sample_euler(lambda x, sigma: _denoiser(x, sigma), x0, sigmas, disable=True)
+    plan = fast_path.fixed_plan("euler", sigmas.tolist(), False)
+    out = fast_path.euler_fixed_loop(_denoiser, _noise_scaling, lambda sigma, x: x,
+                                     _buffers(noise, latent, torch.zeros(1, 2, 4, 8, 8), sigmas), plan)
+    assert plan.noise_draws == 0 and plan.steps == len(sigmas) - 1
+    assert torch.equal(out["samples"], expected)
+
+
 def test_plan_from_sigmas_and_partial_schedules():
     assert fast_path.lcm_plan([14.6, 1.0, 0.0], True) == fast_path.LoopPlan(2, (True, False), True)
     assert fast_path.lcm_plan([3.0, 1.0, 0.5], False).noise_draws == 2  # a schedule that does not end in 0
