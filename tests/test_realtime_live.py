@@ -206,3 +206,24 @@ def test_krita_graph_through_the_prompt_executor(comfy, monkeypatch):
         eager, fast = preview(_krita_prompt(seed, name, False)), preview(_krita_prompt(seed, name, True))
         assert np.array_equal(fast, eager), f"seed {seed}"
     assert sum(state.calls["fast"] for state in host_fp._STATES.values()) == before + 2
+
+
+def test_fast_decode_of_core_taesd_equals_vae_decode(comfy, sd15):
+    """Graph (a)'s decoder: core's ``VAELoader`` "taesd" (random weights of TAESD's architecture in
+    ``models/vae_approx``) decoded by the fast decode equals ``VAEDecode`` of the same VAE, new latents replayed."""
+    from lcm_lora_pack.bench.device.live_graphs import taesd_state_dicts
+    from safetensors.torch import save_file
+
+    folder = comfy.base / "models" / "vae_approx"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, weights in taesd_state_dicts(23).items():
+        save_file(weights, str(folder / f"taesd_{name}.safetensors"))
+    (vae,) = comfy.run_node("VAELoader", vae_name="taesd")
+    fast_vae = importlib.import_module("lcm_lora_pack.host.comfy_fast_vae")
+    for seed in (31, 32):
+        latent = _image_latent(seed)["samples"]
+        (expected,) = comfy.run_node("VAEDecode", vae=vae, samples={"samples": latent})
+        got = fast_vae.fast_vae_decode(vae, latent, mode="cuda_graph", backend="eager_replay")
+        assert got.shape == expected.shape == (1, SIDE * 8, SIDE * 8, 3) and torch.equal(got, expected)
+        assert torch.isfinite(expected).all() and expected.std() > 0.01  # a real image, not NaN or a flat one
+    assert len(fast_vae.fast_decode_report(vae)) == 1  # captured once, replayed for the second latent

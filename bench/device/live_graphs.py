@@ -30,7 +30,6 @@ def prepare_live(base: Path, smoke: bool) -> None:
     """TAESD files (random, TAESD's architecture), a ControlNet (smoke: the devkit's tiny one; else a full-size
     random SD1.5 ControlNet in diffusers layout, fp16) and the input images."""
     import numpy as np
-    import torch
     from PIL import Image
     from safetensors.torch import save_file
 
@@ -43,11 +42,8 @@ def prepare_live(base: Path, smoke: bool) -> None:
     from lcm_lora_pack.devkit.host import prepare_import
 
     prepare_import("cpu" if smoke else "cuda")
-    from comfy.taesd.taesd import Decoder, Encoder
-
-    torch.manual_seed(23)
-    for name, module in (("encoder", Encoder(4)), ("decoder", Decoder(4))):
-        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(approx / f"taesd_{name}.safetensors"))
+    for name, weights in taesd_state_dicts(23).items():
+        save_file(weights, str(approx / f"taesd_{name}.safetensors"))
     path = base / "models" / "controlnet" / CONTROLNET
     if path.exists():
         return
@@ -57,6 +53,27 @@ def prepare_live(base: Path, smoke: bool) -> None:
         write_sd15_controlnet(path)
         return
     write_full_controlnet(path)
+
+
+def taesd_state_dicts(seed: int) -> dict:
+    """``{"encoder": …, "decoder": …}``: random weights for ComfyUI's TAESD modules (``comfy.taesd.taesd``; ComfyUI
+    builds them with ``disable_weight_init`` layers, whose own tensors are uninitialised memory): N(0, 1/fan_in)
+    for weights, zero biases -- values stay finite through the 3 upsampling stages."""
+    import torch
+    from comfy.taesd.taesd import Decoder, Encoder
+
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, module in (("encoder", Encoder(4)), ("decoder", Decoder(4))):
+        weights = {}
+        for key, tensor in module.state_dict().items():
+            if tensor.ndim > 1:
+                fan_in = tensor[0].numel()
+                weights[key] = torch.randn(tensor.shape, generator=generator) / fan_in ** 0.5
+            else:
+                weights[key] = torch.zeros(tensor.shape)
+        out[name] = weights
+    return out
 
 
 def write_full_controlnet(path: Path, device: str = "cuda") -> None:
