@@ -21,10 +21,10 @@ SPECIAL_COND_KEYS = frozenset({"default", "timestep_start", "timestep_end", "are
 SPECIAL_MODEL_OPTIONS = frozenset({"context_handler", "model_function_wrapper"})
 
 
-def _plain(cond: dict) -> bool:
+def _plain(cond: dict, allowed: frozenset = frozenset()) -> bool:
     strength = cond.get("strength", 1.0)
-    return (SPECIAL_COND_KEYS.isdisjoint(cond) and isinstance(strength, (int, float)) and float(strength) == 1.0
-            and "model_conds" in cond and "uuid" in cond)
+    return ((SPECIAL_COND_KEYS - allowed).isdisjoint(cond) and isinstance(strength, (int, float))
+            and float(strength) == 1.0 and "model_conds" in cond and "uuid" in cond)
 
 
 def single_plain_cond(conds: list, model_options: dict) -> tuple[int, dict] | None:
@@ -41,18 +41,23 @@ def single_plain_cond(conds: list, model_options: dict) -> tuple[int, dict] | No
     return (index, cond) if _plain(cond) else None
 
 
-def plain_batch(conds: list, model_options: dict) -> list[tuple[int, dict]] | None:
+def plain_batch(conds: list, model_options: dict, control: bool = False) -> list[tuple[int, dict]] | None:
     """``[(index, cond), …]`` in the order core's ``_calc_cond_batch`` puts them in one model call, when every
     present entry of ``conds`` (``[positive, negative]``, the negative None at cfg 1) is one plain conditioning
-    (see module docstring), else None. Core collects the runs cond first, then uncond, and batches them in reverse
-    (``to_batch_temp.reverse()``): the uncond comes first in the batch, ``cond_or_uncond == [1, 0]``."""
+    (see module docstring; with ``control``, a ``control`` entry is admitted when every entry carries the same
+    one: core's ``can_concat_cond`` batches only those), else None. Core collects the runs cond first, then
+    uncond, and batches them in reverse (``to_batch_temp.reverse()``): the uncond comes first in the batch,
+    ``cond_or_uncond == [1, 0]``."""
     if not SPECIAL_MODEL_OPTIONS.isdisjoint(model_options):
         return None
     if comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, model_options,
                                                 is_model_options=True):
         return None
     present = [(index, entries) for index, entries in enumerate(conds) if entries is not None]
-    if not present or any(len(entries) != 1 or not _plain(entries[0]) for _, entries in present):
+    allowed = frozenset({"control"}) if control else frozenset()
+    if not present or any(len(entries) != 1 or not _plain(entries[0], allowed) for _, entries in present):
+        return None
+    if len({id(entries[0].get("control")) for _, entries in present}) > 1:
         return None
     return [(index, entries[0]) for index, entries in reversed(present)]
 

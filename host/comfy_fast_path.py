@@ -265,7 +265,7 @@ def _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image) -> Ca
     kind, family = contract.fixed_sampler_kind(sampler.sampler_function)
     sigma_list = sigmas.tolist()  # one device read: the plan's branches
     plan = fixed_plan(family, sigma_list, contract.sampler_max_denoise(sampler, guider, sigmas))
-    guidance, tensors, constants = guidance_inputs(guider, extra_args.get("model_options", {}), noise)
+    guidance, tensors, constants = guidance_inputs(guider, extra_args.get("model_options", {}), noise, sigma_list)
     if plan.noise_draws:
         step_noise = draw_step_noise(noise.shape, noise.dtype, noise.device, extra_args.get("seed"),
                                      plan.noise_draws, NOISE_SAMPLERS[kind])
@@ -273,7 +273,7 @@ def _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image) -> Ca
         step_noise = torch.zeros((1, *noise.shape), dtype=noise.dtype, device=noise.device)
     latent = latent_image if latent_image is not None else torch.zeros_like(noise)
     values = {"noise": noise, "latent_image": latent, "sigmas": sigmas, "step_noise": step_noise,
-              **{f"cond.{name}": value for name, value in tensors.items()}}
+              **{(name if name.startswith("control.") else f"cond.{name}"): value for name, value in tensors.items()}}
     return CallInputs(values, plan, constants, guidance, kind, family)
 
 
@@ -316,6 +316,8 @@ def _capture(state, settings, base_model, extra_args, call: CallInputs, token, s
         raise FastPathUnavailable(f"capture failed: {message}") from None
     entry = CacheEntry(captured, buffers, keep_alive=(model_sampling, model_options))
     guided = f", cfg {call.guidance.cfg:g} (cond + uncond batched)" if len(call.guidance.order) > 1 else ""
+    if call.guidance.control is not None:
+        guided += f", ControlNet at {sum(call.guidance.active)} of {call.plan.steps} steps"
     detail = (f"{reason}; {'compiled' if compiled else 'eager'} UNet, {settings.backend}, batch "
               f"{call.values['noise'].shape[0]}, {call.plan.steps} steps, {call.kind}{guided}")
     state.cache.put(token, shape_key, entry, CaptureEvent(kind, detail, seconds, shape_key))
@@ -332,7 +334,7 @@ def _capture_with_compile_fallback(state, settings, base_model, model_options, c
     captured on a fresh backend. A failure of the eager capture raises :class:`CaptureFailed` (released too)."""
     def loop(compile_wrapper):
         denoise = guided_denoiser(base_model, model_options, call.guidance, buffers, names, call.constants,
-                                  compile_wrapper)
+                                  compile_wrapper, call.plan.steps)
         sampling, fixed_loop = base_model.model_sampling, FIXED_LOOPS[call.family]
         return lambda: fixed_loop(denoise, sampling.noise_scaling, sampling.inverse_noise_scaling, buffers,
                                   call.plan)

@@ -567,6 +567,83 @@ def cond_batch_fits(base_model, x: torch.Tensor, chunks: int, cond_shapes: dict)
     return required(shape, cond_shapes=cond_shapes) * 1.5 < free_memory
 
 
+# What the fast path reads of core's ``comfy.controlnet.ControlNet`` (the same class on 0.3.75, 0.8.0, 0.33.0).
+CONTROL_PARTS = ("control_model", "compression_ratio", "upscale_algorithm", "preprocess_image", "cond_hint_original",
+                 "manual_cast_dtype", "extra_args", "extra_conds", "strength", "timestep_range", "previous_controlnet",
+                 "latent_format", "extra_concat_orig", "control_merge")
+
+
+def fast_control_mismatch(control) -> str | None:
+    """None when ``control`` is core's plain ``comfy.controlnet.ControlNet`` (by identity, not a subclass: Qwen-Fun,
+    T2I adapters and ControlLoRA compute otherwise) in the state ``pre_run`` leaves it (``timestep_range`` set), one
+    ControlNet (no previous one), an image hint (no ``latent_format`` / VAE-encoded hint, no extra concat, no
+    per-device clones); checked on 0.3.75, 0.8.0, 0.33.0. Else why not (core's sampler runs)."""
+    core = _resolve("comfy.controlnet", "ControlNet")
+    if core is None or type(control) is not core:
+        return f"the control is a {type(control).__name__}, not core's ControlNet"
+    missing = [name for name in CONTROL_PARTS if not hasattr(control, name)]
+    if missing:
+        return line("fast_control_parts", f"the ControlNet has no {', '.join(missing)}", "running core's sampler")
+    if control.previous_controlnet is not None:
+        return "more than one ControlNet on the conditioning"
+    if (control.latent_format is not None or getattr(control, "vae", None) is not None or control.extra_concat_orig
+            or getattr(control, "multigpu_clones", None) or control.timestep_range is None
+            or (control.extra_conds and _resolve("comfy.model_base", "convert_tensor") is None)):
+        return "a ControlNet with a latent hint, extra inputs or per-device clones"
+    return None
+
+
+def control_step_active(control, sigma: float) -> bool:
+    """Whether core's ``ControlNet.get_control`` applies the ControlNet at σ (``comfy/controlnet.py``: not when
+    ``t[0] > timestep_range[0] or t[0] < timestep_range[1]``, float32 σ against the range's floats); decided on
+    the host from the sigma list, since a capture cannot read the device value."""
+    t = torch.tensor([sigma], dtype=torch.float32)
+    return not bool(t[0] > control.timestep_range[0] or t[0] < control.timestep_range[1])
+
+
+def control_hint(control, x: torch.Tensor, batched_number: int) -> torch.Tensor:
+    """The hint core's ``ControlNet.get_control`` builds for latent ``x`` (``comfy/controlnet.py``: the original
+    hint upscaled by ``comfy.utils.common_upscale`` to x·compression_ratio, ``center`` crop, ``preprocess_image``,
+    to x's device in the control dtype, ``broadcast_image_to(hint, B, batched_number)``); checked on 0.3.75,
+    0.8.0, 0.33.0. :class:`ContactMismatch` when a helper is gone."""
+    upscale = _resolve("comfy.utils", "common_upscale")
+    broadcast = _resolve("comfy.controlnet", "broadcast_image_to")
+    if upscale is None or broadcast is None:
+        raise ContactMismatch(line("control_hint", "comfy.utils.common_upscale / comfy.controlnet.broadcast_image_to "
+                                   "are gone", "running core's sampler"))
+    ratio = control.compression_ratio
+    hint = upscale(control.cond_hint_original, x.shape[-1] * ratio, x.shape[-2] * ratio, control.upscale_algorithm,
+                   "center")
+    hint = control.preprocess_image(hint).to(device=x.device, dtype=control_dtype(control))
+    return broadcast(hint, x.shape[0], batched_number) if x.shape[0] != hint.shape[0] else hint
+
+
+def control_dtype(control):
+    """``manual_cast_dtype`` or the control model's dtype (``ControlNet.get_control``)."""
+    return control.manual_cast_dtype if control.manual_cast_dtype is not None else control.control_model.dtype
+
+
+def control_forward(control, model_sampling, x: torch.Tensor, t: torch.Tensor, inputs: dict, hint: torch.Tensor):
+    """The residuals core's ``ControlNet.get_control`` returns for batch ``x`` at ``t`` (after the range and hint
+    steps, which the fast path decides and builds before the replay): ``control_model(x=calculate_input(t,
+    x), hint, timesteps=timestep(t), context=crossattn_controlnet or c_crossattn, **extra_args)`` cast to the
+    control dtype, then ``control_merge`` (strength); checked on 0.3.75, 0.8.0, 0.33.0."""
+    import comfy.model_management
+
+    dtype = control_dtype(control)
+    context = inputs.get("crossattn_controlnet", inputs["c_crossattn"])
+    extra = control.extra_args.copy()
+    convert = _resolve("comfy.model_base", "convert_tensor")
+    for name in control.extra_conds:
+        if inputs.get(name) is not None:
+            extra[name] = convert(inputs[name], dtype, x.device)
+    timestep = model_sampling.timestep(t)
+    x_in = model_sampling.calculate_input(t, x)
+    out = control.control_model(x=x_in.to(dtype), hint=hint, timesteps=timestep.to(dtype),
+                                context=comfy.model_management.cast_to_device(context, x.device, dtype), **extra)
+    return control.control_merge(out, None, output_dtype=None)
+
+
 def dynamic_vram(patcher) -> bool:
     """Whether ComfyUI loads ``patcher`` with Dynamic VRAM: core ``ModelPatcher.is_dynamic()`` (ComfyUI 0.16+,
     checked on 0.33.0: ``ModelPatcherDynamic`` answers True, plain ``ModelPatcher`` False; the VAE's and

@@ -31,7 +31,8 @@ class LCMFastPath(io.ComfyNode):
                         "graph, captured on the first call of a shape and again only when the shape, the "
                         "schedule, the cfg or the weights change (a LoRA strength change re-captures; the log says "
                         "when and how long). Falls back to normal sampling, with a log line saying why, on CPU, in "
-                        "low VRAM mode, with other samplers, masks, areas, ControlNet or model patches.",
+                        "low VRAM mode, with other samplers, masks, areas, several or chained ControlNets, T2I adapters or "
+                        "model patches (one ControlNet runs inside the graph).",
             inputs=[
                 io.Model.Input("model", tooltip="The LCM model (after the LCM-LoRA loader / mixer)."),
                 io.Combo.Input("mode", options=list(MODES), default=MODES[0], tooltip=MODE_TOOLTIP),

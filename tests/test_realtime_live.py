@@ -1,8 +1,9 @@
 """The graphs live clients send, on the captured loop, inside real ComfyUI (CPU): krita-ai-diffusion's live graph
 (``SamplerCustomAdvanced`` with ``RandomNoise``, ``KSamplerSelect`` euler, ``BasicScheduler`` sgm_uniform +
 ``SplitSigmas``: 3 sampled steps of 10, img2img, ``CFGGuider`` cfg 1.8 -- cond and uncond in one batched model
-call), ``BasicGuider``, the ``lcm`` sampler at cfg > 1, core ``KSampler`` / ``SamplerCustom`` with euler: each gives
-the latent of core's own sampling, bit for bit, for new seeds and new input images, capturing once.
+call), with a ControlNet (``ControlNetApplyAdvanced``: the control model inside the loop) and without,
+``BasicGuider``, the ``lcm`` sampler at cfg > 1, core ``KSampler`` / ``SamplerCustom`` with euler: each gives the
+latent of core's own sampling, bit for bit, for new seeds and new input images, capturing once.
 
 The CUDA graph is replaced by ``EagerReplayBackend`` on the CPU (same static buffers, same replay contract; the
 Python re-run), as in test_realtime_fast_path.py: proven here is the loop's arithmetic, the batch order and the
@@ -47,7 +48,7 @@ def _image_latent(seed: int):
 
 
 def custom_advanced(comfy, model, seed, latent, sampler="euler", cfg=1.8, split=7, steps=10, guider="cfg",
-                    negative=None):
+                    negative=None, positive=None):
     """krita's live graph: RandomNoise, KSamplerSelect, BasicScheduler sgm_uniform + SplitSigmas (low part)."""
     (noise,) = comfy.run_node("RandomNoise", noise_seed=seed)
     (sampler_object,) = comfy.run_node("KSamplerSelect", sampler_name=sampler)
@@ -55,8 +56,8 @@ def custom_advanced(comfy, model, seed, latent, sampler="euler", cfg=1.8, split=
     if split:
         sigmas = comfy.run_node("SplitSigmas", sigmas=sigmas, step=split)[1]
     if guider == "cfg":
-        (guide,) = comfy.run_node("CFGGuider", model=model, positive=_cond(1), negative=negative or _cond(2),
-                                  cfg=cfg)
+        (guide,) = comfy.run_node("CFGGuider", model=model, positive=positive or _cond(1),
+                                  negative=negative or _cond(2), cfg=cfg)
     else:
         (guide,) = comfy.run_node("BasicGuider", model=model, conditioning=_cond(1))
     return comfy.run_node("SamplerCustomAdvanced", noise=noise, guider=guide, sampler=sampler_object,
@@ -155,6 +156,68 @@ def test_what_it_does_not_replay_falls_back_with_a_reason(comfy, sd15, caplog, h
     assert fp.model_state(fast.model).calls["eager"] == eager + 1
     assert any("LCM fast path: running eager" in r.getMessage() and reason in r.getMessage()
                for r in caplog.records), caplog.text
+
+
+@pytest.fixture(scope="module")
+def controlnet(comfy):
+    from lcm_lora_pack.devkit.compose_models import write_sd15_controlnet
+
+    write_sd15_controlnet(comfy.base / "models" / "controlnet" / "live-cn.safetensors")
+    return comfy.run_node("ControlNetLoader", control_net_name="live-cn.safetensors")[0]
+
+
+def _hint(seed: int):
+    """A hint image; odd seeds at another size (core upscales it to the latent's pixels)."""
+    side = SIDE * 8 if seed % 2 == 0 else SIDE * 6
+    return torch.rand(1, side, side, 3, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("cfg", [1.8, 1.0])
+def test_controlnet_inside_the_loop_with_strength_and_range(comfy, sd15, controlnet, cfg):
+    """krita's graph with ControlNetApplyAdvanced (strength 0.7, 0–80 %: the last of the 3 split steps runs without
+    it): the control model's forward inside the loop, the hint rebuilt per call into its buffer -- core's latent
+    for new seeds and new hint images (one at another size), one capture."""
+    fast = _replay(sd15[0])
+
+    def run(model, seed):
+        positive, negative = comfy.run_node("ControlNetApplyAdvanced", positive=_cond(1), negative=_cond(2),
+                                            control_net=controlnet, image=_hint(seed), strength=0.7,
+                                            start_percent=0.0, end_percent=0.8)[:2]
+        (noise,) = comfy.run_node("RandomNoise", noise_seed=seed)
+        (sampler,) = comfy.run_node("KSamplerSelect", sampler_name="euler")
+        (sigmas,) = comfy.run_node("BasicScheduler", model=model, scheduler="sgm_uniform", steps=10, denoise=1.0)
+        sigmas = comfy.run_node("SplitSigmas", sigmas=sigmas, step=7)[1]
+        if cfg == 1.0:
+            (guide,) = comfy.run_node("BasicGuider", model=model, conditioning=positive)
+        else:
+            (guide,) = comfy.run_node("CFGGuider", model=model, positive=positive, negative=negative, cfg=cfg)
+        return comfy.run_node("SamplerCustomAdvanced", noise=noise, guider=guide, sampler=sampler, sigmas=sigmas,
+                              latent_image=_image_latent(seed))[0]["samples"]
+
+    without = custom_advanced(comfy, sd15[0], 41, _image_latent(41))
+    event = _assert_fast_equals_eager(sd15[0], fast, run, (41, 42))
+    assert "ControlNet at 2 of 3 steps" in event.reason, event.line()
+    if cfg != 1.0:
+        assert not torch.equal(run(sd15[0], 41), without)  # the ControlNet changes the latent
+
+
+def test_chained_controlnets_fall_back_with_a_reason(comfy, sd15, controlnet, caplog):
+    fast = _replay(sd15[0])
+    positive, negative = _cond(1), _cond(2)
+    for strength in (0.5, 0.8):  # the second ControlNet chains onto the first (previous_controlnet)
+        positive, negative = comfy.run_node("ControlNetApplyAdvanced", positive=positive, negative=negative,
+                                            control_net=controlnet, image=_hint(44), strength=strength,
+                                            start_percent=0.0, end_percent=1.0)[:2]
+    eager = fp.model_state(fast.model).calls["eager"]
+
+    def run(model):
+        return custom_advanced(comfy, model, 44, _image_latent(44), positive=positive, negative=negative)
+
+    with caplog.at_level(logging.WARNING):
+        got = run(fast)
+    assert torch.equal(got, run(sd15[0]))
+    assert fp.model_state(fast.model).calls["eager"] == eager + 1
+    assert "more than one ControlNet on the conditioning" in caplog.text
 
 
 def _krita_prompt(seed: int, image: str, fast: bool) -> dict:
