@@ -9,7 +9,7 @@ It is a ``ValueError`` (bad input: a file, a value, a combination of nodes), so 
 * sampling: :class:`SamplingError` with ``samplers.timesteps.LCMScheduleError`` (the LCM grid) and
   ``host.comfy_model_sampling.LCMSetupError`` (model sampling);
 * a ComfyUI internal that does not match what the pack was checked against, with no public path to fall back
-  to: :class:`ContactError` (``host/contract.py``), naming the contact.
+  to: :class:`ContactError` (``host/contract/``), naming the contact.
 
 ComfyUI shows the class name and the message to the user, so every message names the value and the fix.
 Tests that run the nodes inside ComfyUI compare errors by class name: ComfyUI imports the pack under its own
@@ -27,5 +27,5 @@ class SamplingError(LCMPackError):
 
 
 class ContactError(LCMPackError):
-    """A ComfyUI internal the pack touches (one contact of ``host/contract.py``) does not match this ComfyUI and
+    """A ComfyUI internal the pack touches (one contact of ``host/contract/``) does not match this ComfyUI and
     core has no public path the pack could fall back to; the message names the contact and what differed."""

@@ -113,7 +113,7 @@ class ModelState:
 
 
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # BaseModel -> ModelState
-_UNKEYED_STATE = ModelState(CaptureCache(capacity=1))  # fallbacks of a guider without its model (contract.py)
+_UNKEYED_STATE = ModelState(CaptureCache(capacity=1))  # fallbacks of a guider without its model (host/contract)
 
 
 def model_state(base_model, capacity: int = 4) -> ModelState:

@@ -129,7 +129,7 @@ def _capture(state: DecoderState, vae, latent: torch.Tensor, mode: str, backend_
 def fast_vae_decode(vae, samples: torch.Tensor, mode: str = "compile_cuda_graph",
                     backend: str = "cuda_graph") -> torch.Tensor:
     """IMAGE (B, H, W, C) on the VAE's output device, as ``vae.decode(samples)``; the fast path where it can."""
-    mismatch = contract.vae_decode_mismatch(vae)  # the VAE internals replayed here (host/contract.py)
+    mismatch = contract.vae_decode_mismatch(vae)  # the VAE internals replayed here (host/contract/)
     if mismatch is not None:
         report_once(_UNMATCHED, mismatch)
         return vae.decode(samples)

@@ -280,7 +280,7 @@ class KSamplerLCM(io.ComfyNode):
         samples = comfy.sample.fix_empty_latent_channels(plan.model, latent["samples"])
         latent["samples"] = samples
         noise = comfy.sample.prepare_noise(samples, seed, latent.get("batch_index"))
-        notes: list[str] = []  # ComfyUI contacts that did not match (host/contract.py): one line each
+        notes: list[str] = []  # ComfyUI contacts that did not match (host/contract/): one line each
         callback = contract.preview_callback(plan.model, len(plan.sigmas) - 1, notes)
         result = contract.sample_custom(
             plan.model, noise, choice.cfg, plan.sampler, plan.sigmas, positive, negative, samples, notes,
