@@ -8,6 +8,7 @@ module gets the same models folder and the same server process.
 from __future__ import annotations
 
 import copy
+import os
 import uuid
 from pathlib import Path
 
@@ -46,6 +47,15 @@ def workflow_server(tmp_path_factory, example_models):
         _SHARED["object_info"] = server.get_json("/object_info")
     yield _SHARED["server"]
     _SHARED["server"].stop()
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory) -> Path:
+    """Where the browser tests put their screenshots: ``$LCMPACK_SCREENSHOTS`` (scripts/publish_screenshots.py turns
+    them into the thumbnails and docs/images), default a temporary folder."""
+    folder = Path(os.environ.get("LCMPACK_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
