@@ -54,7 +54,7 @@ def test_ui_workflow_names_published_models_only(name):
     used = workflows.referenced_models(ui)
     assert used, f"{name} loads no published model"
     combos = [v for n in ui["nodes"] for v in n.get("widgets_values") or []
-              if isinstance(v, str) and v.endswith(".safetensors")]
+              if isinstance(v, str) and v.endswith((".safetensors", ".ckpt"))]
     assert set(combos) <= set(workflows.PUBLISHED_MODELS), f"{name}: unpublished file names {combos}"
 
 
