@@ -243,7 +243,8 @@ def sd15_lcm_controlnet() -> Spec:
                 [_checkpoint(SD15), _lcm_loader(LCM_SD15),
                  *_prompts(("lcm_lora", 1), "a porcelain vase on a table, soft light, detailed"),
                  Node("image", "LoadImage", {"image": "example.png"}, title="Control image"),
-                 Node("canny", "Canny", {"low_threshold": 0.4, "high_threshold": 0.8}, {"image": ("image", 0)}),
+                 Node("canny", "Canny", {"low_threshold": 0.4, "high_threshold": 0.8}, {"image": ("image", 0)},
+                      title="Canny edges"),  # own title: core's name differs (0.33.0: 'Detect Edges (Canny)')
                  Node("controlnet", "ControlNetLoader", {"control_net_name": CONTROLNET_CANNY}),
                  Node("apply", "ControlNetApplyAdvanced", {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
                       {"positive": ("pos", 0), "negative": ("neg", 0), "control_net": ("controlnet", 0),
