@@ -21,7 +21,14 @@ import pytest
 from harness import browser
 from harness.compose_fixtures import compose_models_dir  # noqa: F401
 from harness.packs_fixtures import packs_example_models, packs_models_dir, packs_workflow_server  # noqa: F401
-from harness.workflow_fixtures import COMPONENTS, bypassed, moved, run_saving_latents, sampled, screenshots  # noqa: F401
+from harness.workflow_fixtures import (
+    COMPONENTS,
+    bypassed,
+    moved,
+    run_saving_latents,
+    sampled,
+    screenshots,  # noqa: F401
+)
 from lcm_lora_pack.devkit import workflows
 
 NAMES = workflows.third_party_example_names()
@@ -61,6 +68,6 @@ def frontend(packs_workflow_server):  # noqa: F811
 
 @pytest.mark.browser
 @pytest.mark.parametrize("name", NAMES)
-def test_dropped_workflow_shows_the_packs_nodes_runs_and_shows_its_image(name, frontend, packs_workflow_server,  # noqa: F811
-                                                                         screenshots):  # noqa: F811
+def test_dropped_workflow_shows_the_packs_nodes_runs_and_shows_its_image(
+        name, frontend, packs_workflow_server, screenshots):  # noqa: F811
     browser.drop_run_and_screenshot(frontend, packs_workflow_server.base, name, screenshots)
