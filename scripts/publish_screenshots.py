@@ -6,9 +6,9 @@
     .venv/bin/python scripts/publish_screenshots.py out/screenshots
 
 For every example ``NAME`` (or those named by ``--only``): ``SRC/NAME.png`` (the shipped workflow as the
-frontend shows it after a drop) becomes ``example_workflows/NAME.jpg`` (the template browser's thumbnail: its middle at 4:3, JPEG) and
-``docs/images/NAME.png``; ``SRC/template_browser.png`` (the pack's section of the template browser) is
-copied to ``docs/images/`` when present. Files are written via a temporary name and a rename.
+frontend shows it after a drop) becomes ``example_workflows/NAME.jpg`` (the template browser's thumbnail: its
+middle at 4:3, JPEG) and ``docs/images/NAME.png``; ``SRC/template_browser.png`` (the pack's section of the
+template browser) is copied to ``docs/images/`` when present. Files are written via a temporary name and a rename.
 """
 from __future__ import annotations
 

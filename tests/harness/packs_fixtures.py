@@ -110,7 +110,8 @@ def packs_example_models(tmp_path_factory, packs_models_dir) -> Path:
     if "packs_example_models" not in _SHARED:
         root = tmp_path_factory.mktemp("packs-example-models")
         links = {f"checkpoints/{specs.SD15}": f"checkpoints/{AD_CKPT}",
-                 f"loras/{specs.LCM_SD15}": f"loras/{AD_LCM_LORA}", f"loras/{specs.ANIMATELCM_LORA}": f"loras/{ANIMATELCM_LORA}",
+                 f"loras/{specs.LCM_SD15}": f"loras/{AD_LCM_LORA}",
+                 f"loras/{specs.ANIMATELCM_LORA}": f"loras/{ANIMATELCM_LORA}",
                  f"clip_vision/{specs.CLIP_VISION_H}": f"clip_vision/{CLIP_VISION}",
                  f"ipadapter/{specs.IPADAPTER_SD15}": f"ipadapter/{IPADAPTER}"}
         for name, source in links.items():
