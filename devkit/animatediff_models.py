@@ -88,14 +88,19 @@ def motion_module_shapes() -> dict[str, tuple[int, ...]]:
 
 def _write_seeded(path: Path, shapes: dict, seed: int, extra: dict[str, torch.Tensor] | None = None,
                   scale=lambda name: 1.0) -> Path:
-    """Seeded fp16 tensors of ``shapes`` (plus ``extra`` as is) saved to ``path``."""
+    """Seeded fp16 tensors of ``shapes`` (plus ``extra`` as is) saved to ``path``: safetensors, or a pickled state
+    dict where the name ends in ``.ckpt`` (how AnimateLCM publishes its motion module; ComfyUI's ``load_torch_file``
+    reads either by the suffix)."""
     from safetensors.torch import save_file
 
     tensors = dict(extra or {})
     for name, shape in shapes.items():
         tensors[name] = (seeded_value(seed, name, tuple(shape)) * scale(name)).to(torch.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path))
+    if path.suffix == ".ckpt":
+        torch.save(tensors, str(path))
+    else:
+        save_file(tensors, str(path))
     return path
 
 

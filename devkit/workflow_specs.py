@@ -10,6 +10,10 @@ TCD (arXiv 2402.19159) gamma 0.3; the baseline is the model's usual 25-step Eule
 workflows (TCD, Hyper-SD, SDXL-Lightning, DMD2) load the authors' published file under its published name and
 leave KSampler (LCM) on preset auto: it samples with the recipe of the kind the loader recognised
 (docs/accelerators.md).
+
+The composition workflows (issue 24, docs/composition.md) add one component each to the LCM-LoRA graph: a core
+ControlNet, an IP-Adapter (ComfyUI_IPAdapter_plus), AnimateLCM (AnimateDiff-Evolved) and inpainting with a noise
+mask. The two third-party ones need those packs installed (``devkit.workflows.packs_needed``).
 """
 from __future__ import annotations
 
@@ -25,6 +29,11 @@ TCD_SD15 = "TCD-SD15-LoRA.safetensors"
 HYPER_SDXL_8 = "Hyper-SDXL-8steps-lora.safetensors"
 LIGHTNING_SDXL_4 = "sdxl_lightning_4step_lora.safetensors"
 DMD2_SDXL = "dmd2_sdxl_4step_lora_fp16.safetensors"
+CONTROLNET_CANNY = "control_v11p_sd15_canny_fp16.safetensors"
+IPADAPTER_SD15 = "ip-adapter_sd15.safetensors"
+CLIP_VISION_H = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
+ANIMATELCM_LORA = "AnimateLCM_sd15_t2v_lora.safetensors"
+ANIMATELCM_MOTION = "AnimateLCM_sd15_t2v.ckpt"
 NEGATIVE = "blurry, low quality, watermark"
 
 
@@ -227,9 +236,93 @@ def sdxl_dmd2_4step() -> Spec:
                         DMD2_SDXL, SDXL, 1024, 4, "a photo of a cat on a windowsill, morning light")
 
 
+def sd15_lcm_controlnet() -> Spec:
+    return Spec("sd15_lcm_controlnet", "SD1.5 + LCM-LoRA + ControlNet (canny), 4 steps",
+                "Core ControlNet on an LCM-LoRA graph: the input's canny edges steer the image (Apply ControlNet, "
+                "strength 1.0); 4 steps at cfg 1.0, one UNet + ControlNet call per step.",
+                [_checkpoint(SD15), _lcm_loader(LCM_SD15),
+                 *_prompts(("lcm_lora", 1), "a porcelain vase on a table, soft light, detailed"),
+                 Node("image", "LoadImage", {"image": "example.png"}, title="Control image"),
+                 Node("canny", "Canny", {"low_threshold": 0.4, "high_threshold": 0.8}, {"image": ("image", 0)},
+                      title="Canny edges"),  # own title: core's name differs (0.33.0: 'Detect Edges (Canny)')
+                 Node("controlnet", "ControlNetLoader", {"control_net_name": CONTROLNET_CANNY}),
+                 Node("apply", "ControlNetApplyAdvanced", {"strength": 1.0, "start_percent": 0.0, "end_percent": 1.0},
+                      {"positive": ("pos", 0), "negative": ("neg", 0), "control_net": ("controlnet", 0),
+                       "image": ("canny", 0)}),
+                 _latent(512),
+                 Node("sampler", "LCMPack_KSamplerLCM",
+                      {"seed": 42, "steps": 4, "cfg": 1.0, "sampler": "lcm", "gamma": 0.3, "denoise": 1.0},
+                      {"model": ("lcm_lora", 0), "positive": ("apply", 0), "negative": ("apply", 1),
+                       "latent_image": ("latent", 0)}),
+                 *_decode_save(("sampler", 0), "lcm_sd15_controlnet")])
+
+
+def sd15_lcm_ipadapter() -> Spec:
+    return Spec("sd15_lcm_ipadapter", "SD1.5 + LCM-LoRA + IP-Adapter, 4 steps",
+                "IP-Adapter (ComfyUI_IPAdapter_plus) on the LCM-LoRA model: the reference image steers the result "
+                "through the UNet's cross-attention on every step; 4 steps at cfg 1.0. Needs ComfyUI_IPAdapter_plus.",
+                [_checkpoint(SD15), _lcm_loader(LCM_SD15),
+                 *_prompts(("lcm_lora", 1), "a portrait in the style of the reference, detailed"),
+                 Node("reference", "LoadImage", {"image": "example.png"}, title="Reference image"),
+                 Node("ipadapter_file", "IPAdapterModelLoader", {"ipadapter_file": IPADAPTER_SD15}),
+                 Node("clip_vision", "CLIPVisionLoader", {"clip_name": CLIP_VISION_H}),
+                 Node("ipadapter", "IPAdapterAdvanced",
+                      {"weight": 0.8, "weight_type": "linear", "combine_embeds": "concat", "start_at": 0.0,
+                       "end_at": 1.0, "embeds_scaling": "V only"},
+                      {"model": ("lcm_lora", 0), "ipadapter": ("ipadapter_file", 0), "image": ("reference", 0),
+                       "clip_vision": ("clip_vision", 0)}),
+                 _latent(512), _ksampler_lcm(("ipadapter", 0), ("latent", 0)),
+                 *_decode_save(("sampler", 0), "lcm_sd15_ipadapter")])
+
+
+def sd15_animatelcm() -> Spec:
+    """AnimateLCM as docs/accelerators.md gives it: its LoRA at 0.8 through the pack's loader (kind auto →
+    animatelcm), ADE's beta schedule ``use existing`` so KSampler (LCM)'s preset samples the authors' schedule (LCM on
+    linear betas), cfg 1.5; 16 frames (the batch is the video)."""
+    loader = Node("accel", "LCMPack_LCMLoraLoader",
+                  {"lora_name": ANIMATELCM_LORA, "strength": 0.8, "allow_partial": False, "kind": "auto"},
+                  {"model": ("ckpt", 0), "clip": ("ckpt", 1)}, title="AnimateLCM LoRA Loader (kind auto)")
+    sampler = Node("sampler", "LCMPack_KSamplerLCM",
+                   {"seed": 42, "steps": 4, "cfg": 1.5, "sampler": "lcm", "gamma": 0.3, "denoise": 1.0,
+                    "preset": "auto"},
+                   {"model": ("evolved", 0), "positive": ("pos", 0), "negative": ("neg", 0),
+                    "latent_image": ("latent", 0)}, title="KSampler (LCM), preset auto (AnimateLCM)")
+    return Spec("sd15_animatelcm", "SD1.5 AnimateLCM (AnimateDiff-Evolved), 4 steps",
+                "AnimateLCM: its motion module in AnimateDiff-Evolved and its LoRA (0.8) through the LCM-LoRA Loader; "
+                "beta schedule 'use existing', so KSampler (LCM) on preset auto samples the authors' schedule (LCM "
+                "on linear betas, cfg 1.5). 16 frames, saved as images. Needs ComfyUI-AnimateDiff-Evolved.",
+                [_checkpoint(SD15), loader, *_prompts(("accel", 1), "a boat sailing on a calm sea, sunset, waves"),
+                 Node("motion_model", "ADE_LoadAnimateDiffModel", {"model_name": ANIMATELCM_MOTION}),
+                 Node("motion_apply", "ADE_ApplyAnimateDiffModelSimple", {}, {"motion_model": ("motion_model", 0)}),
+                 Node("evolved", "ADE_UseEvolvedSampling", {"beta_schedule": "use existing"},
+                      {"model": ("accel", 0), "m_models": ("motion_apply", 0)}),
+                 Node("latent", "EmptyLatentImage", {"width": 512, "height": 512, "batch_size": 16},
+                      title="16 frames"),
+                 sampler, *_decode_save(("sampler", 0), "animatelcm_sd15")])
+
+
+def sd15_lcm_inpaint() -> Spec:
+    return Spec("sd15_lcm_inpaint", "SD1.5 + LCM-LoRA, inpainting with a noise mask",
+                "Inpainting with any SD1.5 checkpoint and the LCM-LoRA: Set Latent Noise Mask keeps the image "
+                "outside the mask; 4 steps at denoise 1.0. The mask is the centre square: paint your own in the "
+                "input's mask editor and connect Load Image's MASK instead.",
+                [_checkpoint(SD15), _lcm_loader(LCM_SD15),
+                 *_prompts(("lcm_lora", 1), "a bouquet of sunflowers, detailed, natural light"),
+                 Node("image", "LoadImage", {"image": "example.png"}, title="Input image"),
+                 Node("encode", "VAEEncode", {}, {"pixels": ("image", 0), "vae": ("ckpt", 2)}),
+                 Node("canvas", "SolidMask", {"value": 0.0, "width": 512, "height": 512}, title="Mask: empty"),
+                 Node("square", "SolidMask", {"value": 1.0, "width": 256, "height": 256}, title="Mask: square"),
+                 Node("mask", "MaskComposite", {"x": 128, "y": 128, "operation": "add"},
+                      {"destination": ("canvas", 0), "source": ("square", 0)}, title="Mask: centre square"),
+                 Node("noise_mask", "SetLatentNoiseMask", {}, {"samples": ("encode", 0), "mask": ("mask", 0)}),
+                 _ksampler_lcm(("lcm_lora", 0), ("noise_mask", 0)),
+                 *_decode_save(("sampler", 0), "lcm_sd15_inpaint")])
+
+
 SPECS = [sd15_lcm_lora_4step, sdxl_lcm_lora_4step, sdxl_lcm_lora_style_mix, sd15_lcm_img2img, sd15_tcd_gamma,
          sdxl_lora_export_merged, sd15_lcm_vs_25step_baseline, sd15_tcd_preset, sdxl_hyper_sd_8step,
-         sdxl_lightning_4step, sdxl_dmd2_4step]
+         sdxl_lightning_4step, sdxl_dmd2_4step, sd15_lcm_controlnet, sd15_lcm_ipadapter, sd15_animatelcm,
+         sd15_lcm_inpaint]
 
 
 def all_specs() -> list[Spec]:

@@ -39,7 +39,7 @@ TESTKIT_FOLDER_NAME = "lcmpack-testkit"
 TESTKIT_LOADER = "LCMPackTest_TinySDXLCheckpointLoader"
 EXAMPLE_INPUT_IMAGE = "example.png"
 UI_ONLY_NODE_TYPES = frozenset({"Note", "MarkdownNote", "PrimitiveNode", "Reroute"})
-GENERATED_MODELS_VERSION = "2"
+GENERATED_MODELS_VERSION = "3"
 GENERATED_LATENT_SIZE = 64
 LATENT_SIZE_NODES = {"EmptyLatentImage": ("width", "height")}
 
@@ -85,7 +85,23 @@ PUBLISHED_MODELS: dict[str, PublishedModel] = {m.name: m for m in (
     accelerator_file("Hyper-SDXL-8steps-lora.safetensors", "sdxl"),
     accelerator_file("sdxl_lightning_4step_lora.safetensors", "sdxl"),
     accelerator_file("dmd2_sdxl_4step_lora_fp16.safetensors", "sdxl"),
+    PublishedModel("control_v11p_sd15_canny_fp16.safetensors", "controlnet",
+                   "comfyanonymous/ControlNet-v1-1_fp16_safetensors",
+                   "https://huggingface.co/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/"
+                   "control_v11p_sd15_canny_fp16.safetensors", "sd1.5",
+                   "ControlNet 1.1 canny (lllyasviel) as fp16 safetensors; any SD1.5 ControlNet works"),
+    PublishedModel("ip-adapter_sd15.safetensors", "ipadapter", "h94/IP-Adapter",
+                   "https://huggingface.co/h94/IP-Adapter/resolve/main/models/ip-adapter_sd15.safetensors", "sd1.5",
+                   "the basic SD1.5 IP-Adapter (ComfyUI_IPAdapter_plus's README)"),
+    PublishedModel("CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors", "clip_vision", "h94/IP-Adapter",
+                   "https://huggingface.co/h94/IP-Adapter/resolve/main/models/image_encoder/model.safetensors", "sd1.5",
+                   "published as model.safetensors: save it under this name (ComfyUI_IPAdapter_plus's README)"),
+    accelerator_file("AnimateLCM_sd15_t2v_lora.safetensors", "sd1.5"),
+    accelerator_file("AnimateLCM_sd15_t2v.ckpt", "sd1.5"),
 )}
+
+# Third-party packs an example workflow needs, by the node-type prefixes they register (``packs_needed``).
+THIRD_PARTY_PACKS = {"ComfyUI-AnimateDiff-Evolved": ("ADE_",), "ComfyUI_IPAdapter_plus": ("IPAdapter",)}
 
 # On generated models only: (class_type, widget/input name, file name) -> test-only class_type.
 GENERATED_LOADER_SWAPS = {
@@ -100,6 +116,43 @@ GENERATED_LOADER_SWAPS = {
 def example_names() -> list[str]:
     """Stems of the UI-format workflows in ``example_workflows/`` (what the template browser lists)."""
     return sorted(p.stem for p in EXAMPLES_DIR.glob("*.json"))
+
+
+def packs_needed(name: str) -> list[str]:
+    """The third-party packs (:data:`THIRD_PARTY_PACKS`) whose node types the workflow ``name`` uses."""
+    types = {node["type"] for node in load_ui(name)["nodes"]}
+    return [pack for pack, prefixes in THIRD_PARTY_PACKS.items()
+            if any(t.startswith(prefixes) for t in types)]
+
+
+def core_example_names() -> list[str]:
+    """The examples that run on ComfyUI with the pack alone."""
+    return [name for name in example_names() if not packs_needed(name)]
+
+
+def third_party_example_names() -> list[str]:
+    """The examples that need a third-party pack (IP-Adapter plus, AnimateDiff-Evolved)."""
+    return [name for name in example_names() if packs_needed(name)]
+
+
+def third_party_folder() -> Path:
+    """Where unmodified copies of the third-party packs are: ``$LCMPACK_THIRD_PARTY_NODES``, default
+    ``../shared/custom_nodes`` beside the repository."""
+    return Path(os.environ.get("LCMPACK_THIRD_PARTY_NODES") or REPO.parent / "shared" / "custom_nodes")
+
+
+def install_third_party_packs(base: Path, packs=tuple(THIRD_PARTY_PACKS)) -> list[str]:
+    """Copy the ``packs`` found in :func:`third_party_folder` into ``base/custom_nodes`` (before ComfyUI boots
+    from it); the names of those missing there."""
+    source, missing = third_party_folder(), []
+    for name in packs:
+        if not (source / name / "__init__.py").is_file():
+            missing.append(name)
+            continue
+        target = base / "custom_nodes" / name
+        if not target.exists():
+            shutil.copytree(source / name, target, ignore=shutil.ignore_patterns("__pycache__", ".git"))
+    return missing
 
 
 def load_ui(name: str) -> dict:
@@ -222,17 +275,26 @@ def _lora_specs() -> dict[str, dict]:
     }
 
 
+def core_example_models() -> list[PublishedModel]:
+    """The files the examples that need no third-party pack read (:func:`core_example_names`)."""
+    names = set().union(*(referenced_models(load_ui(name)) for name in core_example_names()))
+    return [model for name, model in PUBLISHED_MODELS.items() if name in names]
+
+
 def write_example_models(models_root: Path, sd15_checkpoint: Path | None = None) -> Path:
-    """Write tiny stand-ins for every :data:`PUBLISHED_MODELS` file into a ComfyUI ``models`` folder.
+    """Write tiny stand-ins for every file of :func:`core_example_models` into a ComfyUI ``models`` folder (the
+    third-party workflows' files -- an SD1.5-layout checkpoint, a ViT-L, a motion module: 3 GB -- are the tests'
+    own, tests/harness/packs_fixtures.py).
 
     ``sd15_checkpoint``: an existing tiny SD1.5 checkpoint to link instead of generating one. Reuses what a
     previous call wrote (stamp file), so a second call is instant.
     """
+    from .compose_models import write_sd15_controlnet
     from .loras import make_kohya_lora
 
     stamp = models_root / ".lcmpack-generated"
     if stamp.exists() and stamp.read_text().strip() == GENERATED_MODELS_VERSION and all(
-            (models_root / m.folder / m.name).exists() for m in PUBLISHED_MODELS.values()):
+            (models_root / m.folder / m.name).exists() for m in core_example_models()):
         return models_root
     checkpoints = models_root / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -249,19 +311,24 @@ def write_example_models(models_root: Path, sd15_checkpoint: Path | None = None)
         target = models_root / "loras" / name
         if not target.exists():
             make_kohya_lora(spec["config"], target, rank=spec["rank"], seed=spec["seed"], kind=spec["kind"])
+    controlnet = models_root / "controlnet" / "control_v11p_sd15_canny_fp16.safetensors"
+    if not controlnet.exists():
+        write_sd15_controlnet(controlnet)  # of the tiny SD1.5 family (devkit/compose_models.py)
     stamp.write_text(GENERATED_MODELS_VERSION + "\n")
     return models_root
 
 
 def write_example_input(input_dir: Path) -> Path:
-    """The img2img example's input image (``example.png``, as in ComfyUI's own ``input/``): a colour gradient."""
-    from PIL import Image
+    """The examples' input image (``example.png``, as in ComfyUI's own ``input/``): a colour gradient with a white
+    disc (edges for the ControlNet example's canny)."""
+    from PIL import Image, ImageDraw
 
     input_dir.mkdir(parents=True, exist_ok=True)
     path = input_dir / EXAMPLE_INPUT_IMAGE
     if not path.exists():
         image = Image.new("RGB", (64, 64))
         image.putdata([(4 * x, 4 * y, 255 - 2 * (x + y)) for y in range(64) for x in range(64)])
+        ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill=(255, 255, 255))
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
         image.save(tmp)
         os.replace(tmp, path)

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Build ``example_workflows/*.json`` (UI format) and ``example_workflows/api/*.json`` from devkit/workflow_specs.py.
 
-Boots ComfyUI in-process with the pack (no models needed) to read every node's ``/object_info`` entry, so
+Boots ComfyUI in-process with the pack and the third-party packs the composition examples use (IPAdapter plus,
+AnimateDiff-Evolved: copied from ``$LCMPACK_THIRD_PARTY_NODES``, default ``../shared/custom_nodes``; no models
+needed) to read every node's ``/object_info`` entry, so
 positional ``widgets_values`` follow the node's real input order (a seed widget is followed by its
 ``control_after_generate`` value). The API twin is comfy-cli's conversion of the UI file. Run it after
 editing a spec or when a node's schema changed::
@@ -202,6 +204,10 @@ def note_node(spec: Spec, node_id: int, y_of_column: dict[int, int]) -> dict:
 
 def boot_object_info() -> dict:
     base = Path(tempfile.mkdtemp(prefix="lcmpack-build-"))
+    missing = workflows.install_third_party_packs(base)
+    if missing:
+        LOG.warning("third-party packs %s not in %s: the workflows using them cannot be built",
+                    missing, workflows.third_party_folder())
     host = comfy_host.boot(base)
     return workflows.object_info_in_process(host.nodes)
 

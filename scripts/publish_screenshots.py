@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Turn the browser test's screenshots into the templates' thumbnails and the README's images.
 
-    LCMPACK_SCREENSHOTS=out/screenshots .venv/bin/python -m pytest tests/test_browser_workflows.py
+    LCMPACK_SCREENSHOTS=out/screenshots .venv/bin/python -m pytest tests/test_browser_workflows.py \
+        tests/test_workflows_third_party.py
     .venv/bin/python scripts/publish_screenshots.py out/screenshots
 
-For every example ``NAME``: ``SRC/NAME.png`` (the shipped workflow as the frontend shows it after a drop)
-becomes ``example_workflows/NAME.jpg`` (the template browser's thumbnail: its middle at 4:3, JPEG) and
-``docs/images/NAME.png``; ``SRC/template_browser.png`` (the pack's section of the template browser) is
-copied to ``docs/images/`` when present. Files are written via a temporary name and a rename.
+For every example ``NAME`` (or those named by ``--only``): ``SRC/NAME.png`` (the shipped workflow as the
+frontend shows it after a drop) becomes ``example_workflows/NAME.jpg`` (the template browser's thumbnail: its
+middle at 4:3, JPEG) and ``docs/images/NAME.png``; ``SRC/template_browser.png`` (the pack's section of the
+template browser) is copied to ``docs/images/`` when present. Files are written via a temporary name and a rename.
 """
 from __future__ import annotations
 
@@ -49,11 +50,12 @@ def _save(image: Image.Image, path: Path, **options) -> None:
     LOG.info("wrote %s", path.relative_to(REPO))
 
 
-def publish(source: Path) -> int:
-    names = sorted(p.stem for p in EXAMPLES.glob("*.json"))
+def publish(source: Path, only: list[str] | None = None) -> int:
+    names = only or sorted(p.stem for p in EXAMPLES.glob("*.json"))
     missing = [n for n in names if not (source / f"{n}.png").is_file()]
     if missing:
-        LOG.error("no screenshot for %s in %s: run tests/test_browser_workflows.py with LCMPACK_SCREENSHOTS=%s",
+        LOG.error("no screenshot for %s in %s: run tests/test_browser_workflows.py and "
+                  "tests/test_workflows_third_party.py with LCMPACK_SCREENSHOTS=%s",
                   missing, source, source)
         return 1
     IMAGES.mkdir(parents=True, exist_ok=True)
@@ -73,8 +75,10 @@ def publish(source: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="folder the browser test wrote its screenshots to")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="publish only these workflows' screenshots")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return publish(parser.parse_args(argv).source)
+    options = parser.parse_args(argv)
+    return publish(options.source, options.only)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ ComfyUI (the provisioned one, or ``$COMFYUI_PATH``) is booted in this process on
 loaded. Each ``example_workflows/*.json`` (UI format, as users drag it in) is converted to an API prompt
 against the live node catalogue, validated (any node error fails it) and executed by ComfyUI's own
 executor. Images go to ``OUT/<workflow>/``, an exported LoRA next to them, and a timing table (seconds,
-sampling steps, images per workflow) is logged and written to ``OUT/summary.md``.
+sampling steps, images per workflow) is logged and written to ``OUT/summary.md``. A workflow whose node types are not
+registered (the IP-Adapter and AnimateLCM examples need ComfyUI_IPAdapter_plus / AnimateDiff-Evolved, which this
+ComfyUI does not load) is skipped, naming the pack.
 
 Models:
 * default -- the demo family (models/demo, docs/demo_model_card.md): a small trained SD1.5-family model, its
@@ -141,7 +143,13 @@ def add_user_models(models: Path, folder_paths) -> None:
 def run_one(host, name: str, object_info: dict, generated: bool, out: Path) -> Result:
     """Convert, validate, execute one workflow; copy its images (and exported LoRA) to ``out/<name>``."""
     result = Result(name)
-    prompt = workflows.ui_to_api(workflows.load_ui(name), object_info)
+    ui = workflows.load_ui(name)
+    unregistered = sorted({n["type"] for n in ui["nodes"]} - set(object_info) - workflows.UI_ONLY_NODE_TYPES)
+    if unregistered:
+        packs = workflows.packs_needed(name) or ["the custom nodes defining them"]
+        result.status, result.detail = "skipped", f"needs {', '.join(packs)} (node types {', '.join(unregistered)})"
+        return result
+    prompt = workflows.ui_to_api(ui, object_info)
     result.steps = sampling_steps(prompt)
     missing = [] if generated else missing_models(prompt, host.folder_paths)
     if missing:

@@ -1,6 +1,7 @@
 """Issue #8: drag-and-drop in the real ComfyUI frontend, in headless Chromium, for every example workflow.
 
-For each workflow: the shipped file is dropped on the canvas (the frontend must report no missing node types
+For each workflow (the ones needing a third-party pack: tests/test_workflows_third_party.py, on a server with
+those packs): the shipped file is dropped on the canvas (the frontend must report no missing node types
 and open no dialog: no missing nodes, no missing models) and screenshotted; then its generated-models copy
 (harness/workflows.py: the SDXL loader swap and 64 px latents) is dropped, queued with the Run button, and
 the test waits for the output image in the SaveImage node (validation or execution errors fail it).
@@ -14,17 +15,13 @@ Runs when /usr/bin/chromium exists; with ``LCMPACK_REQUIRE_BROWSER=1`` (CI) a mi
 """
 from __future__ import annotations
 
-import logging
-import os
-from pathlib import Path
-
 import pytest
 from harness import browser
-from harness.workflow_fixtures import example_models, workflow_server  # noqa: F401
+from harness.workflow_fixtures import example_models, screenshots, workflow_server  # noqa: F401
 from lcm_lora_pack.devkit import workflows
 
-LOG = logging.getLogger(__name__)
-NAMES = workflows.example_names()
+NAMES = workflows.core_example_names()  # the third-party ones: tests/test_workflows_third_party.py
+ALL_NAMES = workflows.example_names()  # the template browser lists every file, whatever is installed
 BROKEN_SOURCE = "sd15_lcm_lora_4step"
 UNREGISTERED = "LCMPack_NoSuchNode"
 TEMPLATE_SECTION = "lcm-lora-pack"  # the pack's folder name in custom_nodes
@@ -36,50 +33,21 @@ pytestmark = [pytest.mark.browser, pytest.mark.server]
 def frontend(workflow_server):  # noqa: F811
     """One browser for this module. Module scope, not session: Playwright's sync API keeps an event loop
     running in this thread while it lives, and later tests call asyncio.run()."""
-    if not browser.chromium_available():
-        if os.environ.get("LCMPACK_REQUIRE_BROWSER"):
-            pytest.fail(f"LCMPACK_REQUIRE_BROWSER is set but {browser.CHROMIUM} is missing: run .ci/system-deps")
-        pytest.skip(f"{browser.CHROMIUM} not installed (run .ci/system-deps)")
-    page = browser.Frontend(workflow_server.url)
+    page = browser.open_frontend(workflow_server.url)
     yield page
     page.close()
 
 
-@pytest.fixture(scope="session")
-def screenshots(tmp_path_factory) -> Path:
-    folder = Path(os.environ.get("LCMPACK_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    LOG.info("browser screenshots in %s", folder)
-    return folder
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_dropped_workflow_loads_clean_runs_and_shows_its_image(name, frontend, workflow_server,  # noqa: F811
-                                                               screenshots):
-    shipped = workflows.load_ui(name)
-    report = frontend.load_checked(shipped, f"{name}.json")
-    assert sorted(report.node_types) == sorted(n["type"] for n in shipped["nodes"])
-    frontend.fit_view()
-    frontend.screenshot_canvas(screenshots / f"{name}.png")
-
-    runnable = workflows.substitute_ui(shipped)
-    for node in runnable["nodes"]:
-        if node["type"] == "LCMPack_LoraExport":  # the export never overwrites: start from no file
-            (workflow_server.base / "models" / "loras" / f"{node['widgets_values'][0]}.safetensors").unlink(
-                missing_ok=True)
-    frontend.load_checked(runnable, f"{name}.json")
-    frontend.fit_view()
-    entry = frontend.run_and_wait(["SaveImage"])
-    frontend.screenshot_canvas(screenshots / f"{name}-result.png")
-    savers = [n for n in runnable["nodes"] if n["type"] == "SaveImage"]
-    images = [image for output in entry["outputs"].values() for image in output.get("images", [])]
-    assert len(images) == len(savers)
+                                                               screenshots):  # noqa: F811
+    browser.drop_run_and_screenshot(frontend, workflow_server.base, name, screenshots)
 
 
-def test_templates_open_from_the_template_browser(frontend, screenshots):
+def test_templates_open_from_the_template_browser(frontend, screenshots):  # noqa: F811
     try:
         text = frontend.open_template_browser(TEMPLATE_SECTION)
-        for name in NAMES:
+        for name in ALL_NAMES:
             assert name in text, f"{name} not in the template browser"
         frontend.page.screenshot(path=str(screenshots / "template_browser.png"))
         shipped = workflows.load_ui(BROKEN_SOURCE)

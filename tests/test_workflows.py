@@ -1,5 +1,10 @@
 """Issue #6: every shipped example workflow converts against the live ``/object_info``, validates with ComfyUI
-(no node_errors) and runs on generated models; API twins equal the converted UI files.
+(no node_errors) and runs on generated models; API twins equal the converted UI files. The examples that need a
+third-party pack (IP-Adapter plus, AnimateDiff-Evolved) run in tests/test_workflows_third_party.py, on a server
+with those packs.
+
+Issue 24: each composition example's component (ControlNet, noise mask here; IP-Adapter, AnimateLCM's motion
+module there) takes effect: the sampled latent differs from the same workflow with that node bypassed.
 
 Conversion uses comfy-cli's converter (``lcm_lora_pack.devkit.workflows.ui_to_api``, strict: no node may be dropped).
 Validation and execution use the shared test server (POST /prompt must answer without node_errors; the history
@@ -13,11 +18,22 @@ import json
 import uuid
 
 import pytest
-from harness.workflow_fixtures import example_models, live_object_info, workflow_server  # noqa: F401
+import torch
+from harness.workflow_fixtures import (
+    COMPONENTS,
+    bypassed,
+    example_models,  # noqa: F401
+    live_object_info,  # noqa: F401
+    moved,
+    run_saving_latents,
+    sampled,
+    workflow_server,  # noqa: F401
+)
 from lcm_lora_pack.devkit import workflow_specs, workflows
 from PIL import Image
 
 NAMES = workflows.example_names()
+CORE_NAMES = workflows.core_example_names()
 EXPORT_NODE = "LCMPack_LoraExport"
 
 
@@ -38,12 +54,18 @@ def test_ui_workflow_names_published_models_only(name):
     used = workflows.referenced_models(ui)
     assert used, f"{name} loads no published model"
     combos = [v for n in ui["nodes"] for v in n.get("widgets_values") or []
-              if isinstance(v, str) and v.endswith(".safetensors")]
+              if isinstance(v, str) and v.endswith((".safetensors", ".ckpt"))]
     assert set(combos) <= set(workflows.PUBLISHED_MODELS), f"{name}: unpublished file names {combos}"
 
 
+def test_third_party_examples_are_the_ipadapter_and_animatelcm_ones():
+    assert {name: workflows.packs_needed(name) for name in workflows.third_party_example_names()} == {
+        "sd15_animatelcm": ["ComfyUI-AnimateDiff-Evolved"], "sd15_lcm_ipadapter": ["ComfyUI_IPAdapter_plus"]}
+    assert set(COMPONENTS) <= set(NAMES)
+
+
 @pytest.mark.server
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CORE_NAMES)
 def test_api_twin_equals_conversion_against_live_object_info(name, live_object_info):  # noqa: F811
     converted = workflows.ui_to_api(workflows.load_ui(name), live_object_info)
     assert converted == workflows.load_api(name), (
@@ -51,7 +73,7 @@ def test_api_twin_equals_conversion_against_live_object_info(name, live_object_i
 
 
 @pytest.mark.server
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CORE_NAMES)
 def test_ui_workflow_converts_validates_and_runs_on_generated_models(name, workflow_server,  # noqa: F811
                                                                       live_object_info):  # noqa: F811
     prompt = workflows.substitute_api(workflows.ui_to_api(workflows.load_ui(name), live_object_info))
@@ -71,6 +93,25 @@ def test_ui_workflow_converts_validates_and_runs_on_generated_models(name, workf
         assert target.is_file() and target.stat().st_size > 0, f"{name}: {target} not written"
         header = json.loads(target.read_bytes()[8:8 + int.from_bytes(target.read_bytes()[:8], "little")])
         assert any(key.startswith("lora_unet_") for key in header), f"{target} holds no kohya LoRA keys"
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("name", sorted(set(COMPONENTS) & set(CORE_NAMES)))
+def test_composition_workflow_component_takes_effect(name, workflow_server):  # noqa: F811
+    """The shipped API twin (on generated models) against the same graph with its ControlNet / noise mask bypassed:
+    the sampled latent differs. With the noise mask, the latent outside the mask is the encoded input (core blends
+    every prediction with it there, and LCM's result is its last prediction) and inside it is new."""
+    prompt = workflows.substitute_api(workflows.load_api(name))
+    _, full = run_saving_latents(workflow_server, prompt)
+    _, without = run_saving_latents(workflow_server, bypassed(prompt, name))
+    assert moved(sampled(full, prompt), sampled(without, prompt)), f"{name}: {COMPONENTS[name][0]} changed nothing"
+    if name == "sd15_lcm_inpaint":
+        (source,) = [full[k] for k, node in prompt.items() if node["class_type"] == "VAEEncode"]
+        result = sampled(full, prompt)
+        inside = torch.zeros_like(result, dtype=torch.bool)
+        inside[..., 2:6, 2:6] = True  # the 256 px square at (128, 128) of the 512 px mask, on the 8x8 latent
+        assert torch.allclose(result[~inside], source[~inside], rtol=0, atol=1e-4 * source.abs().max())
+        assert moved(result[inside], source[inside])
 
 
 def _unique_export_targets(prompt: dict, base) -> list:

@@ -227,3 +227,38 @@ class Frontend:
 
     def _fetch(self, path: str):
         return self.page.evaluate("(path) => fetch(path).then(r => r.json())", path)
+
+
+def open_frontend(url: str) -> Frontend:
+    """A :class:`Frontend` on ``url``; skips where Chromium is missing, fails there with ``LCMPACK_REQUIRE_BROWSER``."""
+    import pytest
+
+    if not chromium_available():
+        if os.environ.get("LCMPACK_REQUIRE_BROWSER"):
+            pytest.fail(f"LCMPACK_REQUIRE_BROWSER is set but {CHROMIUM} is missing: run .ci/system-deps")
+        pytest.skip(f"{CHROMIUM} not installed (run .ci/system-deps)")
+    return Frontend(url)
+
+
+def drop_run_and_screenshot(frontend: Frontend, server_base: Path, name: str, screenshots: Path) -> None:
+    """The shipped example ``name`` dropped on the canvas loads with every node type registered and no dialog
+    (screenshot ``NAME.png``); its generated-models copy (``devkit.workflows.substitute_ui``) queued with Run shows
+    an image in every ``SaveImage`` node, one per saver and frame (screenshot ``NAME-result.png``)."""
+    from lcm_lora_pack.devkit import workflows
+
+    shipped = workflows.load_ui(name)
+    report = frontend.load_checked(shipped, f"{name}.json")
+    assert sorted(report.node_types) == sorted(n["type"] for n in shipped["nodes"])
+    frontend.fit_view()
+    frontend.screenshot_canvas(screenshots / f"{name}.png")
+
+    runnable = workflows.substitute_ui(shipped)
+    for node in runnable["nodes"]:
+        if node["type"] == "LCMPack_LoraExport":  # the export never overwrites: start from no file
+            (server_base / "models" / "loras" / f"{node['widgets_values'][0]}.safetensors").unlink(missing_ok=True)
+    frontend.load_checked(runnable, f"{name}.json")
+    frontend.fit_view()
+    entry = frontend.run_and_wait(["SaveImage"])
+    frontend.screenshot_canvas(screenshots / f"{name}-result.png")
+    savers = [n["id"] for n in runnable["nodes"] if n["type"] == "SaveImage"]  # none in the LoRA export
+    assert all(entry["outputs"].get(str(saver), {}).get("images") for saver in savers), entry["outputs"]

@@ -114,6 +114,11 @@ def run_latents(server: ComfyServer, prompt: dict) -> dict[str, torch.Tensor]:
     errors = execution_errors(history)
     assert history["status"]["status_str"] == "success" and not errors, (
         errors[0]["exception_message"] if errors else history["status"])
+    return latents_of(server, history)
+
+
+def latents_of(server: ComfyServer, history: dict) -> dict[str, torch.Tensor]:
+    """The latents the ``SaveLatent`` nodes of a finished prompt wrote, by node id (the files are removed)."""
     out = {}
     for node, result in history["outputs"].items():
         for entry in result.get("latents", []):
