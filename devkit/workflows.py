@@ -42,6 +42,10 @@ UI_ONLY_NODE_TYPES = frozenset({"Note", "MarkdownNote", "PrimitiveNode", "Rerout
 GENERATED_MODELS_VERSION = "3"
 GENERATED_LATENT_SIZE = 64
 LATENT_SIZE_NODES = {"EmptyLatentImage": ("width", "height")}
+# Batch (AnimateDiff: frame count) at most this on generated models: AnimateLCM's 16 frames on the SD1.5-layout
+# stand-in took ~2 min a run on the CPU; 4 frames still give the motion module frames to mix.
+GENERATED_MAX_BATCH = 4
+BATCH_NODES = {"EmptyLatentImage": ("batch_size", 2)}  # input name, index in the UI widgets
 
 
 @dataclass(frozen=True)
@@ -230,12 +234,15 @@ def object_info_in_process(nodes_module, node_types: set[str] | None = None) -> 
 # ---------------------------------------------------------------------------------------------------------
 
 def substitute_api(prompt: dict) -> dict:
-    """A copy of ``prompt`` for generated models: :data:`GENERATED_LOADER_SWAPS` (class_type only) and
-    :data:`GENERATED_LATENT_SIZE`."""
+    """A copy of ``prompt`` for generated models: :data:`GENERATED_LOADER_SWAPS` (class_type only),
+    :data:`GENERATED_LATENT_SIZE` and :data:`GENERATED_MAX_BATCH`."""
     out = copy.deepcopy(prompt)
     for node in out.values():
         for name in LATENT_SIZE_NODES.get(node.get("class_type"), ()):
             node["inputs"][name] = GENERATED_LATENT_SIZE
+        batch = BATCH_NODES.get(node.get("class_type"))
+        if batch and isinstance(node["inputs"].get(batch[0]), int):
+            node["inputs"][batch[0]] = min(node["inputs"][batch[0]], GENERATED_MAX_BATCH)
         for (class_type, input_name, file_name), replacement in GENERATED_LOADER_SWAPS.items():
             if node.get("class_type") == class_type and node.get("inputs", {}).get(input_name) == file_name:
                 node["class_type"] = replacement
@@ -245,11 +252,14 @@ def substitute_api(prompt: dict) -> dict:
 def substitute_ui(workflow: dict) -> dict:
     """A copy of a UI workflow for generated models (the changes of :func:`substitute_api`).
 
-    Latent sizes are the first widgets of ``EmptyLatentImage`` (width, height)."""
+    Latent sizes are the first widgets of ``EmptyLatentImage`` (width, height), the batch its third."""
     out = copy.deepcopy(workflow)
     for node in out["nodes"]:
         for index, _name in enumerate(LATENT_SIZE_NODES.get(node.get("type"), ())):
             node["widgets_values"][index] = GENERATED_LATENT_SIZE
+        batch = BATCH_NODES.get(node.get("type"))
+        if batch and len(node.get("widgets_values") or ()) > batch[1]:
+            node["widgets_values"][batch[1]] = min(node["widgets_values"][batch[1]], GENERATED_MAX_BATCH)
         for (class_type, _input_name, file_name), replacement in GENERATED_LOADER_SWAPS.items():
             if node.get("type") == class_type and (node.get("widgets_values") or [None])[0] == file_name:
                 node["type"] = replacement

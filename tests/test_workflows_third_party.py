@@ -7,7 +7,7 @@ a tiny-family IP-Adapter and an AnimateLCM-format motion module saved as the pub
 (``devkit.workflows.substitute_api``, as for every example).
 
 For each: the API twin equals the UI file's conversion against this server's ``/object_info``; it validates, runs
-and saves its images (16 frames for AnimateLCM); its component takes effect (the sampled latent differs from the
+and saves its images (AnimateLCM: its 16 frames capped at ``GENERATED_MAX_BATCH``); its component takes effect (the sampled latent differs from the
 same workflow with the IP-Adapter / the motion module's ``Use Evolved Sampling`` bypassed); and, in headless
 Chromium, the shipped file drops onto the frontend with every node type registered (the packs' nodes included) and
 its generated-models copy runs from the Run button.
@@ -32,7 +32,7 @@ from harness.workflow_fixtures import (
 from lcm_lora_pack.devkit import workflows
 
 NAMES = workflows.third_party_example_names()
-FRAMES = {"sd15_animatelcm": 16}  # images per SaveImage (the batch is the video)
+FRAMES = {"sd15_animatelcm": workflows.GENERATED_MAX_BATCH}  # images per SaveImage (16 frames, capped for the CPU)
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
