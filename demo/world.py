@@ -109,6 +109,14 @@ def render(labels: torch.Tensor, generator: torch.Generator, resolution: int = R
     +-0.04 per channel, applied to fill and background alike. The random numbers are drawn on the CPU, so
     ``device`` changes only where the pixels are computed.
     """
+    return render_with_masks(labels, generator, resolution, device)[0]
+
+
+def render_with_masks(labels: torch.Tensor, generator: torch.Generator, resolution: int = RESOLUTION,
+                      device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`render`'s images (same generator draws, same pixels) and the shapes' coverage ``[N, H, W]`` in
+    [0, 1]: the analytic mask averaged over each pixel's 2 x 2 supersamples (the control of the demo
+    ControlNet; ``> 0.5`` is the shape's mask)."""
     count = labels.shape[0]
     centre = ((torch.rand(count, 2, generator=generator) - 0.5) * 0.24).to(device)
     radius = (0.42 + 0.14 * torch.rand(count, generator=generator)).to(device)
@@ -128,7 +136,8 @@ def render(labels: torch.Tensor, generator: torch.Generator, resolution: int = R
     fill_image = fills[:, :, None, None] * shade[:, None]
     image = mask[:, None] * fill_image + (1 - mask[:, None]) * backgrounds[:, :, None, None]
     image = torch.nn.functional.avg_pool2d(image, 2)
-    return (image + tint[:, :, None, None]).clamp(0, 1)
+    coverage = torch.nn.functional.avg_pool2d(mask[:, None], 2)[:, 0]
+    return (image + tint[:, :, None, None]).clamp(0, 1), coverage
 
 
 def sample(count: int, seed: int, styled: bool | float = False, resolution: int = RESOLUTION,
