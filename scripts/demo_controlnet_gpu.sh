@@ -17,7 +17,7 @@ cp "$PAYLOAD"/models/*.safetensors "$PAYLOAD"/pack/models/demo/
 ln -sfn "$PAYLOAD/pack" "$SITE.pack/lcm_lora_pack"
 export PYTHONPATH="$SITE:$SITE.pack:$PAYLOAD/stubs" COMFYUI_PATH="$PAYLOAD/ComfyUI" PYTHONUNBUFFERED=1
 cd "$PAYLOAD/pack"
-run() { echo "+ $*" | tee -a "$LOG"; "$@" 2>&1 | grep -v torchaudio | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
+run() { echo "+ $*" | tee -a "$LOG"; "$@" 2>&1 | grep --line-buffered -v torchaudio | tee -a "$LOG"; return "${PIPESTATUS[0]}"; }
 run nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 if [ -z "${CAPTIONS:-}" ]; then
   run "$PYTHON" scripts/demo_train.py --stages captions --out "$SITE.captions" || exit 1
