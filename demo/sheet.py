@@ -55,6 +55,14 @@ COLUMNS = (
 )
 
 
+def sheet_columns(folder: Path = files.SHIPPED) -> tuple[Column, ...]:
+    """The columns to run: all of :data:`COLUMNS`, or the first five where the ControlNet is not in ``folder``
+    (it is made by scripts/demo_controlnet.py on a GPU and committed once)."""
+    if (folder / files.CONTROLNET).is_file():
+        return COLUMNS
+    return tuple(c for c in COLUMNS if c.graph and not c.control)
+
+
 @dataclass
 class Cell:
     column: Column
@@ -230,16 +238,17 @@ def _mask_iou(image: torch.Tensor, mask: Path) -> float:
 
 
 def run_sheet(runner: CachedRunner, output_dir: Path, scene: world.Scene, classifier, out: Path,
-              input_dir: Path | None = None) -> SheetResult:
-    """Run the columns of one prompt, classify their images and write ``out/<caption>.png``; the control mask
-    is written to ComfyUI's ``input_dir`` (default: beside ``output_dir``)."""
+              input_dir: Path | None = None, columns: tuple[Column, ...] | None = None) -> SheetResult:
+    """Run the columns (default :func:`sheet_columns`) of one prompt, classify their images and write
+    ``out/<caption>.png``; the control mask is written to ComfyUI's ``input_dir`` (default: beside
+    ``output_dir``)."""
     import shutil
 
     result = SheetResult(scene.caption)
     slug = scene.caption.removeprefix("a ").replace(" ", "_")
     mask_name = f"demo_control_{slug}.png"
     mask = control_mask(scene, (input_dir or output_dir.parent / "input") / mask_name)
-    for column in COLUMNS:
+    for column in columns or sheet_columns():
         if not column.graph:
             result.cells.append(_control_cell(column, mask, out / "images" / f"{slug}_{column.key}.png"))
             continue
@@ -274,10 +283,11 @@ def _summary_cell(cell: Cell) -> str:
 
 def summary_markdown(results: list[SheetResult], quality_table: str | None) -> str:
     """The main job's report: one row per prompt (seconds and verdict per column), then the quality table."""
-    header = "| prompt | " + " | ".join(c.title for c in COLUMNS) + " |"
+    columns = [cell.column for cell in results[0].cells] if results else list(sheet_columns())
+    header = "| prompt | " + " | ".join(c.title for c in columns) + " |"
     lines = ["# Demo family: side-by-side sheets", "", "Seconds per column on this machine (model loading and "
              "prompt encoding cached, as when re-queueing); verdict = the attribute classifier's reading.", "",
-             header, "|---|" + "---|" * len(COLUMNS)]
+             header, "|---|" + "---|" * len(columns)]
     for result in results:
         cells = [_summary_cell(c) for c in result.cells]
         lines.append(f"| {result.caption} | " + " | ".join(cells) + " |")

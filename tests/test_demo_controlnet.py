@@ -1,13 +1,14 @@
 """The demo ControlNet (models/demo/demo_shapes_controlnet_mask.safetensors) as ComfyUI runs it.
 
-* Core's ``ControlNetLoader`` reads the shipped file and detects it (a Control-LoRA: ``comfy.controlnet.
-  ControlLora``); applied to the demo checkpoint, core builds its ControlNet with the demo UNet's widths.
+* Core's ``ControlNetLoader`` reads the file ``controlnet.control_lora_state_dict`` writes (the shipped
+  file's format) and detects it (a Control-LoRA: ``comfy.controlnet.ControlLora``); applied to the demo
+  checkpoint, core builds its ControlNet with the demo UNet's widths.
 * The export is exact: a ControlNet built and adapted as in training, written by
   ``controlnet.control_lora_state_dict`` and rebuilt by core's ``ControlLora.pre_run`` on the demo UNet,
   gives the training network's residuals.
 * ``controlnet.apply_control`` (the evaluation's conditioning) is what core's ``ControlNetApplyAdvanced``
   returns.
-* The control is followed: the sheet's graph (``LoadImage`` -> ``ControlNetApplyAdvanced`` ->
+* The control is followed (the shipped, trained file; skipped until it is committed): the sheet's graph (``LoadImage`` -> ``ControlNetApplyAdvanced`` ->
   ``LCMPack_KSamplerLCM``, 4 steps, the LCM-LoRA through the pack's loader) draws the prompt's shape inside a
   mask placed away from where the teacher draws it; the same graph without the ControlNet does not.
 """
@@ -32,10 +33,33 @@ def loaded(demo_host):
     return demo_host.run_node("CheckpointLoaderSimple", ckpt_name=files.CHECKPOINT)
 
 
-def test_core_controlnet_loader_detects_the_shipped_file(demo_host, loaded):
+def _adapted_controlnet(teacher, rank: int = 4):
+    """A ControlNet built and adapted as in training, with non-zero ``up`` and zero convolutions (seeded)."""
+    net = controlnet.build_controlnet(teacher, seed=1)
+    adapters = controlnet.attach_adapters(net, rank=rank)
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for adapter in adapters.values():
+            adapter.up.weight.copy_(0.05 * torch.randn(adapter.up.weight.shape, generator=generator))
+        for name, param in net.named_parameters():
+            if name.startswith(controlnet.NEW):
+                param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    return net, adapters
+
+
+@pytest.fixture(scope="module")
+def written(demo_host, loaded):
+    """The export of :func:`_adapted_controlnet` in the host's ``models/controlnet`` (fp16, as shipped)."""
+    net, adapters = _adapted_controlnet(loaded[0].model.diffusion_model)
+    name = "demo_controlnet_test_export.safetensors"
+    files.save_tensors(controlnet.control_lora_state_dict(net, adapters), demo_host.base / "models" / "controlnet" / name)
+    return name
+
+
+def test_core_controlnet_loader_detects_the_export(demo_host, loaded, written):
     import comfy.controlnet
 
-    (control,) = demo_host.run_node("ControlNetLoader", control_net_name=files.CONTROLNET)
+    (control,) = demo_host.run_node("ControlNetLoader", control_net_name=written)
     assert type(control) is comfy.controlnet.ControlLora
     assert control.control_weights["input_hint_block.0.weight"].shape[1] == controlnet.HINT_CHANNELS
     built = control.copy()
@@ -51,16 +75,8 @@ def test_exported_control_lora_reproduces_the_trained_network(loaded):
     import comfy.controlnet
 
     model = loaded[0].model
-    teacher = model.diffusion_model
-    net = controlnet.build_controlnet(teacher, seed=1)
-    adapters = controlnet.attach_adapters(net, rank=4)
-    generator = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for adapter in adapters.values():
-            adapter.up.weight.copy_(0.05 * torch.randn(adapter.up.weight.shape, generator=generator))
-        for name, param in net.named_parameters():
-            if name.startswith(controlnet.NEW):
-                param.add_(0.05 * torch.randn(param.shape, generator=generator))
+    net, adapters = _adapted_controlnet(model.diffusion_model)
+    generator = torch.Generator().manual_seed(3)
     state = controlnet.control_lora_state_dict(net, adapters)
     control = comfy.controlnet.load_controlnet_state_dict(state)
     assert type(control) is comfy.controlnet.ControlLora
@@ -79,8 +95,8 @@ def test_exported_control_lora_reproduces_the_trained_network(loaded):
             torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-4)
 
 
-def test_apply_control_is_core_controlnet_apply_advanced(demo_host, loaded):
-    (control,) = demo_host.run_node("ControlNetLoader", control_net_name=files.CONTROLNET)
+def test_apply_control_is_core_controlnet_apply_advanced(demo_host, written):
+    (control,) = demo_host.run_node("ControlNetLoader", control_net_name=written)
     hint = controlnet.hint_images(torch.rand(2, 128, 128))
     positive = [[torch.randn(2, 77, 768), {}]]
     negative = [[torch.randn(2, 77, 768), {"pooled_output": None}]]
@@ -107,9 +123,13 @@ def _drawn_iou(demo_host, column: sheet.Column, mask_name: str) -> float:
     return geometry.mask_iou(geometry.foreground_mask(image[None]), mask).item()
 
 
+@pytest.mark.skipif(not (files.SHIPPED / files.CONTROLNET).is_file(),
+                    reason="the demo ControlNet is not committed yet (scripts/demo_controlnet_gpu.sh makes it)")
 def test_lcm_lora_4_steps_with_the_controlnet_draws_the_shape_in_the_mask(demo_host):
-    """Measured on this CPU: with the ControlNet IoU 0.93, without it 0.12 (the teacher draws near the
-    centre, the mask is off-centre); the bounds sit between with room for other CPUs' rounding."""
+    """The mask (seed 3: centre (-0.30, -0.24), radius 0.35) overlaps the world's usual squares by IoU 0.23 on
+    average, so without the ControlNet the drawn square misses it; with it, the square must fill it. Bounds
+    not yet tuned to a measurement: the trained file is not shipped (the test skips until it is); set them
+    from the first CPU run of the shipped file."""
     mask_name = "cn_test_mask.png"
     sheet.control_mask(SCENE, demo_host.base / "input" / mask_name, seed=MASK_SEED)
     columns = {column.key: column for column in sheet.COLUMNS}
