@@ -9,6 +9,7 @@ Everything is made in code from seeds, without downloads:
 * :mod:`.nets`, :mod:`.train` -- ComfyUI's own TAESD and one-level SD1.5 UNet classes set up for training,
   the attribute classifier and a kohya-format LoRA for the style;
 * :mod:`.files` -- where the shipped files live and how the full checkpoint is assembled at set-up;
+* :mod:`.geometry` -- where the drawn shape is (segmentation by the known colours) and mask IoU;
 * :mod:`.evaluate`, :mod:`.sheet` -- the quality numbers and the main job's side-by-side sheets.
 
 docs/demo_model_card.md says what was trained, how, and how well it came out.

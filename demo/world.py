@@ -30,6 +30,11 @@ STRIPE_SHADE = 0.35
 STRIPE_PERIOD = 0.25  # in the [-1, 1] image coordinates: 16 px at 128 px
 ATTRIBUTES = ("shape", "fill", "background", "style")
 ATTRIBUTE_SIZES = {"shape": len(SHAPES), "fill": len(FILLS), "background": len(BACKGROUNDS), "style": 2}
+# The demo ControlNet's masks (``render_with_masks(placement=...)``): centres up to +-0.3, radii 0.30-0.46,
+# so a shape can be put well away from where the world draws it; the triangle's apex (1.2 r above the centre)
+# stays inside 0.852 of the half-width, out of the outer 1/16 of the image that demo/geometry.py reads as
+# background.
+CONTROL_PLACEMENT = (0.3, 0.30, 0.16)
 
 
 @dataclass(frozen=True)
@@ -109,9 +114,20 @@ def render(labels: torch.Tensor, generator: torch.Generator, resolution: int = R
     +-0.04 per channel, applied to fill and background alike. The random numbers are drawn on the CPU, so
     ``device`` changes only where the pixels are computed.
     """
+    return render_with_masks(labels, generator, resolution, device)[0]
+
+
+def render_with_masks(labels: torch.Tensor, generator: torch.Generator, resolution: int = RESOLUTION,
+                      device: torch.device | str = "cpu", placement: tuple[float, float, float] = (0.12, 0.42, 0.14),
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`render`'s images (same generator draws, same pixels) and the shapes' coverage ``[N, H, W]`` in
+    [0, 1]: the analytic mask averaged over each pixel's 2 x 2 supersamples (the control of the demo
+    ControlNet; ``> 0.5`` is the shape's mask). ``placement`` = (largest centre offset, smallest radius,
+    radius range): the world's jitter by default, :data:`CONTROL_PLACEMENT` for the ControlNet's masks."""
     count = labels.shape[0]
-    centre = ((torch.rand(count, 2, generator=generator) - 0.5) * 0.24).to(device)
-    radius = (0.42 + 0.14 * torch.rand(count, generator=generator)).to(device)
+    offset, radius_min, radius_span = placement
+    centre = ((torch.rand(count, 2, generator=generator) - 0.5) * (2 * offset)).to(device)
+    radius = (radius_min + radius_span * torch.rand(count, generator=generator)).to(device)
     tint = ((torch.rand(count, 3, generator=generator) - 0.5) * 0.08).to(device)
     labels = labels.to(device)
     size = 2 * resolution
@@ -128,7 +144,8 @@ def render(labels: torch.Tensor, generator: torch.Generator, resolution: int = R
     fill_image = fills[:, :, None, None] * shade[:, None]
     image = mask[:, None] * fill_image + (1 - mask[:, None]) * backgrounds[:, :, None, None]
     image = torch.nn.functional.avg_pool2d(image, 2)
-    return (image + tint[:, :, None, None]).clamp(0, 1)
+    coverage = torch.nn.functional.avg_pool2d(mask[:, None], 2)[:, 0]
+    return (image + tint[:, :, None, None]).clamp(0, 1), coverage
 
 
 def sample(count: int, seed: int, styled: bool | float = False, resolution: int = RESOLUTION,

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lcm_lora_pack.demo.sheet import sheet_columns
 from lcm_lora_pack.devkit.host import subprocess_env
 from PIL import Image
 
@@ -20,12 +21,16 @@ def test_main_job_writes_the_sheet_and_the_quality_table(tmp_path):
                           env=subprocess_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     demo = out / "demo"
+    columns = sheet_columns()  # 9 with the shipped ControlNet, else the first 5
     sheets = sorted(demo.glob("sheet_*.png"))
     assert [p.name for p in sheets] == ["sheet_red_circle_on_a_white_background.png"]
     with Image.open(sheets[0]) as sheet:
-        assert sheet.width > 5 * 256
-    assert len(list((demo / "images").glob("*.png"))) == 5
+        assert sheet.width > len(columns) * 256
+    images = sorted(p.name for p in (demo / "images").glob("*.png"))
+    assert images == sorted(f"red_circle_on_a_white_background_{c.key}.png" for c in columns)
     summary = (demo / "summary.md").read_text()
     assert "| a red circle on a white background |" in summary
+    # the ControlNet columns (teacher, LCM-LoRA, + style) when the demo ControlNet is shipped
+    assert summary.count("mask IoU") == sum(c.control for c in columns)
     assert "| LCM-LoRA, LCM, 4 steps, cfg 1 |" in summary and "| target | measured | met |" in summary
     assert (demo / "quality.md").read_text() in summary
