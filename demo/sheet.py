@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..devkit.host import EXECUTOR_CACHE_ARGS
-from . import files, world
+from . import files, shape_check, world
 
 LOG = logging.getLogger(__name__)
 DEFAULT_PROMPTS = ((0, 0, 0), (2, 2, 1), (3, 3, 2))  # (shape, fill, background): red circle/white, ...
@@ -141,10 +141,15 @@ def load_png(path: Path) -> torch.Tensor:
 
 
 def verdict(classifier, image: torch.Tensor, scene: world.Scene) -> tuple[str, bool]:
-    """The classifier's reading of ``image`` as words, and whether it matches ``scene`` (style included)."""
-    predicted = world.Scene.from_labels(classifier.predict(image[None])[0].tolist())
-    correct = predicted.labels == scene.labels
-    return predicted.caption.removeprefix("a ").replace(" background", ""), correct
+    """The classifier's reading of ``image`` as words, and whether it matches ``scene`` (style included) with a
+    well-formed shape (the stricter check, :mod:`.shape_check`; a malformed one is said so)."""
+    labels = classifier.predict(image[None])
+    predicted = world.Scene.from_labels(labels[0].tolist())
+    check = shape_check.check(image[None], labels)
+    words = predicted.caption.removeprefix("a ").replace(" background", "")
+    if not bool(check.ok[0]):
+        words += f" (malformed: IoU {check.iou[0]:.2f}, stray colour {check.stray[0]:.0%})"
+    return words, predicted.labels == scene.labels and bool(check.ok[0])
 
 
 def compose(result: SheetResult, path: Path, scale: int = 2) -> Path:
