@@ -69,9 +69,13 @@ def _number(value) -> str:
 
 def quality_markdown(quality: dict, training: dict | None = None) -> str:
     rows = quality.get("rows", {})
+    strict = any("joint_classifier" in row["accuracy"] for row in rows.values())
+    check = ("Accuracy: the stricter check (classifier reads the prompt and the shape is well formed); fine-tune "
+             "rows' Fréchet against the fine-tune's own 25-step images." if strict else
+             "Accuracy: the classifier's reading alone -- these numbers predate the stricter check (issue 26) and "
+             "were not re-measured with it.")
     lines = [f"Prompts: {quality.get('count')} (seed {quality.get('seed')}), device: {quality.get('device', '-')}. "
-             "Accuracy: the stricter check (classifier reads the prompt and the shape is well formed); fine-tune "
-             "rows' Fréchet against the fine-tune's own 25-step images.",
+             + check,
              "", "| configuration | accuracy | classifier only | well formed | style rate | Fréchet | area | seconds |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows.values():

@@ -17,7 +17,7 @@ dropout, EMA 0.999, bf16 autocast), AdamW 1.5e-4 (half the teacher's), warm-up 1
 Usage::
 
     python scripts/demo_finetune.py --embeddings caption_embeddings.safetensors --out OUT [--seconds 110]
-    python scripts/demo_finetune.py --embeddings ... --out OUT --toy        # 2 steps on a CPU (a dry run)
+    python scripts/demo_finetune.py --embeddings ... --out OUT --toy        # 3 steps on a CPU (a dry run)
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def parse_args(argv):
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1.5e-4)
     parser.add_argument("--seconds", type=float, default=1e9, help="stop early after this many seconds")
-    parser.add_argument("--toy", action="store_true", help="2 steps of batch 2 (a CPU dry run)")
+    parser.add_argument("--toy", action="store_true", help="3 warm-up steps of batch 4 (a CPU dry run)")
     return parser.parse_args(argv)
 
 
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     teacher = files.load_tensors(files.shipped(files.UNET_VAE, options.folder))
     unet, vae = load_modules(teacher, device)
     embeddings = files.load_tensors(options.embeddings)["embeddings"].to(device=device, dtype=torch.float32)
-    stage = (train.Stage(2, 2, options.lr, SEED, warmup=1) if options.toy else
+    stage = (train.Stage(3, 4, options.lr, SEED, warmup=100) if options.toy else
              train.Stage(options.steps, options.batch, options.lr, SEED, max_seconds=options.seconds, warmup=100))
     start = time.perf_counter()
     tuned, info = train.train_teacher(stage, vae, embeddings, device, init=unet, jitter=world.SMALL)

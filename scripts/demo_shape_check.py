@@ -15,16 +15,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
 from pathlib import Path
 
 import torch
-from lcm_lora_pack.demo import comfy_env, files, malformed, shape_check, world
+from lcm_lora_pack.demo import comfy_env, files, malformed, nets, shape_check, world
 
 LOG = logging.getLogger("demo_shape_check")
 SEED = 26
+CHUNK = 128
 
 
 def parse_args(argv):
@@ -35,39 +37,52 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def vae_round_trip(folder: Path, images: torch.Tensor) -> torch.Tensor:
-    comfy_env.prepare()
-    import comfy.sd
+@functools.lru_cache(maxsize=1)
+def load_vae(folder: Path):
+    """The shipped TAESD (``first_stage_model.*`` of the teacher file) as ComfyUI's own module class."""
+    tensors = files.load_tensors(files.shipped(files.UNET_VAE, folder))
+    vae = nets.build_taesd(0)
+    vae.load_state_dict({k[len(nets.VAE_PREFIX):]: v.float() for k, v in tensors.items()
+                         if k.startswith(nets.VAE_PREFIX)})
+    return vae.eval()
 
-    _, _, vae, _ = comfy.sd.load_checkpoint_guess_config(str(files.shipped(files.UNET_VAE, folder)), output_vae=True,
-                                                         output_clip=False)
-    return vae.decode(vae.encode(images.movedim(1, -1))).movedim(-1, 1).float().cpu().clamp(0, 1)
+
+@torch.no_grad()
+def vae_round_trip(folder: Path, images: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+    """Encode and decode with the shipped VAE (the latent scaling cancels: decoder(encoder(x)))."""
+    vae = load_vae(folder)
+    return torch.cat([vae.taesd_decoder(vae.taesd_encoder(images[i:i + chunk])).clamp(0, 1)
+                      for i in range(0, len(images), chunk)])
 
 
-def image_sets(folder: Path, count: int):
-    """``name -> (images, prompt labels, is a hard negative)``."""
-    labels = world.random_labels(count, torch.Generator().manual_seed(SEED))
+def image_sets(folder: Path, labels: torch.Tensor, seed: int):
+    """``name -> (images, prompt labels, is a hard negative)`` for plain prompts ``labels``."""
     striped = labels.clone()
     striped[:, 3] = 1
-    real = world.render(labels, torch.Generator().manual_seed(SEED + 1))
+    real = world.render(labels, torch.Generator().manual_seed(seed + 1))
     sets = {"real": (real, labels, False),
-            "real_striped": (world.render(striped, torch.Generator().manual_seed(SEED + 2)), striped, False),
-            "real_small_world": (world.render(labels, torch.Generator().manual_seed(SEED + 3), jitter=world.SMALL),
+            "real_striped": (world.render(striped, torch.Generator().manual_seed(seed + 2)), striped, False),
+            "real_small_world": (world.render(labels, torch.Generator().manual_seed(seed + 3), jitter=world.SMALL),
                                  labels, False),
             "real_vae_round_trip": (vae_round_trip(folder, real), labels, False)}
     for offset, kind in enumerate(malformed.KINDS):
-        sets[kind] = (malformed.render(labels, kind, torch.Generator().manual_seed(SEED + 10 + offset)), labels, True)
+        sets[kind] = (malformed.render(labels, kind, torch.Generator().manual_seed(seed + 10 + offset)), labels, True)
     return sets
 
 
 @torch.no_grad()
-def measure(classifier, images: torch.Tensor, labels: torch.Tensor) -> dict:
+def measure(classifier, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per image: the classifier's joint reading (shape, fill, background), the stricter verdict, IoU, stray share."""
     predicted = classifier.predict(images)
-    read = (predicted[:, :3] == labels[:, :3]).all(1)  # shape, fill, background: the "joint" reading
+    read = (predicted[:, :3] == labels[:, :3]).all(1)
     report = shape_check.check(images, predicted)
-    return {"classifier_accepts": read.float().mean().item(), "strict_accepts": (read & report.ok).float().mean().item(),
-            "iou_median": report.iou.median().item(), "iou_p01": report.iou.quantile(0.01).item(),
-            "stray_p99": report.stray.quantile(0.99).item()}
+    return {"read": read, "strict": read & report.ok, "iou": report.iou, "stray": report.stray}
+
+
+def summary(values: dict[str, torch.Tensor]) -> dict:
+    return {"classifier_accepts": values["read"].float().mean().item(),
+            "strict_accepts": values["strict"].float().mean().item(), "iou_median": values["iou"].median().item(),
+            "iou_p01": values["iou"].quantile(0.01).item(), "stray_p99": values["stray"].quantile(0.99).item()}
 
 
 def markdown(results: dict) -> str:
@@ -81,12 +96,22 @@ def markdown(results: dict) -> str:
 
 def main(argv=None) -> int:
     options = parse_args(argv)
+    comfy_env.prepare()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
     classifier = files.load_classifier(options.folder)
     results = {"count": options.count, "seed": SEED, "min_iou": shape_check.MIN_IOU,
                "max_stray": shape_check.MAX_STRAY, "torch": torch.__version__, "sets": {}}
-    for name, (images, labels, negative) in image_sets(options.folder, options.count).items():
-        results["sets"][name] = {"hard_negative": negative, **measure(classifier, images, labels)}
+    collected: dict[str, dict] = {}
+    all_labels = world.random_labels(options.count, torch.Generator().manual_seed(SEED))
+    for start in range(0, options.count, CHUNK):  # in chunks: the supersampled renders are large
+        sets = image_sets(options.folder, all_labels[start:start + CHUNK], SEED + 100 * start)
+        for name, (images, labels, negative) in sets.items():
+            values = measure(classifier, images, labels)
+            entry = collected.setdefault(name, {"hard_negative": negative, "values": []})
+            entry["values"].append(values)
+    for name, entry in collected.items():
+        values = {key: torch.cat([v[key] for v in entry["values"]]) for key in entry["values"][0]}
+        results["sets"][name] = {"hard_negative": entry["hard_negative"], **summary(values)}
         LOG.info("%s: %s", name, results["sets"][name])
     options.out.mkdir(parents=True, exist_ok=True)
     (options.out / "shape_check.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lcm_lora_pack.demo import finetune
+from lcm_lora_pack.demo import finetune, world
+
+PROMPT = world.Scene(shape=0, fill=0, background=0)  # "a red circle on a white background"
 
 
 def _teacher_and_tuned(seed: int = 0):
@@ -46,3 +48,59 @@ def test_delta_for_another_teacher_is_refused():
         finetune.apply_delta(other, delta)
     with pytest.raises(ValueError, match="missing"):
         finetune.quantise_delta({k: v for k, v in tuned.items() if k != "norm.bias"}, base)
+
+
+@pytest.fixture(scope="module")
+def tuned(comfy, tmp_path_factory):
+    """The teacher, and a fine-tune made by scripts/demo_finetune.py (its CPU size: 3 steps, every UNet weight
+    trained, on world.SMALL), shipped as its delta and assembled as users assemble it; both loaded by core's
+    ``CheckpointLoaderSimple``. (The GPU-size fine-tune is not shipped: docs/demo_model_card.md.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lcm_lora_pack.demo import comfy_env, files
+    from lcm_lora_pack.devkit.host import subprocess_env
+
+    models = files.install(comfy.base / "models")
+    teacher, clip, vae = comfy.run_node("CheckpointLoaderSimple", ckpt_name=files.CHECKPOINT)
+    table = torch.zeros(len(world.all_captions()), 77, 768)  # the rows this test samples; the rest stay zero
+    for index in (0, world.all_captions().index(PROMPT.caption)):
+        table[index] = comfy_env.clip_text_encode(clip, world.all_captions()[index])[0].float()
+    work = tmp_path_factory.mktemp("finetune")
+    files.save_tensors({"embeddings": table}, work / "caption_embeddings.safetensors", dtype=None)
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "scripts" / "demo_finetune.py"), "--embeddings",
+                           str(work / "caption_embeddings.safetensors"), "--out", str(work), "--toy"],
+                          capture_output=True, text=True, timeout=900, cwd=repo, env=subprocess_env())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    files.assemble_checkpoint(models / "checkpoints" / files.FINETUNE_CHECKPOINT, delta=work / files.FINETUNE_DELTA)
+    model = comfy.run_node("CheckpointLoaderSimple", ckpt_name=files.FINETUNE_CHECKPOINT)[0]
+    return teacher, model, vae, table
+
+
+@pytest.mark.slow
+def test_fine_tune_loads_as_sd15_with_every_unet_tensor_changed(tuned):
+    teacher, model, _, _ = tuned
+    assert type(model.model.model_config).__name__ == "SD15"
+    before = teacher.model.diffusion_model.state_dict()
+    after = model.model.diffusion_model.state_dict()
+    assert sorted(before) == sorted(after)
+    changed = [name for name in after if not torch.equal(after[name], before[name])]
+    assert len(changed) >= 0.9 * len(after), f"only {len(changed)} of {len(after)} UNet tensors changed"
+
+
+@pytest.mark.slow
+def test_base_lcm_lora_draws_a_fixed_prompt_on_the_fine_tune_at_4_steps(tuned):
+    from lcm_lora_pack.demo import evaluate, files, shape_check
+    from lcm_lora_pack.host.comfy_apply import apply_lora
+    from lcm_lora_pack.lora.io import read_lora_file
+
+    _, model, vae, table = tuned
+    lcm = apply_lora(model, None, read_lora_file(files.SHIPPED / files.LCM_LORA)).model
+    config = next(c for c in evaluate.CONFIGS if c.name == "ft_lcm_4")
+    images = evaluate.generate(lcm, vae, table, torch.tensor([PROMPT.labels]), config, seed=42)
+    predicted = files.load_classifier().predict(images)
+    assert predicted[0].tolist() == list(PROMPT.labels)
+    report = shape_check.check(images, predicted)
+    assert bool(report.ok[0]), (report.iou, report.stray)
