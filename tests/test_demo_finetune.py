@@ -80,14 +80,19 @@ def tuned(comfy, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_fine_tune_loads_as_sd15_with_every_unet_tensor_changed(tuned):
+def test_fine_tune_loads_as_sd15_with_its_unet_changed_in_full(tuned):
+    """A full fine-tune, not a LoRA: most UNet tensors differ in fp16 after 3 warm-up steps (measured 141 of 168;
+    the rest are norm scales near 1, whose fp16 spacing is larger than the steps) and a changed attention
+    projection's change has full rank, beyond any LoRA's."""
     teacher, model, _, _ = tuned
     assert type(model.model.model_config).__name__ == "SD15"
     before = teacher.model.diffusion_model.state_dict()
     after = model.model.diffusion_model.state_dict()
     assert sorted(before) == sorted(after)
     changed = [name for name in after if not torch.equal(after[name], before[name])]
-    assert len(changed) >= 0.9 * len(after), f"only {len(changed)} of {len(after)} UNet tensors changed"
+    assert len(changed) >= 0.8 * len(after), f"only {len(changed)} of {len(after)} UNet tensors changed"
+    name = next(n for n in changed if n.endswith("attn1.to_q.weight"))
+    assert torch.linalg.matrix_rank((after[name] - before[name]).double()) > 64, name
 
 
 @pytest.mark.slow
