@@ -148,7 +148,7 @@ def verdict(classifier, image: torch.Tensor, scene: world.Scene) -> tuple[str, b
     check = shape_check.check(image[None], labels)
     words = predicted.caption.removeprefix("a ").replace(" background", "")
     if not bool(check.ok[0]):
-        words += f" (malformed: IoU {check.iou[0]:.2f}, stray colour {check.stray[0]:.0%})"
+        words += f" (malformed, IoU {check.iou[0]:.2f})"
     return words, predicted.labels == scene.labels and bool(check.ok[0])
 
 
