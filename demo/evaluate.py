@@ -94,11 +94,17 @@ def lcm_sample(model, noise, latent, positive, negative, steps: int, seed: int) 
                                       positive, [], latent, disable_pbar=True, seed=seed)
 
 
-def generate(model, vae, embeddings, labels: torch.Tensor, config: Config, seed: int) -> torch.Tensor:
-    """Images ``[N, 3, H, W]`` in [0, 1] of ``labels`` under ``config`` (noise from ``seed`` as KSampler draws it)."""
+def generate(model, vae, embeddings, labels: torch.Tensor, config: Config, seed: int, control=None) -> torch.Tensor:
+    """Images ``[N, 3, H, W]`` in [0, 1] of ``labels`` under ``config`` (noise from ``seed`` as KSampler draws it);
+    ``control`` = (a loaded ControlNet, its hint images ``[N, H, W, 3]``) applies it as ``ControlNetApplyAdvanced``
+    does, strength 1."""
     import comfy.sample
 
     positive, negative = conditioning(embeddings, labels)
+    if control is not None:
+        from .controlnet import apply_control
+
+        positive, negative = apply_control(positive, negative, *control)
     size = world.RESOLUTION // 8
     latent = torch.zeros(len(labels), 4, size, size)
     noise = comfy.sample.prepare_noise(latent, seed)

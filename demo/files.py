@@ -7,15 +7,17 @@ Shipped (fp16 safetensors, written once by scripts/demo_train.py and scripts/dem
 * ``demo_shapes_lcm_lora.safetensors`` -- the LCM-LoRA distilled from that teacher by the pack's trainer;
 * ``demo_shapes_striped_style.safetensors`` -- the style LoRA (trigger phrase ``striped style``);
 * ``demo_shapes_classifier.safetensors`` -- the attribute classifier of the quality numbers;
+* ``demo_shapes_controlnet_mask.safetensors`` -- the ControlNet (the shape's mask as control; core's
+  Control-LoRA format), written once by scripts/demo_controlnet.py;
 * ``demo_shapes_small_finetune_delta.safetensors`` -- the fine-tuned teacher (issue 26) as an int8 delta on
-  the teacher (:mod:`.finetune`, written by scripts/demo_finetune.py);
+  the teacher (:mod:`.finetune`, written by scripts/demo_finetune.py; not shipped yet);
 * ``clip_l_fingerprint.json`` -- the fingerprint of the generated CLIP-L; ``training.json`` and
   ``quality.json`` -- what training and evaluation reported.
 
 Set-up (:func:`install`) writes a ComfyUI ``models`` folder: ``checkpoints/demo_shapes_sd15.safetensors``
-(UNet + VAE + the CLIP-L generated from its seed and checked against the fingerprint) and the two LoRAs in
-``loras/``. It is skipped when the files are already there and up to date. :func:`assemble_finetune` writes the
-fine-tune's checkpoint the same way (teacher + delta + CLIP-L).
+(UNet + VAE + the CLIP-L generated from its seed and checked against the fingerprint), the two LoRAs in
+``loras/`` and the ControlNet in ``controlnet/``. It is skipped when the files are already there and up to date.
+:func:`assemble_finetune` writes the fine-tune's checkpoint the same way (teacher + delta + CLIP-L).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ UNET_VAE = "demo_shapes_sd15_unet_vae.safetensors"
 LCM_LORA = "demo_shapes_lcm_lora.safetensors"
 STYLE_LORA = "demo_shapes_striped_style.safetensors"
 CLASSIFIER = "demo_shapes_classifier.safetensors"
+CONTROLNET = "demo_shapes_controlnet_mask.safetensors"
 FINGERPRINT = "clip_l_fingerprint.json"
 CHECKPOINT = "demo_shapes_sd15.safetensors"
 FINETUNE_DELTA = "demo_shapes_small_finetune_delta.safetensors"
@@ -110,10 +113,11 @@ def _stamp_text(folder: Path) -> str:
 
 
 def install(models_root: Path, folder: Path = SHIPPED, with_loras: bool = True) -> Path:
-    """Put the demo family into a ComfyUI ``models`` folder (``checkpoints/``, ``loras/``); returns it.
+    """Put the demo family into a ComfyUI ``models`` folder (``checkpoints/``, ``loras/``, ``controlnet/``);
+    returns it.
 
-    The checkpoint is re-assembled only when the shipped UNet/VAE changed; LoRAs are linked (copied where
-    links are not possible).
+    The checkpoint is re-assembled only when the shipped UNet/VAE changed; the LoRAs and the ControlNet are
+    linked (copied where links are not possible).
     """
     checkpoint = models_root / "checkpoints" / CHECKPOINT
     stamp, expected = _stamp(models_root), _stamp_text(folder)
@@ -122,9 +126,9 @@ def install(models_root: Path, folder: Path = SHIPPED, with_loras: bool = True) 
         assemble_checkpoint(checkpoint, folder)
         stamp.write_text(expected)
     if with_loras:
-        for name in (LCM_LORA, STYLE_LORA):
+        for name, kind in ((LCM_LORA, "loras"), (STYLE_LORA, "loras"), (CONTROLNET, "controlnet")):
             source = folder / name
-            target = models_root / "loras" / name
+            target = models_root / kind / name
             if not source.is_file() or target.exists():
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,13 @@
 """The main job on the demo family: per prompt, five ComfyUI graphs side by side on one sheet.
 
 Columns (issue 13): teacher 25-step DPM++ 2M cfg 7.5 | teacher 4-step (same sampler) | LCM-LoRA 4-step LCM
-cfg 1 | LCM-LoRA + style 4-step | teacher + style 25-step. Each column is an API prompt of core and pack nodes
-(``CheckpointLoaderSimple``, ``CLIPTextEncode``, ``LCMPack_LCMLoraLoader``, ``LoraLoaderModelOnly``,
-``KSampler``, ``LCMPack_KSamplerLCM``, ``VAEDecode``, ``SaveImage``) validated and executed by ComfyUI's own
-executor. One executor with ComfyUI's classic cache runs them all, so a column's seconds are what a user
+cfg 1 | LCM-LoRA + style 4-step | teacher + style 25-step; then (issue 24) the control -- the prompt's shape
+as a mask at another place and size (:func:`control_mask`) -- and, with the demo ControlNet applied to it:
+teacher 25-step | LCM-LoRA 4-step | LCM-LoRA + style 4-step. Each column is an API prompt of core and pack
+nodes (``CheckpointLoaderSimple``, ``CLIPTextEncode``, ``LCMPack_LCMLoraLoader``, ``LoraLoaderModelOnly``,
+``LoadImage``, ``ControlNetLoader``, ``ControlNetApplyAdvanced``, ``KSampler``, ``LCMPack_KSamplerLCM``,
+``VAEDecode``, ``SaveImage``) validated and executed by ComfyUI's own executor; the control column shows the
+mask image itself. One executor with ComfyUI's classic cache runs them all, so a column's seconds are what a user
 re-queueing sees (model loading and prompt encoding cached; LoRA patching and sampling counted). Under each
 image: seconds and the attribute classifier's verdict.
 """
@@ -35,6 +38,8 @@ class Column:
     steps: int
     lcm: bool = False
     style: bool = False
+    control: bool = False
+    graph: bool = True
 
 
 COLUMNS = (
@@ -43,6 +48,10 @@ COLUMNS = (
     Column("lcm4", "LCM-LoRA 4-step LCM cfg 1", 4, lcm=True),
     Column("lcm4style", "LCM-LoRA + style 4-step", 4, lcm=True, style=True),
     Column("teacher25style", "teacher + style 25-step", 25, style=True),
+    Column("control", "control: the mask (ControlNet input)", 0, graph=False),
+    Column("teacher25cn", "teacher 25-step + ControlNet", 25, control=True),
+    Column("lcm4cn", "LCM-LoRA 4-step + ControlNet", 4, lcm=True, control=True),
+    Column("lcm4stylecn", "LCM-LoRA + style 4-step + ControlNet", 4, lcm=True, style=True, control=True),
 )
 
 
@@ -54,6 +63,7 @@ class Cell:
     verdict: str = ""
     correct: bool = False
     error: str = ""
+    iou: float | None = None  # ControlNet columns: IoU of the drawn shape with the control mask
 
 
 @dataclass
@@ -63,8 +73,32 @@ class SheetResult:
     cells: list[Cell] = field(default_factory=list)
 
 
-def column_prompt(column: Column, scene: world.Scene, prefix: str) -> dict:
-    """The API prompt of one column."""
+def control_mask(scene: world.Scene, path: Path, seed: int = SEED) -> Path:
+    """The control of ``scene``'s sheet: its shape's mask (white on black PNG) at a place and size drawn from
+    ``world.CONTROL_PLACEMENT`` with ``seed``, saved at ``path`` (for ``LoadImage``)."""
+    from PIL import Image
+
+    labels = torch.tensor([scene.labels])
+    _, coverage = world.render_with_masks(labels, torch.Generator().manual_seed(seed),
+                                          jitter=world.CONTROL_PLACEMENT)
+    pixels = (coverage[0] * 255).round().to(torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.numpy(), mode="L").convert("RGB").save(path)
+    return path
+
+
+def _add_control(prompt: dict, control_image: str) -> None:
+    """``LoadImage`` -> ``ControlNetApplyAdvanced`` (the shipped demo ControlNet, strength 1) on both prompts."""
+    prompt["hint"] = {"class_type": "LoadImage", "inputs": {"image": control_image}}
+    prompt["cnet"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": files.CONTROLNET}}
+    prompt["apply"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+        "positive": ["pos", 0], "negative": ["neg", 0], "control_net": ["cnet", 0], "image": ["hint", 0],
+        "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}}
+
+
+def column_prompt(column: Column, scene: world.Scene, prefix: str, control_image: str | None = None) -> dict:
+    """The API prompt of one column (``control_image``: the mask's name in ComfyUI's input folder, for the
+    ControlNet columns)."""
     caption = world.Scene(scene.shape, scene.fill, scene.background, column.style).caption
     prompt = {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": files.CHECKPOINT}},
@@ -86,6 +120,9 @@ def column_prompt(column: Column, scene: world.Scene, prefix: str) -> dict:
     prompt["pos"] = {"class_type": "CLIPTextEncode", "inputs": {"text": caption, "clip": ["ckpt", 1]}}
     prompt["neg"] = {"class_type": "CLIPTextEncode", "inputs": {"text": NEGATIVE, "clip": ["ckpt", 1]}}
     links = {"model": model, "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0]}
+    if column.control:
+        _add_control(prompt, control_image)
+        links.update(positive=["apply", 0], negative=["apply", 1])
     if column.lcm:
         prompt["sampler"] = {"class_type": "LCMPack_KSamplerLCM", "inputs": {
             "seed": SEED, "steps": column.steps, "cfg": 1.0, "sampler": "lcm", "gamma": 0.3, "denoise": 1.0, **links}}
@@ -172,8 +209,10 @@ def compose(result: SheetResult, path: Path, scale: int = 2) -> Path:
             with Image.open(cell.image) as image:
                 sheet.paste(image.convert("RGB").resize((size, size), Image.NEAREST), (x, y + head))
         colour = (0, 120, 0) if cell.correct else (200, 0, 0)
-        draw.text((x, y + head + size + 4), f"{cell.seconds:.1f} s" if not cell.error else "failed",
-                  fill="black", font=font)
+        note = "failed" if cell.error else (f"{cell.seconds:.1f} s" if cell.column.graph else "")
+        if cell.iou is not None:
+            note += f", mask IoU {cell.iou:.2f}"
+        draw.text((x, y + head + size + 4), note, fill="black", font=font)
         draw.text((x, y + head + size + 18), ("ok: " if cell.correct else "WRONG: ") + (cell.verdict or cell.error[:40]),
                   fill=colour, font=font)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,18 +220,39 @@ def compose(result: SheetResult, path: Path, scale: int = 2) -> Path:
     return path
 
 
-def run_sheet(runner: CachedRunner, output_dir: Path, scene: world.Scene, classifier, out: Path) -> SheetResult:
-    """Run the five columns of one prompt, classify their images and write ``out/<caption>.png``."""
+def _control_cell(column: Column, mask: Path, image: Path) -> Cell:
+    import shutil
+
+    image.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(mask, image)
+    return Cell(column, image=image, verdict="the shape's mask", correct=True)
+
+
+def _mask_iou(image: torch.Tensor, mask: Path) -> float:
+    from .geometry import foreground_mask, mask_iou
+
+    return mask_iou(foreground_mask(image[None]), load_png(mask)[:1] > 0.5).item()
+
+
+def run_sheet(runner: CachedRunner, output_dir: Path, scene: world.Scene, classifier, out: Path,
+              input_dir: Path | None = None) -> SheetResult:
+    """Run the columns of one prompt, classify their images and write ``out/<caption>.png``; the control mask
+    is written to ComfyUI's ``input_dir`` (default: beside ``output_dir``)."""
     import shutil
 
     result = SheetResult(scene.caption)
     slug = scene.caption.removeprefix("a ").replace(" ", "_")
+    mask_name = f"demo_control_{slug}.png"
+    mask = control_mask(scene, (input_dir or output_dir.parent / "input") / mask_name)
     for column in COLUMNS:
+        if not column.graph:
+            result.cells.append(_control_cell(column, mask, out / "images" / f"{slug}_{column.key}.png"))
+            continue
         cell = Cell(column)
         target_scene = world.Scene(scene.shape, scene.fill, scene.background, column.style)
         start = time.perf_counter()
         try:
-            outputs = runner.run(column_prompt(column, scene, f"demo_{slug}_{column.key}"))
+            outputs = runner.run(column_prompt(column, scene, f"demo_{slug}_{column.key}", mask_name))
         except RuntimeError as error:
             cell.error = str(error)[:300]
             LOG.error("%s / %s failed: %s", scene.caption, column.key, cell.error)
@@ -203,9 +263,18 @@ def run_sheet(runner: CachedRunner, output_dir: Path, scene: world.Scene, classi
             cell.image.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(output_dir / saved.get("subfolder", "") / saved["filename"], cell.image)
             cell.verdict, cell.correct = verdict(classifier, load_png(cell.image), target_scene)
+            if column.control:
+                cell.iou = _mask_iou(load_png(cell.image), mask)
         result.cells.append(cell)
     result.sheet = compose(result, out / f"sheet_{slug}.png")
     return result
+
+
+def _summary_cell(cell: Cell) -> str:
+    if not cell.column.graph:
+        return cell.verdict
+    text = f"{cell.seconds:.1f} s, {'ok' if cell.correct else 'WRONG'} ({cell.verdict or 'failed'})"
+    return text + (f", mask IoU {cell.iou:.2f}" if cell.iou is not None else "")
 
 
 def summary_markdown(results: list[SheetResult], quality_table: str | None) -> str:
@@ -215,7 +284,7 @@ def summary_markdown(results: list[SheetResult], quality_table: str | None) -> s
              "prompt encoding cached, as when re-queueing); verdict = the attribute classifier's reading.", "",
              header, "|---|" + "---|" * len(COLUMNS)]
     for result in results:
-        cells = [f"{c.seconds:.1f} s, {'ok' if c.correct else 'WRONG'} ({c.verdict or 'failed'})" for c in result.cells]
+        cells = [_summary_cell(c) for c in result.cells]
         lines.append(f"| {result.caption} | " + " | ".join(cells) + " |")
     lines += ["", "Sheets: " + ", ".join(r.sheet.name for r in results if r.sheet), ""]
     lines += ["## Quality table (scripts/demo_evaluate.py, shipped numbers)", ""]

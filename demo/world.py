@@ -48,6 +48,11 @@ BASE = Jitter()
 # the area) anywhere in a 2.5x wider centre range. Its extent stays inside the frame geometry.py reads the
 # background from (triangle apex 0.30 + 1.2 x 0.38 = 0.76 < 0.875).
 SMALL = Jitter(centre=0.30, radius_low=0.30, radius_high=0.38)
+# The demo ControlNet's masks (``render_with_masks(jitter=CONTROL_PLACEMENT)``): centres up to +-0.3, radii
+# 0.30-0.46, so a shape can be put well away from where the world draws it; the triangle's apex (1.2 r above
+# the centre) stays inside 0.852 of the half-width, out of the outer 1/16 of the image that demo/geometry.py
+# reads as background.
+CONTROL_PLACEMENT = Jitter(centre=0.30, radius_low=0.30, radius_high=0.46)
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,8 @@ def render_with_masks(labels: torch.Tensor, generator: torch.Generator, resoluti
                       device: torch.device | str = "cpu", jitter: Jitter = BASE) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`render`'s images (same generator draws, same pixels) and the shapes' coverage ``[N, H, W]`` in
     [0, 1]: the analytic mask averaged over each pixel's 2 x 2 supersamples (the control of the demo
-    ControlNet; ``> 0.5`` is the shape's mask)."""
+    ControlNet; ``> 0.5`` is the shape's mask). ``jitter``: the world's (:data:`BASE`) by default,
+    :data:`CONTROL_PLACEMENT` for the ControlNet's masks."""
     count = labels.shape[0]
     centre, radius, tint = (t.to(device) for t in draw_jitter(count, generator, jitter))
     labels = labels.to(device)

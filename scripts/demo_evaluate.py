@@ -38,16 +38,6 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def caption_embeddings(path: Path | None) -> torch.Tensor:
-    if path is not None:
-        return files.load_tensors(path)["embeddings"].float()
-    from lcm_lora_pack.demo import clip_init, world
-
-    state = clip_init.clip_l_state_dict()
-    clip_init.check_fingerprint(state, files.shipped(files.FINGERPRINT))
-    return comfy_env.encode_captions(comfy_env.text_encoder(state), world.all_captions())
-
-
 def main(argv=None) -> int:
     options = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
@@ -60,7 +50,7 @@ def main(argv=None) -> int:
                                        style if style.is_file() else None, finetune if finetune.is_file() else None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     classifier = files.load_classifier(folder).to(device)
-    embeddings = caption_embeddings(options.embeddings)
+    embeddings = comfy_env.caption_embeddings(options.embeddings)
     configs = [c for c in evaluate.CONFIGS if not options.only or c.name in options.only]
     quality = evaluate.evaluate(models, vae, embeddings, classifier, options.count, options.seed, configs)
     quality["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lcm_lora_pack.demo.sheet import COLUMNS
 from lcm_lora_pack.devkit.host import subprocess_env
 from PIL import Image
 
@@ -23,9 +24,11 @@ def test_main_job_writes_the_sheet_and_the_quality_table(tmp_path):
     sheets = sorted(demo.glob("sheet_*.png"))
     assert [p.name for p in sheets] == ["sheet_red_circle_on_a_white_background.png"]
     with Image.open(sheets[0]) as sheet:
-        assert sheet.width > 5 * 256
-    assert len(list((demo / "images").glob("*.png"))) == 5
+        assert sheet.width > len(COLUMNS) * 256
+    images = sorted(p.name for p in (demo / "images").glob("*.png"))
+    assert images == sorted(f"red_circle_on_a_white_background_{c.key}.png" for c in COLUMNS)
     summary = (demo / "summary.md").read_text()
     assert "| a red circle on a white background |" in summary
+    assert summary.count("mask IoU") == 3  # the three ControlNet columns (teacher, LCM-LoRA, + style)
     assert "| LCM-LoRA, LCM, 4 steps, cfg 1 |" in summary and "| target | measured | met |" in summary
     assert (demo / "quality.md").read_text() in summary
