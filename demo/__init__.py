@@ -10,6 +10,9 @@ Everything is made in code from seeds, without downloads:
   the attribute classifier and a kohya-format LoRA for the style;
 * :mod:`.files` -- where the shipped files live and how the full checkpoint is assembled at set-up;
 * :mod:`.geometry` -- where the drawn shape is (segmentation by the known colours) and mask IoU;
+* :mod:`.shape_check`, :mod:`.malformed` -- the stricter quality check (shape fit, one fill colour) and the
+  hard negatives it is measured on;
+* :mod:`.finetune` -- the fine-tuned teacher's shipped form (an int8 delta on the teacher);
 * :mod:`.evaluate`, :mod:`.sheet` -- the quality numbers and the main job's side-by-side sheets.
 
 docs/demo_model_card.md says what was trained, how, and how well it came out.

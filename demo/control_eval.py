@@ -35,7 +35,7 @@ def control_prompts(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, 
     """``(labels [N, 4], control coverage [N, H, W], real images [N, 3, H, W])`` of ``count`` plain prompts."""
     labels = world.random_labels(count, torch.Generator().manual_seed(seed), styled=False)
     images, coverage = world.render_with_masks(labels, torch.Generator().manual_seed(seed + 1),
-                                               placement=world.CONTROL_PLACEMENT)
+                                               jitter=world.CONTROL_PLACEMENT)
     return labels, coverage, images
 
 

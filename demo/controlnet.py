@@ -121,7 +121,7 @@ def train_controlnet(stage: train.Stage, teacher, vae, embeddings, device, rank:
         generator = torch.Generator().manual_seed(stage.seed * 1_000_003 + step)
         labels = world.random_labels(stage.batch, generator, styled=False)
         images, coverage = world.render_with_masks(labels, generator, device=device,
-                                                   placement=world.CONTROL_PLACEMENT)
+                                                   jitter=world.CONTROL_PLACEMENT)
         return controlnet_loss(teacher, net, vae, embeddings, labels.to(device), images, coverage, alphas)
 
     done = train._loop(stage, "controlnet", params, step_fn)

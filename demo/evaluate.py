@@ -10,8 +10,14 @@ model sampling, its LCM grid and its exact LCM loop, cfg 1). LoRAs are applied b
 Fréchet distance (Heusel et al. 2017, arXiv 1706.08500) between Gaussians fitted to the classifier's
 128-wide features of generated images and of real images of the same prompts:
 ``|mu_g - mu_r|^2 + tr(S_g + S_r - 2 (S_g^1/2 S_r S_g^1/2)^1/2)``, computed in float64 with symmetric
-eigendecompositions. Accuracy is "joint": shape, fill and background all classified as the prompt says.
-Style rate: the share classified as striped.
+eigendecompositions. Accuracy is "joint" under the stricter check (issue 26): shape, fill and background all
+classified as the prompt says *and* the drawing well formed (:mod:`.shape_check`: the foreground fits the ideal
+shape of its kind, IoU >= 0.85, in one fill colour); ``joint_classifier`` is the classifier's reading alone.
+Style rate: the share classified as striped. Area: the mean share of the image the foreground covers.
+
+The fine-tune rows (``ft_*``, issue 26) sample the fine-tuned teacher (:mod:`.finetune`), alone or with the
+base LCM-LoRA unchanged; their Fréchet distance is against the fine-tune's own 25-step DPM++ images of the
+same prompts drawn from other noise (``ft_25`` against that draw is the row set's floor).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import comfy_env, world
+from . import comfy_env, geometry, shape_check, world
 
 LOG = logging.getLogger(__name__)
 TEACHER_CFG = 7.5
@@ -37,6 +43,7 @@ class Config:
     steps: int
     lcm: bool = False
     style: bool = False
+    finetune: bool = False
     sampler: str = "dpmpp_2m"
     scheduler: str = "karras"
 
@@ -57,7 +64,14 @@ CONFIGS = (
     Config("lcm_8", "LCM-LoRA, LCM, 8 steps, cfg 1", 8, lcm=True),
     Config("lcm_style_4", "LCM-LoRA + style LoRA, LCM, 4 steps, cfg 1", 4, lcm=True, style=True),
     Config("teacher_style_25", "teacher + style LoRA, DPM++ 2M Karras, 25 steps, cfg 7.5", 25, style=True),
+    Config("ft_25", "fine-tune (small shapes), DPM++ 2M Karras, 25 steps, cfg 7.5", 25, finetune=True),
+    Config("ft_4_dpmpp", "fine-tune, DPM++ 2M Karras, 4 steps, cfg 7.5", 4, finetune=True),
+    Config("ft_4_ddim", "fine-tune, DDIM (ddim_uniform), 4 steps, cfg 7.5", 4, finetune=True, sampler="ddim",
+           scheduler="ddim_uniform"),
+    Config("ft_lcm_2", "fine-tune + base LCM-LoRA, LCM, 2 steps, cfg 1", 2, lcm=True, finetune=True),
+    Config("ft_lcm_4", "fine-tune + base LCM-LoRA, LCM, 4 steps, cfg 1", 4, lcm=True, finetune=True),
 )
+FINETUNE_REFERENCE_SEED_OFFSET = 1000
 
 
 def conditioning(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[list, list]:
@@ -116,8 +130,9 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * middle).item()
 
 
-def load_models(unet_vae_path, lcm_lora_path, style_lora_path):
-    """``{"teacher", "lcm", "style", "lcm_style"}`` ModelPatchers and the VAE, LoRAs applied by the pack's loader."""
+def load_models(unet_vae_path, lcm_lora_path, style_lora_path, finetune_path=None):
+    """``{"teacher", "lcm", "style", "lcm_style", "finetune", "finetune_lcm"}`` ModelPatchers (those whose files
+    are given) and the VAE, LoRAs applied by the pack's loader; the fine-tune gets the base LCM-LoRA unchanged."""
     comfy_env.prepare()
     import comfy.sd
     from lcm_lora_pack.host.comfy_apply import apply_lora
@@ -125,6 +140,11 @@ def load_models(unet_vae_path, lcm_lora_path, style_lora_path):
 
     teacher, _, vae, _ = comfy.sd.load_checkpoint_guess_config(str(unet_vae_path), output_vae=True, output_clip=False)
     models = {"teacher": teacher}
+    if finetune_path:
+        models["finetune"] = comfy.sd.load_checkpoint_guess_config(str(finetune_path), output_vae=False,
+                                                                   output_clip=False)[0]
+        if lcm_lora_path:
+            models["finetune_lcm"] = apply_lora(models["finetune"], None, read_lora_file(lcm_lora_path)).model
     style = read_lora_file(style_lora_path) if style_lora_path else None
     if style is not None:
         models["style"] = apply_lora(teacher, None, style).model
@@ -136,6 +156,8 @@ def load_models(unet_vae_path, lcm_lora_path, style_lora_path):
 
 
 def model_for(models: dict, config: Config):
+    if config.finetune:
+        return models.get("finetune_lcm" if config.lcm else "finetune")
     key = ("lcm_style" if config.style else "lcm") if config.lcm else ("style" if config.style else "teacher")
     return models.get(key)
 
@@ -152,13 +174,30 @@ def classify(classifier, images: torch.Tensor, chunk: int = 512) -> tuple[torch.
     return torch.cat(predicted), torch.cat(features)
 
 
-def score(classifier, images: torch.Tensor, labels: torch.Tensor, real_features: torch.Tensor) -> dict:
-    """A row's numbers: attribute accuracy against ``labels``, Fréchet distance to ``real_features``, style rate."""
+def strict_accuracy(classifier, images: torch.Tensor, labels: torch.Tensor) -> tuple[dict, torch.Tensor, dict]:
+    """``(accuracy report under the stricter check, features, summary: style rate and the shape check's
+    well-formed share, median IoU and mean foreground area)``; the check runs on the classifier's device."""
     from .train import accuracy_report
 
+    device = next(classifier.parameters()).device
     predicted, features = classify(classifier, images)
-    return {"accuracy": accuracy_report(predicted, labels), "frechet": frechet_distance(features, real_features),
-            "style_rate": (predicted[:, 3] == 1).float().mean().item()}
+    images = images.to(device)
+    report = shape_check.check(images, predicted)
+    area = torch.cat([geometry.foreground_mask(images[i:i + 256]).float().mean((1, 2)).cpu()
+                      for i in range(0, len(images), 256)])
+    summary = {"style_rate": (predicted[:, 3] == 1).float().mean().item(), "well_formed": report.ok.float().mean().item(),
+               "iou_median": report.iou.median().item(), "area": area.mean().item()}
+    return accuracy_report(predicted, labels, report.ok), features, summary
+
+
+def score(classifier, images: torch.Tensor, labels: torch.Tensor, real_features: torch.Tensor | None) -> dict:
+    """A row's numbers: attribute accuracy against ``labels`` under the stricter check, Fréchet distance to
+    ``real_features`` (if given), style rate, shape-check summary."""
+    accuracy, features, summary = strict_accuracy(classifier, images, labels)
+    row = {"accuracy": accuracy, **summary}
+    if real_features is not None:
+        row["frechet"] = frechet_distance(features, real_features)
+    return row
 
 
 @torch.no_grad()
@@ -183,39 +222,59 @@ def floor_rows(vae, classifier, labels: torch.Tensor, seed: int, real_features: 
     return rows
 
 
+def real_rows(classifier, labels: torch.Tensor, seed: int) -> tuple[dict, dict]:
+    """Rows of real renders of ``labels`` (plain, striped, and the fine-tune's world :data:`world.SMALL`) under
+    the stricter check, and the real reference features per style flag."""
+    rows, real_features = {}, {}
+    for name, flag, jitter in (("real", False, world.BASE), ("real_striped", True, world.BASE),
+                               ("real_small", False, world.SMALL)):
+        flagged = labels.clone()
+        flagged[:, 3] = int(flag)
+        images = world.render(flagged, torch.Generator().manual_seed(seed + 1 + int(flag) + 2 * (jitter != world.BASE)),
+                              jitter=jitter)
+        label = "real images of the same prompts" + (" (striped)" if flag else "") + (
+            " (the fine-tune's world: small shapes)" if jitter != world.BASE else "")
+        accuracy, features, summary = strict_accuracy(classifier, images, flagged)
+        rows[name] = {"label": label, "accuracy": accuracy, **summary}
+        if jitter == world.BASE:
+            real_features[flag] = features
+    return rows, real_features
+
+
+def sample_rows(models, vae, embeddings, labels: torch.Tensor, config: Config, seed: int, chunk: int):
+    """``(images, seconds)`` of one config on ``labels`` (style flag set per config), batched by ``chunk``."""
+    prompt_labels = labels.clone()
+    prompt_labels[:, 3] = int(config.style)
+    start = time.perf_counter()
+    images = torch.cat([generate(model_for(models, config), vae, embeddings, prompt_labels[i:i + chunk], config,
+                                 seed + 17 + i) for i in range(0, len(labels), chunk)])
+    return images, prompt_labels, time.perf_counter() - start
+
+
 @torch.no_grad()
 def evaluate(models, vae, embeddings, classifier, count: int, seed: int, configs=CONFIGS,
              chunk: int = 256) -> dict:
-    """Every config on the same ``count`` prompts (plain or striped per config) and the same noise seeds."""
-    from .train import accuracy_report
-
-    generator = torch.Generator().manual_seed(seed)
-    labels = world.random_labels(count, generator, styled=False)
-    results = {"count": count, "seed": seed, "rows": {}}
-    real_features = {}
-    for flag in (False, True):
-        flagged = labels.clone()
-        flagged[:, 3] = int(flag)
-        images = world.render(flagged, torch.Generator().manual_seed(seed + 1 + int(flag)))
-        predicted, real_features[flag] = classify(classifier, images)
-        results["rows"]["real_striped" if flag else "real"] = {
-            "label": "real images of the same prompts" + (" (striped)" if flag else ""),
-            "accuracy": accuracy_report(predicted, flagged), "style_rate": (predicted[:, 3] == 1).float().mean().item()}
-    results["rows"].update(floor_rows(vae, classifier, labels, seed, real_features[False]))
+    """Every config on the same ``count`` prompts (plain or striped per config) and the same noise seeds; the
+    fine-tune's rows against its own 25-step images from other noise (see the module doc)."""
+    labels = world.random_labels(count, torch.Generator().manual_seed(seed), styled=False)
+    rows, real_features = real_rows(classifier, labels, seed)
+    results = {"count": count, "seed": seed, "rows": rows}
+    rows.update(floor_rows(vae, classifier, labels, seed, real_features[False]))
     for config in configs:
-        model = model_for(models, config)
-        if model is None:
-            LOG.warning("skipping %s: its LoRA is missing", config.name)
+        if model_for(models, config) is None:
+            LOG.warning("skipping %s: its model or LoRA is missing", config.name)
             continue
-        prompt_labels = labels.clone()
-        prompt_labels[:, 3] = int(config.style)
-        start = time.perf_counter()
-        images = torch.cat([generate(model, vae, embeddings, prompt_labels[i:i + chunk], config, seed + 17 + i)
-                            for i in range(0, count, chunk)])
-        seconds = time.perf_counter() - start
+        if config.finetune and "finetune" not in real_features:
+            reference = next(c for c in CONFIGS if c.name == "ft_25")
+            images, _, _ = sample_rows(models, vae, embeddings, labels, reference,
+                                       seed + FINETUNE_REFERENCE_SEED_OFFSET, chunk)
+            real_features["finetune"] = classify(classifier, images)[1]
+        images, prompt_labels, seconds = sample_rows(models, vae, embeddings, labels, config, seed, chunk)
+        reference = real_features["finetune" if config.finetune else config.style]
         row = {"label": config.label, "steps": config.steps, "seconds": round(seconds, 2),
-               **score(classifier, images, prompt_labels, real_features[config.style])}
-        results["rows"][config.name] = row
-        LOG.info("%s: joint %.3f, Fréchet %.3f, style rate %.3f (%.1f s)", config.name, row["accuracy"]["joint"],
-                 row["frechet"], row["style_rate"], seconds)
+               **score(classifier, images, prompt_labels, reference)}
+        rows[config.name] = row
+        LOG.info("%s: joint %.3f (classifier %.3f), Fréchet %.3f, style rate %.3f (%.1f s)", config.name,
+                 row["accuracy"]["joint"], row["accuracy"]["joint_classifier"], row["frechet"], row["style_rate"],
+                 seconds)
     return results

@@ -9,12 +9,15 @@ Shipped (fp16 safetensors, written once by scripts/demo_train.py and scripts/dem
 * ``demo_shapes_classifier.safetensors`` -- the attribute classifier of the quality numbers;
 * ``demo_shapes_controlnet_mask.safetensors`` -- the ControlNet (the shape's mask as control; core's
   Control-LoRA format), written once by scripts/demo_controlnet.py;
+* ``demo_shapes_small_finetune_delta.safetensors`` -- the fine-tuned teacher (issue 26) as an int8 delta on
+  the teacher (:mod:`.finetune`, written by scripts/demo_finetune.py; not shipped yet);
 * ``clip_l_fingerprint.json`` -- the fingerprint of the generated CLIP-L; ``training.json`` and
   ``quality.json`` -- what training and evaluation reported.
 
 Set-up (:func:`install`) writes a ComfyUI ``models`` folder: ``checkpoints/demo_shapes_sd15.safetensors``
 (UNet + VAE + the CLIP-L generated from its seed and checked against the fingerprint), the two LoRAs in
 ``loras/`` and the ControlNet in ``controlnet/``. It is skipped when the files are already there and up to date.
+:func:`assemble_finetune` writes the fine-tune's checkpoint the same way (teacher + delta + CLIP-L).
 """
 from __future__ import annotations
 
@@ -36,6 +39,9 @@ CLASSIFIER = "demo_shapes_classifier.safetensors"
 CONTROLNET = "demo_shapes_controlnet_mask.safetensors"
 FINGERPRINT = "clip_l_fingerprint.json"
 CHECKPOINT = "demo_shapes_sd15.safetensors"
+FINETUNE_DELTA = "demo_shapes_small_finetune_delta.safetensors"
+FINETUNE_UNET_VAE = "demo_shapes_sd15_small_unet_vae.safetensors"  # made from the delta, not shipped
+FINETUNE_CHECKPOINT = "demo_shapes_sd15_small.safetensors"
 ASSEMBLY_VERSION = "1"
 LOG = logging.getLogger(__name__)
 
@@ -72,14 +78,28 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def assemble_checkpoint(target: Path, folder: Path = SHIPPED) -> Path:
-    """``target`` = shipped UNet + VAE + the generated CLIP-L (float32, fingerprint-checked)."""
+def assemble_checkpoint(target: Path, folder: Path = SHIPPED, delta: Path | None = None) -> Path:
+    """``target`` = shipped UNet + VAE + the generated CLIP-L (float32, fingerprint-checked); with ``delta``
+    (a :mod:`.finetune` delta file) the UNet is the fine-tune rebuilt from it."""
     tensors = load_tensors(shipped(UNET_VAE, folder))
+    if delta is not None:
+        from .finetune import apply_delta
+
+        tensors = apply_delta(tensors, load_tensors(delta))
     clip = clip_init.clip_l_state_dict()
     clip_init.check_fingerprint(clip, shipped(FINGERPRINT))  # the repository's, wherever the UNet comes from
     tensors.update(clip)
     return save_tensors(tensors, target, {"demo": "lcm-lora-pack demo family, see docs/demo_model_card.md"},
                         dtype=None)
+
+
+def assemble_finetune(models_root: Path, folder: Path = SHIPPED) -> Path:
+    """``checkpoints/demo_shapes_sd15_small.safetensors`` in ``models_root``: the fine-tuned teacher (teacher +
+    the shipped delta + CLIP-L), an SD1.5 checkpoint like the teacher's; returns its path."""
+    target = models_root / "checkpoints" / FINETUNE_CHECKPOINT
+    if not target.is_file():
+        assemble_checkpoint(target, folder, delta=shipped(FINETUNE_DELTA, folder))
+    return target
 
 
 def _stamp(models_root: Path) -> Path:

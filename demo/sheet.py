@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..devkit.host import EXECUTOR_CACHE_ARGS
-from . import files, world
+from . import files, shape_check, world
 
 LOG = logging.getLogger(__name__)
 DEFAULT_PROMPTS = ((0, 0, 0), (2, 2, 1), (3, 3, 2))  # (shape, fill, background): red circle/white, ...
@@ -88,7 +88,7 @@ def control_mask(scene: world.Scene, path: Path, seed: int = SEED) -> Path:
 
     labels = torch.tensor([scene.labels])
     _, coverage = world.render_with_masks(labels, torch.Generator().manual_seed(seed),
-                                          placement=world.CONTROL_PLACEMENT)
+                                          jitter=world.CONTROL_PLACEMENT)
     pixels = (coverage[0] * 255).round().to(torch.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels.numpy(), mode="L").convert("RGB").save(path)
@@ -186,10 +186,15 @@ def load_png(path: Path) -> torch.Tensor:
 
 
 def verdict(classifier, image: torch.Tensor, scene: world.Scene) -> tuple[str, bool]:
-    """The classifier's reading of ``image`` as words, and whether it matches ``scene`` (style included)."""
-    predicted = world.Scene.from_labels(classifier.predict(image[None])[0].tolist())
-    correct = predicted.labels == scene.labels
-    return predicted.caption.removeprefix("a ").replace(" background", ""), correct
+    """The classifier's reading of ``image`` as words, and whether it matches ``scene`` (style included) with a
+    well-formed shape (the stricter check, :mod:`.shape_check`; a malformed one is said so)."""
+    labels = classifier.predict(image[None])
+    predicted = world.Scene.from_labels(labels[0].tolist())
+    check = shape_check.check(image[None], labels)
+    words = predicted.caption.removeprefix("a ").replace(" background", "")
+    if not bool(check.ok[0]):
+        words += f" (malformed, IoU {check.iou[0]:.2f})"
+    return words, predicted.labels == scene.labels and bool(check.ok[0])
 
 
 def compose(result: SheetResult, path: Path, scale: int = 2) -> Path:

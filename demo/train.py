@@ -10,6 +10,8 @@ fixed by its seeds (up to GPU non-determinism). Mixed precision: bf16 autocast, 
   ``make_beta_schedule("linear", 1000, 0.00085, 0.012)``), min-SNR-5 loss weighting (Hang et al. 2023,
   arXiv 2303.09556: weight min(SNR, 5) / SNR for eps), 10 % caption dropout to the empty caption for
   classifier-free guidance (Ho & Salimans 2022, arXiv 2207.12598), EMA of the weights.
+* Fine-tune (issue 26): the teacher's objective, every UNet weight trained, from the teacher's weights, on a
+  shifted world (:data:`world.SMALL`: smaller shapes anywhere) -- a fine-tuned model the LCM-LoRA never saw.
 * Style LoRA: the same objective on striped scenes (captions with the trigger phrase), base frozen.
 * Classifier: cross-entropy per attribute on real scenes, half of each batch passed through the trained
   autoencoder (what generated images look like), plus light pixel noise.
@@ -84,8 +86,8 @@ def _loop(stage: Stage, name: str, params, step_fn) -> int:
     return step + 1
 
 
-def _batch(stage: Stage, step: int, device, styled) -> tuple[torch.Tensor, torch.Tensor]:
-    return world.sample(stage.batch, stage.seed * 1_000_003 + step, styled=styled, device=device)
+def _batch(stage: Stage, step: int, device, styled, jitter: world.Jitter = world.BASE):
+    return world.sample(stage.batch, stage.seed * 1_000_003 + step, styled=styled, device=device, jitter=jitter)
 
 
 def train_vae(stage: Stage, device) -> tuple[nn.Module, dict]:
@@ -146,8 +148,12 @@ def diffusion_loss(unet, vae, embeddings, labels, images, alphas) -> torch.Tenso
     return (weight * per_sample).mean()
 
 
-def train_teacher(stage: Stage, vae, embeddings, device, ema_decay: float = 0.999) -> tuple[nn.Module, dict]:
-    unet = nets.build_unet(stage.seed).to(device)
+def train_teacher(stage: Stage, vae, embeddings, device, ema_decay: float = 0.999, init: nn.Module | None = None,
+                  jitter: world.Jitter = world.BASE) -> tuple[nn.Module, dict]:
+    """The teacher from scratch (seeded initialisation), or, with ``init``, a full fine-tune of a copy of that
+    UNet (all weights trained; EMA from its weights) on the world of ``jitter``."""
+    unet = (copy.deepcopy(init).requires_grad_(True).train() if init is not None
+            else nets.build_unet(stage.seed)).to(device)
     ema = copy.deepcopy(unet).requires_grad_(False)
     alphas = alphas_cumprod(device)
     params = [p for p in unet.parameters()]
@@ -157,10 +163,10 @@ def train_teacher(stage: Stage, vae, embeddings, device, ema_decay: float = 0.99
         if step > 0:  # EMA of the weights after the previous update
             decay = min(ema_decay, (1 + step) / (10 + step))
             torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
-        images, labels = _batch(stage, step, device, False)
+        images, labels = _batch(stage, step, device, False, jitter)
         return diffusion_loss(unet, vae, embeddings, labels, images, alphas)
 
-    done = _loop(stage, "teacher", params, step_fn)
+    done = _loop(stage, "teacher" if init is None else "fine-tune", params, step_fn)
     return ema.eval(), {"steps": done}
 
 
@@ -204,10 +210,16 @@ def train_classifier(stage: Stage, vae, device) -> tuple[nn.Module, dict]:
     return classifier, report
 
 
-def accuracy_report(predicted: torch.Tensor, labels: torch.Tensor) -> dict:
-    """Per-attribute accuracy, joint accuracy over shape+fill+background, and the style accuracy."""
+def accuracy_report(predicted: torch.Tensor, labels: torch.Tensor, well_formed: torch.Tensor | None = None) -> dict:
+    """Per-attribute accuracy, joint accuracy over shape+fill+background, and the style accuracy. With
+    ``well_formed`` (``[N]`` bool, :mod:`.shape_check`) the joint numbers also require a well-formed drawing
+    (the stricter check) and ``joint_classifier`` keeps the classifier's reading alone."""
     correct = predicted == labels
     out = {name: correct[:, i].float().mean().item() for i, name in enumerate(world.ATTRIBUTES)}
-    out["joint"] = correct[:, :3].all(1).float().mean().item()
-    out["joint_with_style"] = correct.all(1).float().mean().item()
+    joint, joint_style = correct[:, :3].all(1), correct.all(1)
+    if well_formed is not None:
+        out["joint_classifier"] = joint.float().mean().item()
+        joint, joint_style = joint & well_formed, joint_style & well_formed
+    out["joint"] = joint.float().mean().item()
+    out["joint_with_style"] = joint_style.float().mean().item()
     return out

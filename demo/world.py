@@ -30,11 +30,29 @@ STRIPE_SHADE = 0.35
 STRIPE_PERIOD = 0.25  # in the [-1, 1] image coordinates: 16 px at 128 px
 ATTRIBUTES = ("shape", "fill", "background", "style")
 ATTRIBUTE_SIZES = {"shape": len(SHAPES), "fill": len(FILLS), "background": len(BACKGROUNDS), "style": 2}
-# The demo ControlNet's masks (``render_with_masks(placement=...)``): centres up to +-0.3, radii 0.30-0.46,
-# so a shape can be put well away from where the world draws it; the triangle's apex (1.2 r above the centre)
-# stays inside 0.852 of the half-width, out of the outer 1/16 of the image that demo/geometry.py reads as
-# background.
-CONTROL_PLACEMENT = (0.3, 0.30, 0.16)
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """The uncaptioned variation of a world: centre offset up to +-``centre`` per axis, radius uniform in
+    [``radius_low``, ``radius_high``] (image half-width 1), colour tint up to +-``tint`` per channel."""
+
+    centre: float = 0.12
+    radius_low: float = 0.42
+    radius_high: float = 0.56
+    tint: float = 0.04
+
+
+BASE = Jitter()
+# The shifted world of the demo's fine-tuned teacher (issue 26): smaller shapes (radius 0.30-0.38, about half
+# the area) anywhere in a 2.5x wider centre range. Its extent stays inside the frame geometry.py reads the
+# background from (triangle apex 0.30 + 1.2 x 0.38 = 0.76 < 0.875).
+SMALL = Jitter(centre=0.30, radius_low=0.30, radius_high=0.38)
+# The demo ControlNet's masks (``render_with_masks(jitter=CONTROL_PLACEMENT)``): centres up to +-0.3, radii
+# 0.30-0.46, so a shape can be put well away from where the world draws it; the triangle's apex (1.2 r above
+# the centre) stays inside 0.852 of the half-width, out of the outer 1/16 of the image that demo/geometry.py
+# reads as background.
+CONTROL_PLACEMENT = Jitter(centre=0.30, radius_low=0.30, radius_high=0.46)
 
 
 @dataclass(frozen=True)
@@ -107,32 +125,42 @@ def _shape_masks(x: torch.Tensor, y: torch.Tensor, radius: torch.Tensor) -> torc
 
 
 def render(labels: torch.Tensor, generator: torch.Generator, resolution: int = RESOLUTION,
-           device: torch.device | str = "cpu") -> torch.Tensor:
+           device: torch.device | str = "cpu", jitter: Jitter = BASE) -> torch.Tensor:
     """Images ``[N, 3, H, W]`` in [0, 1] for ``labels`` (from :func:`random_labels`), jitter from ``generator``.
 
-    Jitter (not captioned): centre offset up to +-0.12, radius 0.42-0.56 (image half-width 1), colour tint
-    +-0.04 per channel, applied to fill and background alike. The random numbers are drawn on the CPU, so
-    ``device`` changes only where the pixels are computed.
+    Jitter (not captioned, :class:`Jitter`; :data:`BASE` by default): centre offset up to +-0.12, radius
+    0.42-0.56 (image half-width 1), colour tint +-0.04 per channel, applied to fill and background alike. The
+    random numbers are drawn on the CPU, so ``device`` changes only where the pixels are computed.
     """
-    return render_with_masks(labels, generator, resolution, device)[0]
+    return render_with_masks(labels, generator, resolution, device, jitter)[0]
 
 
-def render_with_masks(labels: torch.Tensor, generator: torch.Generator, resolution: int = RESOLUTION,
-                      device: torch.device | str = "cpu", placement: tuple[float, float, float] = (0.12, 0.42, 0.14),
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`render`'s images (same generator draws, same pixels) and the shapes' coverage ``[N, H, W]`` in
-    [0, 1]: the analytic mask averaged over each pixel's 2 x 2 supersamples (the control of the demo
-    ControlNet; ``> 0.5`` is the shape's mask). ``placement`` = (largest centre offset, smallest radius,
-    radius range): the world's jitter by default, :data:`CONTROL_PLACEMENT` for the ControlNet's masks."""
-    count = labels.shape[0]
-    offset, radius_min, radius_span = placement
-    centre = ((torch.rand(count, 2, generator=generator) - 0.5) * (2 * offset)).to(device)
-    radius = (radius_min + radius_span * torch.rand(count, generator=generator)).to(device)
-    tint = ((torch.rand(count, 3, generator=generator) - 0.5) * 0.08).to(device)
-    labels = labels.to(device)
+def draw_jitter(count: int, generator: torch.Generator, jitter: Jitter = BASE):
+    """``(centre [N, 2], radius [N], tint [N, 3])`` drawn from ``generator`` in this order (CPU)."""
+    centre = (torch.rand(count, 2, generator=generator) - 0.5) * 2 * jitter.centre
+    radius = jitter.radius_low + (jitter.radius_high - jitter.radius_low) * torch.rand(count, generator=generator)
+    tint = (torch.rand(count, 3, generator=generator) - 0.5) * 2 * jitter.tint
+    return centre, radius, tint
+
+
+def supersampled_grid(resolution: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(gx, gy)`` ``[2H, 2W]``: the 2x supersampled pixel centres, x right and y up, in [-1, 1]."""
     size = 2 * resolution
     coords = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) / size * 2 - 1
     gy, gx = torch.meshgrid(-coords, coords, indexing="ij")
+    return gx, gy
+
+
+def render_with_masks(labels: torch.Tensor, generator: torch.Generator, resolution: int = RESOLUTION,
+                      device: torch.device | str = "cpu", jitter: Jitter = BASE) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`render`'s images (same generator draws, same pixels) and the shapes' coverage ``[N, H, W]`` in
+    [0, 1]: the analytic mask averaged over each pixel's 2 x 2 supersamples (the control of the demo
+    ControlNet; ``> 0.5`` is the shape's mask). ``jitter``: the world's (:data:`BASE`) by default,
+    :data:`CONTROL_PLACEMENT` for the ControlNet's masks."""
+    count = labels.shape[0]
+    centre, radius, tint = (t.to(device) for t in draw_jitter(count, generator, jitter))
+    labels = labels.to(device)
+    gx, gy = supersampled_grid(resolution, device)
     x = gx[None] - centre[:, 0, None, None]
     y = gy[None] - centre[:, 1, None, None]
     masks = _shape_masks(x, y, radius)
@@ -149,8 +177,8 @@ def render_with_masks(labels: torch.Tensor, generator: torch.Generator, resoluti
 
 
 def sample(count: int, seed: int, styled: bool | float = False, resolution: int = RESOLUTION,
-           device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+           device: torch.device | str = "cpu", jitter: Jitter = BASE) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images, labels)`` of ``count`` random scenes from ``seed`` (the same seed gives the same batch)."""
     generator = torch.Generator().manual_seed(seed)
     labels = random_labels(count, generator, styled)
-    return render(labels, generator, resolution, device), labels.to(device)
+    return render(labels, generator, resolution, device, jitter), labels.to(device)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The demo family's quality numbers (one command, fixed seed): attribute accuracy and Fréchet distance in
-the classifier's feature space for every configuration of issue 13, written as ``quality.json`` and
-``quality.md`` (the table of the README and BENCHMARKS.md).
+"""The demo family's quality numbers (one command, fixed seed): attribute accuracy (the stricter check) and
+Fréchet distance in the classifier's feature space for every configuration of issues 13 and 26 (the fine-tune
+rows when its file is there), written as ``quality.json`` and ``quality.md`` (the table of the README and
+BENCHMARKS.md).
 
 Runs on a GPU in about a minute for 512 prompts (on a CPU: use ``--count 8`` to try it).
 
@@ -28,6 +29,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=files.SHIPPED, help="folder with the demo files")
     parser.add_argument("--embeddings", type=Path, help="caption embeddings (default: computed with the CLIP-L)")
+    parser.add_argument("--finetune", type=Path, help="the fine-tune's UNet + VAE file (scripts/demo_finetune.py; "
+                        "default: FOLDER/demo_shapes_sd15_small_unet_vae.safetensors if there)")
     parser.add_argument("--count", type=int, default=512)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--only", nargs="+", help="only these configurations (names in demo/evaluate.py)")
@@ -42,8 +45,9 @@ def main(argv=None) -> int:
     folder = options.folder
     lcm = folder / files.LCM_LORA
     style = folder / files.STYLE_LORA
+    finetune = options.finetune or folder / files.FINETUNE_UNET_VAE
     models, vae = evaluate.load_models(files.shipped(files.UNET_VAE, folder), lcm if lcm.is_file() else None,
-                                       style if style.is_file() else None)
+                                       style if style.is_file() else None, finetune if finetune.is_file() else None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     classifier = files.load_classifier(folder).to(device)
     embeddings = comfy_env.caption_embeddings(options.embeddings)
