@@ -55,14 +55,3 @@ def encode_captions(clip, captions: list[str]) -> torch.Tensor:
     """``[len(captions), 77, 768]`` float32: the ``CLIPTextEncode`` conditioning of each caption."""
     return torch.cat([clip_text_encode(clip, text).float().cpu() for text in captions])
 
-
-def caption_embeddings(path: Path | None = None) -> torch.Tensor:
-    """The caption table of ``world.all_captions()``: read from ``path`` (``demo_train.py --stages captions``)
-    or computed with the generated CLIP-L (fingerprint-checked)."""
-    from . import clip_init, files, world
-
-    if path is not None:
-        return files.load_tensors(path)["embeddings"].float()
-    state = clip_init.clip_l_state_dict()
-    clip_init.check_fingerprint(state, files.shipped(files.FINGERPRINT))
-    return encode_captions(text_encoder(state), world.all_captions())

@@ -146,3 +146,15 @@ def load_classifier(folder: Path = SHIPPED):
     state = {k: v.float() for k, v in load_tensors(shipped(CLASSIFIER, folder)).items()}
     classifier.load_state_dict(state)
     return classifier.eval()
+
+
+def caption_embeddings(path: Path | None = None) -> torch.Tensor:
+    """The caption table of ``world.all_captions()``: read from ``path`` (``demo_train.py --stages captions``)
+    or computed with the generated CLIP-L (fingerprint-checked)."""
+    from . import comfy_env, world
+
+    if path is not None:
+        return load_tensors(path)["embeddings"].float()
+    state = clip_init.clip_l_state_dict()
+    clip_init.check_fingerprint(state, shipped(FINGERPRINT))
+    return comfy_env.encode_captions(comfy_env.text_encoder(state), world.all_captions())

@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "toy": options.toy, "command": " ".join(sys.argv)}
-    embeddings = comfy_env.caption_embeddings(options.embeddings)
+    embeddings = files.caption_embeddings(options.embeddings)
     path = run_training(options, device, embeddings, report)
     run_evaluation(options, device, embeddings, path, report)
     (options.out / "controlnet.json").write_text(json.dumps(report, indent=1) + "\n")

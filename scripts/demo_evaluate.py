@@ -50,7 +50,7 @@ def main(argv=None) -> int:
                                        style if style.is_file() else None, finetune if finetune.is_file() else None)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     classifier = files.load_classifier(folder).to(device)
-    embeddings = comfy_env.caption_embeddings(options.embeddings)
+    embeddings = files.caption_embeddings(options.embeddings)
     configs = [c for c in evaluate.CONFIGS if not options.only or c.name in options.only]
     quality = evaluate.evaluate(models, vae, embeddings, classifier, options.count, options.seed, configs)
     quality["device"] = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
