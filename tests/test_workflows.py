@@ -126,7 +126,7 @@ def _unique_export_targets(prompt: dict, base) -> list:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_substitution_only_swaps_the_sdxl_loader_and_latent_size(name):
+def test_substitution_only_swaps_the_sdxl_loader_latent_size_and_caps_the_batch(name):
     api = workflows.load_api(name)
     substituted = workflows.substitute_api(api)
     for key, node in api.items():
@@ -135,4 +135,6 @@ def test_substitution_only_swaps_the_sdxl_loader_and_latent_size(name):
             assert (node["class_type"], other["class_type"]) == ("CheckpointLoaderSimple", workflows.TESTKIT_LOADER)
             assert node["inputs"]["ckpt_name"] == "sd_xl_base_1.0.safetensors"
         changed = {k for k in node["inputs"] if node["inputs"][k] != other["inputs"][k]}
-        assert changed <= {"width", "height"}, f"{name}/{key}: {changed}"
+        assert changed <= {"width", "height", "batch_size"}, f"{name}/{key}: {changed}"
+        if "batch_size" in changed:
+            assert node["inputs"]["batch_size"] > workflows.GENERATED_MAX_BATCH == other["inputs"]["batch_size"]
