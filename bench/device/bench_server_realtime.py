@@ -250,7 +250,15 @@ def max_pixel_diff(a: bytes, b: bytes) -> int:
     return int(np.abs(first - second).max())
 
 
+def host_flags(comfy: Path, flags: list[str]) -> list[str]:
+    """The ``flags`` this ComfyUI's ``main.py`` has (``--disable-dynamic-vram`` exists from 0.16 on; a host
+    without it has no Dynamic VRAM to disable): ``main.py`` exits on an unknown flag."""
+    known = (comfy / "comfy" / "cli_args.py").read_text()
+    return [flag for flag in flags if f'"{flag}"' in known]
+
+
 def start_server(comfy: Path, base: Path, port: int, flags: list[str], log: Path) -> subprocess.Popen:
+    flags = host_flags(comfy, flags)
     command = [sys.executable, str(comfy / "main.py"), "--listen", "127.0.0.1", "--port", str(port),
                "--base-directory", str(base), "--front-end-root", str(base / "web"), "--disable-auto-launch",
                *flags]
@@ -358,7 +366,7 @@ def main(argv=None) -> int:
         except subprocess.TimeoutExpired:
             server.kill()
     pack_lines, fatal = log_lines(log)
-    summary = {"config": args.config, "flags": CONFIGS[args.config], "server_survived": survived,
+    summary = {"config": args.config, "flags": host_flags(comfy, CONFIGS[args.config]), "server_survived": survived,
                "server_rc": None if survived else server.returncode, "arms": results, "pack_lines": pack_lines[:20],
                "fatal_lines": fatal[:20]}
     print("SERVER", json.dumps(summary), flush=True)
