@@ -34,6 +34,15 @@ def prepare(cpu: bool | None = None) -> None:
     host.prepare_import("cpu" if use_cpu else "cuda")
 
 
+def start_script(out: Path) -> torch.device:
+    """What a demo script does first: INFO logging to stdout, its output folder ``out`` made, ComfyUI importable;
+    returns the device it trains or samples on (CUDA when there is one)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
+    out.mkdir(parents=True, exist_ok=True)
+    prepare()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def text_encoder(clip_state_dict: dict[str, torch.Tensor], prefix: str = "cond_stage_model.transformer."):
     """A ComfyUI ``CLIP`` object (SD1.5 tokenizer and CLIP-L) from a CLIP-L state dict."""
     prepare()

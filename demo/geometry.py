@@ -39,9 +39,10 @@ def background_colour(images: torch.Tensor, border: float = BORDER) -> torch.Ten
     return images[:, :, frame].median(dim=2).values
 
 
-def foreground_mask(images: torch.Tensor, border: float = BORDER) -> torch.Tensor:
-    """``[N, H, W]`` bool: pixels of ``images`` (``[N, 3, H, W]`` in [0, 1]) nearer to a fill colour than to
-    the image's background colour (see the module doc)."""
+def colour_distances(images: torch.Tensor, border: float = BORDER) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(to_fills [N, 2F, H, W], to_background [N, H, W])``: squared RGB distance of every pixel of ``images``
+    (``[N, 3, H, W]`` in [0, 1]) to each palette fill (plain, then shaded), tinted as the image's background is
+    tinted, and to the image's background colour (see the module doc)."""
     images = images.float()
     background = background_colour(images, border)
     known = torch.tensor(list(world.BACKGROUNDS.values()), device=images.device)
@@ -49,6 +50,13 @@ def foreground_mask(images: torch.Tensor, border: float = BORDER) -> torch.Tenso
     to_background = (images - background[:, :, None, None]).pow(2).sum(1)
     fills = palette_fills(images.device)[None] + tint[:, None]  # [N, 2F, 3]
     to_fills = (images[:, None] - fills[:, :, :, None, None]).pow(2).sum(2)  # [N, 2F, H, W]
+    return to_fills, to_background
+
+
+def foreground_mask(images: torch.Tensor, border: float = BORDER) -> torch.Tensor:
+    """``[N, H, W]`` bool: pixels of ``images`` (``[N, 3, H, W]`` in [0, 1]) nearer to a fill colour than to
+    the image's background colour (see the module doc)."""
+    to_fills, to_background = colour_distances(images, border)
     count = len(world.FILLS)
     nearest = to_fills.argmin(1) % count  # a shaded band counts for its plain fill
     votes = torch.nn.functional.one_hot(nearest, count).masked_fill(~(to_fills.amin(1) < to_background)[..., None], 0)

@@ -79,13 +79,8 @@ def stray_colour_share(images: torch.Tensor, fills: torch.Tensor) -> torch.Tenso
     """``[N]`` share of the painted pixels -- nearer to some palette fill (plain or shaded, tinted like the
     image's background) than to the background, eroded by one pixel -- whose nearest fill is not ``fills``
     ``[N]``; 1 where nothing is painted."""
-    images = images.float()
-    background = geometry.background_colour(images)
-    known = torch.tensor(list(world.BACKGROUNDS.values()), device=images.device)
-    tint = background - known[torch.cdist(background, known).argmin(1)]
-    palette = geometry.palette_fills(images.device)[None] + tint[:, None]  # [N, 2F, 3]
-    to_fills = (images[:, None] - palette[:, :, :, None, None]).pow(2).sum(2)  # [N, 2F, H, W]
-    painted = to_fills.amin(1) < (images - background[:, :, None, None]).pow(2).sum(1)
+    to_fills, to_background = geometry.colour_distances(images)
+    painted = to_fills.amin(1) < to_background
     interior = -torch.nn.functional.max_pool2d(-painted[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0.5
     stray = interior & (to_fills.argmin(1) % len(world.FILLS) != fills[:, None, None])
     size = interior.flatten(1).sum(1).float()

@@ -4,15 +4,15 @@ The pack never installs a ``sampler_calc_cond_batch_function`` on a model: loade
 sampling change weights and the model-sampling object only, and core batches the conditioning as it always does
 (issue 29: a copy of core's private ``_calc_cond_batch`` broke core's own KSampler on ComfyUI 0.33, whose
 ``prepare_state`` gained an argument). Only ``LCM Fast Path``, which the user adds to ask for speed, replays the
-step as one captured model call; it asks :func:`single_plain_cond` whether the step has exactly one conditioning
-entry with no area, mask, strength, timestep range, ControlNet, GLIGEN or hooks, and model options with no
-context windows, model-function wrapper or calc-cond-batch wrappers. Anything else falls back to core.
+step as one captured model call; it asks :func:`plain_batch` whether the step's conditioning is one entry per
+prompt (positive, and the negative at cfg ≠ 1) with no area, mask, strength, timestep range, GLIGEN or hooks (a
+ControlNet only when shared by the entries), and model options with no context windows, model-function wrapper
+or calc-cond-batch wrappers. :func:`single_plain_cond` is the same test for exactly one entry. Anything else
+falls back to core.
 """
 from __future__ import annotations
 
 import comfy.patcher_extension
-
-from . import contract
 
 # Keys of a processed conditioning that core's get_area_and_mult / _calc_cond_batch act on.
 SPECIAL_COND_KEYS = frozenset({"default", "timestep_start", "timestep_end", "area", "mask", "control", "gligen",
@@ -27,12 +27,15 @@ def _plain(cond: dict, allowed: frozenset = frozenset()) -> bool:
             and float(strength) == 1.0 and "model_conds" in cond and "uuid" in cond)
 
 
+def _plain_options(model_options: dict) -> bool:
+    """No model option that changes how core runs the conditioning batch (module docstring)."""
+    return SPECIAL_MODEL_OPTIONS.isdisjoint(model_options) and not comfy.patcher_extension.get_all_wrappers(
+        comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, model_options, is_model_options=True)
+
+
 def single_plain_cond(conds: list, model_options: dict) -> tuple[int, dict] | None:
     """``(index, cond)`` when the batch is one plain conditioning entry (see module docstring), else None."""
-    if not SPECIAL_MODEL_OPTIONS.isdisjoint(model_options):
-        return None
-    if comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, model_options,
-                                                is_model_options=True):
+    if not _plain_options(model_options):
         return None
     present = [(index, entries) for index, entries in enumerate(conds) if entries]
     if len(present) != 1 or len(present[0][1]) != 1:
@@ -48,10 +51,7 @@ def plain_batch(conds: list, model_options: dict, control: bool = False) -> list
     one: core's ``can_concat_cond`` batches only those), else None. Core collects the runs cond first, then
     uncond, and batches them in reverse (``to_batch_temp.reverse()``): the uncond comes first in the batch,
     ``cond_or_uncond == [1, 0]``."""
-    if not SPECIAL_MODEL_OPTIONS.isdisjoint(model_options):
-        return None
-    if comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, model_options,
-                                                is_model_options=True):
+    if not _plain_options(model_options):
         return None
     present = [(index, entries) for index, entries in enumerate(conds) if entries is not None]
     allowed = frozenset({"control"}) if control else frozenset()
@@ -61,8 +61,3 @@ def plain_batch(conds: list, model_options: dict, control: bool = False) -> list
         return None
     return [(index, entries[0]) for index, entries in reversed(present)]
 
-
-def _transformer_options(model, model_options: dict, index: int, cond: dict, timestep) -> dict:
-    """The ``transformer_options`` core's ``_calc_cond_batch`` passes for a batch of this one conditioning
-    (``contract.step_transformer_options``)."""
-    return contract.step_transformer_options(model, model_options, index, cond, timestep)

@@ -71,7 +71,11 @@ def _control(entries: list) -> object:
 
 def guidance_reason(guider, model_options: dict) -> str | None:
     """Why the step is not one plain batched model call, with at most core's ControlNet (None: it is)."""
-    entries = plain_batch(guided_conds(guider), model_options, control=True)
+    return _reason(guider, plain_batch(guided_conds(guider), model_options, control=True))
+
+
+def _reason(guider, entries: list | None) -> str | None:
+    """:func:`guidance_reason` given the step's ``plain_batch`` entries."""
     if entries is not None:
         return None if _control(entries) is None else contract.fast_control_mismatch(_control(entries))
     if not math.isclose(float(getattr(guider, "cfg", 1.0)), 1.0) and not guider.conds.get("negative"):
@@ -84,7 +88,7 @@ def guidance_inputs(guider, model_options: dict, x: torch.Tensor, sigmas: list[f
     """(guidance, tensor inputs, constant inputs) of the step's batched model call; a ControlNet's hint is the
     tensor input ``control.hint``."""
     entries = plain_batch(guided_conds(guider), model_options, control=True)
-    reason = guidance_reason(guider, model_options)
+    reason = _reason(guider, entries)
     if entries is None or reason is not None:
         raise FastPathUnavailable(reason or "the conditioning is not one plain entry each")
     batched = contract.batched_cond_inputs([cond for _, cond in entries], x.shape[0])

@@ -88,10 +88,7 @@ def run_evaluation(options, device, embeddings, control_path: Path, report: dict
 
 def main(argv=None) -> int:
     options = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
-    options.out.mkdir(parents=True, exist_ok=True)
-    comfy_env.prepare()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = comfy_env.start_script(options.out)
     report = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
               "torch": torch.__version__, "toy": options.toy, "command": " ".join(sys.argv)}
     embeddings = files.caption_embeddings(options.embeddings)

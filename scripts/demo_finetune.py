@@ -67,10 +67,7 @@ def load_modules(tensors: dict[str, torch.Tensor], device):
 
 def main(argv=None) -> int:
     options = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
-    options.out.mkdir(parents=True, exist_ok=True)
-    comfy_env.prepare()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = comfy_env.start_script(options.out)
     teacher = files.load_tensors(files.shipped(files.UNET_VAE, options.folder))
     unet, vae = load_modules(teacher, device)
     embeddings = files.load_tensors(options.embeddings)["embeddings"].to(device=device, dtype=torch.float32)

@@ -149,10 +149,7 @@ def run_stage(name: str, options, configs, device, report: dict) -> None:
 
 def main(argv=None) -> int:
     options = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stdout)
-    options.out.mkdir(parents=True, exist_ok=True)
-    comfy_env.prepare()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = comfy_env.start_script(options.out)
     configs = stage_configs(options)
     report_path = options.out / "training.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}

@@ -87,3 +87,20 @@ def family_model(comfy):
 
     yield load
     loaded.clear()
+
+
+@pytest.fixture(scope="module")
+def demo_host(comfy):
+    """The in-process ComfyUI with the shipped demo family installed in its models folder (models/demo)."""
+    from lcm_lora_pack.demo import files
+
+    files.install(comfy.base / "models")
+    return comfy
+
+
+@pytest.fixture(scope="module")
+def demo_checkpoint(demo_host):
+    """``(MODEL, CLIP, VAE)`` of the demo checkpoint through core's ``CheckpointLoaderSimple``."""
+    from lcm_lora_pack.demo import files
+
+    return demo_host.run_node("CheckpointLoaderSimple", ckpt_name=files.CHECKPOINT)

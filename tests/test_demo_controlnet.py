@@ -22,17 +22,6 @@ pytestmark = pytest.mark.slow
 SCENE = world.Scene(shape=1, fill=0, background=0)  # "a red square on a white background"
 
 
-@pytest.fixture(scope="module")
-def demo_host(comfy):
-    files.install(comfy.base / "models")
-    return comfy
-
-
-@pytest.fixture(scope="module")
-def loaded(demo_host):
-    return demo_host.run_node("CheckpointLoaderSimple", ckpt_name=files.CHECKPOINT)
-
-
 def _adapted_controlnet(teacher, rank: int = 4):
     """A ControlNet built and adapted as in training, with non-zero ``up`` and zero convolutions (seeded)."""
     net = controlnet.build_controlnet(teacher, seed=1)
@@ -48,33 +37,33 @@ def _adapted_controlnet(teacher, rank: int = 4):
 
 
 @pytest.fixture(scope="module")
-def written(demo_host, loaded):
+def written(demo_host, demo_checkpoint):
     """The export of :func:`_adapted_controlnet` in the host's ``models/controlnet`` (fp16, as shipped)."""
-    net, adapters = _adapted_controlnet(loaded[0].model.diffusion_model)
+    net, adapters = _adapted_controlnet(demo_checkpoint[0].model.diffusion_model)
     name = "demo_controlnet_test_export.safetensors"
     files.save_tensors(controlnet.control_lora_state_dict(net, adapters), demo_host.base / "models" / "controlnet" / name)
     return name
 
 
-def test_core_controlnet_loader_detects_the_export(demo_host, loaded, written):
+def test_core_controlnet_loader_detects_the_export(demo_host, demo_checkpoint, written):
     import comfy.controlnet
 
     (control,) = demo_host.run_node("ControlNetLoader", control_net_name=written)
     assert type(control) is comfy.controlnet.ControlLora
     assert control.control_weights["input_hint_block.0.weight"].shape[1] == controlnet.HINT_CHANNELS
     built = control.copy()
-    built.pre_run(loaded[0].model, lambda percent: 999.0 * (1 - percent))
+    built.pre_run(demo_checkpoint[0].model, lambda percent: 999.0 * (1 - percent))
     assert built.control_model.model_channels == 320
-    assert len(built.control_model.input_blocks) == len(loaded[0].model.diffusion_model.input_blocks)
+    assert len(built.control_model.input_blocks) == len(demo_checkpoint[0].model.diffusion_model.input_blocks)
 
 
-def test_exported_control_lora_reproduces_the_trained_network(loaded):
+def test_exported_control_lora_reproduces_the_trained_network(demo_checkpoint):
     """Adapters with non-zero ``up`` (seeded) and non-zero zero convolutions, exported and rebuilt by core:
     the residuals match the training-time network's (they would not with a layer missing from the file, a
     delta of the wrong layout, or the encoder not taken from the model it is applied to)."""
     import comfy.controlnet
 
-    model = loaded[0].model
+    model = demo_checkpoint[0].model
     net, adapters = _adapted_controlnet(model.diffusion_model)
     generator = torch.Generator().manual_seed(3)
     state = controlnet.control_lora_state_dict(net, adapters)

@@ -15,33 +15,21 @@ pytestmark = pytest.mark.slow
 PROMPT = world.Scene(shape=2, fill=2, background=1)  # "a blue triangle on a black background"
 
 
-@pytest.fixture(scope="module")
-def demo_host(comfy):
-    files.install(comfy.base / "models")
-    return comfy
-
-
-@pytest.fixture(scope="module")
-def loaded(demo_host):
-    model, clip, vae = demo_host.run_node("CheckpointLoaderSimple", ckpt_name=files.CHECKPOINT)
-    return model, clip, vae
-
-
-def test_shipped_checkpoint_loads_with_core_loader_as_sd15(loaded):
-    model, clip, vae = loaded
+def test_shipped_checkpoint_loads_with_core_loader_as_sd15(demo_checkpoint):
+    model, clip, vae = demo_checkpoint
     assert type(model.model.model_config).__name__ == "SD15"
     assert model.model.model_config.unet_config["context_dim"] == 768
     assert clip is not None and vae.latent_channels == 4
 
 
 @pytest.mark.parametrize(("name", "kind"), [(files.LCM_LORA, "lcm"), (files.STYLE_LORA, "style")])
-def test_demo_loras_are_detected_and_cover_the_model(loaded, name, kind):
+def test_demo_loras_are_detected_and_cover_the_model(demo_checkpoint, name, kind):
     from lcm_lora_pack.host.comfy_apply import apply_lora
     from lcm_lora_pack.lora.io import read_lora_file
 
     lora = read_lora_file(files.SHIPPED / name)
     assert (lora.kind, lora.family) == (kind, "sd1.x")
-    result = apply_lora(loaded[0], None, lora)  # raises on any module that matches no weight
+    result = apply_lora(demo_checkpoint[0], None, lora)  # raises on any module that matches no weight
     assert result.applied and not any(line.startswith("PARTIAL") for line in result.lines)
 
 
@@ -64,11 +52,11 @@ def _embeddings(clip, scene: world.Scene) -> torch.Tensor:
     return table
 
 
-def test_lcm_lora_4_steps_and_teacher_25_steps_draw_the_prompt(loaded):
+def test_lcm_lora_4_steps_and_teacher_25_steps_draw_the_prompt(demo_checkpoint):
     from lcm_lora_pack.host.comfy_apply import apply_lora
     from lcm_lora_pack.lora.io import read_lora_file
 
-    model, clip, vae = loaded
+    model, clip, vae = demo_checkpoint
     embeddings = _embeddings(clip, PROMPT)
     lcm = apply_lora(model, None, read_lora_file(files.SHIPPED / files.LCM_LORA)).model
     classifier = files.load_classifier()
@@ -80,11 +68,11 @@ def test_lcm_lora_4_steps_and_teacher_25_steps_draw_the_prompt(loaded):
         assert classifier.predict(images)[0].tolist() == list(PROMPT.labels), config.name
 
 
-def test_frechet_floor_rows_sit_far_below_a_wrong_prompt_set(loaded):
+def test_frechet_floor_rows_sit_far_below_a_wrong_prompt_set(demo_checkpoint):
     """The floor rows (a second real draw, and it through the VAE) are classified as their prompts and sit far
     below a set of the wrong distribution (every image one prompt): the reference the sampled rows are read
     against."""
-    _, _, vae = loaded
+    _, _, vae = demo_checkpoint
     classifier = files.load_classifier()
     labels = world.random_labels(64, torch.Generator().manual_seed(3))
     reference = world.render(labels, torch.Generator().manual_seed(4))

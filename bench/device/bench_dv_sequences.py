@@ -18,7 +18,6 @@ import os
 from pathlib import Path
 
 from .bench_server_realtime import (
-    CKPT,
     CONFIGS,
     LORA,
     SMOKE,
@@ -27,24 +26,15 @@ from .bench_server_realtime import (
     export_graph,
     parity_graph,
     prepare,
+    sampled_graph_nodes,
     start_server,
 )
-
-
-def _common(seed: int) -> tuple[dict, int]:
-    side = 64 if SMOKE["on"] else 512
-    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
-            "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a live painting", "clip": ["1", 1]}},
-            "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": 1}},
-            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}},
-            "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}}, seed
 
 
 def lcm_graph(loader: str, sampler: str, seed: int) -> dict:
     """The LCM-LoRA by ``loader`` (core: ``LoraLoaderModelOnly`` + ``ModelSamplingDiscrete lcm``; pack:
     ``LCMLoraLoader`` kind auto) sampled by ``sampler`` (core: ``KSampler`` lcm/simple; pack: ``KSampler (LCM)``)."""
-    prompt, seed = _common(seed)
+    prompt = sampled_graph_nodes()
     if loader == "core":
         prompt["2"] = {"class_type": "LoraLoaderModelOnly",
                        "inputs": {"model": ["1", 0], "lora_name": LORA, "strength_model": 1.0}}

@@ -112,15 +112,21 @@ def graph(arm: str, seed: int, name: str = "lcm") -> dict:
     return GRAPHS[name](arm, seed, CKPT, LORA, SMOKE["on"])
 
 
+def sampled_graph_nodes() -> dict:
+    """The nodes around a sampler "7": checkpoint "1", prompt "3", empty negative "4", empty latent "5"
+    (512², 64² in smoke runs), ``VAEDecode`` "8" of the sampler's latent, ``PreviewImage`` "9"."""
+    side = 64 if SMOKE["on"] else 512
+    return {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
+            "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a live painting", "clip": ["1", 1]}},
+            "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": 1}},
+            "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}},
+            "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}}
+
+
 def parity_graph(chain: list[tuple[str, str, float]], seed: int) -> dict:
     """Checkpoint → the chain's LoRA nodes → core KSampler (euler, 4 steps, cfg 1) → VAEDecode → PreviewImage."""
-    side = 64 if SMOKE["on"] else 512
-    prompt = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CKPT}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a live painting", "clip": ["1", 1]}},
-        "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
-        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": side, "height": side, "batch_size": 1}},
-    }
+    prompt = sampled_graph_nodes()
     model, stack = ["1", 0], None
     for index, (how, name, strength) in enumerate(chain):
         node = f"2{index}"
@@ -145,8 +151,6 @@ def parity_graph(chain: list[tuple[str, str, float]], seed: int) -> dict:
     prompt["7"] = {"class_type": "KSampler", "inputs": {
         "model": model, "positive": ["3", 0], "negative": ["4", 0], "latent_image": ["5", 0], "seed": seed,
         "steps": 4, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}}
-    prompt["8"] = {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}}
-    prompt["9"] = {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}}
     return prompt
 
 

@@ -70,4 +70,15 @@ from .sampling import (
 )
 from .training import training_clone
 
-__all__ = ["CHECKED", "ContactMismatch", "LINE_PREFIX", "MARKER", "line", "CORE_FIXED_SAMPLERS", "check_max_denoise_override", "core_k_sampler", "core_noise_sampler", "fixed_sampler_kind", "lcm_sampler_kind", "mark", "preview_callback", "progress_bar_enabled", "require_core_k_sampler", "sample_custom", "sampler_base_model", "sampler_max_denoise", "torch_compile_wrapper", "wrapped_sampler", "config_family", "core_lcm_sampling", "core_sampling_classes", "model_file_name", "object_patch", "ADAPTER_CALCULATE_WEIGHT", "AdapterCheck", "core_lora_patches", "lora_adapter_layout", "lora_key_maps", "lora_patches", "weight_adapter_base", "CONTROL_PARTS", "VAE_DECODE_PARTS", "batch_transformer_options", "batched_cond_inputs", "cond_batch_fits", "cond_inputs", "control_dtype", "control_forward", "control_hint", "control_step_active", "dynamic_vram", "fast_control_mismatch", "guider_mismatch", "step_transformer_options", "vae_decode_mismatch", "wrapper_names", "training_clone"]
+__all__ = [
+    "CHECKED", "ContactMismatch", "LINE_PREFIX", "MARKER", "line", "CORE_FIXED_SAMPLERS",
+    "check_max_denoise_override", "core_k_sampler", "core_noise_sampler", "fixed_sampler_kind",
+    "lcm_sampler_kind", "mark", "preview_callback", "progress_bar_enabled", "require_core_k_sampler",
+    "sample_custom", "sampler_base_model", "sampler_max_denoise", "torch_compile_wrapper", "wrapped_sampler",
+    "config_family", "core_lcm_sampling", "core_sampling_classes", "model_file_name", "object_patch",
+    "ADAPTER_CALCULATE_WEIGHT", "AdapterCheck", "core_lora_patches", "lora_adapter_layout", "lora_key_maps",
+    "lora_patches", "weight_adapter_base", "CONTROL_PARTS", "VAE_DECODE_PARTS", "batch_transformer_options",
+    "batched_cond_inputs", "cond_batch_fits", "cond_inputs", "control_dtype", "control_forward", "control_hint",
+    "control_step_active", "dynamic_vram", "fast_control_mismatch", "guider_mismatch",
+    "step_transformer_options", "vae_decode_mismatch", "wrapper_names", "training_clone",
+]
