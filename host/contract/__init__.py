@@ -39,7 +39,6 @@ from .realtime import (
     batch_transformer_options,
     batched_cond_inputs,
     cond_batch_fits,
-    cond_inputs,
     control_dtype,
     control_forward,
     control_hint,
@@ -47,7 +46,6 @@ from .realtime import (
     dynamic_vram,
     fast_control_mismatch,
     guider_mismatch,
-    step_transformer_options,
     vae_decode_mismatch,
     wrapper_names,
 )
@@ -78,7 +76,7 @@ __all__ = [
     "config_family", "core_lcm_sampling", "core_sampling_classes", "model_file_name", "object_patch",
     "ADAPTER_CALCULATE_WEIGHT", "AdapterCheck", "core_lora_patches", "lora_adapter_layout", "lora_key_maps",
     "lora_patches", "weight_adapter_base", "CONTROL_PARTS", "VAE_DECODE_PARTS", "batch_transformer_options",
-    "batched_cond_inputs", "cond_batch_fits", "cond_inputs", "control_dtype", "control_forward", "control_hint",
+    "batched_cond_inputs", "cond_batch_fits", "control_dtype", "control_forward", "control_hint",
     "control_step_active", "dynamic_vram", "fast_control_mismatch", "guider_mismatch",
-    "step_transformer_options", "vae_decode_mismatch", "wrapper_names", "training_clone",
+    "vae_decode_mismatch", "wrapper_names", "training_clone",
 ]
