@@ -62,20 +62,21 @@ def protect(model_patcher, sampling: torch.nn.Module) -> None:
 
 def repair(patcher, sampling: torch.nn.Module, tables: dict[str, torch.Tensor], device=None) -> list[str]:
     """Steps 1 and 2 of the module docstring for one load of ``patcher``; returns the names put back on
-    ``sampling`` (empty when ``sampling`` is not the applied patch, or when core's bookkeeping differs)."""
-    try:
-        if patcher.model.model_sampling is not sampling:  # another node's model sampling is applied: not ours
-            return []
-        backups = contract.dynamic_buffer_backups(patcher)
-        original = contract.object_patch_original(patcher, PATCH_NAME)
-    except contract.ContactMismatch as mismatch:
-        _report(str(mismatch))
+    ``sampling`` (empty when ``sampling`` is not the applied patch). Where core's record cannot be read, step 1
+    still runs and step 2 is skipped with the report line."""
+    if getattr(patcher.model, PATCH_NAME, None) is not sampling:  # another node's model sampling is applied
         return []
     restored = []
     for name, tensor in tables.items():
         if getattr(sampling, name, None) is not tensor:
             sampling.register_buffer(name, tensor if device is None else tensor.to(device))
             restored.append(name)
+    try:
+        backups = contract.dynamic_buffer_backups(patcher)
+        original = contract.object_patch_original(patcher, PATCH_NAME)
+    except contract.ContactMismatch as mismatch:
+        _report(str(mismatch))
+        return restored
     original_tables = own_tables(original) if isinstance(original, torch.nn.Module) else {}
     for key in [key for key in backups if key.startswith(PATCH_NAME + ".")]:
         name = key[len(PATCH_NAME) + 1:]

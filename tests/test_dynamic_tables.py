@@ -39,8 +39,12 @@ def test_the_lcm_samplings_lookups_survive_its_buffers_being_replaced(comfy, bou
     checkpoint_sampling = type("Plain", (comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS), {})()
     holder = torch.nn.Module()
     holder.model_sampling = sampling
+    restore = getattr(comfy.utils, "set_attr_buffer", None)  # 0.33's restore writes with it (resolve, register)
     for name in ("sigmas", "log_sigmas"):
-        comfy.utils.set_attr_buffer(holder, f"model_sampling.{name}", getattr(checkpoint_sampling, name))
+        if restore is not None:
+            restore(holder, f"model_sampling.{name}", getattr(checkpoint_sampling, name))
+        else:
+            sampling.register_buffer(name, getattr(checkpoint_sampling, name))
     assert len(sampling.sigmas) == 1000  # the restore did reach the buffers
     after = _outputs(sampling, sigma)
     for name, value in before.items():
@@ -125,7 +129,8 @@ def test_an_lcm_job_after_a_plain_one_samples_on_its_own_grid(fresh_checkpoint, 
 
 def test_the_repair_is_wired_to_core_load_callbacks_only_under_dynamic_vram(fresh_checkpoint):
     """Static hosts (0.3.75, 0.8.0, ``--disable-dynamic-vram``): no callback, the clone is as before. A dynamic
-    patcher gets one ON_LOAD callback (one, however often the clone is re-patched) that core's load calls."""
+    patcher gets one ON_LOAD callback (one, however often the clone is re-patched) that core's load calls; it
+    puts the tables back (on hosts without Dynamic VRAM's record it says so and skips the record's repair)."""
     import comfy.patcher_extension as extensions
 
     on_load = extensions.CallbacksMP.ON_LOAD
