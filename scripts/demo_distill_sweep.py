@@ -39,7 +39,7 @@ RECIPE = {k: v for k, v in demo_distill.SETTINGS.items() if k not in ("max_train
 TOY_RECIPE = dict(RECIPE, resolution=64, train_batch_size=1, mixed_precision="no")
 TEACHER_SAMPLING_STEPS = {"full": 25, "toy": 1}  # prompts-only mode: the trainer's default 25 (toy: 1)
 CONFIGS = {c.name: c for c in evaluate.CONFIGS}
-# --toy samples one step (the rows' code, a fraction of their CPU time)
+# --toy samples one step (the rows' code at a fraction of their CPU time)
 TOY_CONFIGS = {"teacher_25": replace(CONFIGS["teacher_25"], steps=1, label="teacher, DPM++ 2M Karras, 1 step (toy)"),
                "lcm_4": replace(CONFIGS["lcm_4"], steps=1, label="LCM-LoRA, LCM, 1 step (toy)")}
 
@@ -209,6 +209,10 @@ def train_unit(options, settings: dict, context: Context, unit: sweep.Unit, rows
 def run_units(options, results: dict, units: list[sweep.Unit], costs: sweep.Costs, began: float) -> None:
     """Set up, then every unit whose estimate fits the budget (a skipped unit skips its run's later ones)."""
     device = comfy_env.start_script(options.out)
+    if options.toy:  # ComfyUI's --fp32-text-enc: on a CPU its default fp16 text encoder takes seconds per caption
+        from comfy.cli_args import args
+
+        args.fp32_text_enc = True
     settings = settings_of(options)
     call = {"call": len(results["calls"]) + 1, "device": device_name(), "torch": torch.__version__,
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "budget_seconds": options.budget_seconds,
