@@ -12,7 +12,7 @@ set -uo pipefail
 START=$(date +%s)
 PYTHON=${PYTHON:-python3}; SITE=${SITE:-/tmp/site}; WORK=${WORK:-/tmp/sweep-work}
 PAYLOAD=$(cd "${1:?payload folder}" && pwd); OUT=${2:?output folder}; STATE=${3:?state: sweep.json or -}; shift 3
-mkdir -p "$OUT" "$SITE.pack" "$WORK"; OUT=$(cd "$OUT" && pwd)
+mkdir -p "$OUT" "$SITE" "$SITE.pack" "$WORK"; OUT=$(cd "$OUT" && pwd)
 LOG="$OUT/log.txt"
 [ "$STATE" = - ] || cp "$STATE" "$OUT/sweep.json" || exit 1
 if [ ! -f "$SITE/.installed" ]; then
