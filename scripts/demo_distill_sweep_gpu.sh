@@ -5,8 +5,8 @@
 # (a slim 0.33.0), whl/, site/, stubs/, models/ (the demo teacher UNet + VAE and the classifier) and pack/ (this
 # repository). STATE: the sweep.json an earlier call returned, or - for the first call: it is copied into OUT, so
 # this call continues it. Returns OUT/sweep.json, OUT/sweep.md, OUT/log.txt (3 files, small).
-# SWEEP_SECONDS (default 540): the call's budget; the sweep starts no unit whose estimate ends later and a hard stop
-# follows 40 s after. WORK (default /tmp/sweep-work) keeps the assembled checkpoint, data, caption table, encoded
+# SWEEP_SECONDS (default 530): the call's budget; the sweep starts no unit whose estimate ends later and a hard stop
+# follows 30 s after (the device's limit is 600 s with the payload's unpacking). WORK (default /tmp/sweep-work) keeps the assembled checkpoint, data, caption table, encoded
 # data and the runs' checkpoints: a call made while the machine is still warm continues a run from its checkpoint.
 set -uo pipefail
 START=$(date +%s)
@@ -27,8 +27,8 @@ run() { echo "+ $*" | tee -a "$LOG"; "$@" 2>&1 | grep --line-buffered -v torchau
 run nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 CAPTIONS="$WORK/caption_embeddings.safetensors"
 [ -f "$CAPTIONS" ] || run "$PYTHON" scripts/demo_train.py --stages captions --out "$WORK" || exit 1
-LEFT=$(( ${SWEEP_SECONDS:-540} - $(date +%s) + START ))
-run timeout $((LEFT + 40)) "$PYTHON" scripts/demo_distill_sweep.py --out "$OUT" --work "$WORK" \
+LEFT=$(( ${SWEEP_SECONDS:-530} - $(date +%s) + START ))
+run timeout $((LEFT + 30)) "$PYTHON" scripts/demo_distill_sweep.py --out "$OUT" --work "$WORK" \
     --embeddings "$CAPTIONS" --budget-seconds "$LEFT" "$@"
 rc=$?
 ls -la "$OUT" | tee -a "$LOG"
