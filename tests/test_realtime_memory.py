@@ -130,12 +130,13 @@ def test_unload_frees_the_compiled_module(comfy, mm, pack):
     """mode compile_cuda_graph (torch.compile traces the UNet; ``aot_eager``: no code generation on the CPU)."""
     pack.settings["compile_backend"] = "aot_eager"
     executor = comfy.new_executor()
+    eager = _latent(comfy, executor, 3, None)
     known = {id(model) for model in pack.fp._STATES}
     fast = _latent(comfy, executor, 3, "compile_cuda_graph")
     _, state = _new_state(pack.fp, known)
     assert state.compile_failed is None and len(state.compiled) == 1 and len(state.cache.entries) == 1
-    torch.testing.assert_close(fast, _latent(comfy, executor, 3, None), rtol=1e-4, atol=1e-4)
-    mm.unload_all_models()
+    torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
+    mm.unload_all_models()  # the fast-path clone is the one loaded
     assert state.compiled == {} and not state.cache.entries
     assert "1 captured loop(s)" in state.cache.events[-1].reason and "1 compiled module(s)" in state.cache.events[-1].reason
 
