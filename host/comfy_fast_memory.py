@@ -104,7 +104,7 @@ def capture_estimate(base_model, values: dict, steps: int, chunks: int) -> int:
     noise = values["noise"]
     latent = noise.numel() * noise.element_size()
     model = contract.model_memory_required(base_model, [chunks * noise.shape[0], *noise.shape[1:]]) or 0
-    return tensor_bytes(values) + (2 * steps + 1) * latent + model
+    return tensor_bytes(values) + (2 * steps + 1) * latent + int(model)
 
 
 def ask_for_room(cache: CaptureCache, shape_key, guider, estimate, device, reported: set) -> str:

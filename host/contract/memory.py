@@ -75,14 +75,14 @@ def sampling_patchers(guider) -> list:
     return [patcher for patcher in patchers if patcher is not None]
 
 
-def model_memory_required(base_model, shape, cond_shapes: dict | None = None) -> int | None:
+def model_memory_required(base_model, shape, cond_shapes: dict | None = None) -> float | None:
     """Core's estimate of the memory one model call on an input of ``shape`` needs: ``BaseModel.memory_required(
     input_shape, cond_shapes=)`` (``comfy/model_base.py``; what ``prepare_sampling`` reserves); checked on 0.3.75,
     0.8.0, 0.33.0. None when the method is gone or re-signed."""
     required = getattr(base_model, "memory_required", None)
     if required is None or not _binds(required, list(shape), cond_shapes=cond_shapes or {}):
         return None
-    return int(required(list(shape), cond_shapes=cond_shapes or {}))
+    return required(list(shape), cond_shapes=cond_shapes or {})
 
 
 def loaded_model_ids() -> set[int] | None:
