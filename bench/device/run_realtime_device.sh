@@ -13,6 +13,9 @@
 #              KJOBS, KVARIANTS override; max-autotune compiles for minutes: give it its own call)
 #   batch4:    bench_realtime.py on 0.8.0, SD1.5 and SDXL at batch 4, every arm (issue 23: the runs that ran out
 #              of the H100's memory before the fast path's memory was visible to ComfyUI), capture events kept
+#   sequences: bench_dv_sequences.py on 0.33.0 with main.py's defaults (Dynamic VRAM): each job sequence in a fresh
+#              server (SEQUENCES overrides the list); expected after the issue-21 fix: every sequence survives,
+#              every plain-after-* image equals plain-first's (same_as_fresh true)
 # Results (JSON, logs) go to $OUT (or out/device); the tables print last.
 set -uo pipefail
 payload="$1"; stage="$2"; out="${OUT:-out/device}"; mkdir -p "$out"
@@ -67,5 +70,12 @@ case "$stage" in
     timeout ${BATCH4_TIMEOUT:-540} python3 -m lcm_lora_pack.bench.bench_realtime --device cuda --jobs "${BJOBS:-sd15:4,sdxl:4}" \
       --lora-family '' --repeats 5 --warmup 1 --out "$out/batch4" 2>&1 | tee "$out/batch4.log" \
       | grep -E "^\||^###|FAILED|Error|released|asked ComfyUI|OutOfMemory"
+    ;;
+  sequences)
+    source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0
+    py bench_server_realtime --prepare-only --base /tmp/rt-base
+    timeout ${SEQ_TIMEOUT:-540} python3 -m lcm_lora_pack.bench.device.bench_dv_sequences --base /tmp/rt-base \
+      ${SEQUENCES:+--sequences "$SEQUENCES"} --json "$out/sequences.json" 2>&1 | tee "$out/sequences.log" | grep -E "^SEQUENCE"
+    tar -czf "$out/sequence-logs.tgz" -C /tmp/rt-base $(cd /tmp/rt-base && ls server-seq-*.log) 2>/dev/null  # one file back (8 at most)
     ;;
 esac
