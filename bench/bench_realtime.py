@@ -46,10 +46,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lora-family", default="sd15", help="family of the LoRA re-capture part ('' = skip)")
     parser.add_argument("--profile-host", type=int, default=0, metavar="N",
                         help="cProfile N calls of each fast-path arm after timing (where the host work goes)")
+    parser.add_argument("--profile-kernels", default="", metavar="VARIANTS",
+                        help="per-kernel profile of each job (bench/kernel_sections.py): variants, comma-separated, "
+                             "of baseline,sdpa-flash,sdpa-efficient,sdpa-math,channels_last,bf16,max-autotune, or all")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("out/realtime"))
     args = parser.parse_args(argv)
+    if args.profile_kernels:
+        from .kernel_sections import parse_variants
+
+        parse_variants(args.profile_kernels)  # an unknown variant fails here, not after the timings
     if args.smoke:
         args.device, args.jobs, args.repeats, args.warmup = "cpu", "tiny-sd15:1", 1, 0
         args.modes, args.core_backends, args.decode_families, args.lora_family = "cuda_graph", "", "tiny-sd15", ""
@@ -253,6 +260,10 @@ def section(ctx: BenchContext, fam: Family, batch: int, args) -> None:
     if with_decode and fast:
         events += fast_module(next(iter(fast.values())), "comfy_fast_vae").fast_decode_report(fam.vae)
     ctx.report("realtime-events", "capture events:\n\n" + "\n".join(f"- {line}" for line in events) + "\n")
+    if args.profile_kernels:
+        from .kernel_sections import parse_variants, section_kernels
+
+        section_kernels(ctx, fam, batch, parse_variants(args.profile_kernels))
 
 
 def lora_section(ctx: BenchContext, fam: Family, mode: str) -> None:

@@ -27,13 +27,14 @@ class FamilyModels:
     diffusers_vae: object = None
     taesd: object = None
 
-    def fresh_comfy_unet(self):
+    def fresh_comfy_unet(self, dtype: torch.dtype | None = None):
         """An independent ComfyUI copy of the same UNet weights (so arms with different LoRA patches can
-        stay loaded side by side instead of re-patching one model every round)."""
+        stay loaded side by side instead of re-patching one model every round), in ``dtype`` (default: the
+        family's)."""
         import comfy.sd
 
         return comfy.sd.load_diffusion_model_state_dict(dict(self.ldm_state_dict),
-                                                        model_options={"dtype": self.unet_dtype})
+                                                        model_options={"dtype": dtype or self.unet_dtype})
 
     @property
     def unet_dtype(self):

@@ -16,6 +16,7 @@ import cProfile
 import io
 import logging
 import pstats
+from dataclasses import dataclass
 
 import torch
 
@@ -229,3 +230,94 @@ def _cprofile_table(details: dict, functions=FUNCTIONS) -> str:
         lines.append(f"| {key} | " + " | ".join(row) + " |")
     legend = "\n".join(f"[{i}] {n}" for i, n in enumerate(names))
     return "\n".join(lines) + "\n\n" + legend + "\n"
+
+
+# Kernel categories of the per-kernel profile (issue 23, "kernels near the GPU"), in table order. A CUDA kernel's
+# name (cuDNN, cuBLAS, CUTLASS, PyTorch's ATen kernels, inductor's triton kernels) or, on the CPU, an ATen op's
+# name is put in the first category whose needles it contains (lower case), in the order of ``_KERNEL_RULES``.
+KERNEL_CATEGORIES = ("attention", "conv", "gemm", "norm", "copy/cast", "elementwise", "other")
+_KERNEL_RULES = (
+    ("attention", ("flash", "fmha", "attention", "sdpa", "softmax")),
+    ("copy/cast", ("copy", "cast", "convert", "memcpy", "memset", "nchwtonhwc", "nhwctonchw", "transpose",
+                   "contiguous", "clone")),
+    ("conv", ("conv", "fprop", "dgrad", "wgrad", "cudnn", "implicit_gemm", "winograd")),
+    ("gemm", ("gemm", "matmul", "aten::mm", "aten::bmm", "addmm", "baddbmm", "cublas", "cutlass", "aten::linear")),
+    ("norm", ("norm", "welford", "rowwisemoments", "computefusedparams")),
+    ("elementwise", ("elementwise", "vectorized", "silu", "gelu", "add", "mul", "div", "sub", "cat", "reduce",
+                     "sigmoid", "exp", "where", "index", "fill", "neg", "pow", "sqrt", "sin", "cos", "clamp")),
+)
+_CAST_OPS = {"to", "copy", "clone", "convert", "element", "type"}  # inductor's names of a pure cast / copy
+
+
+def kernel_category(name: str) -> str:
+    """The category (:data:`KERNEL_CATEGORIES`) of a kernel or ATen op name. Inductor's kernels
+    (``triton_{poi,per,red,tem}_fused_<ops>_<n>``) by their fused ops: a template (``tem``) is a conv or a gemm,
+    a fusion that normalises is norm, one of only casts / copies is copy/cast, the rest elementwise."""
+    low = name.lower()
+    if low.startswith("triton_"):
+        ops = [op for op in low.split("fused_", 1)[-1].split("_") if op and not op.isdigit()]
+        if low.startswith("triton_tem"):
+            return "conv" if "convolution" in low else "gemm"
+        if "softmax" in low:
+            return "attention"
+        if "norm" in low:
+            return "norm"
+        return "copy/cast" if ops and set(ops) <= _CAST_OPS else "elementwise"
+    for category, needles in _KERNEL_RULES:
+        if any(needle in low for needle in needles):
+            return category
+    return "other"
+
+
+@dataclass
+class KernelRow:
+    name: str
+    category: str
+    launches: float  # per profiled call
+    ms: float  # device (CUDA) or own CPU time per profiled call
+
+
+@dataclass
+class KernelProfile:
+    """What :func:`kernel_profile` measured for one arm, per call of it."""
+
+    rows: list[KernelRow]
+    host_casts: float  # aten::_to_copy calls per call (host-side dtype / device casts that launched a copy)
+    device: str  # "cuda": rows are kernels; "cpu": rows are ATen ops (own CPU time)
+
+    def by_category(self) -> dict[str, float]:
+        totals = dict.fromkeys(KERNEL_CATEGORIES, 0.0)
+        for row in self.rows:
+            totals[row.category] += row.ms
+        return totals
+
+    def launches(self, category: str) -> float:
+        return sum(row.launches for row in self.rows if row.category == category)
+
+    def top(self, count: int) -> list[KernelRow]:
+        return sorted(self.rows, key=lambda row: -row.ms)[:count]
+
+
+def kernel_profile(fn, device: str, calls: int) -> KernelProfile:
+    """``torch.profiler`` over ``calls`` calls of ``fn``: every CUDA kernel (name, launches and device time per
+    call; kernels a replayed CUDA graph launches included, as CUPTI reports them) or, on the CPU, every ATen op
+    by own CPU time; and the ``aten::_to_copy`` calls per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        timing.synchronize(device)
+    rows, casts = [], 0.0
+    for event in prof.key_averages():
+        if event.key == "aten::_to_copy":
+            casts += event.count / calls
+        if cuda and event.device_type.name != "CUDA":
+            continue
+        if not cuda and not event.key.startswith("aten::"):
+            continue
+        us = getattr(event, "self_device_time_total", 0.0) if cuda else event.self_cpu_time_total
+        rows.append(KernelRow(event.key, kernel_category(event.key), event.count / calls, us / 1e3 / calls))
+    return KernelProfile(rows, casts, "cuda" if cuda else "cpu")

@@ -123,8 +123,15 @@ class ComfyHost:
         """Run ComfyUI's ``validate_prompt``; returns its raw tuple (ok, error, outputs, node_errors)."""
         return asyncio.run(self.execution.validate_prompt(str(uuid.uuid4()), prompt, None))
 
-    def run_prompt(self, prompt: dict, outputs: list[str] | None = None) -> dict:
-        """Validate (failing on *any* node error) and execute an API-format prompt.
+    def new_executor(self):
+        """A ``PromptExecutor`` (classic cache) as the server keeps one: node outputs of unchanged inputs are reused
+        across the prompts it runs (``run_prompt(executor=)``)."""
+        return self.execution.PromptExecutor(ServerStub(), cache_type=self.execution.CacheType.CLASSIC,
+                                             cache_args=dict(EXECUTOR_CACHE_ARGS))
+
+    def run_prompt(self, prompt: dict, outputs: list[str] | None = None, executor=None) -> dict:
+        """Validate (failing on *any* node error) and execute an API-format prompt, on a new executor or on
+        ``executor`` (:meth:`new_executor`).
 
         Returns ``{node_id: ui_output}`` from the executor's history; raises :class:`PromptFailed` with
         ComfyUI's payload when validation or execution fails.
@@ -132,9 +139,9 @@ class ComfyHost:
         ok, error, good_outputs, node_errors = self.validate(prompt)
         if not ok or node_errors:
             raise PromptFailed(f"prompt invalid: {error} {node_errors}", {"error": error, "node_errors": node_errors})
-        stub = ServerStub()
-        executor = self.execution.PromptExecutor(stub, cache_type=self.execution.CacheType.CLASSIC,
-                                                 cache_args=dict(EXECUTOR_CACHE_ARGS))
+        executor = executor or self.new_executor()
+        stub = executor.server
+        stub.messages.clear()
         # A client id makes the executor send its messages (execution_error included) to the stub.
         executor.execute(prompt, str(uuid.uuid4()), {"client_id": "harness"},
                          outputs if outputs is not None else good_outputs)

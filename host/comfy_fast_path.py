@@ -56,12 +56,14 @@ from ..samplers.fast_path import (
     pointer_token,
     report_once,
     signature,
+    tensor_bytes,
     tensor_slots,
     timed_capture,
 )
 from ..samplers.lcm_sampler import seeded_noise_sampler
 from . import contract
 from .comfy_fast_guidance import WRAPPER_KEY, guidance_inputs, guidance_reason, guided_denoiser
+from .comfy_fast_memory import ask_for_room, capture_estimate, release_unloaded, track, watch_unload
 from .contract import dynamic_vram
 
 LOG = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ class FastPathSettings:
     compile_backend: str = "inductor"  # torch.compile backend ("aot_eager" in CPU tests: tracing without codegen)
     backend: str = "cuda_graph"
     capacity: int = 4  # captured graphs kept per model (one per shape / schedule)
+    max_capture_bytes: int | None = None  # and at most this many bytes held by them (None: count only)
     warmup: int = 2
 
     def __post_init__(self):
@@ -112,14 +115,14 @@ class ModelState:
     weight_slots: tuple | None = None  # (diffusion model, its tensor slots)
 
 
-_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # BaseModel -> ModelState
+_STATES: weakref.WeakKeyDictionary = track(weakref.WeakKeyDictionary())  # BaseModel -> ModelState
 _UNKEYED_STATE = ModelState(CaptureCache(capacity=1))  # fallbacks of a guider without its model (host/contract)
 
 
-def model_state(base_model, capacity: int = 4) -> ModelState:
+def model_state(base_model, capacity: int = 4, max_bytes: int | None = None) -> ModelState:
     state = _STATES.get(base_model)
     if state is None:
-        state = _STATES[base_model] = ModelState(CaptureCache(capacity=capacity))
+        state = _STATES[base_model] = ModelState(CaptureCache(capacity=capacity, max_bytes=max_bytes))
     return state
 
 
@@ -130,6 +133,7 @@ def with_fast_path(model_patcher, settings: FastPathSettings | None = None):
     clone.model_options[OPTION_KEY] = settings
     clone.remove_wrappers_with_key(extensions.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY)
     clone.add_wrapper_with_key(extensions.WrappersMP.SAMPLER_SAMPLE, WRAPPER_KEY, fast_sampler_sample)
+    watch_unload(clone, _STATES)  # ComfyUI unloading the model frees its graphs and compiled modules
     return clone
 
 
@@ -209,7 +213,9 @@ def fast_sampler_sample(executor, guider, sigmas, extra_args, callback, noise, l
     model_options = extra_args.get("model_options", {})
     settings = model_options.get(OPTION_KEY) or FastPathSettings()
     base_model = getattr(guider, "inner_model", None)
-    state = model_state(base_model, settings.capacity) if base_model is not None else _UNKEYED_STATE
+    state = (model_state(base_model, settings.capacity, settings.max_capture_bytes) if base_model is not None
+             else _UNKEYED_STATE)
+    release_unloaded()  # what ComfyUI unloaded through clones without the fast path
     sampler = contract.wrapped_sampler(executor)
     reason = (fallback_reason(sampler, guider, extra_args, noise, denoise_mask, settings) if sampler is not None
               else contract.line("wrapped_sampler", "the wrapper executor has no class_obj", "running core's sampler"))
@@ -287,7 +293,7 @@ def run_fast_path(state: ModelState, settings: FastPathSettings, sampler, guider
                  call.guidance.key, settings.mode, settings.compile_mode, settings.compile_backend, settings.backend)
     entry = state.cache.get(token, shape_key)
     if entry is None:
-        entry = _capture(state, settings, base_model, extra_args, call, token, shape_key)
+        entry = _capture(state, settings, guider, extra_args, call, token, shape_key)
     entry.buffers.load(call.values)
     outputs = entry.captured.replay()
     if callback is not None:
@@ -296,11 +302,15 @@ def run_fast_path(state: ModelState, settings: FastPathSettings, sampler, guider
     return outputs["samples"].clone()
 
 
-def _capture(state, settings, base_model, extra_args, call: CallInputs, token, shape_key) -> CacheEntry:
+def _capture(state, settings, guider, extra_args, call: CallInputs, token, shape_key) -> CacheEntry:
     kind, reason = state.cache.reason_for(token, shape_key)
     failed = state.cache.failed.get((token, shape_key))
     if failed:
         raise FastPathUnavailable(f"capture failed before for this shape: {failed}")
+    base_model = guider.inner_model
+    room = ask_for_room(state.cache, shape_key, guider, lambda: capture_estimate(  # before the capture allocates
+        base_model, call.values, call.plan.steps, len(call.guidance.order)), call.values["noise"].device,
+        state.reported)
     buffers = StaticBuffers(call.values, call.values["noise"].device)
     buffers.load(call.values)
     model_options = extra_args["model_options"]
@@ -314,12 +324,14 @@ def _capture(state, settings, base_model, extra_args, call: CallInputs, token, s
         state.cache.failed[(token, shape_key)] = message
         state.cache.record(CaptureEvent("failed", message, 0.0, shape_key))
         raise FastPathUnavailable(f"capture failed: {message}") from None
-    entry = CacheEntry(captured, buffers, keep_alive=(model_sampling, model_options))
+    entry = CacheEntry(captured, buffers, keep_alive=(model_sampling, model_options),
+                       nbytes=tensor_bytes(buffers.tensors) + captured.held_bytes)
     guided = f", cfg {call.guidance.cfg:g} (cond + uncond batched)" if len(call.guidance.order) > 1 else ""
     if call.guidance.control is not None:
         guided += f", ControlNet at {sum(call.guidance.active)} of {call.plan.steps} steps"
     detail = (f"{reason}; {'compiled' if compiled else 'eager'} UNet, {settings.backend}, batch "
-              f"{call.values['noise'].shape[0]}, {call.plan.steps} steps, {call.kind}{guided}")
+              f"{call.values['noise'].shape[0]}, {call.plan.steps} steps, {call.kind}{guided}; {room}, holds "
+              f"{entry.nbytes / 2 ** 20:.1f} MiB")
     state.cache.put(token, shape_key, entry, CaptureEvent(kind, detail, seconds, shape_key))
     return entry
 

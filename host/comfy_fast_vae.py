@@ -35,6 +35,7 @@ from ..samplers.fast_path import (
     timed_capture,
 )
 from . import contract
+from .comfy_fast_memory import release_unloaded, track
 from .contract import dynamic_vram
 
 LOG = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class DecoderState:
     slots: list | None = None
 
 
-_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # first_stage_model -> DecoderState
+_STATES: weakref.WeakKeyDictionary = track(weakref.WeakKeyDictionary())  # first_stage_model -> DecoderState
 
 
 def decoder_state(vae) -> DecoderState:
@@ -136,6 +137,7 @@ def fast_vae_decode(vae, samples: torch.Tensor, mode: str = "compile_cuda_graph"
     state = decoder_state(vae)
     memory = vae.memory_used_decode(samples.shape, vae.vae_dtype)
     model_management.load_models_gpu([vae.patcher], memory_required=memory, force_full_load=vae.disable_offload)
+    release_unloaded()  # decoders (and models) ComfyUI unloaded since the last fast call
     reason = _reason(vae, samples, backend, mode)
     if reason is None:
         try:

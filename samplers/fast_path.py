@@ -214,11 +214,13 @@ def draw_step_noise(shape, dtype, device, seed: int | None, draws: int,
 
 
 class Captured:
-    """A captured call: :meth:`replay` refreshes ``outputs`` (static tensors) from the current inputs."""
+    """A captured call: :meth:`replay` refreshes ``outputs`` (static tensors) from the current inputs.
+    ``held_bytes``: the memory the capture keeps beyond its inputs (a CUDA graph: its private pool)."""
 
-    def __init__(self, replay: Callable[[], None], outputs: dict[str, torch.Tensor]):
+    def __init__(self, replay: Callable[[], None], outputs: dict[str, torch.Tensor], held_bytes: int = 0):
         self._replay = replay
         self.outputs = outputs
+        self.held_bytes = held_bytes
 
     def replay(self) -> dict[str, torch.Tensor]:
         self._replay()
@@ -263,9 +265,11 @@ class CudaGraphBackend:
             for _ in range(max(1, warmup)):
                 fn()
         torch.cuda.current_stream().wait_stream(stream)
+        reserved = torch.cuda.memory_reserved()
         with torch.cuda.graph(self.graph):
             outputs = fn()
-        return Captured(self.graph.replay, outputs)
+        # The graph's private pool: the segments the allocator reserved during the capture (nothing else runs).
+        return Captured(self.graph.replay, outputs, max(0, torch.cuda.memory_reserved() - reserved))
 
     def release(self) -> None:
         """Free a failed attempt: the graph and its private pool, then every block the attempt left cached."""
@@ -306,7 +310,7 @@ class EagerReplayBackend:
             for name, value in fn().items():
                 outputs[name].copy_(value)
 
-        return Captured(replay, outputs)
+        return Captured(replay, outputs, tensor_bytes(outputs))
 
     def release(self) -> None:
         self.releases += 1
@@ -331,14 +335,21 @@ class CacheEntry:
     captured: Captured
     buffers: StaticBuffers
     keep_alive: tuple = ()  # tensors and objects the graph reads but does not own
+    nbytes: int = 0  # memory the entry holds: its static buffers and what the capture keeps (Captured.held_bytes)
+
+
+def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 @dataclass
 class CaptureCache:
-    """Captured loops by key (least recently used dropped beyond ``capacity``); ``weights`` token per key group.
+    """Captured loops by key (least recently used dropped beyond ``capacity`` entries or ``max_bytes`` held, the
+    newest always kept); ``weights`` token per key group.
 
     A key is ``(weights_token, shape_key)``. When a call brings a new weights token every entry of the old token
-    is dropped first (its graphs read the old weights), so a LoRA strength change re-captures once.
+    is dropped first (its graphs read the old weights), so a LoRA strength change re-captures once. ``sizes``
+    keeps the bytes of the last capture of each shape key (after a release too): the room a re-capture asks for.
     """
 
     capacity: int = 4
@@ -346,8 +357,26 @@ class CaptureCache:
     events: list[CaptureEvent] = field(default_factory=list)
     failed: dict = field(default_factory=dict)
     weights_token: Hashable = None
+    max_bytes: int | None = None
+    sizes: dict = field(default_factory=dict)
+    released: str | None = None  # why everything was dropped (the next capture says so)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(entry.nbytes for entry in self.entries.values())
+
+    def release(self, why: str) -> tuple[int, int]:
+        """Drop every entry (their graphs and pools go with them); ``(entries, bytes)`` dropped."""
+        dropped = (len(self.entries), self.nbytes)
+        self.entries, self.weights_token, self.released = OrderedDict(), None, why
+        self.failed.clear()
+        return dropped
 
     def get(self, weights_token: Hashable, shape_key: Hashable) -> CacheEntry | None:
+        """The entry of the key, or None; a new weights token drops the old token's entries now (their graphs read
+        weights that moved), before the capture that follows allocates."""
+        if weights_token != self.weights_token and self.entries:
+            self.entries = OrderedDict()
         key = (weights_token, shape_key)
         entry = self.entries.get(key)
         if entry is not None:
@@ -356,6 +385,8 @@ class CaptureCache:
 
     def reason_for(self, weights_token: Hashable, shape_key: Hashable) -> tuple[str, str]:
         """("capture" | "recapture", why) for a key that is not cached."""
+        if self.released and not self.entries:
+            return "recapture", self.released
         if self.weights_token is not None and weights_token != self.weights_token:
             return "recapture", "weights changed (LoRA / patches / model sampling)"
         if self.entries:
@@ -367,7 +398,11 @@ class CaptureCache:
             self.entries = OrderedDict((k, v) for k, v in self.entries.items() if k[0] == weights_token)
             self.weights_token = weights_token
         self.entries[(weights_token, shape_key)] = entry
-        while len(self.entries) > self.capacity:
+        self.sizes[shape_key], self.released = entry.nbytes, None
+        while len(self.sizes) > 64:
+            del self.sizes[next(iter(self.sizes))]
+        while len(self.entries) > self.capacity or (
+                self.max_bytes is not None and len(self.entries) > 1 and self.nbytes > self.max_bytes):
             self.entries.popitem(last=False)
         self.record(event)
 

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_realtime_bench_smoke(tmp_path):
     run = subprocess.run([sys.executable, "-m", "lcm_lora_pack.bench.bench_realtime", "--smoke", "--profile-host", "2",
-                          "--out", str(tmp_path)],
+                          "--profile-kernels", "baseline,channels_last", "--out", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=1200, env=subprocess_env())
     assert run.returncode == 0, run.stderr[-4000:]
     assert "BENCH TABLES WRITTEN" in run.stdout and "0 failed sections" in run.stdout, run.stdout[-4000:]
@@ -29,3 +29,35 @@ def test_realtime_bench_smoke(tmp_path):
     assert "cProfile of fast path cuda_graph → KSamplerLCM, 2 calls" in report and "run_fast_path" in report
     assert "calls on the fast path" in report and ", eager 0" in report
     assert "- device:" in report and "- command:" in report
+    kernels = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in report.splitlines()
+               if line.startswith(("| baseline |", "| channels_last |"))}
+    arms = ("eager UNet step", "compiled UNet step", "compiled captured loop")
+    assert set(kernels) == {(variant, arm) for variant in ("baseline", "channels_last") for arm in arms}, kernels
+    for line in kernels.values():
+        cells = [float(cell) for cell in line.split("|")[3:-1]]  # total, 7 categories, launches, casts
+        assert cells[0] > 0 and abs(sum(cells[1:8]) - cells[0]) < 0.02 * cells[0] + 0.05, line
+    assert "kernels per UNet step (ATen own CPU ms" in report and "baseline, compiled captured loop: top 12" in report
+
+
+def test_kernel_categories_of_cuda_triton_and_aten_names():
+    """The kernel profile's categories for names the profiler reports (cuDNN, CUTLASS/cuBLAS, flash and
+    memory-efficient attention, ATen's copy and group-norm kernels, inductor's triton kernels, CPU ATen ops)."""
+    from lcm_lora_pack.bench.profile_sections import kernel_category
+
+    expected = {
+        "sm90_xmma_fprop_implicit_gemm_indexed_f16f16_f16f32_f32_nhwckrsc_nhwc_tilesize128x128x64": "conv",
+        "cutlass__5x_cudnn::Kernel<cutlass_tensorop_f16_s16816fprop_optimized_f16_128x128_32x4_nhwc>": "conv",
+        "ampere_fp16_s16816gemm_fp16_128x128_ldg8_f2f_stages_32x5_tn": "gemm",
+        "void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64, 128, 128, 4>, true>": "attention",
+        "fmha_cutlassF_f16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel<half>::Params)": "attention",
+        "void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda(...)>": "copy/cast",
+        "void at::native::(anonymous namespace)::RowwiseMomentsCUDAKernel<c10::Half>": "norm",
+        "void at::native::vectorized_elementwise_kernel<4, at::native::silu_kernel(...)>": "elementwise",
+        "void cudnn::ops::nchwToNhwcKernel<__half, __half, float, false, true>": "copy/cast",
+        "triton_red_fused_native_group_norm_0": "norm", "triton_poi_fused__to_copy_3": "copy/cast",
+        "triton_poi_fused_add_silu_7": "elementwise", "triton_tem_fused_mm_12": "gemm",
+        "triton_tem_fused_convolution_2": "conv", "triton_per_fused__softmax_4": "attention",
+        "aten::mkldnn_convolution": "conv", "aten::addmm": "gemm", "aten::native_group_norm": "norm",
+        "aten::_to_copy": "copy/cast", "aten::silu": "elementwise", "cudaLaunchKernel": "other",
+    }
+    assert {name: kernel_category(name) for name in expected} == expected

@@ -9,6 +9,10 @@
 #   sdxl:      bench_dynamic_vram.py on 0.33.0, SDXL, both VRAM modes
 #   live:      bench_server_realtime.py on 0.33.0 with both flags (native-static, where the fast path captures):
 #              the live clients' graphs (issue 23; GRAPHS, ARMS, LIVE_ARMS, CALLS override), then the table
+#   kernels:   bench_realtime.py on 0.8.0 (no Dynamic VRAM in-process): the per-kernel profile (issue 23;
+#              KJOBS, KVARIANTS override; max-autotune compiles for minutes: give it its own call)
+#   batch4:    bench_realtime.py on 0.8.0, SD1.5 and SDXL at batch 4, every arm (issue 23: the runs that ran out
+#              of the H100's memory before the fast path's memory was visible to ComfyUI), capture events kept
 #   sequences: bench_dv_sequences.py on 0.33.0 with main.py's defaults (Dynamic VRAM): each job sequence in a fresh
 #              server (SEQUENCES overrides the list); expected after the issue-21 fix: every sequence survives,
 #              every plain-after-* image equals plain-first's (same_as_fresh true)
@@ -53,6 +57,19 @@ case "$stage" in
       --arms "${ARMS:-eager,core_compile,cuda_graph,compile_cuda_graph}" --calls ${CALLS:-8} \
       --json "$out/live.json" 2>&1 | tee "$out/live.log" | grep -E "^(ARM|TABLE|\|)"
     cp /tmp/rt-base/server-native-static.log "$out/" 2>/dev/null
+    ;;
+  kernels)
+    source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.8.0
+    timeout ${KERNELS_TIMEOUT:-540} python3 -m lcm_lora_pack.bench.bench_realtime --device cuda --jobs "${KJOBS:-sd15:1}" \
+      --modes compile_cuda_graph --core-backends '' --decode-families '' --lora-family '' --repeats 5 --warmup 1 \
+      --profile-kernels "${KVARIANTS:-baseline,sdpa-flash,sdpa-efficient,sdpa-math,channels_last,bf16}" \
+      --out "$out/kernels" 2>&1 | tee "$out/kernels.log" | grep -E "^\||^###|FAILED|Error"
+    ;;
+  batch4)
+    source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.8.0
+    timeout ${BATCH4_TIMEOUT:-540} python3 -m lcm_lora_pack.bench.bench_realtime --device cuda --jobs "${BJOBS:-sd15:4,sdxl:4}" \
+      --lora-family '' --repeats 5 --warmup 1 --out "$out/batch4" 2>&1 | tee "$out/batch4.log" \
+      | grep -E "^\||^###|FAILED|Error|released|asked ComfyUI|OutOfMemory"
     ;;
   sequences)
     source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0

@@ -32,6 +32,14 @@ from .lora import (
     lora_patches,
     weight_adapter_base,
 )
+from .memory import (
+    free_device_memory,
+    inference_reserve,
+    loaded_model_ids,
+    model_memory_required,
+    on_model_unload,
+    sampling_patchers,
+)
 from .models import (
     config_family,
     core_lcm_sampling,
@@ -87,5 +95,6 @@ __all__ = [
     "lora_patches", "weight_adapter_base", "CONTROL_PARTS", "VAE_DECODE_PARTS", "batch_transformer_options",
     "batched_cond_inputs", "cond_batch_fits", "control_dtype", "control_forward", "control_hint",
     "control_step_active", "dynamic_vram", "fast_control_mismatch", "guider_mismatch",
-    "vae_decode_mismatch", "wrapper_names", "training_clone",
+    "vae_decode_mismatch", "wrapper_names", "training_clone", "free_device_memory", "inference_reserve",
+    "loaded_model_ids", "model_memory_required", "on_model_unload", "sampling_patchers",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from .base import ContactMismatch, _binds, _resolve, line
+from .memory import model_memory_required
 
 VAE_DECODE_PARTS = ("first_stage_model", "process_output", "memory_used_decode", "vae_dtype", "patcher", "device",
                     "output_device", "disable_offload")
@@ -121,14 +122,13 @@ def cond_batch_fits(base_model, x: torch.Tensor, chunks: int, cond_shapes: dict)
     (0.3.75, 0.8.0). :class:`ContactMismatch` when ``memory_required`` is gone or re-signed."""
     import comfy.model_management
 
-    shape = [chunks * x.shape[0], *x.shape[1:]]
-    required = getattr(base_model, "memory_required", None)
-    if required is None or not _binds(required, shape, cond_shapes=cond_shapes):
+    required = model_memory_required(base_model, [chunks * x.shape[0], *x.shape[1:]], cond_shapes)
+    if required is None:
         raise ContactMismatch(line("cond_batch_fits", "BaseModel.memory_required(input_shape, cond_shapes=) is gone "
                                    "or re-signed", "running core's sampler"))
     free = getattr(getattr(base_model, "current_patcher", None), "get_free_memory", None)
     free_memory = free(x.device) if callable(free) else comfy.model_management.get_free_memory(x.device)
-    return required(shape, cond_shapes=cond_shapes) * 1.5 < free_memory
+    return required * 1.5 < free_memory
 
 
 # What the fast path reads of core's ``comfy.controlnet.ControlNet`` (the same class on 0.3.75, 0.8.0, 0.33.0).
