@@ -6,7 +6,7 @@ sampler call on that model -- the pack's ``KSamplerLCM`` / ``LCMSampler``, core'
 and ``SamplerCustomAdvanced`` (``BasicGuider``, ``CFGGuider``) alike -- and either runs the call on the fast path
 or hands it to ComfyUI unchanged (``executor(...)``) with one report line saying why (:func:`fallback_reason`).
 
-What runs. ``fast_path.FIXED_LOOPS`` (the LCM loop for the pack's and core's ``lcm``, the Euler loop for core's
+What runs. ``fixed_loops.FIXED_LOOPS`` (the LCM loop for the pack's and core's ``lcm``, the Euler loop for core's
 ``euler``; any sigma list) on static buffers, with the step's x̂₀ computed as core's ``CFGGuider`` computes it
 (``comfy_fast_guidance``: one model call; at cfg ≠ 1 cond and uncond batched as core batches them, then the CFG
 combination), i.e. what ComfyUI's ``KSAMPLER.sample`` + sampler + guider compute, with the fresh noise of every
@@ -40,7 +40,6 @@ import comfy.samplers
 import torch
 
 from ..samplers.fast_path import (
-    FIXED_LOOPS,
     CacheEntry,
     CaptureCache,
     CaptureEvent,
@@ -51,14 +50,13 @@ from ..samplers.fast_path import (
     StaticBuffers,
     capture_allocator_reason,
     describe,
-    draw_step_noise,
-    fixed_plan,
     pointer_token,
     report_once,
     signature,
     tensor_slots,
     timed_capture,
 )
+from ..samplers.fixed_loops import FIXED_LOOPS, draw_step_noise, fixed_plan
 from ..samplers.lcm_sampler import seeded_noise_sampler
 from . import contract
 from .comfy_fast_guidance import WRAPPER_KEY, guidance_inputs, guidance_reason, guided_denoiser

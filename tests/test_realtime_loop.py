@@ -1,10 +1,10 @@
-"""The fast path's pure parts (samplers/fast_path.py): the fixed loop equals the pack's LCM loop, the pre-drawn
+"""The fast path's pure parts (samplers/fast_path.py, samplers/fixed_loops.py): the fixed loop equals the pack's LCM loop, the pre-drawn
 noise equals the eager draws, static buffers refuse other shapes, and the capture cache keys and reasons."""
 from __future__ import annotations
 
 import pytest
 import torch
-from lcm_lora_pack.samplers import fast_path
+from lcm_lora_pack.samplers import fast_path, fixed_loops
 from lcm_lora_pack.samplers.lcm_sampler import lcm_loop, seeded_noise_sampler
 
 SIGMAS = torch.tensor([14.6146, 4.0817, 1.2522, 0.3653, 0.0])
@@ -33,13 +33,13 @@ def _buffers(noise, latent, step_noise, sigmas=SIGMAS):
 def test_fixed_loop_equals_the_pack_lcm_loop(max_denoise):
     generator = torch.Generator().manual_seed(0)
     noise, latent = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 4, 8, 8, generator=generator)
-    plan = fast_path.lcm_plan(SIGMAS.tolist(), max_denoise)
+    plan = fixed_loops.lcm_plan(SIGMAS.tolist(), max_denoise)
     x0 = _noise_scaling(SIGMAS[0], noise, latent, max_denoise)  # what KSAMPLER.sample hands the sampler
     s_in = x0.new_ones([x0.shape[0]])
     expected = lcm_loop(lambda x, sigma: _denoiser(x, sigma * s_in), x0, SIGMAS, seeded_noise_sampler(x0, 123),
                         lambda sigma, z, x: _noise_scaling(sigma, z, x))
-    step_noise = fast_path.draw_step_noise(x0.shape, x0.dtype, "cpu", 123, plan.noise_draws)
-    out = fast_path.lcm_fixed_loop(_denoiser, _noise_scaling, lambda sigma, x: x,
+    step_noise = fixed_loops.draw_step_noise(x0.shape, x0.dtype, "cpu", 123, plan.noise_draws)
+    out = fixed_loops.lcm_fixed_loop(_denoiser, _noise_scaling, lambda sigma, x: x,
                                    _buffers(noise, latent, step_noise), plan)
     assert torch.equal(out["samples"], expected)
     assert set(out) == {"samples", *(f"{kind}_{i}" for i in range(4) for kind in ("x", "denoised"))}
@@ -54,26 +54,26 @@ def test_euler_loop_equals_core_sample_euler(sigmas):
     noise, latent = torch.randn(2, 4, 8, 8, generator=generator), torch.randn(2, 4, 8, 8, generator=generator)
     x0 = _noise_scaling(sigmas[0], noise, latent, False)
     expected = sample_euler(lambda x, sigma: _denoiser(x, sigma), x0, sigmas, disable=True)
-    plan = fast_path.fixed_plan("euler", sigmas.tolist(), False)
-    out = fast_path.euler_fixed_loop(_denoiser, _noise_scaling, lambda sigma, x: x,
+    plan = fixed_loops.fixed_plan("euler", sigmas.tolist(), False)
+    out = fixed_loops.euler_fixed_loop(_denoiser, _noise_scaling, lambda sigma, x: x,
                                      _buffers(noise, latent, torch.zeros(1, 2, 4, 8, 8), sigmas), plan)
     assert plan.noise_draws == 0 and plan.steps == len(sigmas) - 1
     assert torch.equal(out["samples"], expected)
 
 
 def test_plan_from_sigmas_and_partial_schedules():
-    assert fast_path.lcm_plan([14.6, 1.0, 0.0], True) == fast_path.LoopPlan(2, (True, False), True)
-    assert fast_path.lcm_plan([3.0, 1.0, 0.5], False).noise_draws == 2  # a schedule that does not end in 0
+    assert fixed_loops.lcm_plan([14.6, 1.0, 0.0], True) == fixed_loops.LoopPlan(2, (True, False), True)
+    assert fixed_loops.lcm_plan([3.0, 1.0, 0.5], False).noise_draws == 2  # a schedule that does not end in 0
     with pytest.raises(fast_path.FastPathUnavailable):
-        fast_path.lcm_plan([1.0], True)
+        fixed_loops.lcm_plan([1.0], True)
 
 
 def test_pre_drawn_noise_is_the_eager_sequence():
     x = torch.zeros(1, 4, 8, 8)
     draw = seeded_noise_sampler(x, 9)
     expected = torch.stack([draw(None, None) for _ in range(3)])
-    assert torch.equal(fast_path.draw_step_noise(x.shape, x.dtype, "cpu", 9, 3), expected)
-    assert fast_path.draw_step_noise(x.shape, x.dtype, "cpu", 9, 0).shape == (1, 1, 4, 8, 8)
+    assert torch.equal(fixed_loops.draw_step_noise(x.shape, x.dtype, "cpu", 9, 3), expected)
+    assert fixed_loops.draw_step_noise(x.shape, x.dtype, "cpu", 9, 0).shape == (1, 1, 4, 8, 8)
 
 
 def test_pre_drawn_noise_follows_the_eager_samplers_own_factory():
@@ -85,9 +85,9 @@ def test_pre_drawn_noise_follows_the_eager_samplers_own_factory():
     x = torch.zeros(1, 4, 8, 8)
     draw = shifted(x, 9)
     expected = torch.stack([draw(None, None) for _ in range(2)])
-    got = fast_path.draw_step_noise(x.shape, x.dtype, "cpu", 9, 2, shifted)
+    got = fixed_loops.draw_step_noise(x.shape, x.dtype, "cpu", 9, 2, shifted)
     assert torch.equal(got, expected)
-    assert not torch.equal(got, fast_path.draw_step_noise(x.shape, x.dtype, "cpu", 9, 2))
+    assert not torch.equal(got, fixed_loops.draw_step_noise(x.shape, x.dtype, "cpu", 9, 2))
 
 
 def test_static_buffers_keep_their_addresses_and_refuse_other_shapes():
