@@ -20,6 +20,8 @@ from .lcm_sampler import seeded_noise_sampler
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # (x, seed) -> draw(sigma, sigma_next): the noise-sampler factories of ComfyUI and the pack.
 NoiseSamplerFactory = Callable[[torch.Tensor, "int | None"], Callable]
+NoiseScaling = Callable[..., torch.Tensor]
+S_NOISE = 1.0  # core's sample_euler_ancestral default (KSamplerSelect passes no options)
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,6 @@ def lcm_plan(sigmas: list[float], max_denoise: bool) -> LoopPlan:
     if len(sigmas) < 2:
         raise FastPathUnavailable(f"{len(sigmas)} sigma(s): nothing to sample")
     return LoopPlan(len(sigmas) - 1, tuple(s > 0 for s in sigmas[1:]), bool(max_denoise))
-
-
-
-NoiseScaling = Callable[..., torch.Tensor]
 
 
 def lcm_fixed_loop(denoise: Denoiser, noise_scaling: NoiseScaling, inverse_noise_scaling: NoiseScaling,
@@ -122,8 +120,6 @@ def euler_ancestral_fixed_loop(denoise: Denoiser, noise_scaling: NoiseScaling, i
     outputs["samples"] = inverse_noise_scaling(sigmas[-1], x)
     return outputs
 
-
-S_NOISE = 1.0  # core's sample_euler_ancestral default (KSamplerSelect passes no options)
 
 
 def dpmpp_2m_fixed_loop(denoise: Denoiser, noise_scaling: NoiseScaling, inverse_noise_scaling: NoiseScaling,
