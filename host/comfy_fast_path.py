@@ -8,11 +8,12 @@ or hands it to ComfyUI unchanged (``executor(...)``) with one report line saying
 
 What runs. ``fixed_loops.FIXED_LOOPS`` (the LCM loop for the pack's and core's ``lcm``, the pack's TCD, core's
 ``euler`` -- and core's ``ddim``, which is ``sample_euler`` --, ``euler_ancestral`` and ``dpmpp_2m``; any sigma
-list; with a noise mask, core's ``KSamplerX0Inpaint`` blend around every model call) on static buffers, with the step's x̂₀ computed as core's ``CFGGuider`` computes it
-(``comfy_fast_guidance``: one model call; at cfg ≠ 1 cond and uncond batched as core batches them, then the CFG
-combination), i.e. what ComfyUI's ``KSAMPLER.sample`` + sampler + guider compute, with the fresh noise of every
-re-noising step pre-drawn into a static buffer by the eager sampler's own noise-sampler function and every host
-branch decided before the replay (``comfy_fast_plans``; core's seeding rule differs by version).
+list; with a noise mask, core's ``KSamplerX0Inpaint`` blend around every model call) on static buffers, with the
+step's x̂₀ computed as core's ``CFGGuider`` computes it (``comfy_fast_guidance``: one model call; at cfg ≠ 1 cond
+and uncond batched as core batches them, then the CFG combination), i.e. what ComfyUI's ``KSAMPLER.sample`` +
+sampler + guider compute, with the fresh noise of every re-noising step pre-drawn into a static buffer by the
+eager sampler's own noise-sampler function and every host branch decided before the replay
+(``comfy_fast_plans``; core's seeding rule differs by version).
 Mode ``cuda_graph`` captures the eager kernels (same kernels as eager: same latent); ``compile_cuda_graph`` first
 compiles the diffusion model with ``torch.compile`` (inductor, fixed shapes; swapped in during ``apply_model`` by
 core's own ``apply_torch_compile_factory`` wrapper, as ``TorchCompileModel`` does) and captures the compiled

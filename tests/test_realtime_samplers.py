@@ -4,7 +4,8 @@ core's ``euler_ancestral`` (pre-drawn noise), ``dpmpp_2m``, ``ddim`` (``sample_e
 the loop). Each through core ``KSampler`` (the pack's ``KSampler (LCM)`` for TCD) and through
 ``SamplerCustomAdvanced`` with ``CFGGuider`` cfg 1.8 on a split schedule (``BasicScheduler`` sgm_uniform 10 →
 ``SplitSigmas`` 7: 3 steps, img2img): the ``SaveLatent`` file of the fast path equals eager ComfyUI's bit for
-bit (eager and fast arms in one prompt), and the fast path ran (its capture's report line names the sampler). Without the fast path's support for the sampler the call falls back and the count assertion fails.
+bit (eager and fast arms in one prompt), and the fast path ran (its capture's report line names the sampler).
+Without the fast path's support for the sampler the call falls back and the count assertion fails.
 
 The CUDA graph is replaced by ``EagerReplayBackend`` on the CPU, as in test_realtime_live.py.
 """
