@@ -14,6 +14,7 @@ Everything is made in code from seeds, without downloads:
   hard negatives it is measured on;
 * :mod:`.finetune` -- the fine-tuned teacher's shipped form (an int8 delta on the teacher);
 * :mod:`.evaluate`, :mod:`.sheet` -- the quality numbers and the main job's side-by-side sheets.
+* :mod:`.sweep` -- the distillation sweep's grid, time plan and table (steps x rank x data mode, issue 26).
 
 docs/demo_model_card.md says what was trained, how, and how well it came out.
 """

@@ -269,12 +269,18 @@ def evaluate(models, vae, embeddings, classifier, count: int, seed: int, configs
             images, _, _ = sample_rows(models, vae, embeddings, labels, reference,
                                        seed + FINETUNE_REFERENCE_SEED_OFFSET, chunk)
             real_features["finetune"] = classify(classifier, images)[1]
-        images, prompt_labels, seconds = sample_rows(models, vae, embeddings, labels, config, seed, chunk)
         reference = real_features["finetune" if config.finetune else config.style]
-        row = {"label": config.label, "steps": config.steps, "seconds": round(seconds, 2),
-               **score(classifier, images, prompt_labels, reference)}
-        rows[config.name] = row
-        LOG.info("%s: joint %.3f (classifier %.3f), Fréchet %.3f, style rate %.3f (%.1f s)", config.name,
-                 row["accuracy"]["joint"], row["accuracy"]["joint_classifier"], row["frechet"], row["style_rate"],
-                 seconds)
+        rows[config.name] = config_row(models, vae, embeddings, classifier, labels, config, seed, reference, chunk)
     return results
+
+
+def config_row(models, vae, embeddings, classifier, labels: torch.Tensor, config: Config, seed: int,
+               reference: torch.Tensor, chunk: int = 256) -> dict:
+    """One row of the quality table: ``config`` sampled on ``labels`` (noise seeds from ``seed``), scored under the
+    stricter check, Fréchet against ``reference`` features (also what ``scripts/demo_distill_sweep.py`` scores)."""
+    images, prompt_labels, seconds = sample_rows(models, vae, embeddings, labels, config, seed, chunk)
+    row = {"label": config.label, "steps": config.steps, "seconds": round(seconds, 2),
+           **score(classifier, images, prompt_labels, reference)}
+    LOG.info("%s: joint %.3f (classifier %.3f), Fréchet %.3f, style rate %.3f (%.1f s)", config.name,
+             row["accuracy"]["joint"], row["accuracy"]["joint_classifier"], row["frechet"], row["style_rate"], seconds)
+    return row

@@ -49,10 +49,17 @@ class EncodedData:
 
 
 def _weights_digest(*modules) -> str:
+    """A digest of the first and last two parameters of each encoder (64 KiB of each).
+
+    ``text_projection`` is left out: SD1.x/SD2.x checkpoints do not carry it, so ComfyUI leaves that layer of its
+    CLIP uninitialised (``comfy/clip_model.py`` ``CLIPTextModel``; their conditioning never reads it), its bytes
+    differed at every load and a cache made by one run never matched the next run's key.
+    """
     digest = hashlib.sha256()
     for module in modules:
-        params = list(module.parameters())[:2] + list(module.parameters())[-2:] if module is not None else []
-        for p in params:
+        params = [p for name, p in module.named_parameters() if not name.endswith("text_projection.weight")] \
+            if module is not None else []
+        for p in params[:2] + params[-2:]:
             digest.update(p.detach().float().cpu().numpy().tobytes()[:1 << 16])
     return digest.hexdigest()[:12]
 

@@ -7,8 +7,7 @@ sampling change weights and the model-sampling object only, and core batches the
 step as one captured model call; it asks :func:`plain_batch` whether the step's conditioning is one entry per
 prompt (positive, and the negative at cfg ≠ 1) with no area, mask, strength, timestep range, GLIGEN or hooks (a
 ControlNet only when shared by the entries), and model options with no context windows, model-function wrapper
-or calc-cond-batch wrappers. :func:`single_plain_cond` is the same test for exactly one entry. Anything else
-falls back to core.
+or calc-cond-batch wrappers. Anything else falls back to core.
 """
 from __future__ import annotations
 
@@ -31,17 +30,6 @@ def _plain_options(model_options: dict) -> bool:
     """No model option that changes how core runs the conditioning batch (module docstring)."""
     return SPECIAL_MODEL_OPTIONS.isdisjoint(model_options) and not comfy.patcher_extension.get_all_wrappers(
         comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, model_options, is_model_options=True)
-
-
-def single_plain_cond(conds: list, model_options: dict) -> tuple[int, dict] | None:
-    """``(index, cond)`` when the batch is one plain conditioning entry (see module docstring), else None."""
-    if not _plain_options(model_options):
-        return None
-    present = [(index, entries) for index, entries in enumerate(conds) if entries]
-    if len(present) != 1 or len(present[0][1]) != 1:
-        return None
-    index, (cond,) = present[0]
-    return (index, cond) if _plain(cond) else None
 
 
 def plain_batch(conds: list, model_options: dict, control: bool = False) -> list[tuple[int, dict]] | None:

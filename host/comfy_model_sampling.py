@@ -22,7 +22,7 @@ import torch
 from ..errors import SamplingError
 from ..samplers.boundary import DEFAULT_SIGMA_DATA, DEFAULT_TIMESTEP_SCALING, boundary_condition_scalings
 from ..samplers.timesteps import DEFAULT_ORIGINAL_INFERENCE_STEPS, check_custom_timesteps, lcm_timesteps
-from . import contract
+from . import comfy_dynamic_tables, contract
 from .comfy_clone_cache import reused_clone
 
 LOG = logging.getLogger(__name__)
@@ -39,28 +39,52 @@ class LCMDiscreteGrid(comfy.model_sampling.ModelSamplingDiscrete):
     With k = num_train_timesteps // original_inference_steps the grid holds timesteps
     t_i = i·k + (k − 1), i = 0 … original_inference_steps − 1 (k = 20 → 19, 39, …, 999), exactly the
     ``lcm_origin_timesteps`` of diffusers' ``LCMScheduler.set_timesteps``.
+
+    The grid is core's ``sigmas`` / ``log_sigmas`` buffers (what core's schedulers read, as for core's own LCM
+    sampling); the object's own lookups (timestep ↔ σ, σ_min/σ_max, the boundary) read private references to
+    its tables (:data:`plain_tensors`, plain attributes, moved by ``.to()``): ComfyUI's Dynamic VRAM re-registers
+    buffers by attribute path across objects (``comfy_dynamic_tables``), never these.
     """
 
     original_inference_steps = DEFAULT_ORIGINAL_INFERENCE_STEPS
+    plain_tensors = ("train_sigmas", "grid_sigmas", "grid_log_sigmas")
 
     def __init__(self, model_config=None, zsnr=None):
         super().__init__(model_config, zsnr=zsnr)
-        self.register_buffer("train_sigmas", self.sigmas.clone())  # every training timestep (TCD's σ_s)
+        self.train_sigmas = self.sigmas.clone()  # every training timestep (TCD's σ_s); a plain attribute
         self.skip_steps = self.num_timesteps // self.original_inference_steps
         grid_timesteps = torch.arange(self.original_inference_steps) * self.skip_steps + (self.skip_steps - 1)
         self.set_sigmas(self.sigmas[grid_timesteps])
 
+    def set_sigmas(self, sigmas):
+        super().set_sigmas(sigmas)
+        self.grid_sigmas, self.grid_log_sigmas = self.sigmas, self.log_sigmas
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for name in self.plain_tensors:
+            setattr(self, name, fn(getattr(self, name)))
+        return self
+
+    @property
+    def sigma_min(self):
+        return self.grid_sigmas[0]
+
+    @property
+    def sigma_max(self):
+        return self.grid_sigmas[-1]
+
     def timestep(self, sigma):
         log_sigma = sigma.log()
-        dists = log_sigma.to(self.log_sigmas.device) - self.log_sigmas[:, None]
+        dists = log_sigma.to(self.grid_log_sigmas.device) - self.grid_log_sigmas[:, None]
         index = dists.abs().argmin(dim=0).view(sigma.shape)
         return (index * self.skip_steps + (self.skip_steps - 1)).to(sigma.device)
 
     def sigma(self, timestep):
-        position = ((timestep.float().to(self.log_sigmas.device) - (self.skip_steps - 1)) / self.skip_steps)
-        position = torch.clamp(position, min=0, max=len(self.sigmas) - 1)
+        position = ((timestep.float().to(self.grid_log_sigmas.device) - (self.skip_steps - 1)) / self.skip_steps)
+        position = torch.clamp(position, min=0, max=len(self.grid_log_sigmas) - 1)
         low, high, frac = position.floor().long(), position.ceil().long(), position.frac()
-        log_sigma = (1 - frac) * self.log_sigmas[low] + frac * self.log_sigmas[high]
+        log_sigma = (1 - frac) * self.grid_log_sigmas[low] + frac * self.grid_log_sigmas[high]
         return log_sigma.exp().to(timestep.device)
 
 
@@ -68,18 +92,18 @@ class LCMBoundary:
     """Mixin: wraps the prediction type's x̂₀ in the consistency boundary condition.
 
     c_skip(t) and c_out(t) are tabulated once for every training timestep (``boundary.py``'s formulas), so a step
-    reads two table entries at its timestep instead of recomputing them (fewer kernel launches per step).
+    reads two table entries at its timestep instead of recomputing them (fewer kernel launches per step). Plain
+    attributes, like the grid's private tables.
     """
 
     timestep_scaling = DEFAULT_TIMESTEP_SCALING
     lcm_sigma_data = DEFAULT_SIGMA_DATA
+    plain_tensors = LCMDiscreteGrid.plain_tensors + ("boundary_c_skip", "boundary_c_out")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        c_skip, c_out = boundary_condition_scalings(torch.arange(self.num_timesteps), self.timestep_scaling,
-                                                    self.lcm_sigma_data)
-        self.register_buffer("boundary_c_skip", c_skip, persistent=False)
-        self.register_buffer("boundary_c_out", c_out, persistent=False)
+        self.boundary_c_skip, self.boundary_c_out = boundary_condition_scalings(
+            torch.arange(self.num_timesteps), self.timestep_scaling, self.lcm_sigma_data)
 
     def calculate_denoised(self, sigma, model_output, model_input):
         x0 = super().calculate_denoised(sigma, model_output, model_input)
@@ -312,10 +336,12 @@ def reused_lcm_sampling(model_patcher, boundary: bool = True):
 
 
 def lcm_patched_clone(model_patcher, sampling=None):
-    """A clone with ``sampling`` (if given) as its model sampling; nothing else about how core samples changes."""
+    """A clone with ``sampling`` (if given) as its model sampling; nothing else about how core samples changes.
+    Under Dynamic VRAM the clone keeps ``sampling``'s tables its own across loads (``comfy_dynamic_tables``)."""
     patched = model_patcher.clone()
     if sampling is not None:
         patched.add_object_patch("model_sampling", sampling)
+        comfy_dynamic_tables.protect(patched, sampling)
     return patched
 
 

@@ -93,12 +93,14 @@ def signature(tensors: dict[str, torch.Tensor]) -> tuple:
 
 
 def tensor_slots(*roots: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
-    """(module, attribute) of every parameter and buffer under ``roots``: what a captured graph reads."""
+    """(module, attribute) of every parameter and buffer under ``roots``, and of the plain tensor attributes a
+    module names in ``plain_tensors`` (the pack's LCM sampling tables): what a captured graph reads."""
     slots = []
     for root in roots:
         for module in root.modules():
             slots += [(module, name) for name, _ in module.named_parameters(recurse=False)]
             slots += [(module, name) for name, value in module.named_buffers(recurse=False) if value is not None]
+            slots += [(module, name) for name in getattr(module, "plain_tensors", ())]
     return slots
 
 

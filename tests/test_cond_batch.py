@@ -2,8 +2,9 @@
 
 Proven on the real host with the generated SD1.5-family checkpoint: the pack's LCM model sampling adds no
 calc-cond-batch function (only the model-sampling object changes), another node's function is kept and called;
-``comfy_cond_batch.single_plain_cond`` (the opt-in fast path's admission test) accepts exactly one plain
-conditioning and refuses every case core treats specially.
+``comfy_cond_batch.plain_batch`` (the opt-in fast path's admission test) accepts one plain conditioning per
+prompt -- the positive at cfg 1, uncond then cond (core's batch order) at cfg > 1 -- and refuses every case core
+treats specially.
 """
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def _classifying_model(model_patcher, report: dict):
     clone = model_patcher.clone()
 
     def classify(args):
-        report.setdefault("direct", []).append(
-            comfy_cond_batch.single_plain_cond(args["conds"], args["model_options"]) is not None)
+        entries = comfy_cond_batch.plain_batch(args["conds"], args["model_options"], control=True)
+        report.setdefault("direct", []).append(entries is not None)
+        report.setdefault("order", []).append(None if entries is None else [index for index, _ in entries])
         return _core_batch(args)
 
     clone.set_model_sampler_calc_cond_batch_function(classify)
@@ -61,17 +63,22 @@ def _sample(model, positive, negative, cfg):
     return cm.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, LATENT, seed=SEED)
 
 
-def test_a_plain_positive_at_cfg_1_is_admitted(sd15):
+@pytest.mark.parametrize(("cfg", "order"), [(1.0, [0]), (2.0, [1, 0])])
+def test_a_plain_prompt_is_admitted_in_cores_batch_order(sd15, cfg, order):
+    """cfg 1: the positive alone (core skips the uncond); cfg 2: uncond first, then cond, as core batches them."""
     report = {}
-    _sample(_classifying_model(sd15, report), _cond(1), _cond(2), cfg=1.0)
-    assert report["direct"] == [True, True], "a plain positive at cfg 1 must be admitted by the fast path"
+    _sample(_classifying_model(sd15, report), _cond(1), _cond(2), cfg=cfg)
+    assert report["direct"] == [True, True], f"a plain prompt at cfg {cfg} must be admitted by the fast path"
+    assert report["order"] == [order, order]
 
 
-@pytest.mark.parametrize("case", ["cfg 2 (cond + uncond)", "area", "strength", "two entries", "timestep range",
-                                  "mask", "function wrapper"])
+@pytest.mark.parametrize("case", ["area", "strength", "two entries", "timestep range", "mask", "function wrapper",
+                                  "negative with an area"])
 def test_every_other_case_goes_to_core(comfy, sd15, case):
-    positive, cfg, model = _cond(1), 1.0, sd15
-    if case == "cfg 2 (cond + uncond)":
+    positive, negative, cfg, model = _cond(1), _cond(2), 1.0, sd15
+    if case == "negative with an area":
+        (negative,) = comfy.run_node("ConditioningSetArea", conditioning=negative, width=32, height=32, x=0, y=0,
+                                     strength=1.0)
         cfg = 2.0
     elif case == "area":
         (positive,) = comfy.run_node("ConditioningSetArea", conditioning=positive, width=32, height=32, x=0, y=0,
@@ -89,7 +96,7 @@ def test_every_other_case_goes_to_core(comfy, sd15, case):
         model = sd15.clone()
         model.set_model_unet_function_wrapper(lambda apply, args: apply(args["input"], args["timestep"], **args["c"]))
     report = {}
-    _sample(_classifying_model(model, report), positive, _cond(2), cfg=cfg)
+    _sample(_classifying_model(model, report), positive, negative, cfg=cfg)
     assert report["direct"] and not any(report["direct"]), f"{case}: must be left to core"
 
 

@@ -264,13 +264,11 @@ def test_changed_sampler_internals_raise_the_fallback_signal(monkeypatch):
                                     SimpleNamespace(decode=print, comfy_has_chunked_io=True))
     assert "preallocated" in contract.vae_decode_mismatch(chunked)
     assert "guider_parts" in contract.guider_mismatch(types.SimpleNamespace(conds=[], inner_model=None))
-    with pytest.raises(contract.ContactMismatch, match="cond_inputs"):
-        contract.cond_inputs({"model_conds": {"c_crossattn": torch.zeros(1)}}, 1)
-    with pytest.raises(contract.ContactMismatch, match="step_transformer_options"):
-        contract.step_transformer_options(types.SimpleNamespace(), {}, 0, {"uuid": 1}, torch.ones(1))
+    with pytest.raises(contract.ContactMismatch, match="batch_transformer_options"):
+        contract.batch_transformer_options(types.SimpleNamespace(), {}, [0], [1], torch.ones(1))
     with pytest.raises(contract.ContactMismatch, match="cond_batch_fits"):  # memory_required re-signed
         contract.cond_batch_fits(types.SimpleNamespace(memory_required=lambda shape: 0), torch.zeros(1, 4, 8, 8), 2, {})
-    with pytest.raises(contract.ContactMismatch, match="cond_inputs"):
+    with pytest.raises(contract.ContactMismatch, match="batched_cond_inputs"):
         contract.batched_cond_inputs([{"model_conds": {"c_crossattn": torch.zeros(1)}}] * 2, 1)
     assert contract.fixed_sampler_kind(print) is None
 

@@ -194,6 +194,25 @@ def test_a_damaged_latent_cache_is_rebuilt(comfy, sd15, tmp_path):
     assert (tmp_path / "cached_again.safetensors").is_file()
 
 
+def test_the_latent_cache_key_ignores_the_clip_layer_comfyui_leaves_uninitialised(comfy, sd15, tmp_path):
+    """SD1.5 checkpoints carry no ``text_projection``; ComfyUI leaves that layer of its CLIP as uninitialised
+    memory, different at every load. The cache key must not read it, or a second run never finds its cache."""
+    from lcm_lora_pack.distill.dataset import cache_key
+
+    _, clip, vae = sd15
+    samples = load_samples(data_dir=write_images(tmp_path / "data", count=2))
+    config = tiny_config(max_train_steps=1)
+    (projection,) = [p for name, p in clip.cond_stage_model.named_parameters() if name.endswith("text_projection.weight")]
+    before, kept = cache_key(samples, config, "sd15", clip, vae), projection.detach().clone()
+    try:
+        with torch.no_grad():
+            projection.copy_(torch.randn(projection.shape, generator=torch.Generator().manual_seed(3)))
+        assert cache_key(samples, config, "sd15", clip, vae) == before
+    finally:
+        with torch.no_grad():
+            projection.copy_(kept)
+
+
 def test_read_only_lora_folder_and_a_folder_in_the_way_are_found_before_training(comfy, sd15, tmp_path):
     model, clip, _ = sd15
     samples = load_samples(prompts=["a cube"])

@@ -43,3 +43,22 @@ def test_server_bench_smoke_live_graphs(tmp_path):
         assert row["max_pixel_diff"] == (None if arm == "eager" else 0), row
     assert "| live | cuda_graph |" in run.stdout and "TABLE native-static" in run.stdout
     assert any("is not CUDA" in line for line in summary["pack_lines"]), summary["pack_lines"]
+
+
+@pytest.mark.slow
+def test_dv_sequences_smoke_compares_a_plain_job_after_lcm_with_a_fresh_servers(tmp_path):
+    """bench_dv_sequences.py (issue 21's GPU confirmation) on CPU servers: each sequence in a fresh ``main.py``,
+    the plain job after the pack's LCM job gives the fresh server's image (digest), and the report says so. On the
+    CPU there is no Dynamic VRAM, so this proves the script, not the fix (tests/test_dynamic_tables.py does)."""
+    bench = [sys.executable, "-m", "lcm_lora_pack.bench.device.bench_dv_sequences", "--smoke", "--base",
+             str(tmp_path / "base"), "--port", str(free_port())]
+    env = subprocess_env(COMFYUI_PATH=str(comfyui_root()))
+    out = tmp_path / "sequences.json"
+    run = subprocess.run([*bench, "--sequences", "plain-first,plain-after-pack", "--json", str(out)], cwd=REPO,
+                         capture_output=True, text=True, timeout=1200, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = {result["sequence"]: result for result in json.loads(out.read_text())}
+    assert all(result["survived"] for result in results.values()), results
+    jobs = [job for result in results.values() for job in result["jobs"]]
+    assert len(jobs) == 3 and all(job["status"] == "success" and job["digest"] for job in jobs), jobs
+    assert results["plain-after-pack"]["same_as_fresh"] is True, results

@@ -8,11 +8,18 @@ failing kernel's), and the report says which job of which sequence killed the se
 frames of the stack. Sequences separate core's own path (``LoraLoaderModelOnly`` + ``ModelSamplingDiscrete lcm``
 + core ``KSampler``) from the pack's loader and from ``KSampler (LCM)``.
 
+Found by reading 0.33.0 (``host/comfy_dynamic_tables.py``): Dynamic VRAM restores the model's buffers by attribute
+path across object patches, so ``model_sampling`` objects swap σ tables between jobs. The ``plain-*`` sequences end
+with the same plain job (fixed seed) as ``plain-first``'s only job; the report gives each image's digest and
+whether it equals that fresh-server image (``same_as_fresh``): after an LCM job the checkpoint's own sampling
+must be untouched.
+
     COMFYUI_PATH=… PYTHONPATH=.pack python -m lcm_lora_pack.bench.device.bench_dv_sequences --base /tmp/rt-base
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -57,6 +64,7 @@ STYLE = ("pack LCMLoraLoader kind style, core KSampler euler", lambda seed: pari
 CORE_LORA = ("core LoraLoaderModelOnly, core KSampler euler", lambda seed: parity_graph([("core", LORA, 1.0)], seed))
 EXPORT = ("LoraExport concat (no image)", lambda seed: export_graph(f"dv-seq-export-{seed}"))
 DISTILL = ("distillation node, 10 steps (no image)", lambda seed: distill_graph(f"dv-seq-distill-{seed}", 10))
+PLAIN_REFERENCE = ("plain checkpoint, core KSampler euler, seed 7", lambda seed: parity_graph([], 7))
 
 
 def _lcm(loader: str, sampler: str):
@@ -73,6 +81,9 @@ SEQUENCES = {
     "pack-after-export": [EXPORT, _lcm("pack", "pack")],
     "pack-after-distill": [DISTILL, _lcm("pack", "pack")],
     "core-after-distill": [DISTILL, _lcm("core", "core")],
+    "plain-first": [PLAIN_REFERENCE],
+    "plain-after-pack": [_lcm("pack", "pack"), PLAIN_REFERENCE],
+    "plain-after-core-lcm": [_lcm("core", "core"), PLAIN_REFERENCE],
 }
 
 
@@ -103,6 +114,7 @@ def run_sequence(name: str, jobs: list, args) -> dict:
             except OSError as error:
                 status, image, seconds = f"{type(error).__name__}: {error}", None, 0.0
             steps.append({"job": label, "status": status[:200], "image": image is not None,
+                          "digest": hashlib.sha256(image).hexdigest()[:16] if image else None,
                           "seconds": round(seconds, 2), "alive_after": client.alive()})
             if not steps[-1]["alive_after"]:
                 break
@@ -112,6 +124,14 @@ def run_sequence(name: str, jobs: list, args) -> dict:
         server.wait(timeout=60)
     return {"sequence": name, "config": args.config, "survived": survived, "jobs": steps,
             "stack": [] if survived else stack_tail(log)}
+
+
+def compare_with_fresh(results: list[dict]) -> None:
+    """Mark each ``plain-after-*`` sequence's last image as equal or not to ``plain-first``'s (same job)."""
+    fresh = next((r["jobs"][0]["digest"] for r in results if r["sequence"] == "plain-first" and r["jobs"]), None)
+    for result in results:
+        if result["sequence"].startswith("plain-after-") and result["jobs"] and fresh:
+            result["same_as_fresh"] = result["jobs"][-1]["digest"] == fresh
 
 
 def main(argv=None) -> int:
@@ -131,6 +151,7 @@ def main(argv=None) -> int:
     for name in [s for s in args.sequences.split(",") if s]:
         results.append(run_sequence(name, SEQUENCES[name], args))
         print("SEQUENCE", json.dumps(results[-1]), flush=True)
+    compare_with_fresh(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

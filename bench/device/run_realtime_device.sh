@@ -9,6 +9,9 @@
 #   sdxl:      bench_dynamic_vram.py on 0.33.0, SDXL, both VRAM modes
 #   live:      bench_server_realtime.py on 0.33.0 with both flags (native-static, where the fast path captures):
 #              the live clients' graphs (issue 23; GRAPHS, ARMS, LIVE_ARMS, CALLS override), then the table
+#   sequences: bench_dv_sequences.py on 0.33.0 with main.py's defaults (Dynamic VRAM): each job sequence in a fresh
+#              server (SEQUENCES overrides the list); expected after the issue-21 fix: every sequence survives,
+#              every plain-after-* image equals plain-first's (same_as_fresh true)
 # Results (JSON, logs) go to $OUT (or out/device); the tables print last.
 set -uo pipefail
 payload="$1"; stage="$2"; out="${OUT:-out/device}"; mkdir -p "$out"
@@ -50,5 +53,12 @@ case "$stage" in
       --arms "${ARMS:-eager,core_compile,cuda_graph,compile_cuda_graph}" --calls ${CALLS:-8} \
       --json "$out/live.json" 2>&1 | tee "$out/live.log" | grep -E "^(ARM|TABLE|\|)"
     cp /tmp/rt-base/server-native-static.log "$out/" 2>/dev/null
+    ;;
+  sequences)
+    source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0
+    py bench_server_realtime --prepare-only --base /tmp/rt-base
+    timeout ${SEQ_TIMEOUT:-540} python3 -m lcm_lora_pack.bench.device.bench_dv_sequences --base /tmp/rt-base \
+      ${SEQUENCES:+--sequences "$SEQUENCES"} --json "$out/sequences.json" 2>&1 | tee "$out/sequences.log" | grep -E "^SEQUENCE"
+    tar -czf "$out/sequence-logs.tgz" -C /tmp/rt-base $(cd /tmp/rt-base && ls server-seq-*.log) 2>/dev/null  # one file back (8 at most)
     ;;
 esac

@@ -32,14 +32,21 @@ from .lora import (
     lora_patches,
     weight_adapter_base,
 )
-from .models import config_family, core_lcm_sampling, core_sampling_classes, model_file_name, object_patch
+from .models import (
+    config_family,
+    core_lcm_sampling,
+    core_sampling_classes,
+    dynamic_buffer_backups,
+    model_file_name,
+    object_patch,
+    object_patch_original,
+)
 from .realtime import (
     CONTROL_PARTS,
     VAE_DECODE_PARTS,
     batch_transformer_options,
     batched_cond_inputs,
     cond_batch_fits,
-    cond_inputs,
     control_dtype,
     control_forward,
     control_hint,
@@ -47,7 +54,6 @@ from .realtime import (
     dynamic_vram,
     fast_control_mismatch,
     guider_mismatch,
-    step_transformer_options,
     vae_decode_mismatch,
     wrapper_names,
 )
@@ -82,9 +88,10 @@ __all__ = [
     "preview_callback", "progress_bar_enabled", "require_core_k_sampler",
     "sample_custom", "sampler_base_model", "sampler_max_denoise", "torch_compile_wrapper", "wrapped_sampler",
     "config_family", "core_lcm_sampling", "core_sampling_classes", "model_file_name", "object_patch",
+    "dynamic_buffer_backups", "object_patch_original",
     "ADAPTER_CALCULATE_WEIGHT", "AdapterCheck", "core_lora_patches", "lora_adapter_layout", "lora_key_maps",
     "lora_patches", "weight_adapter_base", "CONTROL_PARTS", "VAE_DECODE_PARTS", "batch_transformer_options",
-    "batched_cond_inputs", "cond_batch_fits", "cond_inputs", "control_dtype", "control_forward", "control_hint",
+    "batched_cond_inputs", "cond_batch_fits", "control_dtype", "control_forward", "control_hint",
     "control_step_active", "dynamic_vram", "fast_control_mismatch", "guider_mismatch",
-    "step_transformer_options", "vae_decode_mismatch", "wrapper_names", "training_clone",
+    "vae_decode_mismatch", "wrapper_names", "training_clone",
 ]

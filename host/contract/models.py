@@ -94,3 +94,27 @@ def model_file_name(model_patcher) -> str | None:
     args = init[1]
     path = args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else None
     return path.replace("\\", "/").rsplit("/", 1)[-1] if path else None
+
+
+def dynamic_buffer_backups(model_patcher) -> dict:
+    """Dynamic VRAM's record of the model's buffers: ``ModelPatcher.backup_buffers`` (``comfy/model_patcher.py``,
+    ``ModelPatcherDynamic.load`` / ``restore_loaded_backups``; checked on 0.33.0): ``{attribute path: the tensor
+    the path held before the load}``, one dict shared by every clone of a model, put back **by path** at the next
+    load or unload. Hosts without Dynamic VRAM (0.3.75, 0.8.0) never call the pack's repair. Not a dict:
+    :class:`ContactMismatch`."""
+    backups = getattr(model_patcher, "backup_buffers", None)
+    if not isinstance(backups, dict):
+        raise ContactMismatch(line("dynamic_buffer_backups", "ModelPatcher.backup_buffers is not a dict in this "
+                                   "ComfyUI", "the model sampling's tables are not re-checked after a Dynamic VRAM load"))
+    return backups
+
+
+def object_patch_original(model_patcher, name: str):
+    """The object an object patch ``name`` replaced while the patch is applied: ``ModelPatcher.object_patches_backup``
+    (``comfy/model_patcher.py`` ``patch_model`` fills it, ``unpatch_model`` puts it back; checked on 0.3.75, 0.8.0,
+    0.33.0), or None when nothing is recorded. Not a dict: :class:`ContactMismatch`."""
+    backups = getattr(model_patcher, "object_patches_backup", None)
+    if not isinstance(backups, dict):
+        raise ContactMismatch(line("object_patch_original", "ModelPatcher.object_patches_backup is not a dict in "
+                                   "this ComfyUI", "the model sampling's tables are not re-checked after a load"))
+    return backups.get(name)

@@ -47,11 +47,6 @@ def wrapper_names(model_options: dict, kinds) -> list[str]:
     return names
 
 
-def step_transformer_options(base_model, model_options: dict, index: int, cond: dict, timestep) -> dict:
-    """:func:`batch_transformer_options` for a batch of one conditioning (``index``, ``cond``)."""
-    return batch_transformer_options(base_model, model_options, [index], [cond["uuid"]], timestep)
-
-
 def batch_transformer_options(base_model, model_options: dict, order: list[int], uuids: list, timestep) -> dict:
     """The ``transformer_options`` core's private ``_calc_cond_batch`` (``comfy/samplers.py``) passes for one batched
     model call: ``model.current_patcher.apply_hooks(hooks=None)`` merged with the model options'
@@ -62,7 +57,7 @@ def batch_transformer_options(base_model, model_options: dict, order: list[int],
 
     apply_hooks = getattr(getattr(base_model, "current_patcher", None), "apply_hooks", None)
     if apply_hooks is None or not _binds(apply_hooks, hooks=None):
-        raise ContactMismatch(line("step_transformer_options", "BaseModel.current_patcher.apply_hooks(hooks=) is "
+        raise ContactMismatch(line("batch_transformer_options", "BaseModel.current_patcher.apply_hooks(hooks=) is "
                                    "gone", "running core's sampler"))
     options = apply_hooks(hooks=None)
     if "transformer_options" in model_options:
@@ -92,16 +87,6 @@ def guider_mismatch(guider) -> str | None:
                 "running core's sampler")
 
 
-def cond_inputs(cond: dict, batch: int) -> dict:
-    """The model inputs of one conditioning entry as core's ``_calc_cond_batch`` builds them for a batch of it
-    (:func:`batched_cond_inputs` of one entry)."""
-    batched = batched_cond_inputs([cond], batch)
-    if batched is None:  # one entry always concatenates with itself
-        raise ContactMismatch(line("cond_inputs", "a conditioning does not concatenate with itself",
-                                   "running core's sampler"))
-    return batched[0]
-
-
 def batched_cond_inputs(conds: list[dict], batch: int) -> tuple[dict, dict] | None:
     """The model inputs of one batched model call over the conditioning entries ``conds`` (in batch order), as
     core's ``_calc_cond_batch`` builds them: ``process_cond(batch_size=, area=None)`` of each ``model_conds``
@@ -116,7 +101,7 @@ def batched_cond_inputs(conds: list[dict], batch: int) -> tuple[dict, dict] | No
         process = [getattr(value, "process_cond", None) for value in (model_conds or {}).values()]
         if not isinstance(model_conds, dict) or cond_cat is None or not all(
                 p and _binds(p, batch_size=batch, area=None) for p in process):
-            raise ContactMismatch(line("cond_inputs", "a conditioning's model_conds / process_cond(batch_size=, "
+            raise ContactMismatch(line("batched_cond_inputs", "a conditioning's model_conds / process_cond(batch_size=, "
                                        "area=) / comfy.samplers.cond_cat differ", "running core's sampler"))
         processed.append({name: value.process_cond(batch_size=batch, area=None) for name, value in model_conds.items()})
     first = processed[0]
