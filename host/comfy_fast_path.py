@@ -6,12 +6,14 @@ sampler call on that model -- the pack's ``KSamplerLCM`` / ``LCMSampler``, core'
 and ``SamplerCustomAdvanced`` (``BasicGuider``, ``CFGGuider``) alike -- and either runs the call on the fast path
 or hands it to ComfyUI unchanged (``executor(...)``) with one report line saying why (:func:`fallback_reason`).
 
-What runs. ``fast_path.FIXED_LOOPS`` (the LCM loop for the pack's and core's ``lcm``, the Euler loop for core's
-``euler``; any sigma list) on static buffers, with the step's x̂₀ computed as core's ``CFGGuider`` computes it
-(``comfy_fast_guidance``: one model call; at cfg ≠ 1 cond and uncond batched as core batches them, then the CFG
-combination), i.e. what ComfyUI's ``KSAMPLER.sample`` + sampler + guider compute, with the fresh noise of every
-LCM step pre-drawn into a static buffer by the eager sampler's own noise-sampler function
-(:data:`NOISE_SAMPLERS`; core's seeding rule differs by version).
+What runs. ``fixed_loops.FIXED_LOOPS`` (the LCM loop for the pack's and core's ``lcm``, the pack's TCD, core's
+``euler`` -- and core's ``ddim``, which is ``sample_euler`` --, ``euler_ancestral`` and ``dpmpp_2m``; any sigma
+list; with a noise mask, core's ``KSamplerX0Inpaint`` blend around every model call) on static buffers, with the
+step's x̂₀ computed as core's ``CFGGuider`` computes it (``comfy_fast_guidance``: one model call; at cfg ≠ 1 cond
+and uncond batched as core batches them, then the CFG combination), i.e. what ComfyUI's ``KSAMPLER.sample`` +
+sampler + guider compute, with the fresh noise of every re-noising step pre-drawn into a static buffer by the
+eager sampler's own noise-sampler function and every host branch decided before the replay
+(``comfy_fast_plans``; core's seeding rule differs by version).
 Mode ``cuda_graph`` captures the eager kernels (same kernels as eager: same latent); ``compile_cuda_graph`` first
 compiles the diffusion model with ``torch.compile`` (inductor, fixed shapes; swapped in during ``apply_model`` by
 core's own ``apply_torch_compile_factory`` wrapper, as ``TorchCompileModel`` does) and captures the compiled
@@ -40,7 +42,6 @@ import comfy.samplers
 import torch
 
 from ..samplers.fast_path import (
-    FIXED_LOOPS,
     CacheEntry,
     CaptureCache,
     CaptureEvent,
@@ -51,8 +52,6 @@ from ..samplers.fast_path import (
     StaticBuffers,
     capture_allocator_reason,
     describe,
-    draw_step_noise,
-    fixed_plan,
     pointer_token,
     report_once,
     signature,
@@ -60,10 +59,11 @@ from ..samplers.fast_path import (
     tensor_slots,
     timed_capture,
 )
-from ..samplers.lcm_sampler import seeded_noise_sampler
+from ..samplers.fixed_loops import FIXED_LOOPS, masked_denoiser
 from . import contract
 from .comfy_fast_guidance import WRAPPER_KEY, guidance_inputs, guidance_reason, guided_denoiser
 from .comfy_fast_memory import ask_for_room, capture_estimate, release_unloaded, track, watch_unload
+from .comfy_fast_plans import REPLAYED_SAMPLERS, loop_inputs, sampler_options_reason
 from .contract import dynamic_vram
 
 LOG = logging.getLogger(__name__)
@@ -72,11 +72,6 @@ OPTION_KEY = "lcm_pack_fast_path"
 MODES = ("compile_cuda_graph", "cuda_graph", "off")
 
 
-# The sampler functions run on the fast path: the pack's (found by its marker under either import of the pack:
-# ComfyUI imports it under its folder name, tests and scripts under ``lcm_lora_pack``) and core's ``sample_lcm``
-# (by identity, resolved at use): ``contract.lcm_sampler_kind``. The noise-sampler factory each draws its fresh
-# noise with (core's varies by version: 0.8.0 seeds + 1).
-NOISE_SAMPLERS = {"pack lcm": seeded_noise_sampler, "core lcm": contract.core_noise_sampler}
 # model_options entries that change what a step computes beyond one apply_model call.
 FOREIGN_OPTIONS = ("sampler_cfg_function", "sampler_post_cfg_function", "sampler_pre_cfg_function",
                    "model_function_wrapper", "denoise_mask_function", "context_handler", "disable_cfg1_optimization")
@@ -172,16 +167,18 @@ def fallback_reason(sampler, guider, extra_args: dict, noise: torch.Tensor, deno
     if settings.mode == "off":
         return "switched off (mode off)"
     function = getattr(sampler, "sampler_function", None)
-    if contract.fixed_sampler_kind(function) is None:
+    found = contract.fixed_sampler_kind(function)
+    if found is None:
         return (f"sampler {getattr(function, '__name__', type(sampler).__name__)} is not one the fast path replays "
-                "(lcm, euler)")
+                f"({REPLAYED_SAMPLERS})")
     mismatch = contract.guider_mismatch(guider)
     if mismatch is not None:
         return mismatch
-    if sampler.extra_options or sampler.inpaint_options:
-        return "sampler options set"
-    if denoise_mask is not None:
-        return "a noise mask (inpainting) is set"
+    options = sampler_options_reason(sampler, found[0])
+    if options is not None:
+        return options
+    if denoise_mask is not None and (denoise_mask.shape != noise.shape or denoise_mask.is_nested):
+        return f"a noise mask of shape {tuple(denoise_mask.shape)} for a latent of {tuple(noise.shape)}"
     if type(guider).predict_noise is not comfy.samplers.CFGGuider.predict_noise:
         return f"guider {type(guider).__name__} is not the plain CFG guider"
     model_options = extra_args.get("model_options", {})
@@ -222,7 +219,7 @@ def fast_sampler_sample(executor, guider, sigmas, extra_args, callback, noise, l
     if reason is None:
         try:
             samples = run_fast_path(state, settings, sampler, guider, sigmas, extra_args, callback, noise,
-                                    latent_image)
+                                    latent_image, denoise_mask)
             state.calls["fast"] += 1
             return samples
         except (FastPathUnavailable, contract.ContactMismatch) as error:
@@ -263,30 +260,26 @@ class CallInputs:
     plan: object
     constants: dict
     guidance: object  # comfy_fast_guidance.Guidance
-    kind: str  # "pack lcm", "core lcm", "core euler"
-    family: str  # the loop: "lcm" or "euler"
+    kind: str  # "pack lcm", "pack tcd", "core lcm", "core euler", "core euler_ancestral", "core dpmpp_2m"
+    family: str  # the loop (fixed_loops.FIXED_LOOPS)
 
 
-def _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image) -> CallInputs:
+def _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image, denoise_mask) -> CallInputs:
     kind, family = contract.fixed_sampler_kind(sampler.sampler_function)
     sigma_list = sigmas.tolist()  # one device read: the plan's branches
-    plan = fixed_plan(family, sigma_list, contract.sampler_max_denoise(sampler, guider, sigmas))
     guidance, tensors, constants = guidance_inputs(guider, extra_args.get("model_options", {}), noise, sigma_list)
-    if plan.noise_draws:
-        step_noise = draw_step_noise(noise.shape, noise.dtype, noise.device, extra_args.get("seed"),
-                                     plan.noise_draws, NOISE_SAMPLERS[kind])
-    else:  # the loop draws no noise: one unused row
-        step_noise = torch.zeros((1, *noise.shape), dtype=noise.dtype, device=noise.device)
+    plan, step_values = loop_inputs(kind, family, sampler, guider, sigmas, sigma_list, noise, extra_args,
+                                    denoise_mask)
     latent = latent_image if latent_image is not None else torch.zeros_like(noise)
-    values = {"noise": noise, "latent_image": latent, "sigmas": sigmas, "step_noise": step_noise,
+    values = {"noise": noise, "latent_image": latent, "sigmas": sigmas, **step_values,
               **{(name if name.startswith("control.") else f"cond.{name}"): value for name, value in tensors.items()}}
     return CallInputs(values, plan, constants, guidance, kind, family)
 
 
 def run_fast_path(state: ModelState, settings: FastPathSettings, sampler, guider, sigmas, extra_args, callback,
-                  noise, latent_image):
+                  noise, latent_image, denoise_mask=None):
     """Replay (capturing first when the key is new) and return the sampled latent, as ``KSAMPLER.sample`` does."""
-    call = _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image)
+    call = _call_inputs(sampler, guider, sigmas, extra_args, noise, latent_image, denoise_mask)
     base_model = guider.inner_model
     token = weights_token(state, base_model)
     shape_key = (call.plan, signature(call.values), tuple(sorted(call.constants.items())), call.kind,
@@ -329,6 +322,8 @@ def _capture(state, settings, guider, extra_args, call: CallInputs, token, shape
     guided = f", cfg {call.guidance.cfg:g} (cond + uncond batched)" if len(call.guidance.order) > 1 else ""
     if call.guidance.control is not None:
         guided += f", ControlNet at {sum(call.guidance.active)} of {call.plan.steps} steps"
+    if call.plan.masked:
+        guided += ", noise mask (inpainting)"
     detail = (f"{reason}; {'compiled' if compiled else 'eager'} UNet, {settings.backend}, batch "
               f"{call.values['noise'].shape[0]}, {call.plan.steps} steps, {call.kind}{guided}; {room}, holds "
               f"{entry.nbytes / 2 ** 20:.1f} MiB")
@@ -347,6 +342,8 @@ def _capture_with_compile_fallback(state, settings, base_model, model_options, c
     def loop(compile_wrapper):
         denoise = guided_denoiser(base_model, model_options, call.guidance, buffers, names, call.constants,
                                   compile_wrapper, call.plan.steps)
+        if call.plan.masked:
+            denoise = masked_denoiser(denoise, contract.inpaint_scaling(base_model), buffers)
         sampling, fixed_loop = base_model.model_sampling, FIXED_LOOPS[call.family]
         return lambda: fixed_loop(denoise, sampling.noise_scaling, sampling.inverse_noise_scaling, buffers,
                                   call.plan)

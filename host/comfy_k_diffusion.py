@@ -42,13 +42,21 @@ def sample_lcm_exact(model, x, sigmas, extra_args=None, callback=None, disable=N
 def sample_tcd(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None, gamma=0.3):
     """TCD sampling with γ (diffusers ``TCDScheduler`` with ``eta=gamma``)."""
     base_model, model_sampling, noise_sampler, denoise, explain = _parts(model, x, extra_args, noise_sampler)
+    timestep_of, train_sigmas = tcd_tables(base_model)
+    return tcd_loop(denoise, x, sigmas, noise_sampler, model_sampling.noise_scaling, timestep_of, train_sigmas,
+                    check_gamma(gamma), callback, disable, explain)
+
+
+def tcd_tables(base_model):
+    """(timestep_of, train_sigmas) of TCD on ``base_model``: σ → its integer training timestep through the
+    model's (possibly object-patched) ``model_sampling.timestep``, and σ at every training timestep."""
+    model_sampling = base_model.model_sampling
     train_sigmas = training_sigmas(model_sampling, getattr(base_model, "model_config", None))
 
     def timestep_of(sigma):
         return int(model_sampling.timestep(sigma.reshape(1).to(model_sampling.sigmas.device)).item())
 
-    return tcd_loop(denoise, x, sigmas, noise_sampler, model_sampling.noise_scaling, timestep_of, train_sigmas,
-                    check_gamma(gamma), callback, disable, explain)
+    return timestep_of, train_sigmas
 
 
 contract.mark(sample_lcm_exact, "lcm")  # the fast path recognises the pack's loop by this marker, core's by identity

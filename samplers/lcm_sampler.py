@@ -84,6 +84,16 @@ def check_gamma(gamma: float) -> float:
     return float(gamma)
 
 
+def tcd_schedule(sigmas: torch.Tensor, timestep_of: Callable[[torch.Tensor], int],
+                 gamma: float) -> tuple[list[bool], list[int]]:
+    """(last steps, s of every step) of a TCD loop over ``sigmas``: step i is last where σ_{i+1} = 0 (t' = 0),
+    and s = ⌊(1 − γ)·t'⌋ with t' = ``timestep_of(σ_{i+1})`` the next training timestep. Read from the device
+    once, before the loop (not a sync per step); the fast path's capture key holds both."""
+    is_last = [not positive for positive in (sigmas[1:] > 0).tolist()]
+    next_timesteps = [0 if last else timestep_of(sigmas[i + 1]) for i, last in enumerate(is_last)]
+    return is_last, [tcd_intermediate_timestep(timestep, gamma) for timestep in next_timesteps]
+
+
 @torch.no_grad()
 def tcd_loop(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise_sampler: NoiseSampler,
              renoise: Renoise, timestep_of: Callable[[torch.Tensor], int], train_sigmas: torch.Tensor,
@@ -95,9 +105,7 @@ def tcd_loop(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise_sam
     finite raises :class:`~samplers.finite.NonFiniteSamplingError` (cause from ``explain()``).
     """
     gamma = check_gamma(gamma)
-    # Branch tests and σ_s indices read from the device once, before the loop (not a sync per step).
-    is_last = [not positive for positive in (sigmas[1:] > 0).tolist()]
-    next_timesteps = [0 if last else timestep_of(sigmas[i + 1]) for i, last in enumerate(is_last)]
+    is_last, s_indices = tcd_schedule(sigmas, timestep_of, gamma)
     watch = FiniteWatch(x, explain, "TCD sampling")
     for i in trange(len(sigmas) - 1, disable=disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -105,7 +113,7 @@ def tcd_loop(denoise: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, noise_sam
         _report(callback, i, x, sigma, denoised)
         eps = (x - denoised) / sigma
         last = is_last[i]
-        sigma_s = train_sigmas[tcd_intermediate_timestep(next_timesteps[i], gamma)].to(x)
+        sigma_s = train_sigmas[s_indices[i]].to(x)
         x = denoised + sigma_s * eps
         if last:
             x = x / (1.0 + sigma_s ** 2) ** 0.5

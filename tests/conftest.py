@@ -30,6 +30,18 @@ SD15_CKPT = "tiny-sd15.safetensors"
 VEGA_UNET = "tiny-vega-sdxl.safetensors"
 
 
+def img2img_nodes(image: str, text: str) -> dict:
+    """API-format nodes "1"–"5" of an SD1.5 img2img graph: checkpoint, positive ``text`` and negative "blurry",
+    ``LoadImage`` of ``image`` (in the input folder), ``VAEEncode`` (the latent is ["5", 0])."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD15_CKPT}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": image}},
+        "5": {"class_type": "VAEEncode", "inputs": {"pixels": ["4", 0], "vae": ["1", 2]}},
+    }
+
+
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory) -> Path:
     """A ``models`` folder with generated SD1.5-family and SDXL-family models, built once per run."""

@@ -283,6 +283,30 @@ def test_fast_path_falls_back_when_the_euler_sampler_is_gone(comfy, monkeypatch)
     assert contract.fixed_sampler_kind(euler) is None
 
 
+def test_fast_path_sampler_contacts_changed_raise_the_fallback_signal(comfy, sd15, monkeypatch):
+    """The contacts of the fast path's new loops: core's get_ancestral_step re-signed, CONST gone, a model with its
+    own inpainting blend -- each raises ContactMismatch (core samples); the samplers are recognised by identity."""
+    import comfy.k_diffusion.sampling as sampling
+    import comfy.model_sampling
+
+    for name, kind in (("sample_euler_ancestral", "core euler_ancestral"), ("sample_dpmpp_2m", "core dpmpp_2m")):
+        assert contract.fixed_sampler_kind(getattr(sampling, name)) == (kind, kind.split()[1])
+    kdiff = importlib.import_module("lcm_lora_pack.host.comfy_k_diffusion")
+    assert contract.fixed_sampler_kind(kdiff.sample_tcd) == ("pack tcd", "tcd")
+    base_model = sd15.model.model
+    assert contract.inpaint_scaling(base_model) == base_model.scale_latent_inpaint
+    assert contract.ancestral_runs_rf(base_model) is False
+    own_blend = type("OwnBlend", (type(base_model),), {"scale_latent_inpaint": lambda self, **kw: kw["latent_image"]})
+    with pytest.raises(contract.ContactMismatch, match="inpaint_scaling"):
+        contract.inpaint_scaling(own_blend.__new__(own_blend))
+    monkeypatch.setattr(sampling, "get_ancestral_step", lambda sigma_from, sigma_to: (sigma_to, 0.0))
+    with pytest.raises(contract.ContactMismatch, match="ancestral_step"):
+        contract.ancestral_step(torch.tensor(2.0), torch.tensor(1.0))
+    monkeypatch.delattr(comfy.model_sampling, "CONST")
+    with pytest.raises(contract.ContactMismatch, match="ancestral_runs_rf"):
+        contract.ancestral_runs_rf(base_model)
+
+
 def test_changed_wrapper_layout_is_read_through_core(monkeypatch):
     """Another layout of the wrappers dict: core's own get_all_wrappers decides (a wrapper named ``kind:?``)."""
     import comfy.patcher_extension as extensions

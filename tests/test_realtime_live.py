@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import SD15_CKPT
+from conftest import SD15_CKPT, img2img_nodes
 from PIL import Image
 
 fp = None  # lcm_lora_pack.host.comfy_fast_path, imported once ComfyUI has booted
@@ -128,13 +128,18 @@ def test_unequal_prompt_lengths_are_batched_as_core_batches_them(comfy, sd15):
 
 
 @pytest.mark.parametrize(("how", "reason"), [
-    ("sampler", "sampler sample_dpmpp_2m is not one the fast path replays"),
+    ("sampler", "sampler sample_heun is not one the fast path replays (lcm, tcd, euler, euler_ancestral"),
     ("strength", "the conditioning is not one plain entry each"),
     ("empty negative", "cfg=1.8 with no negative conditioning"),
+    ("flow ancestral", "runs sample_euler_ancestral_RF on this flow model"),
 ])
 def test_what_it_does_not_replay_falls_back_with_a_reason(comfy, sd15, caplog, how, reason):
-    fast = _replay(sd15[0])
-    options = {"sampler": "dpmpp_2m"} if how == "sampler" else {}
+    model = sd15[0]
+    if how == "flow ancestral":  # CONST model sampling: core's euler_ancestral runs its RF variant
+        (model,) = comfy.run_node("ModelSamplingSD3", model=model, shift=3.0)
+    fast = _replay(model)
+    options = {"sampler": {"sampler": "heun", "flow ancestral": "euler_ancestral"}[how]} if how in (
+        "sampler", "flow ancestral") else {}
     if how == "strength":
         options["negative"] = _cond(2, strength=0.5)
     eager = fp.model_state(fast.model).calls["eager"]
@@ -152,7 +157,7 @@ def test_what_it_does_not_replay_falls_back_with_a_reason(comfy, sd15, caplog, h
 
     with caplog.at_level(logging.WARNING):
         got = run(fast)
-    assert torch.equal(got, run(sd15[0]))
+    assert torch.equal(got, run(model))
     assert fp.model_state(fast.model).calls["eager"] == eager + 1
     assert any("LCM fast path: running eager" in r.getMessage() and reason in r.getMessage()
                for r in caplog.records), caplog.text
@@ -225,11 +230,7 @@ def _krita_prompt(seed: int, image: str, fast: bool) -> dict:
     image, 3 of 10 sgm_uniform steps, euler, CFGGuider 1.8) → VAEDecode → PreviewImage."""
     model = ["10", 0] if fast else ["1", 0]
     prompt = {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": SD15_CKPT}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a live painting", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
-        "4": {"class_type": "LoadImage", "inputs": {"image": image}},
-        "5": {"class_type": "VAEEncode", "inputs": {"pixels": ["4", 0], "vae": ["1", 2]}},
+        **img2img_nodes(image, "a live painting"),
         "6": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
         "7": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
         "8": {"class_type": "BasicScheduler", "inputs": {"model": model, "scheduler": "sgm_uniform", "steps": 10,

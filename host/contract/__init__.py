@@ -67,10 +67,15 @@ from .realtime import (
 )
 from .sampling import (
     CORE_FIXED_SAMPLERS,
+    PACK_FIXED_SAMPLERS,
+    ancestral_runs_rf,
+    ancestral_step,
     check_max_denoise_override,
     core_k_sampler,
     core_noise_sampler,
     fixed_sampler_kind,
+    inpaint_noise,
+    inpaint_scaling,
     lcm_sampler_kind,
     mark,
     preview_callback,
@@ -86,8 +91,9 @@ from .training import training_clone
 
 __all__ = [
     "CHECKED", "ContactMismatch", "LINE_PREFIX", "MARKER", "line", "CORE_FIXED_SAMPLERS",
-    "check_max_denoise_override", "core_k_sampler", "core_noise_sampler", "fixed_sampler_kind",
-    "lcm_sampler_kind", "mark", "preview_callback", "progress_bar_enabled", "require_core_k_sampler",
+    "PACK_FIXED_SAMPLERS", "ancestral_runs_rf", "ancestral_step", "check_max_denoise_override", "core_k_sampler",
+    "core_noise_sampler", "fixed_sampler_kind", "inpaint_noise", "inpaint_scaling", "lcm_sampler_kind", "mark",
+    "preview_callback", "progress_bar_enabled", "require_core_k_sampler",
     "sample_custom", "sampler_base_model", "sampler_max_denoise", "torch_compile_wrapper", "wrapped_sampler",
     "config_family", "core_lcm_sampling", "core_sampling_classes", "model_file_name", "object_patch",
     "dynamic_buffer_backups", "object_patch_original",

@@ -3,6 +3,8 @@
 Part of the contract with ComfyUI (:mod:`host.contract`); its rules are in the package docstring."""
 from __future__ import annotations
 
+import torch
+
 from ...errors import ContactError
 from .base import CHECKED, LINE_PREFIX, MARKER, ContactMismatch, _binds, _parameters, _resolve, line
 
@@ -37,22 +39,78 @@ def lcm_sampler_kind(function) -> str | None:
     return "core lcm" if core is not None and function is core else None
 
 
-# Core sampler functions the fast path replays with its own fixed loops, by family (``samplers/fast_path.py``
-# ``FIXED_LOOPS``): the name in ``comfy.k_diffusion.sampling``.
-CORE_FIXED_SAMPLERS = {"sample_lcm": "lcm", "sample_euler": "euler"}
+# Core sampler functions the fast path replays with its own fixed loops, by family (``samplers/fixed_loops.py``
+# ``FIXED_LOOPS``): the name in ``comfy.k_diffusion.sampling``. Core's "ddim" sampler is ``sample_euler`` with
+# ``inpaint_options={"random": True}`` (``comfy/samplers.py`` ``sampler_object``), so it is the euler family.
+CORE_FIXED_SAMPLERS = {"sample_lcm": "lcm", "sample_euler": "euler", "sample_euler_ancestral": "euler_ancestral",
+                       "sample_dpmpp_2m": "dpmpp_2m"}
+# The pack's marked sampler functions the fast path replays: marker -> family.
+PACK_FIXED_SAMPLERS = {"lcm": "lcm", "tcd": "tcd"}
 
 
 def fixed_sampler_kind(function) -> tuple[str, str] | None:
-    """``(kind, family)`` of a sampler function the fast path replays: ("pack lcm", "lcm") for the pack's marked LCM
-    loop, ("core lcm", "lcm") / ("core euler", "euler") for core's ``sample_lcm`` / ``sample_euler`` (by identity,
-    ``comfy/k_diffusion/sampling.py``; ``sample_euler`` is the same code on 0.3.75, 0.8.0, 0.33.0); else None."""
-    if getattr(function, MARKER, None) == "lcm":
-        return "pack lcm", "lcm"
+    """``(kind, family)`` of a sampler function the fast path replays: ("pack lcm", "lcm") / ("pack tcd", "tcd")
+    for the pack's marked loops, ("core <family>", family) for core's ``sample_lcm``, ``sample_euler``,
+    ``sample_euler_ancestral``, ``sample_dpmpp_2m`` (by identity, ``comfy/k_diffusion/sampling.py``; each the same
+    code on 0.3.75, 0.8.0, 0.33.0); else None."""
+    marker = getattr(function, MARKER, None)
+    if marker in PACK_FIXED_SAMPLERS:
+        return f"pack {marker}", PACK_FIXED_SAMPLERS[marker]
     for name, family in CORE_FIXED_SAMPLERS.items():
         core = core_k_sampler(name)
         if core is not None and function is core:
             return f"core {family}", family
     return None
+
+
+def ancestral_step(sigma_from, sigma_to):
+    """(σ_down, σ_up) of one Euler-ancestral step with eta 1: core's ``get_ancestral_step(sigma_from, sigma_to,
+    eta=1.)`` (``comfy/k_diffusion/sampling.py``; ``sample_euler_ancestral`` calls it per step; the same code on
+    0.3.75, 0.8.0, 0.33.0), called on the same 0-d sigma tensors, so the values are core's bit for bit.
+    :class:`ContactMismatch` when gone or re-signed."""
+    function = core_k_sampler("get_ancestral_step")
+    if function is None or not _binds(function, sigma_from, sigma_to, eta=1.0):
+        raise ContactMismatch(line("ancestral_step", "comfy.k_diffusion.sampling.get_ancestral_step(sigma_from, "
+                                   "sigma_to, eta=) is gone or re-signed", "running core's sampler"))
+    return function(sigma_from, sigma_to, eta=1.0)
+
+
+def ancestral_runs_rf(base_model) -> bool:
+    """Whether core's ``sample_euler_ancestral`` hands this model to ``sample_euler_ancestral_RF``: it does when
+    ``model_sampling`` is a ``comfy.model_sampling.CONST`` (flow models; ``comfy/k_diffusion/sampling.py``,
+    0.3.75, 0.8.0, 0.33.0). :class:`ContactMismatch` when ``CONST`` is gone."""
+    const = _resolve("comfy.model_sampling", "CONST")
+    if not isinstance(const, type):
+        raise ContactMismatch(line("ancestral_runs_rf", "comfy.model_sampling.CONST is gone", "running core's "
+                                   "sampler"))
+    return isinstance(base_model.model_sampling, const)
+
+
+def inpaint_noise(sampler, noise, extra_args: dict):
+    """The noise core's ``KSAMPLER.sample`` gives ``KSamplerX0Inpaint`` (``model_k.noise``; ``comfy/samplers.py``,
+    the same code on 0.3.75, 0.8.0, 0.33.0): with ``inpaint_options["random"]`` (core's "ddim") a CPU draw from
+    the global generator reseeded with ``torch.manual_seed(seed + 1)`` (``seed`` 41 when absent) -- drawn with or
+    without a mask, as core draws it, so the global generator ends where core leaves it -- else the sampling
+    noise itself."""
+    if not sampler.inpaint_options.get("random", False):
+        return noise
+    generator = torch.manual_seed(extra_args.get("seed", 41) + 1)
+    return torch.randn(noise.shape, generator=generator, device="cpu").to(noise.dtype).to(noise.device)
+
+
+def inpaint_scaling(base_model):
+    """``base_model.scale_latent_inpaint`` where it is ``BaseModel``'s own (``comfy/model_base.py``:
+    ``model_sampling.noise_scaling(σ reshaped to (B, 1, …), noise, latent_image)``, what ``KSamplerX0Inpaint``
+    blends the kept region with; 0.33.0 also passes ``denoise_mask=``, which it ignores; checked on 0.3.75, 0.8.0,
+    0.33.0). Models that override it (video, Cosmos, multi-latent models: host-side work, other arithmetic)
+    raise :class:`ContactMismatch`: core samples them."""
+    base = _resolve("comfy.model_base", "BaseModel", "scale_latent_inpaint")
+    method = getattr(type(base_model), "scale_latent_inpaint", None)
+    if base is None or method is not base:
+        raise ContactMismatch(line("inpaint_scaling", f"{type(base_model).__name__}.scale_latent_inpaint is not "
+                                   "BaseModel's noise scaling (a model-specific inpainting blend)",
+                                   "running core's sampler"))
+    return base_model.scale_latent_inpaint
 
 
 def core_noise_sampler(x, seed):
