@@ -263,7 +263,7 @@ def section(ctx: BenchContext, fam: Family, batch: int, args) -> None:
     if args.profile_kernels:
         from .kernel_sections import parse_variants, section_kernels
 
-        section_kernels(ctx, fam, batch, parse_variants(args.profile_kernels))
+        section_kernels(ctx, fam, batch, parse_variants(args.profile_kernels), sampler)
 
 
 def lora_section(ctx: BenchContext, fam: Family, mode: str) -> None:

@@ -27,6 +27,7 @@ kernels of the baseline arms. On the CPU (smoke) the rows are ATen ops by own CP
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from dataclasses import dataclass
 
@@ -77,11 +78,12 @@ def parse_variants(text: str) -> list[Variant]:
     return [VARIANTS[name] for name in names]
 
 
-def variant_arms(ctx: BenchContext, fam, batch: int, variant: Variant) -> dict:
-    """arm name -> callable (already warmed: compiled, captured) for one variant."""
+def variant_arms(ctx: BenchContext, fam, batch: int, variant: Variant, sampler) -> dict:
+    """arm name -> callable (already warmed: compiled, captured) for one variant; ``sampler(ctx, model, fam,
+    batch)`` is the real-time bench's ``KSampler (LCM)`` call."""
     import comfy.model_management
 
-    from .bench_realtime import pack, sampler
+    fast_path = importlib.import_module("lcm_lora_pack.host.comfy_fast_path")
 
     base = fam.models.fresh_comfy_unet(variant.dtype)
     comfy.model_management.load_models_gpu([base])
@@ -103,7 +105,7 @@ def variant_arms(ctx: BenchContext, fam, batch: int, variant: Variant) -> dict:
 
     arms = {ARMS[0]: step(unet)} if variant.changes_eager else {}
     arms[ARMS[1]] = step(compiled)
-    fp = pack("comfy_fast_path")
+    fp = fast_path
     settings = fp.FastPathSettings(mode="compile_cuda_graph" if cuda else "cuda_graph",
                                    backend="cuda_graph" if cuda else "eager_replay", compile_mode=variant.compile_mode)
     fast = fp.with_fast_path(lcm, settings)
@@ -125,11 +127,11 @@ def variant_arms(ctx: BenchContext, fam, batch: int, variant: Variant) -> dict:
     return arms
 
 
-def profile_variant(ctx: BenchContext, fam, batch: int, variant: Variant) -> dict[str, KernelProfile | str]:
+def profile_variant(ctx: BenchContext, fam, batch: int, variant: Variant, sampler) -> dict[str, KernelProfile | str]:
     """arm -> its profile, or the error text when the variant or the arm failed (the others still run)."""
     torch._dynamo.reset()
     try:
-        arms = variant_arms(ctx, fam, batch, variant)
+        arms = variant_arms(ctx, fam, batch, variant, sampler)
     except Exception as error:  # noqa: BLE001  (a variant the device or torch refuses is a result)
         LOG.exception("kernel variant %s failed", variant.name)
         return {ARMS[0]: f"{type(error).__name__}: {str(error)[:160]}"}
@@ -167,8 +169,9 @@ def _top_table(profiles: dict, count: int = 12) -> str:
     return "\n".join(lines) + "\n"
 
 
-def section_kernels(ctx: BenchContext, fam, batch: int, variants: list[Variant]) -> None:
-    """The per-kernel table of one job (``ctx.report`` section ``realtime-kernels``)."""
+def section_kernels(ctx: BenchContext, fam, batch: int, variants: list[Variant], sampler) -> None:
+    """The per-kernel table of one job (``ctx.report`` section ``realtime-kernels``); ``sampler`` as in
+    :func:`variant_arms`."""
     import comfy.model_management
 
     unit = "device ms" if ctx.device.startswith("cuda") else "ATen own CPU ms"
@@ -179,7 +182,7 @@ def section_kernels(ctx: BenchContext, fam, batch: int, variants: list[Variant])
              "|---|---|" + "---:|" * (len(KERNEL_CATEGORIES) + 4)]
     baseline, data = {}, {}
     for variant in variants:
-        profiles = profile_variant(ctx, fam, batch, variant)
+        profiles = profile_variant(ctx, fam, batch, variant, sampler)
         lines += [_row(variant.name, arm, profile) for arm, profile in profiles.items()]
         data[variant.name] = {arm: (p if isinstance(p, str) else {"by_category": p.by_category(),
                                                                   "host_casts": p.host_casts})
