@@ -27,14 +27,11 @@ line; the pack's LCM sampling still samples right, since its own lookups read pr
 """
 from __future__ import annotations
 
-import logging
-
 import comfy.patcher_extension as extensions
 import torch
 
+from ..samplers.fast_path import report_once
 from . import contract
-
-LOG = logging.getLogger(__name__)
 
 CALLBACK_KEY = "lcm_pack_sampling_tables"
 PATCH_NAME = "model_sampling"
@@ -75,7 +72,7 @@ def repair(patcher, sampling: torch.nn.Module, tables: dict[str, torch.Tensor], 
         backups = contract.dynamic_buffer_backups(patcher)
         original = contract.object_patch_original(patcher, PATCH_NAME)
     except contract.ContactMismatch as mismatch:
-        _report(str(mismatch))
+        report_once(_REPORTED, str(mismatch))
         return restored
     original_tables = own_tables(original) if isinstance(original, torch.nn.Module) else {}
     for key in [key for key in backups if key.startswith(PATCH_NAME + ".")]:
@@ -85,8 +82,3 @@ def repair(patcher, sampling: torch.nn.Module, tables: dict[str, torch.Tensor], 
         else:
             del backups[key]
     return restored
-
-
-def _report(message: str) -> None:
-    LOG.log(logging.DEBUG if message in _REPORTED else logging.WARNING, message)
-    _REPORTED.add(message)
