@@ -73,6 +73,9 @@ def prepare(base: Path, pack: Path) -> None:
     link = base / "custom_nodes" / "lcm-lora-pack"
     if not link.exists():
         link.symlink_to(pack.resolve(), target_is_directory=True)
+    client = base / "custom_nodes" / "lcm-bench-client"  # the live graphs' inline-canvas node (krita's way)
+    if not client.exists():
+        client.symlink_to((pack / "bench" / "device" / "client_nodes").resolve(), target_is_directory=True)
     if (base / "models/checkpoints" / CKPT).exists():
         return prepare_live(base, SMOKE["on"])
     if SMOKE["on"]:

@@ -6,7 +6,7 @@
 * ``live`` -- (b) krita-ai-diffusion's default live graph: a Hyper-SD-style LoRA stand-in (core
   ``LoraLoaderModelOnly``), ``ControlNetApplyAdvanced`` (one ControlNet, strength 1, 0–100 %), ``CFGGuider`` cfg
   1.8, ``RandomNoise``, ``KSamplerSelect`` euler, ``BasicScheduler`` sgm_uniform 10 steps + ``SplitSigmas`` 7 (3
-  sampled steps, img2img of a ``LoadImage`` + ``VAEEncode``), ``SamplerCustomAdvanced``, full VAE; a new seed and a
+  sampled steps, img2img of the canvas sent inline as base64 PNG, as krita's ``ETN_LoadImageBase64``, + ``VAEEncode``), ``SamplerCustomAdvanced``, full VAE; a new seed and a
   new input image each call. ``live-nocn``: the same without the ControlNet.
 
 Arms (each graph): ``eager`` (core), ``core_compile`` (core ``TorchCompileModel``, backend ``cudagraphs``, the faster
@@ -19,7 +19,7 @@ from pathlib import Path
 
 ARMS = ("eager", "core_compile", "cuda_graph", "compile_cuda_graph")
 CONTROLNET = "rt-sd15-controlnet.safetensors"
-IMAGES = 8  # input images live-0.png … (a call takes image seed % IMAGES: a new one each call)
+IMAGES = 8  # canvases (a call sends canvas seed % IMAGES: a new one each call)
 
 
 def side(smoke: bool) -> int:
@@ -28,15 +28,9 @@ def side(smoke: bool) -> int:
 
 def prepare_live(base: Path, smoke: bool) -> None:
     """TAESD files (random, TAESD's architecture), a ControlNet (smoke: the devkit's tiny one; else a full-size
-    random SD1.5 ControlNet in diffusers layout, fp16) and the input images."""
-    import numpy as np
-    from PIL import Image
+    random SD1.5 ControlNet in diffusers layout, fp16)."""
     from safetensors.torch import save_file
 
-    (base / "input").mkdir(parents=True, exist_ok=True)
-    for index in range(IMAGES):
-        pixels = np.random.default_rng(index).integers(0, 256, (side(smoke), side(smoke), 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(base / "input" / f"live-{index}.png")
     approx = base / "models" / "vae_approx"
     approx.mkdir(parents=True, exist_ok=True)
     from lcm_lora_pack.devkit.host import prepare_import
@@ -53,6 +47,20 @@ def prepare_live(base: Path, smoke: bool) -> None:
         write_sd15_controlnet(path)
         return
     write_full_controlnet(path)
+
+
+def canvas_png(seed: int, smoke: bool) -> str:
+    """The client's canvas for this call, a PNG as base64 text (random pixels; seed % IMAGES picks one of eight)."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed % IMAGES).integers(0, 256, (side(smoke), side(smoke), 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def taesd_state_dicts(seed: int) -> dict:
@@ -144,7 +152,7 @@ def live_graph(arm: str, seed: int, ckpt: str, lora: str, smoke: bool, control: 
                                                               "strength_model": 1.0}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a live painting", "clip": ["1", 1]}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": ["1", 1]}},
-        "11": {"class_type": "LoadImage", "inputs": {"image": f"live-{seed % IMAGES}.png"}},
+        "11": {"class_type": "LCMBenchClient_LoadImageBase64", "inputs": {"image": canvas_png(seed, smoke)}},
         "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["11", 0], "vae": ["1", 2]}},
         "13": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
         "14": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
