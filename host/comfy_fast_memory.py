@@ -14,6 +14,9 @@ found the device full. Two contacts close the gap, both through :mod:`host.contr
   captures again. A clone of the same model taking the device (its weights stay) releases nothing; when that
   clone is unloaded later, :func:`release_unloaded` frees the state at the next fast-path call, and a call whose
   weights moved drops the stale graphs before it captures (``CaptureCache.get``).
+* **released when ComfyUI drops the model** (its graph left the cache; no unload happens):
+  :func:`release_when_dropped` (the fast path's model, through its root patcher) and the fast decode's finalizer
+  on the VAE's patcher drop what would keep the model object alive after its patchers died.
 * **asked for before a capture**: ComfyUI is asked to free the bytes the capture will hold
   (:func:`contract.free_device_memory`: core's ``free_memory``, as a model load asks, plus core's inference
   reserve), so the capture unloads other models rather than starving the next decode or load. The size: what
@@ -34,6 +37,7 @@ from . import contract
 RELEASE_KEY = "lcm_pack_fast_path_release"
 UNLOADED = "ComfyUI unloaded the model"
 UNLOADED_ELSEWHERE = "ComfyUI unloaded the model (through a clone without the fast path)"
+DROPPED = "ComfyUI dropped the model"
 _UNMATCHED: set = set()  # contact lines reported once per process
 _TRACKED: list = []  # the state dictionaries (model object -> state) :func:`release_unloaded` sweeps
 
@@ -56,6 +60,19 @@ def release_unloaded() -> None:
         for model, state in list(states.items()):
             if id(model) not in loaded:
                 release(state, UNLOADED_ELSEWHERE)
+
+
+def release_when_dropped(patcher, state, watched: weakref.WeakSet) -> None:
+    """Release ``state`` when ComfyUI drops ``patcher``'s model: its root patcher (:func:`contract.root_patcher`,
+    alive while any clone is) is collected when the checkpoint's graph leaves ComfyUI's cache. Without it the
+    state's captured loops and compiled modules keep the model object alive after its patchers died; core's model
+    management then finds that model "dead" and runs a full garbage collection before every later job. ``watched``:
+    the roots already registered for this state (one finalizer each)."""
+    root = contract.root_patcher(patcher)
+    if root is None or root in watched:
+        return
+    watched.add(root)
+    weakref.finalize(root, release, state, DROPPED)
 
 
 def watch_unload(patcher, states: weakref.WeakKeyDictionary) -> None:

@@ -62,7 +62,14 @@ from ..samplers.fast_path import (
 from ..samplers.fixed_loops import FIXED_LOOPS, masked_denoiser
 from . import contract
 from .comfy_fast_guidance import WRAPPER_KEY, guidance_inputs, guidance_reason, guided_denoiser
-from .comfy_fast_memory import ask_for_room, capture_estimate, release_unloaded, track, watch_unload
+from .comfy_fast_memory import (
+    ask_for_room,
+    capture_estimate,
+    release_unloaded,
+    release_when_dropped,
+    track,
+    watch_unload,
+)
 from .comfy_fast_plans import REPLAYED_SAMPLERS, loop_inputs, sampler_options_reason
 from .contract import dynamic_vram
 
@@ -108,6 +115,7 @@ class ModelState:
     reported: set = field(default_factory=set)
     calls: dict = field(default_factory=lambda: {"fast": 0, "eager": 0})
     weight_slots: tuple | None = None  # (diffusion model, its tensor slots)
+    watched: weakref.WeakSet = field(default_factory=weakref.WeakSet)  # root patchers whose drop releases it
 
 
 _STATES: weakref.WeakKeyDictionary = track(weakref.WeakKeyDictionary())  # BaseModel -> ModelState
@@ -213,6 +221,8 @@ def fast_sampler_sample(executor, guider, sigmas, extra_args, callback, noise, l
     state = (model_state(base_model, settings.capacity, settings.max_capture_bytes) if base_model is not None
              else _UNKEYED_STATE)
     release_unloaded()  # what ComfyUI unloaded through clones without the fast path
+    if base_model is not None:
+        release_when_dropped(guider.model_patcher, state, state.watched)
     sampler = contract.wrapped_sampler(executor)
     reason = (fallback_reason(sampler, guider, extra_args, noise, denoise_mask, settings) if sampler is not None
               else contract.line("wrapped_sampler", "the wrapper executor has no class_obj", "running core's sampler"))

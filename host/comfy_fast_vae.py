@@ -5,7 +5,11 @@ the VAE's dtype, ``first_stage_model.decode``, ``process_output`` (clamp((x + 1)
 channels moved last, on the VAE's output device. The graph covers the decode and ``process_output``; the copy to
 the output device and the batch split core makes when memory is short are outside it (a batch that core would
 split, tiled decoding, partial loading or a non-CUDA device fall back to ``VAE.decode`` with a report line).
-State per decoder module (weakly), re-captured when the shape or the weights' addresses change. As the
+State per decoder module (weakly), re-captured when the shape or the weights' addresses change, and released
+when ComfyUI drops the VAE (its patcher is collected): nothing the state holds refers to the VAE, and the compiled
+decoder and captured graphs that refer to the module go with the VAE -- else ComfyUI's model management finds the
+module alive after its patcher died ("memory leak with model TAESD") and runs a full garbage collection before
+every later job (seen in the live bench, ~1.5 s a job). As the
 sampler's fast path, it does not capture under ComfyUI's default ``cudaMallocAsync`` allocator or under Dynamic
 VRAM (each says why), and a failed compile or capture is released before the eager decoder is captured.
 """
@@ -35,11 +39,12 @@ from ..samplers.fast_path import (
     timed_capture,
 )
 from . import contract
-from .comfy_fast_memory import release_unloaded, track
+from .comfy_fast_memory import release, release_unloaded, track
 from .contract import dynamic_vram
 
 LOG = logging.getLogger(__name__)
 _UNMATCHED: set = set()  # contact lines reported once per process
+VAE_DROPPED = "ComfyUI dropped the VAE"
 
 
 @dataclass
@@ -55,7 +60,12 @@ _STATES: weakref.WeakKeyDictionary = track(weakref.WeakKeyDictionary())  # first
 
 
 def decoder_state(vae) -> DecoderState:
-    return _STATES.setdefault(vae.first_stage_model, DecoderState())
+    """The decoder's state; released (:func:`comfy_fast_memory.release`) when the VAE's patcher is collected."""
+    state = _STATES.get(vae.first_stage_model)
+    if state is None:
+        state = _STATES[vae.first_stage_model] = DecoderState()
+        weakref.finalize(vae.patcher, release, state, VAE_DROPPED)
+    return state
 
 
 def _reason(vae, samples: torch.Tensor, backend: str, mode: str) -> str | None:
@@ -99,8 +109,10 @@ def _capture(state: DecoderState, vae, latent: torch.Tensor, mode: str, backend_
     buffers = StaticBuffers({"samples": latent}, latent.device)
     buffers.load({"samples": latent})
 
+    process_output = vae.process_output  # the VAE's own function, not the VAE (the state must not keep it alive)
+
     def run(decode):
-        return lambda: {"image": vae.process_output(decode(buffers["samples"]).float())}
+        return lambda: {"image": process_output(decode(buffers["samples"]).float())}
 
     def new_backend():
         return CudaGraphBackend() if backend_name == "cuda_graph" else EagerReplayBackend()

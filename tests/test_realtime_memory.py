@@ -10,9 +10,11 @@ one the server's ``/free`` and a model load that needs room make: ``comfy.model_
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 import types
+import weakref
 
 import pytest
 import torch
@@ -177,3 +179,41 @@ def test_capture_cache_is_bounded_by_bytes_and_keeps_the_newest():
     assert cache.release("ComfyUI unloaded the model") == (1, 500) and not cache.entries
     assert cache.reason_for("w", "a") == ("recapture", "ComfyUI unloaded the model")
     assert cache.sizes == {"a": 40, "b": 40, "c": 40, "d": 500}  # what a re-capture of each key asks for
+
+
+def test_dropping_the_vae_frees_its_fast_decoder_and_leaves_no_dead_model(comfy, mm):
+    """ComfyUI drops a VAE (its graph left the cache: the live bench's TAESD after the TAESD graph): the fast
+    decoder's captured graph goes with it, and core's model management finds no module alive whose patcher died
+    (else it runs a full garbage collection before every later job: "memory leak with model TAESD")."""
+    fast_vae = importlib.import_module("lcm_lora_pack.host.comfy_fast_vae")
+    vae = comfy.run_node("CheckpointLoaderSimple", ckpt_name=SD15_CKPT)[2]
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(12))
+    image = fast_vae.fast_vae_decode(vae, latent, mode="cuda_graph", backend="eager_replay")
+    assert torch.equal(image, vae.decode(latent))
+    state = fast_vae.decoder_state(vae)
+    assert len(state.cache.entries) == 1
+    module = weakref.ref(vae.first_stage_model)
+    del vae
+    gc.collect()
+    assert module() is None
+    assert not [loaded for loaded in mm.current_loaded_models if loaded.is_dead()]
+    assert not state.cache.entries and state.cache.events[-1].kind == "released"
+    assert state.cache.events[-1].reason.startswith("ComfyUI dropped the VAE: 1 captured loop(s)")
+
+
+def test_dropping_the_checkpoint_frees_the_fast_path_and_leaves_no_dead_model(comfy, mm, pack):
+    """The checkpoint's graph leaves ComfyUI's cache without an unload (a live client switched checkpoints): the
+    captured loops go with its last patcher, and core finds no model alive whose patchers all died."""
+    executor = comfy.new_executor()
+    known = {id(model) for model in pack.fp._STATES}
+    _latent(comfy, executor, 6, "cuda_graph")
+    base_model, state = _new_state(pack.fp, known)
+    assert len(state.cache.entries) == 1
+    model = weakref.ref(base_model)
+    pack.requests.clear()  # the recorded calls keep the sampled patchers
+    del base_model, executor
+    gc.collect()
+    assert model() is None
+    assert not [loaded for loaded in mm.current_loaded_models if loaded.is_dead()]
+    assert not state.cache.entries and state.cache.events[-1].kind == "released"
+    assert state.cache.events[-1].reason.startswith("ComfyUI dropped the model: 1 captured loop(s)")

@@ -38,6 +38,7 @@ from .memory import (
     loaded_model_ids,
     model_memory_required,
     on_model_unload,
+    root_patcher,
     sampling_patchers,
 )
 from .models import (
@@ -102,5 +103,5 @@ __all__ = [
     "batched_cond_inputs", "cond_batch_fits", "control_dtype", "control_forward", "control_hint",
     "control_step_active", "dynamic_vram", "fast_control_mismatch", "guider_mismatch",
     "vae_decode_mismatch", "wrapper_names", "training_clone", "free_device_memory", "inference_reserve",
-    "loaded_model_ids", "model_memory_required", "on_model_unload", "sampling_patchers",
+    "loaded_model_ids", "model_memory_required", "on_model_unload", "root_patcher", "sampling_patchers",
 ]

@@ -85,6 +85,18 @@ def model_memory_required(base_model, shape, cond_shapes: dict | None = None) ->
     return required(list(shape), cond_shapes=cond_shapes or {})
 
 
+def root_patcher(patcher):
+    """The patcher ``patcher`` was cloned from, followed to the first (the checkpoint loader's): core's
+    ``ModelPatcher.clone`` sets ``n.parent = self`` (a strong reference), so the root lives exactly as long as
+    some clone of it does, and ComfyUI has dropped the model when the root is collected. ``patcher`` itself where
+    there is no ``parent`` attribute. Checked on 0.3.75, 0.8.0, 0.33.0 (``ModelPatcher.__init__``/``clone``)."""
+    seen = set()
+    while getattr(patcher, "parent", None) is not None and id(patcher) not in seen:
+        seen.add(id(patcher))
+        patcher = patcher.parent
+    return patcher
+
+
 def loaded_model_ids() -> set[int] | None:
     """``id`` of the model object (``ModelPatcher.model``: a ``BaseModel``, a VAE's ``first_stage_model``) of every
     patcher ComfyUI has loaded now: ``comfy.model_management.loaded_models()`` (``current_loaded_models``' patchers;
