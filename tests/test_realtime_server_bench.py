@@ -17,6 +17,7 @@ from lcm_lora_pack.devkit.server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 GRAPHS = ("taesd", "live", "live-nocn")
+ARMS = ("eager", "cuda_graph")
 
 pytestmark = pytest.mark.server
 
@@ -30,19 +31,56 @@ def test_server_bench_smoke_live_graphs(tmp_path):
                               env=env)
     assert prepared.returncode == 0, prepared.stderr[-4000:]
     out = tmp_path / "server.json"
-    run = subprocess.run([*bench, "--config", "native-static", "--graphs", ",".join(GRAPHS), "--arms",
-                          "eager,cuda_graph", "--calls", "2", "--port", str(free_port()), "--json", str(out)],
+    run = subprocess.run([*bench, "--config", "native-static", "--graphs", ",".join(GRAPHS) + ",live-nocn@dpmpp_2m,floor:eager",
+                          "--arms", ",".join(ARMS), "--calls", "2", "--port", str(free_port()), "--json", str(out)],
                          cwd=REPO, capture_output=True, text=True, timeout=1200, env=env)
     assert run.returncode == 0, run.stderr[-4000:]
     summary = json.loads(out.read_text())
     assert summary["server_survived"] and not summary["fatal_lines"], summary
     rows = {(row["graph"], row["arm"]): row for row in summary["arms"] if "graph" in row}
-    assert set(rows) == {(graph, arm) for graph in GRAPHS for arm in ("eager", "cuda_graph")}, summary["arms"]
+    assert set(rows) == {(graph, arm) for graph in GRAPHS for arm in ARMS} | {
+        ("live-nocn@dpmpp_2m", "eager"), ("live-nocn@dpmpp_2m", "cuda_graph"), ("floor", "eager")}, summary["arms"]
     for (_graph, arm), row in rows.items():
         assert row["status"] == "success" and row["alive_after"] and len(row["times_ms"]) == 1, row
         assert row["max_pixel_diff"] == (None if arm == "eager" else 0), row
     assert "| live | cuda_graph |" in run.stdout and "TABLE native-static" in run.stdout
     assert any("is not CUDA" in line for line in summary["pack_lines"]), summary["pack_lines"]
+
+
+def test_live_client_websocket_and_polling_see_the_same_jobs(tmp_path):
+    """The bench's client (bench/device/live_client.py) on a real CPU ``main.py``: waiting on the websocket (live
+    clients' way, the bench's default) and polling ``/history`` get the same image bytes of the same job; a job
+    that fails while it runs (a canvas that is not an image) comes back as an error from both, not as a hang."""
+    from lcm_lora_pack.bench.device import bench_server_realtime as bench
+    from lcm_lora_pack.bench.device import live_graphs
+    from lcm_lora_pack.bench.device.live_client import Client
+
+    base = tmp_path / "base"
+    for sub in ("custom_nodes", "input", "output", "temp", "user", "web"):
+        (base / sub).mkdir(parents=True)
+    (base / "web" / "index.html").write_text("<html></html>")
+    (base / "custom_nodes" / "lcm-bench-client").symlink_to(REPO / "bench" / "device" / "client_nodes")
+    port = free_port()
+    server = bench.start_server(comfyui_root(), base, port, ["--cpu"], tmp_path / "server.log")
+    clients = {wait: Client(port, wait) for wait in ("ws", "poll")}
+    try:
+        assert clients["poll"].alive(), (tmp_path / "server.log").read_text()[-3000:]
+        images = {}
+        for seed, wait in ((1, "ws"), (2, "poll"), (1, "poll"), (2, "ws")):
+            seconds, image, status = clients[wait].run(live_graphs.floor_graph("eager", seed, "", "", True), 120)
+            assert status == "success" and image and seconds > 0, (wait, status)
+            images.setdefault(seed, []).append(image)
+        assert images[1][0] == images[1][1] and images[2][0] == images[2][1] and images[1][0] != images[2][0]
+        broken = {"11": {"class_type": "LCMBenchClient_LoadImageBase64", "inputs": {"image": "bm90IGFuIGltYWdl"}},
+                  "9": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}}
+        for client in clients.values():
+            _, image, status = client.run(broken, 120)
+            assert image is None and status.startswith("error"), status
+    finally:
+        for client in clients.values():
+            client.close()
+        server.terminate()
+        server.wait(timeout=60)
 
 
 @pytest.mark.slow

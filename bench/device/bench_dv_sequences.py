@@ -106,7 +106,7 @@ def run_sequence(name: str, jobs: list, args) -> dict:
     log = args.base / f"server-seq-{name}.log"
     server = start_server(Path(os.environ["COMFYUI_PATH"]), args.base, args.port, CONFIGS[args.config]
                           + (["--cpu"] if args.smoke else []), log)
-    client, steps = Client(args.port), []
+    client, steps = Client(args.port, wait="poll"), []  # the job order matters here, not the timing
     try:
         for index, (label, build) in enumerate(jobs):
             try:

@@ -8,7 +8,7 @@ host has it, ``cudaMallocAsync``), ``no-dynamic`` (``--disable-dynamic-vram``), 
 HTTP as a live client does, the same graph with a new seed each time -- full-size random SD1.5 checkpoint
 (fp16), ``LCMPack_LCMLoraLoader`` → [``LCMPack_LCMFastPath``] → ``LCMPack_KSamplerLCM`` (4 steps, cfg 1, 512²)
 → ``VAEDecode`` / ``LCMPack_FastVAEDecode`` → ``PreviewImage`` -- in three arms: eager, ``cuda_graph``,
-``compile_cuda_graph``; times POST → image bytes back (``/history`` + ``/view``), compares each image with the
+``compile_cuda_graph``; times POST → image bytes back (websocket + ``/view``, ``live_client.py``), compares each image with the
 eager arm's for the same seed, checks the server is alive after every job, and keeps the pack's report lines
 and any fatal line from the server log.
 
@@ -25,12 +25,11 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
-from lcm_lora_pack.bench.device.live_graphs import ARMS, GRAPHS, prepare_live, table
+from lcm_lora_pack.bench.device.live_client import WAITS, Client
+from lcm_lora_pack.bench.device.live_graphs import ARMS, GRAPHS, build, prepare_live, table
 
 CONFIGS = {"default": [], "no-dynamic": ["--disable-dynamic-vram"], "no-cuda-malloc": ["--disable-cuda-malloc"],
            "native-static": ["--disable-cuda-malloc", "--disable-dynamic-vram"]}
@@ -112,7 +111,7 @@ def prepare(base: Path, pack: Path) -> None:
 
 def graph(arm: str, seed: int, name: str = "lcm") -> dict:
     """Graph ``name`` of ``live_graphs.GRAPHS`` in ``arm``, for ``seed`` (the image node is "9")."""
-    return GRAPHS[name](arm, seed, CKPT, LORA, SMOKE["on"])
+    return build(name, arm, seed, CKPT, LORA, SMOKE["on"])
 
 
 def sampled_graph_nodes() -> dict:
@@ -210,45 +209,6 @@ def run_parity(client: Client, seed: int = 7) -> dict:
     return {"parity_max_pixel_diff": diffs, "statuses": statuses, "alive_after": client.alive()}
 
 
-class Client:
-    def __init__(self, port: int):
-        self.url = f"http://127.0.0.1:{port}"
-        self.client_id = uuid.uuid4().hex
-
-    def get(self, path: str, timeout: float = 10.0) -> bytes:
-        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
-            return response.read()
-
-    def alive(self) -> bool:
-        try:
-            self.get("/system_stats", timeout=5)
-            return True
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def run(self, prompt: dict, timeout: float = 540.0) -> tuple[float, bytes | None, str]:
-        """(seconds POST → image bytes, image bytes or None, status)."""
-        body = json.dumps({"prompt": prompt, "client_id": self.client_id}).encode()
-        start = time.perf_counter()
-        request = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            prompt_id = json.loads(response.read())["prompt_id"]
-        while time.perf_counter() - start < timeout:
-            history = json.loads(self.get(f"/history/{prompt_id}"))
-            if prompt_id in history:
-                entry = history[prompt_id]
-                status = entry.get("status", {}).get("status_str", "?")
-                images = entry.get("outputs", {}).get("9", {}).get("images", [])
-                if not images:
-                    return time.perf_counter() - start, None, f"{status}: {json.dumps(entry.get('status'))[:300]}"
-                image = images[0]
-                data = self.get(f"/view?filename={image['filename']}&subfolder={image['subfolder']}"
-                                f"&type={image['type']}")
-                return time.perf_counter() - start, data, status
-            time.sleep(0.002)
-        return time.perf_counter() - start, None, "timeout"
-
-
 def max_pixel_diff(a: bytes, b: bytes) -> int:
     import numpy as np
     from PIL import Image
@@ -271,7 +231,7 @@ def start_server(comfy: Path, base: Path, port: int, flags: list[str], log: Path
                *flags]
     handle = log.open("w")
     server = subprocess.Popen(command, cwd=comfy, stdout=handle, stderr=subprocess.STDOUT, env=dict(os.environ))
-    client = Client(port)
+    client = Client(port, wait="poll")
     deadline = time.time() + 240
     while time.time() < deadline and server.poll() is None and not client.alive():
         time.sleep(0.5)
@@ -327,8 +287,10 @@ def main(argv=None) -> int:
     parser.add_argument("--calls", type=int, default=6, help="jobs per arm (the first, with capture, timed apart)")
     parser.add_argument("--arms", default="eager,cuda_graph,compile_cuda_graph",
                         help=f"arms of each graph, from {','.join(ARMS)} (eager first: the others compare with it)")
-    parser.add_argument("--graphs", default="lcm", help=f"graphs, from {','.join(GRAPHS)}; GRAPH:ARM+ARM sets that "
-                        "graph's arms")
+    parser.add_argument("--graphs", default="lcm", help=f"graphs, from {','.join(GRAPHS)} and live@SAMPLER / "
+                        "live-nocn@SAMPLER; GRAPH:ARM+ARM sets that graph's arms")
+    parser.add_argument("--wait", choices=WAITS, default="ws",
+                        help="how the client learns a job is done: the websocket (live clients' way) or /history polling")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--parity", action="store_true", help="first run the LoRA parity graphs (pack vs core)")
     parser.add_argument("--distill", type=int, default=0, metavar="STEPS",
@@ -344,7 +306,7 @@ def main(argv=None) -> int:
     log = args.base / f"server-{args.config}.log"
     flags = CONFIGS[args.config] + (["--cpu"] if args.smoke else [])
     server = start_server(comfy, args.base, args.port, flags, log)
-    client, results, eager_images = Client(args.port), [], {}
+    client, results, eager_images = Client(args.port, args.wait), [], {}
     seeds = list(range(100, 100 + args.calls))
     try:
         if not client.alive():
@@ -366,6 +328,7 @@ def main(argv=None) -> int:
     except Exception as error:  # noqa: BLE001  (the report must still say what happened to the server)
         results.append({"error": f"{type(error).__name__}: {error}"})
     finally:
+        client.close()
         survived = server.poll() is None
         server.terminate()
         try:

@@ -8,6 +8,10 @@
   1.8, ``RandomNoise``, ``KSamplerSelect`` euler, ``BasicScheduler`` sgm_uniform 10 steps + ``SplitSigmas`` 7 (3
   sampled steps, img2img of the canvas sent inline as base64 PNG, as krita's ``ETN_LoadImageBase64``, + ``VAEEncode``), ``SamplerCustomAdvanced``, full VAE; a new seed and a
   new input image each call. ``live-nocn``: the same without the ControlNet.
+* ``live@SAMPLER``, ``live-nocn@SAMPLER`` -- (b) with another sampler of the captured loop in ``KSamplerSelect``
+  (``euler_ancestral``, ``dpmpp_2m``, ``ddim``, ``lcm``).
+* ``floor`` -- (b)'s canvas straight to ``PreviewImage``: what a job costs the server and the client with no model
+  in it (arm ``eager`` only).
 
 Arms (each graph): ``eager`` (core), ``core_compile`` (core ``TorchCompileModel``, backend ``cudagraphs``, the faster
 of core's two in BENCHMARKS.md section 9), ``cuda_graph`` / ``compile_cuda_graph`` (``LCM Fast Path`` in that mode
@@ -144,8 +148,9 @@ def lcm_graph(arm: str, seed: int, ckpt: str, lora: str, smoke: bool, taesd: boo
     return prompt
 
 
-def live_graph(arm: str, seed: int, ckpt: str, lora: str, smoke: bool, control: bool = True) -> dict:
-    """krita's default live graph (module docstring), graph (b)."""
+def live_graph(arm: str, seed: int, ckpt: str, lora: str, smoke: bool, control: bool = True,
+               sampler: str = "euler") -> dict:
+    """krita's default live graph (module docstring), graph (b); ``sampler``: ``KSamplerSelect``'s choice."""
     prompt = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": lora,
@@ -155,7 +160,7 @@ def live_graph(arm: str, seed: int, ckpt: str, lora: str, smoke: bool, control: 
         "11": {"class_type": "LCMBenchClient_LoadImageBase64", "inputs": {"image": canvas_png(seed, smoke)}},
         "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["11", 0], "vae": ["1", 2]}},
         "13": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
-        "14": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "14": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}},
         "17": {"class_type": "SplitSigmas", "inputs": {"sigmas": ["16", 0], "step": 7}},
     }
     model = _model_arm(prompt, arm, ["2", 0])
@@ -177,12 +182,31 @@ def live_graph(arm: str, seed: int, ckpt: str, lora: str, smoke: bool, control: 
     return prompt
 
 
+def floor_graph(arm: str, seed: int, ckpt: str, lora: str, smoke: bool) -> dict:
+    """``floor``: the canvas sent inline → ``PreviewImage``: no model, no sampling -- the server's own round trip
+    for a job of (b)'s size (the POST with a 512² PNG, validation, execution, PNG encoding, the image back)."""
+    return {"11": {"class_type": "LCMBenchClient_LoadImageBase64", "inputs": {"image": canvas_png(seed, smoke)}},
+            "9": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}}
+
+
 GRAPHS = {
     "lcm": lambda arm, seed, ckpt, lora, smoke: lcm_graph(arm, seed, ckpt, lora, smoke),
     "taesd": lambda arm, seed, ckpt, lora, smoke: lcm_graph(arm, seed, ckpt, lora, smoke, taesd=True),
     "live": lambda arm, seed, ckpt, lora, smoke: live_graph(arm, seed, ckpt, lora, smoke),
     "live-nocn": lambda arm, seed, ckpt, lora, smoke: live_graph(arm, seed, ckpt, lora, smoke, control=False),
+    "floor": floor_graph,
 }
+
+
+def build(name: str, arm: str, seed: int, ckpt: str, lora: str, smoke: bool) -> dict:
+    """Graph ``name`` of :data:`GRAPHS`; ``live@SAMPLER`` / ``live-nocn@SAMPLER`` run (b) with another core
+    sampler of the captured loop (``euler_ancestral``, ``dpmpp_2m``, ``ddim``, ``lcm``)."""
+    base, _, sampler = name.partition("@")
+    if sampler:
+        if base not in ("live", "live-nocn"):
+            raise ValueError(f"graph {name!r}: a sampler can be named for live and live-nocn only")
+        return live_graph(arm, seed, ckpt, lora, smoke, control=base == "live", sampler=sampler)
+    return GRAPHS[name](arm, seed, ckpt, lora, smoke)
 
 
 def table(results: list[dict]) -> str:

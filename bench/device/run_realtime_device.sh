@@ -8,7 +8,8 @@
 #              SDXL with --disable-dynamic-vram
 #   sdxl:      bench_dynamic_vram.py on 0.33.0, SDXL, both VRAM modes
 #   live:      bench_server_realtime.py on 0.33.0 with both flags (native-static, where the fast path captures):
-#              the live clients' graphs (issue 23; GRAPHS, ARMS, LIVE_ARMS, CALLS override), then the table
+#              the live clients' graphs (issue 23; GRAPHS, ARMS, LIVE_ARMS, CALLS override), then the table;
+#              the floor graph (no model), (b) with the other captured samplers; the client waits on the websocket
 #   kernels:   bench_realtime.py on 0.8.0 (no Dynamic VRAM in-process): the per-kernel profile (issue 23;
 #              KJOBS, KVARIANTS override; max-autotune compiles for minutes: give it its own call)
 #   batch4:    bench_realtime.py on 0.8.0, SD1.5 and SDXL at batch 4, every arm (issue 23: the runs that ran out
@@ -52,8 +53,8 @@ case "$stage" in
     source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0
     python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)"
     py bench_server_realtime --prepare-only --base /tmp/rt-base
-    timeout ${LIVE_TIMEOUT:-280} python3 -m lcm_lora_pack.bench.device.bench_server_realtime --config native-static \
-      --base /tmp/rt-base --graphs "${GRAPHS:-live-nocn,taesd,live:eager+core_compile+cuda_graph}" \
+    timeout ${LIVE_TIMEOUT:-540} python3 -m lcm_lora_pack.bench.device.bench_server_realtime --config native-static \
+      --base /tmp/rt-base --graphs "${GRAPHS:-floor:eager,live-nocn,taesd,live:eager+core_compile+cuda_graph,live-nocn@euler_ancestral:eager+cuda_graph,live-nocn@dpmpp_2m:eager+cuda_graph,live-nocn@ddim:eager+cuda_graph}" \
       --arms "${ARMS:-eager,core_compile,cuda_graph,compile_cuda_graph}" --calls ${CALLS:-8} \
       --json "$out/live.json" 2>&1 | tee "$out/live.log" | grep -E "^(ARM|TABLE|\|)"
     cp /tmp/rt-base/server-native-static.log "$out/" 2>/dev/null

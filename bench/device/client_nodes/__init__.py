@@ -12,7 +12,8 @@ async def comfy_entrypoint():
     """V3 entry point: one node."""
     import numpy as np
     import torch
-    from comfy_api.latest import ComfyExtension, io as comfy_io
+    from comfy_api.latest import ComfyExtension
+    from comfy_api.latest import io as comfy_io
     from PIL import Image
 
     class LoadImageBase64(comfy_io.ComfyNode):
