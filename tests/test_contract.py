@@ -478,3 +478,13 @@ def test_mixed_adapter_through_core_dynamic_patch_path_equals_the_full_load(comf
     assert type(prepared[0][1]) is type(model.patches[key][0][1])
     assert torch.equal(lowvram(weight.clone()), full)
     assert not torch.equal(full, weight)
+
+
+def test_root_patcher_follows_core_clones_and_stops_where_there_is_no_parent(sd15):
+    """The fast path's drop finalizer sits on the clone chain's root (core's ``clone()`` sets ``n.parent``); a
+    patcher without ``parent`` (a changed core) is its own root: its state is then released with that clone."""
+    root = sd15.model
+    assert contract.root_patcher(root.clone().clone()) is contract.root_patcher(root)
+    assert contract.root_patcher(root.clone()) is not root.clone()
+    orphan = types.SimpleNamespace()
+    assert contract.root_patcher(orphan) is orphan
