@@ -72,7 +72,7 @@ def release_when_dropped(patcher, state, watched: weakref.WeakSet) -> None:
     if root is None or root in watched:
         return
     watched.add(root)
-    weakref.finalize(root, release, state, DROPPED)
+    weakref.finalize(root, release, state, DROPPED).atexit = False  # not at exit: CUDA may be gone
 
 
 def watch_unload(patcher, states: weakref.WeakKeyDictionary) -> None:

@@ -64,7 +64,7 @@ def decoder_state(vae) -> DecoderState:
     state = _STATES.get(vae.first_stage_model)
     if state is None:
         state = _STATES[vae.first_stage_model] = DecoderState()
-        weakref.finalize(vae.patcher, release, state, VAE_DROPPED)
+        weakref.finalize(vae.patcher, release, state, VAE_DROPPED).atexit = False  # not at exit: CUDA may be gone
     return state
 
 
