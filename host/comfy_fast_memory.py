@@ -62,17 +62,21 @@ def release_unloaded() -> None:
                 release(state, UNLOADED_ELSEWHERE)
 
 
-def release_when_dropped(patcher, state, watched: weakref.WeakSet) -> None:
+def release_on_collect(owner, state, why: str) -> None:
+    """:func:`release` ``state`` when ``owner`` is garbage-collected (not at interpreter exit: CUDA may be gone)."""
+    weakref.finalize(owner, release, state, why).atexit = False
+
+
+def release_when_dropped(patcher, state) -> None:
     """Release ``state`` when ComfyUI drops ``patcher``'s model: its root patcher (:func:`contract.root_patcher`,
     alive while any clone is) is collected when the checkpoint's graph leaves ComfyUI's cache. Without it the
     state's captured loops and compiled modules keep the model object alive after its patchers died; core's model
-    management then finds that model "dead" and runs a full garbage collection before every later job. ``watched``:
-    the roots already registered for this state (one finalizer each)."""
+    management then finds that model "dead" and runs a full garbage collection before every later job.
+    ``state.watched`` holds the roots already registered (one finalizer each)."""
     root = contract.root_patcher(patcher)
-    if root is None or root in watched:
-        return
-    watched.add(root)
-    weakref.finalize(root, release, state, DROPPED).atexit = False  # not at exit: CUDA may be gone
+    if root not in state.watched:
+        state.watched.add(root)
+        release_on_collect(root, state, DROPPED)
 
 
 def watch_unload(patcher, states: weakref.WeakKeyDictionary) -> None:

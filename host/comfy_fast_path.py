@@ -222,7 +222,7 @@ def fast_sampler_sample(executor, guider, sigmas, extra_args, callback, noise, l
              else _UNKEYED_STATE)
     release_unloaded()  # what ComfyUI unloaded through clones without the fast path
     if base_model is not None:
-        release_when_dropped(guider.model_patcher, state, state.watched)
+        release_when_dropped(guider.model_patcher, state)
     sampler = contract.wrapped_sampler(executor)
     reason = (fallback_reason(sampler, guider, extra_args, noise, denoise_mask, settings) if sampler is not None
               else contract.line("wrapped_sampler", "the wrapper executor has no class_obj", "running core's sampler"))

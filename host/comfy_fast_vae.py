@@ -39,7 +39,7 @@ from ..samplers.fast_path import (
     timed_capture,
 )
 from . import contract
-from .comfy_fast_memory import release, release_unloaded, track
+from .comfy_fast_memory import release_on_collect, release_unloaded, track
 from .contract import dynamic_vram
 
 LOG = logging.getLogger(__name__)
@@ -60,11 +60,11 @@ _STATES: weakref.WeakKeyDictionary = track(weakref.WeakKeyDictionary())  # first
 
 
 def decoder_state(vae) -> DecoderState:
-    """The decoder's state; released (:func:`comfy_fast_memory.release`) when the VAE's patcher is collected."""
+    """The decoder's state; released when the VAE's patcher is collected."""
     state = _STATES.get(vae.first_stage_model)
     if state is None:
         state = _STATES[vae.first_stage_model] = DecoderState()
-        weakref.finalize(vae.patcher, release, state, VAE_DROPPED).atexit = False  # not at exit: CUDA may be gone
+        release_on_collect(vae.patcher, state, VAE_DROPPED)
     return state
 
 

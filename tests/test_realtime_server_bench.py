@@ -55,11 +55,7 @@ def test_live_client_websocket_and_polling_see_the_same_jobs(tmp_path):
     from lcm_lora_pack.bench.device import live_graphs
     from lcm_lora_pack.bench.device.live_client import Client
 
-    base = tmp_path / "base"
-    for sub in ("custom_nodes", "input", "output", "temp", "user", "web"):
-        (base / sub).mkdir(parents=True)
-    (base / "web" / "index.html").write_text("<html></html>")
-    (base / "custom_nodes" / "lcm-bench-client").symlink_to(REPO / "bench" / "device" / "client_nodes")
+    base = bench.server_base(tmp_path / "base")
     port = free_port()
     server = bench.start_server(comfyui_root(), base, port, ["--cpu"], tmp_path / "server.log")
     clients = {wait: Client(port, wait) for wait in ("ws", "poll")}

@@ -15,22 +15,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lcm_lora_pack.bench.device.bench_server_realtime import start_server
+from lcm_lora_pack.bench.device.bench_server_realtime import server_base, start_server
 from lcm_lora_pack.bench.device.live_client import WAITS, Client
 from lcm_lora_pack.bench.device.live_graphs import floor_graph
-
-CLIENT_NODES = Path(__file__).resolve().parent / "client_nodes"
-
-
-def base_folder(root: Path) -> Path:
-    """A server base with only the bench's client node (no models)."""
-    for sub in ("custom_nodes", "input", "output", "temp", "user", "web"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "web" / "index.html").write_text("<html></html>")
-    link = root / "custom_nodes" / "lcm-bench-client"
-    if not link.exists():
-        link.symlink_to(CLIENT_NODES, target_is_directory=True)
-    return root
 
 
 def measure(client: Client, calls: int) -> list[float]:
@@ -52,7 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--flags", default="--cpu", help="main.py flags (default --cpu)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        base = base_folder(Path(tmp) / "base")
+        base = server_base(Path(tmp) / "base")
         server = start_server(Path(os.environ["COMFYUI_PATH"]), base, args.port, args.flags.split(),
                               Path(tmp) / "server.log")
         rows = []

@@ -63,18 +63,28 @@ def prepare_smoke(base: Path) -> None:
     loras.make_kohya_lora(SD15_UNET_CONFIG, base / "models/loras" / STYLE, rank=4, alpha=4, seed=3)
 
 
+CLIENT_NODES = Path(__file__).resolve().parent / "client_nodes"  # the live graphs' inline-canvas node (krita's way)
+
+
+def server_base(base: Path, pack: Path | None = None) -> Path:
+    """A ``main.py --base-directory`` folder: its working folders, a stand-in frontend, the bench's client node
+    and, when ``pack`` is given, the pack linked into ``custom_nodes``."""
+    for sub in ("custom_nodes", "input", "output", "temp", "user", "web"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    (base / "web" / "index.html").write_text("<html></html>")
+    links = {"lcm-bench-client": CLIENT_NODES, **({"lcm-lora-pack": pack.resolve()} if pack else {})}
+    for name, target in links.items():
+        if not (base / "custom_nodes" / name).exists():
+            (base / "custom_nodes" / name).symlink_to(target, target_is_directory=True)
+    return base
+
+
 def prepare(base: Path, pack: Path) -> None:
     """Base directory with the pack linked, a full-size random SD1.5 checkpoint (UNet + SD VAE + CLIP-L, fp16)
     and an LCM-LoRA-shaped file (rank 64, kohya keys). Built in this process, before any server starts."""
-    for sub in ("models/checkpoints", "models/loras", "custom_nodes", "input", "output", "temp", "user", "web"):
+    server_base(base, pack)
+    for sub in ("models/checkpoints", "models/loras"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    (base / "web" / "index.html").write_text("<html></html>")
-    link = base / "custom_nodes" / "lcm-lora-pack"
-    if not link.exists():
-        link.symlink_to(pack.resolve(), target_is_directory=True)
-    client = base / "custom_nodes" / "lcm-bench-client"  # the live graphs' inline-canvas node (krita's way)
-    if not client.exists():
-        client.symlink_to((pack / "bench" / "device" / "client_nodes").resolve(), target_is_directory=True)
     if (base / "models/checkpoints" / CKPT).exists():
         return prepare_live(base, SMOKE["on"])
     if SMOKE["on"]:
