@@ -78,15 +78,20 @@ def _latent(comfy, executor, seed: int, mode: str | None) -> torch.Tensor:
     return load_file(f"{folder}/{saved['subfolder']}/{saved['filename']}")["latent_tensor"]
 
 
-def _new_state(fp, known: set):
-    (state,) = [(model, state) for model, state in fp._STATES.items() if id(model) not in known]
+def _known_models(fp) -> weakref.WeakSet:
+    """The models that have a fast-path state now, held weakly (an id could be reused by a later model)."""
+    return weakref.WeakSet(fp._STATES.keys())
+
+
+def _new_state(fp, known: weakref.WeakSet):
+    (state,) = [(model, state) for model, state in fp._STATES.items() if model not in known]
     return state
 
 
 def test_unload_frees_the_graphs_and_the_next_call_recaptures_identical(comfy, mm, pack):
     executor = comfy.new_executor()
     eager = {seed: _latent(comfy, executor, seed, None) for seed in (1, 2)}
-    known = {id(model) for model in pack.fp._STATES}
+    known = _known_models(pack.fp)
     assert torch.equal(_latent(comfy, executor, 1, "cuda_graph"), eager[1])
     base_model, state = _new_state(pack.fp, known)
     (entry,) = state.cache.entries.values()
@@ -115,7 +120,7 @@ def test_unload_through_a_plain_clone_is_swept_at_the_next_fast_call(comfy, mm, 
     kept: nothing released), then ComfyUI unloads that clone: the next fast-path call -- of another model here --
     finds the model unloaded and frees its state."""
     executor = comfy.new_executor()
-    known = {id(model) for model in pack.fp._STATES}
+    known = _known_models(pack.fp)
     fast = _latent(comfy, executor, 4, "cuda_graph")
     _, state = _new_state(pack.fp, known)
     assert torch.equal(fast, _latent(comfy, executor, 4, None))
@@ -133,7 +138,7 @@ def test_unload_frees_the_compiled_module(comfy, mm, pack):
     pack.settings["compile_backend"] = "aot_eager"
     executor = comfy.new_executor()
     eager = _latent(comfy, executor, 3, None)
-    known = {id(model) for model in pack.fp._STATES}
+    known = _known_models(pack.fp)
     fast = _latent(comfy, executor, 3, "compile_cuda_graph")
     _, state = _new_state(pack.fp, known)
     assert state.compile_failed is None and len(state.compiled) == 1 and len(state.cache.entries) == 1
@@ -205,7 +210,7 @@ def test_dropping_the_checkpoint_frees_the_fast_path_and_leaves_no_dead_model(co
     """The checkpoint's graph leaves ComfyUI's cache without an unload (a live client switched checkpoints): the
     captured loops go with its last patcher, and core finds no model alive whose patchers all died."""
     executor = comfy.new_executor()
-    known = {id(model) for model in pack.fp._STATES}
+    known = _known_models(pack.fp)
     _latent(comfy, executor, 6, "cuda_graph")
     base_model, state = _new_state(pack.fp, known)
     assert len(state.cache.entries) == 1
