@@ -61,3 +61,21 @@ def test_kernel_categories_of_cuda_triton_and_aten_names():
         "aten::_to_copy": "copy/cast", "aten::silu": "elementwise", "cudaLaunchKernel": "other",
     }
     assert {name: kernel_category(name) for name in expected} == expected
+
+
+def test_client_phases_split_a_job_at_its_messages():
+    """``live_client.phases``: each phase runs from its message to the next; nodes by class, summed per class;
+    the end is ``execution_success`` or, on servers without it, ``executing`` with no node."""
+    from lcm_lora_pack.bench.device.live_client import phases
+
+    prompt = {"1": {"class_type": "A"}, "2": {"class_type": "B"}, "3": {"class_type": "B"}}
+    stamps = [(0.000, "post", None), (0.004, "answered", None), (0.005, "execution_start", None),
+              (0.006, "execution_cached", None), (0.007, "executing", "1"), (0.017, "progress", None),
+              (0.027, "executing", "2"), (0.030, "executed", "2"), (0.031, "executing", "3"),
+              (0.036, "execution_success", None), (0.040, "viewed", None)]
+    got = phases(stamps, prompt)
+    assert list(got) == ["POST", "queue", "cache", "A", "B", "view"]
+    expected = {"POST": 4.0, "queue": 1.0, "cache": 2.0, "A": 20.0, "B": 9.0, "view": 4.0}
+    assert all(abs(got[k] - v) < 1e-9 for k, v in expected.items()), got
+    old_server = [*stamps[:9], (0.036, "executing", None), (0.040, "viewed", None)]
+    assert phases(old_server, prompt) == got

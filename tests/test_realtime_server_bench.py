@@ -43,7 +43,13 @@ def test_server_bench_smoke_live_graphs(tmp_path):
     for (_graph, arm), row in rows.items():
         assert row["status"] == "success" and row["alive_after"] and len(row["times_ms"]) == 1, row
         assert row["max_pixel_diff"] == (None if arm == "eager" else 0), row
+    # Where each job's time went (the websocket's stamps): validation, the nodes that ran, the image fetched.
+    phases = rows[("live", "cuda_graph")]["phases_ms"]
+    assert list(phases)[:2] == ["POST", "queue"] and list(phases)[-1] == "view", phases
+    assert {"SamplerCustomAdvanced", "LCMPack_FastVAEDecode", "PreviewImage"} <= set(phases), phases
+    assert "CheckpointLoaderSimple" not in phases  # the server's cache kept the checkpoint between the calls
     assert "| live | cuda_graph |" in run.stdout and "TABLE native-static" in run.stdout
+    assert "PHASES native-static" in run.stdout and "SamplerCustomAdvanced " in run.stdout
     assert any("is not CUDA" in line for line in summary["pack_lines"]), summary["pack_lines"]
 
 
@@ -67,6 +73,11 @@ def test_live_client_websocket_and_polling_see_the_same_jobs(tmp_path):
             assert status == "success" and image and seconds > 0, (wait, status)
             images.setdefault(seed, []).append(image)
         assert images[1][0] == images[1][1] and images[2][0] == images[2][1] and images[1][0] != images[2][0]
+        # The job's phases add up to its round trip (less the last message's delivery), nodes by class.
+        _, _, _ = clients["ws"].run(live_graphs.floor_graph("eager", 3, "", "", True), 120)
+        phases = clients["ws"].last_phases
+        assert list(phases)[:2] == ["POST", "queue"] and list(phases)[-1] == "view", phases
+        assert {"LCMBenchClient_LoadImageBase64", "PreviewImage"} <= set(phases) and clients["poll"].last_phases is None
         broken = {"11": {"class_type": "LCMBenchClient_LoadImageBase64", "inputs": {"image": "bm90IGFuIGltYWdl"}},
                   "9": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}}}
         for client in clients.values():
@@ -75,6 +86,43 @@ def test_live_client_websocket_and_polling_see_the_same_jobs(tmp_path):
     finally:
         for client in clients.values():
             client.close()
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_image_sent_over_the_websocket_as_krita_does(tmp_path):
+    """The bench's ``LCMBenchClient_SendImageWebSocket`` (krita's ``ETN_SendImageWebSocket``: the server encodes the
+    image and sends it as a binary message to the prompt's client) through a real CPU ``main.py``: the client takes
+    the binary message that arrives while the image node runs; PNG gives the pixels ``PreviewImage`` gives, JPEG
+    nearly; no ``/view``."""
+    import io
+
+    import numpy as np
+    from lcm_lora_pack.bench.device import bench_server_realtime as bench
+    from lcm_lora_pack.bench.device import live_graphs
+    from lcm_lora_pack.bench.device.live_client import Client
+    from PIL import Image
+
+    base = bench.server_base(tmp_path / "base")
+    port = free_port()
+    server = bench.start_server(comfyui_root(), base, port, ["--cpu"], tmp_path / "server.log")
+    client = Client(port, "ws")
+    try:
+        assert client.alive(), (tmp_path / "server.log").read_text()[-3000:]
+        pixels, phases = {}, {}
+        for image_out in ("preview", "ws-png", "ws-jpeg"):
+            prompt = live_graphs.with_image_out(live_graphs.floor_graph("eager", 5, "", "", True), image_out)
+            if image_out != "preview":  # the image must come over the websocket, not from /view
+                client._view = lambda entry: pytest.fail(f"/view asked for {entry}")
+            _, image, status = client.run(prompt, 120)
+            assert status == "success" and image, (image_out, status)
+            pixels[image_out] = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"), dtype=np.int16)
+            phases[image_out] = client.last_phases
+        assert np.array_equal(pixels["ws-png"], pixels["preview"])
+        assert pixels["ws-jpeg"].shape == pixels["preview"].shape and not np.array_equal(pixels["ws-jpeg"], pixels["preview"])
+        assert "LCMBenchClient_SendImageWebSocket" in phases["ws-jpeg"] and "PreviewImage" not in phases["ws-jpeg"]
+    finally:
+        client.close()
         server.terminate()
         server.wait(timeout=60)
 

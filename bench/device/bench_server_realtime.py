@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 
 from lcm_lora_pack.bench.device.live_client import WAITS, Client
-from lcm_lora_pack.bench.device.live_graphs import ARMS, GRAPHS, build, prepare_live, table
+from lcm_lora_pack.bench.device.live_graphs import ARMS, GRAPHS, IMAGE_OUTS, build, phase_table, prepare_live, table
 
 CONFIGS = {"default": [], "no-dynamic": ["--disable-dynamic-vram"], "no-cuda-malloc": ["--disable-cuda-malloc"],
            "native-static": ["--disable-cuda-malloc", "--disable-dynamic-vram"]}
@@ -52,6 +52,7 @@ FATAL = ("terminate called", "Segmentation fault", "CUDA error", "AcceleratorErr
 
 
 SMOKE = {"on": False}  # --smoke: CPU server, the devkit's tiny SD1.5-family checkpoint, 64² (checks the script)
+IMAGE_OUT = {"kind": "preview"}  # --image-out: how the graphs' image node gives the image back (live_graphs)
 
 
 def prepare_smoke(base: Path) -> None:
@@ -121,7 +122,7 @@ def prepare(base: Path, pack: Path) -> None:
 
 def graph(arm: str, seed: int, name: str = "lcm") -> dict:
     """Graph ``name`` of ``live_graphs.GRAPHS`` in ``arm``, for ``seed`` (the image node is "9")."""
-    return build(name, arm, seed, CKPT, LORA, SMOKE["on"])
+    return build(name, arm, seed, CKPT, LORA, SMOKE["on"], IMAGE_OUT["kind"])
 
 
 def sampled_graph_nodes() -> dict:
@@ -261,12 +262,13 @@ def run_arm(client: Client, name: str, arm: str, seeds: list[int], eager_images:
     first_s, image, status = client.run(graph(arm, seeds[0], name))
     result = {"graph": name, "arm": arm, "first_s": round(first_s, 3), "status": status, "times_ms": [],
               "max_pixel_diff": None}
-    images = {seeds[0]: image}
+    images, phases = {seeds[0]: image}, []
     for seed in seeds[1:]:
         if not client.alive():
             break
         seconds, image, status = client.run(graph(arm, seed, name))
         result["times_ms"].append(round(seconds * 1e3, 1))
+        phases.append(client.last_phases)
         result["status"] = status if status != "success" else result["status"]
         images[seed] = image
     result["alive_after"] = client.alive()
@@ -276,7 +278,17 @@ def run_arm(client: Client, name: str, arm: str, seeds: list[int], eager_images:
         result["max_pixel_diff"] = max(max_pixel_diff(images[s], eager_images[name][s]) for s in seeds)
     times = result["times_ms"]
     result["median_ms"] = statistics.median(times) if times else None
+    result["phases_ms"] = median_phases(phases)
     return result
+
+
+def median_phases(per_call: list[dict | None]) -> dict[str, float] | None:
+    """Median ms of each phase over the timed calls (``live_client.phases``; None without the websocket)."""
+    calls = [p for p in per_call if p]
+    if not calls or len(calls) != len(per_call):
+        return None
+    names = [name for name in calls[0] if all(name in p for p in calls)]
+    return {name: round(statistics.median(p[name] for p in calls), 1) for name in names}
 
 
 def plan(graphs: str, arms: str) -> list[tuple[str, str]]:
@@ -301,6 +313,9 @@ def main(argv=None) -> int:
                         "live-nocn@SAMPLER; GRAPH:ARM+ARM sets that graph's arms")
     parser.add_argument("--wait", choices=WAITS, default="ws",
                         help="how the client learns a job is done: the websocket (live clients' way) or /history polling")
+    parser.add_argument("--image-out", choices=tuple(IMAGE_OUTS), default="preview",
+                        help="the image node: core PreviewImage (+ /view), or sent over the websocket (krita's way; "
+                        "needs --wait ws)")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument("--parity", action="store_true", help="first run the LoRA parity graphs (pack vs core)")
     parser.add_argument("--distill", type=int, default=0, metavar="STEPS",
@@ -308,7 +323,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--smoke", action="store_true", help="CPU server, tiny checkpoint, 64² (checks the script)")
     args = parser.parse_args(argv)
-    SMOKE["on"] = args.smoke
+    SMOKE["on"], IMAGE_OUT["kind"] = args.smoke, args.image_out
+    if args.image_out != "preview" and args.wait != "ws":
+        parser.error("--image-out ws-* needs --wait ws (the image comes over the websocket)")
     if args.prepare_only:
         prepare(args.base, args.pack)
         return 0
@@ -351,6 +368,7 @@ def main(argv=None) -> int:
                "fatal_lines": fatal[:20]}
     print("SERVER", json.dumps(summary), flush=True)
     print(f"TABLE {args.config}\n{table(results)}", flush=True)
+    print(f"PHASES {args.config}\n{phase_table(results)}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=1))

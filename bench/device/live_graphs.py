@@ -198,15 +198,34 @@ GRAPHS = {
 }
 
 
-def build(name: str, arm: str, seed: int, ckpt: str, lora: str, smoke: bool) -> dict:
+# How the image node "9" gives the image back: core's PreviewImage (a PNG file at compression level 1 with the
+# prompt as metadata, read by the client with /view), or over the websocket as krita's ETN_SendImageWebSocket does
+# (the bench's client node; the server encodes PNG or JPEG).
+IMAGE_OUTS = {"preview": None, "ws-png": "PNG", "ws-jpeg": "JPEG"}
+
+
+def build(name: str, arm: str, seed: int, ckpt: str, lora: str, smoke: bool, image_out: str = "preview") -> dict:
     """Graph ``name`` of :data:`GRAPHS`; ``live@SAMPLER`` / ``live-nocn@SAMPLER`` run (b) with another core
-    sampler of the captured loop (``euler_ancestral``, ``dpmpp_2m``, ``ddim``, ``lcm``)."""
+    sampler of the captured loop (``euler_ancestral``, ``dpmpp_2m``, ``ddim``, ``lcm``); ``image_out``: one of
+    :data:`IMAGE_OUTS`."""
     base, _, sampler = name.partition("@")
     if sampler:
         if base not in ("live", "live-nocn"):
             raise ValueError(f"graph {name!r}: a sampler can be named for live and live-nocn only")
-        return live_graph(arm, seed, ckpt, lora, smoke, control=base == "live", sampler=sampler)
-    return GRAPHS[name](arm, seed, ckpt, lora, smoke)
+        prompt = live_graph(arm, seed, ckpt, lora, smoke, control=base == "live", sampler=sampler)
+    else:
+        prompt = GRAPHS[name](arm, seed, ckpt, lora, smoke)
+    return with_image_out(prompt, image_out)
+
+
+def with_image_out(prompt: dict, image_out: str) -> dict:
+    """``prompt`` with its image node "9" giving the image back the ``image_out`` way (:data:`IMAGE_OUTS`)."""
+    if image_out not in IMAGE_OUTS:
+        raise ValueError(f"image_out {image_out!r}: one of {', '.join(IMAGE_OUTS)}")
+    if IMAGE_OUTS[image_out] is not None:
+        prompt["9"] = {"class_type": "LCMBenchClient_SendImageWebSocket",
+                       "inputs": {"images": prompt["9"]["inputs"]["images"], "format": IMAGE_OUTS[image_out]}}
+    return prompt
 
 
 def table(results: list[dict]) -> str:
@@ -222,4 +241,15 @@ def table(results: list[dict]) -> str:
         diff = "—" if r.get("max_pixel_diff") is None else str(r["max_pixel_diff"])
         lines.append(f"| {r['graph']} | {r['arm']} | {r['first_s']} | {median if median is not None else '—'} | "
                      f"{speedup} | {diff} | {r['status'][:60]} |")
+    return "\n".join(lines)
+
+
+def phase_table(results: list[dict]) -> str:
+    """Markdown table of where each arm's median job goes (``phases_ms``: live_client.phases, medians of the timed
+    calls), phases in the order the job met them, nodes by class."""
+    lines = ["| graph | arm | median ms | phases, ms (median of each) |", "|---|---|---:|---|"]
+    for r in results:
+        if r.get("phases_ms"):
+            parts = " · ".join(f"{name} {ms:.1f}" for name, ms in r["phases_ms"].items())
+            lines.append(f"| {r['graph']} | {r['arm']} | {r.get('median_ms')} | {parts} |")
     return "\n".join(lines)

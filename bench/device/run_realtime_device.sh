@@ -9,7 +9,9 @@
 #   sdxl:      bench_dynamic_vram.py on 0.33.0, SDXL, both VRAM modes
 #   live:      bench_server_realtime.py on 0.33.0 with both flags (native-static, where the fast path captures):
 #              the live clients' graphs (issue 23; GRAPHS, ARMS, LIVE_ARMS, CALLS override), then the table;
-#              the floor graph (no model), (b) with the other captured samplers; the client waits on the websocket
+#              the floor graph (no model), (b) with the other captured samplers; the client waits on the websocket;
+#              each arm's phases (where a job's time goes); IMAGE_OUT=ws-png|ws-jpeg sends the image over the
+#              websocket as krita does (default: PreviewImage + /view); then bench_client_floor (every way back)
 #   kernels:   bench_realtime.py on 0.8.0 (no Dynamic VRAM in-process): the per-kernel profile (issue 23;
 #              KJOBS, KVARIANTS override; max-autotune compiles for minutes: give it its own call)
 #   batch4:    bench_realtime.py on 0.8.0, SD1.5 and SDXL at batch 4, every arm (issue 23: the runs that ran out
@@ -56,7 +58,9 @@ case "$stage" in
     timeout ${LIVE_TIMEOUT:-540} python3 -m lcm_lora_pack.bench.device.bench_server_realtime --config native-static \
       --base /tmp/rt-base --graphs "${GRAPHS:-floor:eager,live-nocn,taesd,live:eager+core_compile+cuda_graph,live-nocn@euler_ancestral:eager+cuda_graph,live-nocn@dpmpp_2m:eager+cuda_graph,live-nocn@ddim:eager+cuda_graph}" \
       --arms "${ARMS:-eager,core_compile,cuda_graph,compile_cuda_graph}" --calls ${CALLS:-8} \
-      --json "$out/live.json" 2>&1 | tee "$out/live.log" | grep -E "^(ARM|TABLE|\|)"
+      --image-out "${IMAGE_OUT:-preview}" --json "$out/live.json" 2>&1 | tee "$out/live.log" | grep -E "^(ARM|TABLE|PHASES|\|)"
+    python3 -m lcm_lora_pack.bench.device.bench_client_floor --calls 30 --flags "--disable-cuda-malloc --disable-dynamic-vram" \
+      2>&1 | tee "$out/floor.log" | grep -E "^\|"
     cp /tmp/rt-base/server-native-static.log "$out/" 2>/dev/null
     ;;
   kernels)
