@@ -53,6 +53,35 @@ def test_server_bench_smoke_live_graphs(tmp_path):
     assert any("is not CUDA" in line for line in summary["pack_lines"]), summary["pack_lines"]
 
 
+@pytest.mark.slow
+def test_server_bench_smoke_sdxl_live_graph(tmp_path):
+    """Graph (c): krita's live graph on SDXL. ``--prepare-only`` with an SDXL graph writes the SDXL checkpoint (full
+    CLIP-L + CLIP-G renamed by ComfyUI's own SDXL saving code; smoke: SDXL depths at 320 channels), its LoRA and
+    ControlNet; the server's own loaders take them as SDXL (no missing text-encoder key), and every job of both
+    arms succeeds with the ControlNet applied, the fast arm equal to eager."""
+    bench = [sys.executable, "-m", "lcm_lora_pack.bench.device.bench_server_realtime", "--smoke", "--base",
+             str(tmp_path / "base")]
+    env = subprocess_env(COMFYUI_PATH=str(comfyui_root()))
+    graphs = ["--graphs", "live-sdxl", "--arms", "eager,cuda_graph"]
+    prepared = subprocess.run([*bench, "--prepare-only", *graphs], cwd=REPO, capture_output=True, text=True,
+                              timeout=600, env=env)
+    assert prepared.returncode == 0, prepared.stderr[-4000:]
+    out = tmp_path / "server.json"
+    run = subprocess.run([*bench, "--config", "native-static", *graphs, "--calls", "2", "--port", str(free_port()),
+                          "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=1200, env=env)
+    assert run.returncode == 0, run.stderr[-4000:]
+    summary = json.loads(out.read_text())
+    rows = {row["arm"]: row for row in summary["arms"] if row.get("graph") == "live-sdxl"}
+    assert set(rows) == {"eager", "cuda_graph"} and summary["server_survived"], summary
+    for row in rows.values():
+        assert row["status"] == "success" and len(row["times_ms"]) == 1, row
+        assert {"ControlNetApplyAdvanced", "SamplerCustomAdvanced"} <= set(row["phases_ms"]), row
+    assert rows["cuda_graph"]["max_pixel_diff"] == 0
+    log = (tmp_path / "base" / "server-native-static.log").read_text()
+    assert "Requested to load SDXLClipModel" in log and "Requested to load SDXL\n" in log, log[-3000:]
+    assert "clip missing" not in log.lower() and "Requested to load ControlNet" in log
+
+
 def test_live_client_websocket_and_polling_see_the_same_jobs(tmp_path):
     """The bench's client (bench/device/live_client.py) on a real CPU ``main.py``: waiting on the websocket (live
     clients' way, the bench's default) and polling ``/history`` get the same image bytes of the same job; a job

@@ -80,17 +80,18 @@ def server_base(base: Path, pack: Path | None = None) -> Path:
     return base
 
 
-def prepare(base: Path, pack: Path) -> None:
+def prepare(base: Path, pack: Path, sdxl: bool = False) -> None:
     """Base directory with the pack linked, a full-size random SD1.5 checkpoint (UNet + SD VAE + CLIP-L, fp16)
-    and an LCM-LoRA-shaped file (rank 64, kohya keys). Built in this process, before any server starts."""
+    and an LCM-LoRA-shaped file (rank 64, kohya keys); ``sdxl``: graph (c)'s SDXL models too. Built in this
+    process, before any server starts."""
     server_base(base, pack)
     for sub in ("models/checkpoints", "models/loras"):
         (base / sub).mkdir(parents=True, exist_ok=True)
     if (base / "models/checkpoints" / CKPT).exists():
-        return prepare_live(base, SMOKE["on"])
+        return prepare_live(base, SMOKE["on"], sdxl)
     if SMOKE["on"]:
         prepare_smoke(base)
-        return prepare_live(base, True)
+        return prepare_live(base, True, sdxl)
     import torch
     from lcm_lora_pack.devkit.host import prepare_import
     from lcm_lora_pack.devkit.models import build_clip_l_state_dict
@@ -117,7 +118,7 @@ def prepare(base: Path, pack: Path) -> None:
     lora_files.write_lora(base / "models/loras" / LORA, lora)
     style = lora_files.lora_state_dict(unet_meta, lora_files.STYLE_TARGETS, 32, 16.0, 12, "cuda")
     lora_files.write_lora(base / "models/loras" / STYLE, style)
-    prepare_live(base, False)
+    prepare_live(base, False, sdxl)
 
 
 def graph(arm: str, seed: int, name: str = "lcm") -> dict:
@@ -326,8 +327,8 @@ def main(argv=None) -> int:
     SMOKE["on"], IMAGE_OUT["kind"] = args.smoke, args.image_out
     if args.image_out != "preview" and args.wait != "ws":
         parser.error("--image-out ws-* needs --wait ws (the image comes over the websocket)")
-    if args.prepare_only:
-        prepare(args.base, args.pack)
+    if args.prepare_only:  # graph (c)'s SDXL models only when --graphs asks for an SDXL graph
+        prepare(args.base, args.pack, sdxl=any("sdxl" in name for name, _ in plan(args.graphs, args.arms)))
         return 0
     comfy = Path(os.environ["COMFYUI_PATH"])
     log = args.base / f"server-{args.config}.log"

@@ -8,8 +8,10 @@
   1.8, ``RandomNoise``, ``KSamplerSelect`` euler, ``BasicScheduler`` sgm_uniform 10 steps + ``SplitSigmas`` 7 (3
   sampled steps, img2img of the canvas sent inline as base64 PNG, as krita's ``ETN_LoadImageBase64``, + ``VAEEncode``), ``SamplerCustomAdvanced``, full VAE; a new seed and a
   new input image each call. ``live-nocn``: the same without the ControlNet.
-* ``live@SAMPLER``, ``live-nocn@SAMPLER`` -- (b) with another sampler of the captured loop in ``KSamplerSelect``
-  (``euler_ancestral``, ``dpmpp_2m``, ``ddim``, ``lcm``).
+* ``live-sdxl``, ``live-sdxl-nocn`` -- (c): (b) on SDXL at 1024² (random full-size SDXL checkpoint, LoRA stand-in and
+  ControlNet of ``sdxl_live.py``, built by ``--prepare-only`` when an SDXL graph is asked for).
+* ``live@SAMPLER``, ``live-nocn@SAMPLER`` (and the SDXL graphs) -- (b) with another sampler of the captured loop in
+  ``KSamplerSelect`` (``euler_ancestral``, ``dpmpp_2m``, ``ddim``, ``lcm``).
 * ``floor`` -- (b)'s canvas straight to ``PreviewImage``: what a job costs the server and the client with no model
   in it (arm ``eager`` only).
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lcm_lora_pack.bench.device import sdxl_live
+
 ARMS = ("eager", "core_compile", "cuda_graph", "compile_cuda_graph")
 CONTROLNET = "rt-sd15-controlnet.safetensors"
 IMAGES = 8  # canvases (a call sends canvas seed % IMAGES: a new one each call)
@@ -30,9 +34,9 @@ def side(smoke: bool) -> int:
     return 64 if smoke else 512
 
 
-def prepare_live(base: Path, smoke: bool) -> None:
+def prepare_live(base: Path, smoke: bool, sdxl: bool = False) -> None:
     """TAESD files (random, TAESD's architecture), a ControlNet (smoke: the devkit's tiny one; else a full-size
-    random SD1.5 ControlNet in diffusers layout, fp16)."""
+    random SD1.5 ControlNet in diffusers layout, fp16); ``sdxl``: graph (c)'s models too (``sdxl_live``)."""
     from safetensors.torch import save_file
 
     approx = base / "models" / "vae_approx"
@@ -42,6 +46,8 @@ def prepare_live(base: Path, smoke: bool) -> None:
     prepare_import("cpu" if smoke else "cuda")
     for name, weights in taesd_state_dicts(23).items():
         save_file(weights, str(approx / f"taesd_{name}.safetensors"))
+    if sdxl:
+        sdxl_live.prepare_sdxl(base, smoke)
     path = base / "models" / "controlnet" / CONTROLNET
     if path.exists():
         return
@@ -53,15 +59,17 @@ def prepare_live(base: Path, smoke: bool) -> None:
     write_full_controlnet(path)
 
 
-def canvas_png(seed: int, smoke: bool) -> str:
-    """The client's canvas for this call, a PNG as base64 text (random pixels; seed % IMAGES picks one of eight)."""
+def canvas_png(seed: int, smoke: bool, size: int | None = None) -> str:
+    """The client's canvas for this call, a PNG as base64 text (random pixels; seed % IMAGES picks one of eight),
+    ``size``² (default: SD1.5's side)."""
     import base64
     import io
 
     import numpy as np
     from PIL import Image
 
-    pixels = np.random.default_rng(seed % IMAGES).integers(0, 256, (side(smoke), side(smoke), 3), dtype=np.uint8)
+    size = size or side(smoke)
+    pixels = np.random.default_rng(seed % IMAGES).integers(0, 256, (size, size, 3), dtype=np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -149,15 +157,19 @@ def lcm_graph(arm: str, seed: int, ckpt: str, lora: str, smoke: bool, taesd: boo
 
 
 def live_graph(arm: str, seed: int, ckpt: str, lora: str, smoke: bool, control: bool = True,
-               sampler: str = "euler") -> dict:
-    """krita's default live graph (module docstring), graph (b); ``sampler``: ``KSamplerSelect``'s choice."""
+               sampler: str = "euler", sdxl: bool = False) -> dict:
+    """krita's default live graph (module docstring), graph (b); ``sampler``: ``KSamplerSelect``'s choice;
+    ``sdxl``: graph (c), SDXL's models at 1024² (``ckpt`` and ``lora`` give way to ``sdxl_live``'s)."""
+    controlnet, size = CONTROLNET, side(smoke)
+    if sdxl:
+        ckpt, lora, controlnet, size = sdxl_live.CKPT, sdxl_live.LORA, sdxl_live.CONTROLNET, sdxl_live.side(smoke)
     prompt = {
         "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt}},
         "2": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["1", 0], "lora_name": lora,
                                                               "strength_model": 1.0}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a live painting", "clip": ["1", 1]}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry, low quality", "clip": ["1", 1]}},
-        "11": {"class_type": "LCMBenchClient_LoadImageBase64", "inputs": {"image": canvas_png(seed, smoke)}},
+        "11": {"class_type": "LCMBenchClient_LoadImageBase64", "inputs": {"image": canvas_png(seed, smoke, size)}},
         "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["11", 0], "vae": ["1", 2]}},
         "13": {"class_type": "RandomNoise", "inputs": {"noise_seed": seed}},
         "14": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}},
@@ -166,7 +178,7 @@ def live_graph(arm: str, seed: int, ckpt: str, lora: str, smoke: bool, control: 
     model = _model_arm(prompt, arm, ["2", 0])
     positive, negative = ["3", 0], ["4", 0]
     if control:
-        prompt["18"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET}}
+        prompt["18"] = {"class_type": "ControlNetLoader", "inputs": {"control_net_name": controlnet}}
         prompt["19"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
             "positive": positive, "negative": negative, "control_net": ["18", 0], "image": ["11", 0],
             "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0, "vae": ["1", 2]}}
@@ -194,6 +206,9 @@ GRAPHS = {
     "taesd": lambda arm, seed, ckpt, lora, smoke: lcm_graph(arm, seed, ckpt, lora, smoke, taesd=True),
     "live": lambda arm, seed, ckpt, lora, smoke: live_graph(arm, seed, ckpt, lora, smoke),
     "live-nocn": lambda arm, seed, ckpt, lora, smoke: live_graph(arm, seed, ckpt, lora, smoke, control=False),
+    "live-sdxl": lambda arm, seed, ckpt, lora, smoke: live_graph(arm, seed, ckpt, lora, smoke, sdxl=True),
+    "live-sdxl-nocn": lambda arm, seed, ckpt, lora, smoke: live_graph(arm, seed, ckpt, lora, smoke, control=False,
+                                                                    sdxl=True),
     "floor": floor_graph,
 }
 
@@ -210,9 +225,10 @@ def build(name: str, arm: str, seed: int, ckpt: str, lora: str, smoke: bool, ima
     :data:`IMAGE_OUTS`."""
     base, _, sampler = name.partition("@")
     if sampler:
-        if base not in ("live", "live-nocn"):
-            raise ValueError(f"graph {name!r}: a sampler can be named for live and live-nocn only")
-        prompt = live_graph(arm, seed, ckpt, lora, smoke, control=base == "live", sampler=sampler)
+        if base not in ("live", "live-nocn", "live-sdxl", "live-sdxl-nocn"):
+            raise ValueError(f"graph {name!r}: a sampler can be named for the live graphs only")
+        prompt = live_graph(arm, seed, ckpt, lora, smoke, control=not base.endswith("nocn"), sampler=sampler,
+                            sdxl="sdxl" in base)
     else:
         prompt = GRAPHS[name](arm, seed, ckpt, lora, smoke)
     return with_image_out(prompt, image_out)

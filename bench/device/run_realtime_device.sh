@@ -12,6 +12,7 @@
 #              the floor graph (no model), (b) with the other captured samplers; the client waits on the websocket;
 #              each arm's phases (where a job's time goes); IMAGE_OUT=ws-png|ws-jpeg sends the image over the
 #              websocket as krita does (default: PreviewImage + /view); then bench_client_floor (every way back)
+#   live-sdxl: the same for graph (c), krita's live graph on SDXL 1024² (models built by --prepare-only, ~2 min)
 #   kernels:   bench_realtime.py on 0.8.0 (no Dynamic VRAM in-process): the per-kernel profile (issue 23;
 #              KJOBS, KVARIANTS override; max-autotune compiles for minutes: give it its own call)
 #   batch4:    bench_realtime.py on 0.8.0, SD1.5 and SDXL at batch 4, every arm (issue 23: the runs that ran out
@@ -51,12 +52,14 @@ case "$stage" in
       py bench_dynamic_vram --vram $vram --families sdxl --fast-modes cuda_graph --json "$out/033-sdxl-$vram.json" 2>&1 | grep -E "^(ROW|HEADER)"
     done
     ;;
-  live)
+  live|live-sdxl)
     source "$payload/pack/bench/device/setup_hosts.sh" "$payload" 0.33.0
     python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__)"
-    py bench_server_realtime --prepare-only --base /tmp/rt-base
+    default="floor:eager,live-nocn,taesd,live:eager+core_compile+cuda_graph,live-nocn@euler_ancestral:eager+cuda_graph,live-nocn@dpmpp_2m:eager+cuda_graph,live-nocn@ddim:eager+cuda_graph"
+    [ "$stage" = live-sdxl ] && default="live-sdxl:eager+core_compile+cuda_graph,live-sdxl-nocn:eager+cuda_graph+compile_cuda_graph"
+    py bench_server_realtime --prepare-only --base /tmp/rt-base --graphs "${GRAPHS:-$default}"
     timeout ${LIVE_TIMEOUT:-540} python3 -m lcm_lora_pack.bench.device.bench_server_realtime --config native-static \
-      --base /tmp/rt-base --graphs "${GRAPHS:-floor:eager,live-nocn,taesd,live:eager+core_compile+cuda_graph,live-nocn@euler_ancestral:eager+cuda_graph,live-nocn@dpmpp_2m:eager+cuda_graph,live-nocn@ddim:eager+cuda_graph}" \
+      --base /tmp/rt-base --graphs "${GRAPHS:-$default}" \
       --arms "${ARMS:-eager,core_compile,cuda_graph,compile_cuda_graph}" --calls ${CALLS:-8} \
       --image-out "${IMAGE_OUT:-preview}" --json "$out/live.json" 2>&1 | tee "$out/live.log" | grep -E "^(ARM|TABLE|PHASES|\|)"
     python3 -m lcm_lora_pack.bench.device.bench_client_floor --calls 30 --flags "--disable-cuda-malloc --disable-dynamic-vram" \
