@@ -157,7 +157,7 @@ def phases(stamps: list[tuple[float, str, str | None]], prompt: dict) -> dict[st
              if kind in ("post", "answered", "execution_start", "viewed", "executing", *ends)]
     out: dict[str, float] = {}
     names = {"post": "POST", "answered": "queue", "execution_start": "cache", **dict.fromkeys(ends, "view")}
-    for (t, kind, node), (t_next, _, _) in zip(marks, marks[1:]):
+    for (t, kind, node), (t_next, _, _) in zip(marks, marks[1:], strict=False):
         name = prompt.get(node, {}).get("class_type", node) if kind == "executing" else names.get(kind)
         if name is not None:
             out[name] = out.get(name, 0.0) + (t_next - t) * 1e3

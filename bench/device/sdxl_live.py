@@ -82,7 +82,6 @@ def clip_weights(device) -> dict:
     """CLIP-L and CLIP-G at full size, random, as an SDXL checkpoint stores them (``conditioner.embedders.*``):
     ComfyUI's internal names renamed by its own SDXL saving code."""
     import comfy.supported_models
-    import torch
     from lcm_lora_pack.bench import synthetic
 
     internal = {}
