@@ -182,7 +182,8 @@ def build_taesd(family: Family, seed: int = 4):
     return comfy.sd.VAE(sd={**sd, "vae_scale": torch.tensor(scale), "vae_shift": torch.tensor(0.0)})
 
 
-def _clip_state_dict(spec: dict, device, seed: int) -> dict[str, torch.Tensor]:
+def clip_state_dict(spec: dict, device, seed: int) -> dict[str, torch.Tensor]:
+    """A random HF-format CLIP text encoder (``CLIPTextModelWithProjection`` of ``spec``: :data:`CLIP_L`, :data:`CLIP_G`)."""
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, **spec)
@@ -197,7 +198,7 @@ def build_clip(family: Family, device, seed: int = 2):
     import comfy.sd
 
     specs = {"l": CLIP_L, "g": CLIP_G}
-    state_dicts = [_clip_state_dict(specs[c], device, seed + i) for i, c in enumerate(family.clips)]
+    state_dicts = [clip_state_dict(specs[c], device, seed + i) for i, c in enumerate(family.clips)]
     if family.clips == ("l",):
         state_dicts[0].pop("text_projection.weight", None)
     return comfy.sd.load_text_encoder_state_dicts(state_dicts=state_dicts, embedding_directory=None)

@@ -86,7 +86,7 @@ def clip_weights(device) -> dict:
 
     internal = {}
     for index, (name, spec) in enumerate((("l", synthetic.CLIP_L), ("g", synthetic.CLIP_G))):
-        weights = synthetic._clip_state_dict(spec, device, 2 + index)
+        weights = synthetic.clip_state_dict(spec, device, 2 + index)
         internal.update({f"clip_{name}.transformer.{k}": v.half().cpu() for k, v in weights.items()})
     sdxl = comfy.supported_models.SDXL(dict(comfy.supported_models.SDXL.unet_config))
     return {k: (v.contiguous() if v.is_floating_point() else v)
