@@ -182,14 +182,14 @@ def build_taesd(family: Family, seed: int = 4):
     return comfy.sd.VAE(sd={**sd, "vae_scale": torch.tensor(scale), "vae_shift": torch.tensor(0.0)})
 
 
-def clip_state_dict(spec: dict, device, seed: int) -> dict[str, torch.Tensor]:
+def clip_state_dict(spec: dict, device, seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
     """A random HF-format CLIP text encoder (``CLIPTextModelWithProjection`` of ``spec``: :data:`CLIP_L`, :data:`CLIP_G`)."""
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, **spec)
     with torch.device("meta"):
         meta = CLIPTextModelWithProjection(config)
-    sd = random_state_dict(meta, device, torch.float32, seed)
+    sd = random_state_dict(meta, device, dtype, seed)
     return {k: v for k, v in sd.items() if "position_ids" not in k}
 
 

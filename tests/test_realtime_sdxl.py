@@ -9,14 +9,21 @@ import importlib
 
 import pytest
 import torch
-from conftest import VEGA_UNET
+from safetensors.torch import save_file
 
 SIDE = 8
 
 
 @pytest.fixture(scope="module")
 def vega(comfy):
-    return comfy.run_node("UNETLoader", unet_name=VEGA_UNET, weight_dtype="default")[0]
+    """An SDXL-family UNet ComfyUI detects as Segmind Vega: Vega's depths, 320 channels on every level (the tiny
+    SDXL config of ``devkit.tiny_sdxl``; 107 M parameters instead of Vega's 745 M), loaded by core's ``UNETLoader``."""
+    from lcm_lora_pack.devkit.models import build_unet_state_dict
+    from lcm_lora_pack.devkit.tiny_sdxl import TINY_SDXL_UNET_CONFIG
+
+    name = "live-tiny-sdxl-unet.safetensors"
+    save_file(build_unet_state_dict(TINY_SDXL_UNET_CONFIG, seed=5), str(comfy.base / "models" / "diffusion_models" / name))
+    return comfy.run_node("UNETLoader", unet_name=name, weight_dtype="default")[0]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +33,7 @@ def fp(comfy):
 
 @pytest.fixture(scope="module")
 def sdxl_controlnet(comfy, vega):
-    """A ControlNet of the Vega UNet's config, built as the live bench builds graph (c)'s (``sdxl_live``)."""
+    """A ControlNet of that UNet's config, built as the live bench builds graph (c)'s (``sdxl_live``)."""
     from lcm_lora_pack.bench.device.sdxl_live import controlnet_weights, save_atomically
 
     unet = {"model.diffusion_model." + k: v for k, v in vega.model.diffusion_model.state_dict().items()}

@@ -82,12 +82,13 @@ def clip_weights(device) -> dict:
     """CLIP-L and CLIP-G at full size, random, as an SDXL checkpoint stores them (``conditioner.embedders.*``):
     ComfyUI's internal names renamed by its own SDXL saving code."""
     import comfy.supported_models
+    import torch
     from lcm_lora_pack.bench import synthetic
 
     internal = {}
     for index, (name, spec) in enumerate((("l", synthetic.CLIP_L), ("g", synthetic.CLIP_G))):
-        weights = synthetic.clip_state_dict(spec, device, 2 + index)
-        internal.update({f"clip_{name}.transformer.{k}": v.half().cpu() for k, v in weights.items()})
+        weights = synthetic.clip_state_dict(spec, device, 2 + index, torch.float16)
+        internal.update({f"clip_{name}.transformer.{k}": v.cpu() for k, v in weights.items()})
     sdxl = comfy.supported_models.SDXL(dict(comfy.supported_models.SDXL.unet_config))
     return {k: (v.contiguous() if v.is_floating_point() else v)
             for k, v in sdxl.process_clip_state_dict_for_saving(internal).items()}
