@@ -22,7 +22,8 @@ def vega(comfy):
     from lcm_lora_pack.devkit.tiny_sdxl import TINY_SDXL_UNET_CONFIG
 
     name = "live-tiny-sdxl-unet.safetensors"
-    save_file(build_unet_state_dict(TINY_SDXL_UNET_CONFIG, seed=5), str(comfy.base / "models" / "diffusion_models" / name))
+    path = comfy.base / "models" / "diffusion_models" / name
+    save_file(build_unet_state_dict(TINY_SDXL_UNET_CONFIG, seed=5), str(path))
     return comfy.run_node("UNETLoader", unet_name=name, weight_dtype="default")[0]
 
 

@@ -7,8 +7,8 @@
   names the image, ``execution_success`` (or ``executing`` with no node) ends it, ``execution_error`` /
   ``execution_interrupted`` fail it; then one ``GET /view``. An image node that sends the image itself over the
   websocket (krita's ``ETN_SendImageWebSocket``; the bench's ``LCMBenchClient_SendImageWebSocket``) needs no
-  ``/view``: the binary message that arrives while that node runs is the image. A job whose image node sent nothing (cached, or a
-  graph without an image: the distillation job) reads ``/history`` once.
+  ``/view``: the binary message that arrives while that node runs is the image. A job whose image node sent
+  nothing (cached, or a graph without an image: the distillation job) reads ``/history`` once.
 * ``poll``: ``GET /history/{id}`` every 2 ms until the job is there, then ``/view`` (the benches' first client; the
   polling requests run on the server's event loop beside the job, so they can slow it).
 

@@ -61,7 +61,8 @@ def checkpoint_unet(unet_meta, config: dict, device) -> dict:
     from lcm_lora_pack.bench import synthetic
 
     weights = synthetic.random_state_dict(unet_meta, device, torch.float16, 0)
-    return {"model.diffusion_model." + k: v.cpu() for k, v in synthetic.diffusers_to_comfy_unet(weights, config).items()}
+    renamed = synthetic.diffusers_to_comfy_unet(weights, config)
+    return {"model.diffusion_model." + k: v.cpu() for k, v in renamed.items()}
 
 
 def vae_weights(device) -> dict:
