@@ -155,6 +155,26 @@ def build_unet(family: Family, device, dtype, seed: int = 0) -> UNetPair:
     return UNetPair(unet, patcher, sum(v.numel() for v in sd.values()))
 
 
+def checkpoint_unet(unet_meta: torch.nn.Module, config: dict, device, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random fp16 weights for the diffusers UNet ``unet_meta`` (of ``config``), drawn on ``device``, under ComfyUI's
+    checkpoint keys ``model.diffusion_model.*`` (LDM names), on the CPU: the UNet part of a checkpoint file."""
+    weights = random_state_dict(unet_meta, device, torch.float16, seed)
+    renamed = diffusers_to_comfy_unet(weights, config)
+    return {"model.diffusion_model." + k: v.cpu() for k, v in renamed.items()}
+
+
+def checkpoint_vae(device, seed: int = 1) -> dict[str, torch.Tensor]:
+    """The SD VAE (SD1.5 and SDXL share its shape), random fp16, under a checkpoint's ``first_stage_model.*``."""
+    import comfy.diffusers_convert
+    from diffusers import AutoencoderKL
+
+    with torch.device("meta"):
+        meta = AutoencoderKL(**SD_VAE)
+    vae = random_state_dict(meta, device, torch.float16, seed)
+    return {"first_stage_model." + k: v.cpu().contiguous()
+            for k, v in comfy.diffusers_convert.convert_vae_state_dict(vae).items()}
+
+
 def build_vae(device, dtype, seed: int = 1):
     """The SD VAE (SD1.5 and SDXL share its shape) with random weights: (diffusers module, comfy VAE)."""
     import comfy.sd

@@ -98,20 +98,14 @@ def prepare(base: Path, pack: Path, sdxl: bool = False) -> None:
     from safetensors.torch import save_file
 
     prepare_import("cuda")
-    import comfy.diffusers_convert
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from lcm_lora_pack.bench import lora_files, synthetic
 
     family = synthetic.FAMILIES["sd15"]
     with torch.device("meta"):
         unet_meta = UNet2DConditionModel(**family.unet_config)
-        vae_meta = AutoencoderKL(**synthetic.SD_VAE)
-    unet = synthetic.random_state_dict(unet_meta, "cuda", torch.float16, 0)
-    checkpoint = {"model.diffusion_model." + k: v.cpu()
-                  for k, v in synthetic.diffusers_to_comfy_unet(unet, family.unet_config).items()}
-    vae = synthetic.random_state_dict(vae_meta, "cuda", torch.float16, 1)
-    checkpoint.update({"first_stage_model." + k: v.cpu().contiguous()
-                       for k, v in comfy.diffusers_convert.convert_vae_state_dict(vae).items()})
+    checkpoint = {**synthetic.checkpoint_unet(unet_meta, family.unet_config, "cuda"),
+                  **synthetic.checkpoint_vae("cuda")}
     checkpoint.update({k: (v.half() if v.is_floating_point() else v) for k, v in build_clip_l_state_dict(2).items()})
     save_file(checkpoint, str(base / "models/checkpoints" / CKPT))
     lora = lora_files.lora_state_dict(unet_meta, lora_files.LCM_TARGETS, 64, 8.0, 11, "cuda")

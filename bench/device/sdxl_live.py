@@ -39,7 +39,7 @@ def prepare_sdxl(base: Path, smoke: bool) -> None:
     """Write the three files into ``base/models`` (each once; ``device``: CUDA unless smoke)."""
     import torch
     from diffusers import UNet2DConditionModel
-    from lcm_lora_pack.bench import lora_files
+    from lcm_lora_pack.bench import lora_files, synthetic
 
     paths = (base / "models/checkpoints" / CKPT, base / "models/loras" / LORA, base / "models/controlnet" / CONTROLNET)
     if all(path.exists() for path in paths):
@@ -48,35 +48,11 @@ def prepare_sdxl(base: Path, smoke: bool) -> None:
     config = unet_config(smoke)
     with torch.device("meta"):
         unet_meta = UNet2DConditionModel(**config)
-    unet = checkpoint_unet(unet_meta, config, device)
-    save_atomically(paths[0], {**unet, **vae_weights(device), **clip_weights(device)})
+    unet = synthetic.checkpoint_unet(unet_meta, config, device)
+    save_atomically(paths[0], {**unet, **synthetic.checkpoint_vae(device), **clip_weights(device)})
     save_atomically(paths[2], controlnet_weights(unet, device))
     del unet
     lora_files.write_lora(paths[1], lora_files.lora_state_dict(unet_meta, lora_files.LCM_TARGETS, 64, 8.0, 21, device))
-
-
-def checkpoint_unet(unet_meta, config: dict, device) -> dict:
-    """The UNet's random weights (fp16) under ComfyUI's checkpoint keys ``model.diffusion_model.*``, on the CPU."""
-    import torch
-    from lcm_lora_pack.bench import synthetic
-
-    weights = synthetic.random_state_dict(unet_meta, device, torch.float16, 0)
-    renamed = synthetic.diffusers_to_comfy_unet(weights, config)
-    return {"model.diffusion_model." + k: v.cpu() for k, v in renamed.items()}
-
-
-def vae_weights(device) -> dict:
-    """The SD VAE (SDXL's has its shape), random fp16, under ``first_stage_model.*``."""
-    import comfy.diffusers_convert
-    import torch
-    from diffusers import AutoencoderKL
-    from lcm_lora_pack.bench import synthetic
-
-    with torch.device("meta"):
-        vae_meta = AutoencoderKL(**synthetic.SD_VAE)
-    vae = synthetic.random_state_dict(vae_meta, device, torch.float16, 1)
-    return {"first_stage_model." + k: v.cpu().contiguous()
-            for k, v in comfy.diffusers_convert.convert_vae_state_dict(vae).items()}
 
 
 def clip_weights(device) -> dict:
